@@ -1,0 +1,39 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers (see DESIGN.md): ImgFormats (pure bytes) and ImgSystem (kernel objects) know nothing of
+// each other; ImgKit composes them into workflows; the imgtool executable only parses arguments.
+let package = Package(
+    name: "imgtool",
+    products: [
+        .library(name: "ImgKit", targets: ["ImgKit"]),
+        .executable(name: "imgtool", targets: ["imgtool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .target(name: "CLinuxShim"),
+        .systemLibrary(name: "CBlkid", pkgConfig: "blkid", providers: [.apt(["libblkid-dev"])]),
+        .systemLibrary(name: "CExt2fs", pkgConfig: "ext2fs", providers: [.apt(["libext2fs-dev"])]),
+        .target(name: "ImgFormats"),
+        .target(
+            name: "ImgSystem",
+            dependencies: ["CLinuxShim", "CBlkid", "CExt2fs", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "ImgKit",
+            dependencies: ["ImgFormats", "ImgSystem", .product(name: "Logging", package: "swift-log")]),
+        .executableTarget(
+            name: "imgtool",
+            dependencies: [
+                "ImgKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(name: "ImgFormatsTests", dependencies: ["ImgFormats"]),
+        .testTarget(name: "ImgSystemTests", dependencies: ["ImgSystem", "ImgFormats"]),
+        .testTarget(name: "ImgKitTests", dependencies: ["ImgKit", "ImgFormats", "ImgSystem"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,46 @@
+// Linux kernel interfaces Swift cannot import on its own: ioctl request numbers are function-like
+// macros, and struct fields that are C arrays import as tuples. Every function returns -errno on
+// failure so the caller sees the error of this call, not of a later one.
+#ifndef IMGTOOL_CLINUXSHIM_H
+#define IMGTOOL_CLINUXSHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <linux/loop.h>
+#include <linux/fs.h>
+#include <linux/blkpg.h>
+
+static const unsigned long IMGTOOL_LOOP_CTL_GET_FREE = LOOP_CTL_GET_FREE;
+static const unsigned long IMGTOOL_LOOP_CONFIGURE = LOOP_CONFIGURE;
+static const unsigned long IMGTOOL_LOOP_SET_FD = LOOP_SET_FD;
+static const unsigned long IMGTOOL_LOOP_CLR_FD = LOOP_CLR_FD;
+static const unsigned long IMGTOOL_LOOP_SET_STATUS64 = LOOP_SET_STATUS64;
+static const unsigned long IMGTOOL_LOOP_GET_STATUS64 = LOOP_GET_STATUS64;
+static const unsigned long IMGTOOL_BLKGETSIZE64 = BLKGETSIZE64;
+static const unsigned long IMGTOOL_BLKSSZGET = BLKSSZGET;
+static const unsigned long IMGTOOL_BLKPG = BLKPG;
+
+static const uint32_t IMGTOOL_LO_FLAGS_READ_ONLY = LO_FLAGS_READ_ONLY;
+static const uint32_t IMGTOOL_LO_FLAGS_AUTOCLEAR = LO_FLAGS_AUTOCLEAR;
+static const uint32_t IMGTOOL_LO_FLAGS_PARTSCAN = LO_FLAGS_PARTSCAN;
+static const int IMGTOOL_LO_NAME_SIZE = LO_NAME_SIZE;
+static const int IMGTOOL_BLKPG_ADD_PARTITION = BLKPG_ADD_PARTITION;
+static const int IMGTOOL_BLKPG_DEL_PARTITION = BLKPG_DEL_PARTITION;
+
+/// ioctl(2) with a pointer argument; returns the result or -errno.
+int imgtool_ioctl_ptr(int fd, unsigned long request, void *arg);
+/// ioctl(2) with an integer argument; returns the result or -errno.
+int imgtool_ioctl_int(int fd, unsigned long request, unsigned long arg);
+
+/// pipe2(2) with O_CLOEXEC (Glibc's Swift overlay does not export pipe2); returns 0 or -errno.
+int imgtool_pipe_cloexec(int fds[2]);
+
+/// Copies `name` (truncated, NUL-terminated) into lo_file_name.
+void imgtool_loop_info_set_file_name(struct loop_info64 *info, const char *name);
+/// lo_file_name as a NUL-terminated string (the kernel does not guarantee the NUL; this does).
+void imgtool_loop_info_get_file_name(const struct loop_info64 *info, char out[LO_NAME_SIZE + 1]);
+
+/// BLKPG_ADD_PARTITION / BLKPG_DEL_PARTITION on a whole-disk block device; bytes, not sectors.
+int imgtool_blkpg(int fd, int op, int number, long long start, long long length);
+
+#endif

@@ -1,0 +1,39 @@
+/// Where GRUB (i386-pc) puts core.img on a partitioned disk: the post-MBR gap of an msdos label,
+/// or the BIOS boot partition of a GPT disk.
+public struct EmbeddingArea: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        case postMBRGap
+        case biosBootPartition(number: Int)
+    }
+
+    public let kind: Kind
+    public let startSector: UInt64
+    public let sectorCount: UInt64
+
+    /// GRUB loads at most this many sectors of core.img (grub-setup refuses more).
+    public static let maximumCoreSectors: UInt64 = 888
+
+    public enum Problem: Error, Sendable, Equatable {
+        /// The first partition starts at or before sector 1: no sector is free after the MBR.
+        case noPostMBRGap(firstPartitionStart: UInt64)
+        case noBIOSBootPartition
+    }
+
+    /// Finds the embedding area of `table`. On msdos the gap ends where the first partition (or EBR)
+    /// begins; on GPT the first BIOS boot partition is used, as grub-install does.
+    public static func find(in table: PartitionTable) -> Result<EmbeddingArea, Problem> {
+        switch table.kind {
+        case .dos:
+            // With no partition at all, everything GRUB can load would fit.
+            let firstStart = table.partitions.map(\.startSector).min() ?? maximumCoreSectors + 1
+            guard firstStart > 1 else { return .failure(.noPostMBRGap(firstPartitionStart: firstStart)) }
+            return .success(EmbeddingArea(kind: .postMBRGap, startSector: 1, sectorCount: firstStart - 1))
+        case .gpt:
+            guard let p = table.partitions.first(where: { $0.typeGUID == .biosBoot }) else {
+                return .failure(.noBIOSBootPartition)
+            }
+            return .success(EmbeddingArea(kind: .biosBootPartition(number: p.number),
+                                          startSector: p.startSector, sectorCount: p.sectorCount))
+        }
+    }
+}

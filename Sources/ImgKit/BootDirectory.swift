@@ -1,0 +1,45 @@
+import Glibc
+import ImgFormats
+import ImgSystem
+
+/// The directory grub-install gets as --boot-directory, inside the mounted boot filesystem.
+enum BootDirectory {
+    /// `<mnt>/boot` on a root filesystem, `<mnt>` on a separate /boot filesystem (which holds
+    /// `grub/` at its top and no `boot/`). Creates `boot/grub` where missing.
+    static func prepare(mountPoint: String) throws(SystemError) -> String {
+        let boot = isDirectory("\(mountPoint)/grub") && !isDirectory("\(mountPoint)/boot")
+            ? mountPoint : "\(mountPoint)/boot"
+        for dir in [boot, "\(boot)/grub"] where !isDirectory(dir) {
+            try systemCall("mkdir", on: dir) { mkdir(dir, 0o755) }
+        }
+        return boot
+    }
+
+    /// Writes grub/device.map for grub-install and puts back what was there before (or nothing)
+    /// when the session closes: a map naming /dev/loopN means nothing once the image is detached.
+    static func writeDeviceMap(_ map: DeviceMap, bootDirectory: String, session: Session) throws(SystemError) {
+        let path = "\(bootDirectory)/grub/device.map"
+        let previous = try? readTextFile(path)
+        session.onClose(path) {
+            if let previous { try writeFile(path, previous) } else { try systemCall("unlink", on: path) { unlink(path) } }
+        }
+        try writeFile(path, map.text)
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    static func writeFile(_ path: String, _ text: String) throws(SystemError) {
+        let h = try FileHandle(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o644)
+        let bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = try systemCall("write", on: path) {
+                Int32(truncatingIfNeeded: bytes[done...].withUnsafeBytes { write(h.fd, $0.baseAddress, $0.count) })
+            }
+            done += Int(n)
+        }
+    }
+}

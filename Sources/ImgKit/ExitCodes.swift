@@ -1,0 +1,18 @@
+/// Exit codes of the imgtool command, one per kind of failure, so scripts can tell them apart.
+/// They follow sysexits(3) where a meaning fits. Documented in README.md.
+public enum ExitStatus: Int32, Sendable, CaseIterable {
+    case success = 0
+    /// An operation failed after pre-flight checks passed: a kernel call, grub-install, a mount.
+    case failure = 1
+    /// The image is not usable for the job: empty, truncated, no partition table, no room for GRUB,
+    /// no filesystem GRUB can read.
+    case badImage = 65
+    /// The image path does not exist, cannot be read, or is not a regular file or block device.
+    case noInput = 66
+    /// A tool or kernel feature the job needs is missing (grub-install, udevadm, loop devices, a strategy).
+    case unavailable = 69
+    /// Another imgtool holds the image.
+    case busy = 75
+    /// The job needs root.
+    case noPermission = 77
+}

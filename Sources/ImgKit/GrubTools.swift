@@ -1,0 +1,43 @@
+import Glibc
+import ImgSystem
+import Logging
+
+/// The distribution's GRUB tools, as install-grub uses them.
+enum GrubTools {
+    static let target = "i386-pc"
+    static let moduleDirectory = "/usr/lib/grub/i386-pc"
+
+    /// Fails with the Debian package to install when a tool or GRUB's i386-pc files are missing.
+    static func requireInstalled(needsUdevadm: Bool) throws(InstallGrubError) {
+        if Subprocess.find("grub-install") == nil { throw .toolMissing(tool: "grub-install", package: "grub2-common") }
+        if access("\(moduleDirectory)/boot.img", R_OK) != 0 {
+            throw .toolMissing(tool: "GRUB's i386-pc boot files (\(moduleDirectory))", package: "grub-pc-bin")
+        }
+        if needsUdevadm && Subprocess.find("udevadm") == nil {
+            throw .toolMissing(tool: "udevadm (grub-probe asks it where a partition starts)", package: "udev")
+        }
+    }
+
+    /// "2.06-13+deb12u2" from `grub-install --version` ("grub-install (GRUB) 2.06-13+deb12u2").
+    static func version() -> String? {
+        guard let r = try? Subprocess.run(["grub-install", "--version"]), r.succeeded else { return nil }
+        return r.stdout.split(whereSeparator: \.isWhitespace).last.map(String.init)
+    }
+
+    /// Size in sectors of the core.img grub-install would embed with `modules`: grub-mkimage writes
+    /// it to a pipe and we count. The prefix string's length barely matters; use a typical one.
+    static func coreImageSectors(modules: [String], logger: Logger) throws(InstallGrubError) -> UInt64 {
+        guard Subprocess.find("grub-mkimage") != nil else { throw .toolMissing(tool: "grub-mkimage", package: "grub-common") }
+        let r: Subprocess.Result
+        do {
+            r = try Subprocess.run(["grub-mkimage", "-O", target, "-d", moduleDirectory, "-p", "(,msdos1)/boot/grub",
+                                    "-o", "/dev/stdout"] + modules)
+        } catch {
+            throw .kernel("could not run grub-mkimage to size core.img: \(error)")
+        }
+        guard r.succeeded else { throw .grubInstallFailed(status: r.status, stderr: r.stderr) }
+        let sectors = (UInt64(r.output.count) + 511) / 512
+        logger.debug("core.img would take \(sectors) sectors", metadata: ["modules": "\(modules)"])
+        return sectors
+    }
+}

@@ -1,0 +1,180 @@
+import Glibc
+import ImgFormats
+import ImgSystem
+import Logging
+
+/// Installs GRUB 2 for BIOS (i386-pc) into a partitioned disk image with the distribution's
+/// grub-install, and leaves nothing attached or mounted behind.
+///
+/// ```swift
+/// let result = try InstallGrub.run(.init(image: "disk.img"), logger: Logger(label: "installer"))
+/// ```
+public enum InstallGrub {
+    public struct Options: Sendable {
+        public var image: String
+        /// nil picks the first strategy this kernel supports (`Strategy.automaticOrder`).
+        public var strategy: Strategy?
+        /// The partition for /boot/grub; nil finds it.
+        public var bootPartition: Int?
+        /// More GRUB modules to build into core.img.
+        public var modules: [String]
+        /// Passes each line grub-install prints to the logger at info level.
+        public var showGrubOutput: Bool
+
+        public init(image: String, strategy: Strategy? = nil, bootPartition: Int? = nil,
+                    modules: [String] = [], showGrubOutput: Bool = false) {
+            self.image = image
+            self.strategy = strategy
+            self.bootPartition = bootPartition
+            self.modules = modules
+            self.showGrubOutput = showGrubOutput
+        }
+    }
+
+    public struct Result: Sendable, Codable, Equatable {
+        public struct BootPartition: Sendable, Codable, Equatable {
+            public let number: Int
+            public let device: String
+            public let filesystem: String
+            public let uuid: String?
+        }
+        public let image: String
+        public let strategy: Strategy
+        public let diskDevice: String
+        public let bootPartition: BootPartition
+        public let target: String
+        public let grubInstallVersion: String?
+        public let seconds: Double
+    }
+
+    /// Runs the whole job. `interruption` lets a signal handler or another thread stop it; the
+    /// teardown still runs. Wraps grub-install(8).
+    public static func run(_ options: Options, logger: Logger,
+                           interruption: Interruption = Interruption()) throws(InstallGrubError) -> Result {
+        let started = monotonicSeconds()
+        logger.info("checking \(options.image)")
+        let plan = try InstallPlan.make(image: options.image, bootPartition: options.bootPartition,
+                                        extraModules: options.modules, logger: logger)
+        let lock: ImageLock
+        do { lock = try ImageLock(path: options.image) } catch { throw .busy(error) }
+        defer { withExtendedLifetime(lock) {} }
+        guard geteuid() == 0 else { throw .notRoot(path: options.image) }
+
+        let order = try strategies(for: options.strategy, logger: logger)
+        logger.info("\(plan.table.kind.rawValue) label, /boot on partition \(plan.bootPartition.number) (\(plan.bootFilesystem.type)), core.img goes into \(plan.embeddingDescription)")
+
+        let session = Session(logger: logger, interruption: interruption)
+        let outcome: Swift.Result<Result, InstallGrubError>
+        do {
+            outcome = .success(try install(plan, options: options, order: order, session: session, started: started))
+        } catch {
+            outcome = .failure(error)
+        }
+        let failures = session.close()
+        switch outcome {
+        case .success(let result):
+            guard failures.isEmpty else { throw .cleanupFailed(failures, after: nil) }
+            logger.info("done: \(options.image) boots GRUB from partition \(plan.bootPartition.number); nothing left attached")
+            return result
+        case .failure(let error):
+            guard failures.isEmpty else { throw .cleanupFailed(failures, after: error.description) }
+            throw error
+        }
+    }
+
+    private static func strategies(for requested: Strategy?, logger: Logger) throws(InstallGrubError) -> [Strategy] {
+        let hasUdevadm = Subprocess.find("udevadm") != nil
+        if let requested {
+            try GrubTools.requireInstalled(needsUdevadm: requested != .offset)
+            return [requested]
+        }
+        try GrubTools.requireInstalled(needsUdevadm: false)
+        if !hasUdevadm {
+            // grub-probe locates partitions through udevadm; without it only `offset` works.
+            logger.debug("udevadm not found: using the offset strategy")
+            return [.offset]
+        }
+        return Strategy.automaticOrder
+    }
+
+    private static func install(_ plan: InstallPlan, options: Options, order: [Strategy], session: Session,
+                                started: Double) throws(InstallGrubError) -> Result {
+        do {
+            try session.checkpoint()
+            let disk = try LoopDevice.attach(plan.imagePath, options: .init(
+                partitionScan: order.contains(.partscan), tag: session.id), logger: session.logger)
+            session.onClose(disk.path) { try disk.detach() }
+            session.logger.info("attached \(plan.imagePath) as \(disk.path)")
+
+            let presented = try present(disk: disk, plan: plan, order: order, session: session)
+            session.logger.info("strategy \(presented.strategy.rawValue): boot partition is \(presented.bootDevice)")
+            try session.checkpoint()
+
+            let mountPoint = try TemporaryDirectory(prefix: "mnt-\(session.id)-")
+            session.onClose(mountPoint.path) { try mountPoint.remove() }
+            let mount = try Mount(source: presented.bootDevice, target: mountPoint.path,
+                                  filesystemType: plan.bootFilesystem.type, logger: session.logger)
+            session.onClose("mount \(mountPoint.path)") { try mount.unmount() }
+            session.logger.info("mounted \(presented.bootDevice) on \(mountPoint.path)")
+
+            let bootDirectory = try BootDirectory.prepare(mountPoint: mountPoint.path)
+            try BootDirectory.writeDeviceMap(.firstHardDisk(presented.diskDevice), bootDirectory: bootDirectory,
+                                             session: session)
+            try session.checkpoint()
+
+            let modules = presented.extraModules + options.modules
+            var arguments = ["grub-install", "--target=\(GrubTools.target)", "--boot-directory=\(bootDirectory)"]
+            if !modules.isEmpty { arguments.append("--modules=\(modules.joined(separator: " "))") }
+            arguments.append(presented.diskDevice)
+            session.logger.info("running \(arguments.joined(separator: " "))")
+            let logger = session.logger
+            let run = try Subprocess.run(arguments, interruption: session.interruption,
+                                         onLine: options.showGrubOutput ? { logger.info("grub-install: \($0)") } : nil)
+            try session.checkpoint()
+            guard run.succeeded else { throw InstallGrubError.grubInstallFailed(status: run.status, stderr: run.stderr) }
+
+            return Result(
+                image: plan.imagePath, strategy: presented.strategy, diskDevice: presented.diskDevice,
+                bootPartition: .init(number: plan.bootPartition.number, device: presented.bootDevice,
+                                     filesystem: plan.bootFilesystem.type, uuid: plan.bootFilesystem.uuid),
+                target: GrubTools.target, grubInstallVersion: GrubTools.version(),
+                seconds: monotonicSeconds() - started)
+        } catch let e as InstallGrubError {
+            throw e
+        } catch let e as Session.Interrupted {
+            throw .interrupted(signal: e.signal)
+        } catch {
+            throw .kernel("\(error)")
+        }
+    }
+
+    private static func present(disk: LoopDevice, plan: InstallPlan, order: [Strategy],
+                                session: Session) throws -> PresentedDisk {
+        var reasons: [String] = []
+        for strategy in order {
+            do {
+                return try strategy.presentation.present(disk: disk, plan: plan, session: session)
+            } catch let unavailable as PresentationUnavailable {
+                session.logger.debug("strategy \(strategy.rawValue) unavailable: \(unavailable.reason)")
+                reasons.append(unavailable.reason)
+                if order.count == 1 { throw InstallGrubError.strategyUnavailable(strategy, reason: unavailable.reason) }
+            }
+        }
+        throw InstallGrubError.kernel("no strategy can present \(plan.imagePath) as a disk: \(reasons.joined(separator: "; "))")
+    }
+}
+
+extension InstallPlan {
+    var embeddingDescription: String {
+        switch embedding.kind {
+        case .postMBRGap: return "the post-MBR gap (\(embedding.sectorCount) sectors)"
+        case .biosBootPartition(let n): return "BIOS boot partition \(n) (\(embedding.sectorCount) sectors)"
+        }
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}

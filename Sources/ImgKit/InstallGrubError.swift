@@ -1,0 +1,103 @@
+import ImgSystem
+
+/// Why install-grub refused or failed. `description` is the message a user reads: what is wrong
+/// and what to do next. `exitStatus` is the documented exit code.
+public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
+    case imageMissing(path: String)
+    case notAnImage(path: String, kind: String)
+    case unreadable(path: String, reason: String)
+    case empty(path: String)
+    case truncated(path: String, detail: String)
+    case noPartitionTable(path: String, filesystem: String?)
+    case damagedPartitionTable(path: String, detail: String)
+    case noPostMBRGap(path: String, firstPartitionStart: UInt64)
+    case gapTooSmall(path: String, sectors: UInt64, needed: UInt64)
+    case noBIOSBootPartition(path: String)
+    case biosBootTooSmall(path: String, number: Int, sectors: UInt64, needed: UInt64)
+    case noBootFilesystem(path: String, found: [String])
+    case bootPartitionInvalid(path: String, number: Int, reason: String)
+    case ambiguousBootPartition(path: String, candidates: [Int])
+    case busy(ImageLock.Error)
+    case notRoot(path: String)
+    case toolMissing(tool: String, package: String)
+    case strategyUnavailable(Strategy, reason: String)
+    case kernel(String)
+    case grubInstallFailed(status: Int32, stderr: String)
+    case interrupted(signal: Int32)
+    case cleanupFailed([Session.CleanupFailure], after: String?)
+
+    public var exitStatus: ExitStatus {
+        switch self {
+        case .imageMissing, .notAnImage, .unreadable: return .noInput
+        case .empty, .truncated, .noPartitionTable, .damagedPartitionTable, .noPostMBRGap, .gapTooSmall,
+             .noBIOSBootPartition, .biosBootTooSmall, .noBootFilesystem, .bootPartitionInvalid,
+             .ambiguousBootPartition:
+            return .badImage
+        case .busy: return .busy
+        case .notRoot: return .noPermission
+        case .toolMissing, .strategyUnavailable: return .unavailable
+        case .kernel, .grubInstallFailed, .cleanupFailed: return .failure
+        case .interrupted: return .failure
+        }
+    }
+
+    /// The process exit code: `exitStatus`, or 128 + signal after an interruption.
+    public var exitCode: Int32 {
+        if case .interrupted(let signal) = self { return 128 + signal }
+        return exitStatus.rawValue
+    }
+
+    public var description: String {
+        switch self {
+        case .imageMissing(let p):
+            return "\(p) does not exist. Check the path, or create an image first (see TestImages/make-disk.sh)."
+        case .notAnImage(let p, let kind):
+            return "\(p) is \(kind), not a disk image. Give a raw image file or a block device."
+        case .unreadable(let p, let reason):
+            return "cannot read \(p): \(reason). Check its permissions."
+        case .empty(let p):
+            return "\(p) is empty (0 bytes). Partition it and make a filesystem for /boot first."
+        case .truncated(let p, let detail):
+            return "\(p) is truncated: \(detail). Recreate or restore the image; nothing was changed."
+        case .noPartitionTable(let p, let fs):
+            let what = fs.map { "a bare \($0) filesystem and no partition table" } ?? "no partition table"
+            return "\(p) has \(what). GRUB needs a partitioned disk (msdos, or GPT with a BIOS boot partition) to embed core.img; partition the image, e.g. with sfdisk or sgdisk."
+        case .damagedPartitionTable(let p, let detail):
+            return "the partition table of \(p) is damaged: \(detail). Repair it (sgdisk --verify, sfdisk) first."
+        case .noPostMBRGap(let p, let start):
+            return "\(p): the msdos partition label has no post-MBR gap (the first partition starts at sector \(start)), so GRUB cannot embed core.img. Move the first partition to sector 2048, or use GPT with a BIOS boot partition."
+        case .gapTooSmall(let p, let sectors, let needed):
+            return "\(p): the post-MBR gap has \(sectors) sectors but GRUB's core.img needs \(needed). Start the first partition at sector 2048 (1 MiB) to leave room."
+        case .noBIOSBootPartition(let p):
+            return "\(p) has a GPT label without a BIOS boot partition, so GRUB (i386-pc) cannot embed core.img. Add one (1 MiB, type EF02, e.g. `sgdisk -n 0:0:+1M -t 0:ef02`)."
+        case .biosBootTooSmall(let p, let n, let sectors, let needed):
+            return "\(p): BIOS boot partition \(n) has \(sectors) sectors but GRUB's core.img needs \(needed). Make it at least 1 MiB."
+        case .noBootFilesystem(let p, let found):
+            let seen = found.isEmpty ? "no filesystem at all" : "only " + found.joined(separator: ", ")
+            return "\(p) has no partition with a filesystem GRUB can read and the kernel can write (\(seen)). Make one for /boot, e.g. mkfs.ext4 on a Linux partition."
+        case .bootPartitionInvalid(let p, let n, let reason):
+            return "\(p): partition \(n) cannot hold /boot/grub: \(reason). Pick another with --boot-partition."
+        case .ambiguousBootPartition(let p, let candidates):
+            return "\(p) has several partitions that could hold /boot/grub (\(candidates.map(String.init).joined(separator: ", "))) and none is marked. Choose one with --boot-partition N."
+        case .busy(let e):
+            return e.description
+        case .notRoot(let p):
+            return "install-grub needs root to attach loop devices and mount \(p)'s boot partition. Run it as root (e.g. `sudo imgtool install-grub \(p)`); `imgtool inspect` and `verify` need no root."
+        case .toolMissing(let tool, let package):
+            return "\(tool) is not installed. Install the Debian package \(package) (apt-get install \(package))."
+        case .strategyUnavailable(let s, let reason):
+            return "strategy \(s.rawValue) is not available on this machine: \(reason)"
+        case .kernel(let message):
+            return message
+        case .grubInstallFailed(let status, let stderr):
+            let trimmed = stderr.split(separator: "\n").suffix(20).joined(separator: "\n")
+            return "grub-install failed (exit \(status)):\n\(trimmed)"
+        case .interrupted(let signal):
+            return Session.Interrupted(signal: signal).description
+        case .cleanupFailed(let failures, let after):
+            let list = failures.map { "  - \($0)" }.joined(separator: "\n")
+            let first = after.map { "\($0)\nThen cleanup failed too:\n" } ?? "cleanup failed:\n"
+            return first + list + "\nThese are still held; release them by hand (umount, losetup -d)."
+        }
+    }
+}

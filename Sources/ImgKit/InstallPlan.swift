@@ -1,0 +1,166 @@
+import Glibc
+import ImgFormats
+import ImgSystem
+import Logging
+
+/// Everything install-grub decides before it touches the kernel, read from the image without
+/// changing it and without root.
+public struct InstallPlan: Sendable {
+    public let imagePath: String
+    public let imageSize: UInt64
+    public let table: PartitionTable
+    public let embedding: EmbeddingArea
+    public let bootPartition: Partition
+    public let bootFilesystem: FilesystemProbe
+    /// GRUB's module for the boot filesystem ("ext2" for ext2/3/4).
+    public let grubFilesystemModule: String
+
+    /// GRUB reads these; the kernel can mount them read-write for grub-install. blkid type -> module.
+    static let grubFilesystemModules: [String: String] = [
+        "ext2": "ext2", "ext3": "ext2", "ext4": "ext2", "xfs": "xfs", "btrfs": "btrfs",
+        "vfat": "fat", "exfat": "exfat", "f2fs": "f2fs", "jfs": "jfs", "reiserfs": "reiserfs",
+        "nilfs2": "nilfs2", "hfsplus": "hfsplus",
+    ]
+
+    /// Runs the pre-flight checks in the order a user would fix them: the path, the image's size,
+    /// its partition table, room for core.img, then a filesystem for /boot.
+    public static func make(image path: String, bootPartition requested: Int?, extraModules: [String] = [],
+                            logger: Logger) throws(InstallGrubError) -> InstallPlan {
+        let (source, size) = try openImage(path)
+        let table: PartitionTable
+        do {
+            guard let t = try PartitionTable.read(from: source) else {
+                let fs = try? FilesystemProbe.probe(fd: source.fd, path: path, offset: 0, length: size)
+                throw InstallGrubError.noPartitionTable(path: path, filesystem: fs?.type)
+            }
+            table = t
+        } catch let e as InstallGrubError {
+            throw e
+        } catch {
+            throw .unreadable(path: path, reason: "\(error)")
+        }
+        if let damage = table.findings.first(where: { $0.severity == .error }) {
+            throw .damagedPartitionTable(path: path, detail: damage.message)
+        }
+        let sectors = size / UInt64(table.sectorSize)
+        for p in table.partitions where p.endSector > sectors {
+            throw .truncated(path: path, detail: "partition \(p.number) ends at sector \(p.endSector) but the image has only \(sectors) sectors (\(size) bytes)")
+        }
+
+        let embedding: EmbeddingArea
+        switch EmbeddingArea.find(in: table) {
+        case .success(let area): embedding = area
+        case .failure(.noPostMBRGap(let start)): throw .noPostMBRGap(path: path, firstPartitionStart: start)
+        case .failure(.noBIOSBootPartition): throw .noBIOSBootPartition(path: path)
+        }
+
+        let (boot, fs) = try chooseBootPartition(path: path, source: source, table: table, requested: requested)
+        let module = grubFilesystemModules[fs.type]!
+        let plan = InstallPlan(imagePath: path, imageSize: size, table: table, embedding: embedding,
+                               bootPartition: boot, bootFilesystem: fs, grubFilesystemModule: module)
+        try plan.checkEmbeddingRoom(extraModules: extraModules, logger: logger)
+        return plan
+    }
+
+    private static func openImage(_ path: String) throws(InstallGrubError) -> (FileByteSource, UInt64) {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            if errno == ENOENT || errno == ENOTDIR { throw .imageMissing(path: path) }
+            throw .unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        let isBlock = (st.st_mode & S_IFMT) == S_IFBLK
+        guard (st.st_mode & S_IFMT) == S_IFREG || isBlock else {
+            throw .notAnImage(path: path, kind: fileKind(st.st_mode))
+        }
+        let source: FileByteSource
+        do {
+            source = isBlock ? try FileByteSource(path: path, size: try blockDeviceSize(path))
+                             : try FileByteSource(path: path)
+        } catch {
+            throw .unreadable(path: path, reason: "\(error)")
+        }
+        guard source.size > 0 else { throw .empty(path: path) }
+        guard source.size >= 512 else {
+            throw .truncated(path: path, detail: "it has \(source.size) bytes, less than the one sector a partition table needs")
+        }
+        return (source, source.size)
+    }
+
+    private static func fileKind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFDIR: return "a directory"
+        case S_IFCHR: return "a character device"
+        case S_IFIFO: return "a FIFO"
+        case S_IFSOCK: return "a socket"
+        case S_IFLNK: return "a symbolic link"
+        default: return "not a regular file"
+        }
+    }
+
+    /// The partition for /boot: the one asked for, else the one whose filesystem already holds
+    /// /boot/grub (or /grub on a separate /boot), else the only or the active readable one.
+    private static func chooseBootPartition(path: String, source: FileByteSource, table: PartitionTable,
+                                            requested: Int?) throws(InstallGrubError) -> (Partition, FilesystemProbe) {
+        let sectorSize = UInt64(table.sectorSize)
+        func probe(_ p: Partition) -> FilesystemProbe? {
+            try? FilesystemProbe.probe(fd: source.fd, path: path, offset: p.startSector * sectorSize,
+                                       length: p.sectorCount * sectorSize)
+        }
+        let usable = table.partitions.filter { $0.kind != .extended && $0.typeGUID != .biosBoot }
+        if let requested {
+            guard let p = table.partitions.first(where: { $0.number == requested }) else {
+                let numbers = usable.map { String($0.number) }.joined(separator: ", ")
+                throw .bootPartitionInvalid(path: path, number: requested, reason: "there is no such partition (the image has \(numbers))")
+            }
+            guard p.kind != .extended, p.typeGUID != .biosBoot else {
+                throw .bootPartitionInvalid(path: path, number: requested, reason: "it is \(p.kind == .extended ? "the extended partition container" : "the BIOS boot partition")")
+            }
+            guard let fs = probe(p) else {
+                throw .bootPartitionInvalid(path: path, number: requested, reason: "it holds no filesystem")
+            }
+            guard grubFilesystemModules[fs.type] != nil else {
+                throw .bootPartitionInvalid(path: path, number: requested, reason: "GRUB cannot use its \(fs.type) filesystem for /boot")
+            }
+            return (p, fs)
+        }
+        var found: [String] = []
+        var candidates: [(Partition, FilesystemProbe)] = []
+        for p in usable {
+            guard let fs = probe(p) else { continue }
+            if grubFilesystemModules[fs.type] != nil { candidates.append((p, fs)) } else { found.append("\(fs.type) on \(p.number)") }
+        }
+        guard !candidates.isEmpty else { throw .noBootFilesystem(path: path, found: found) }
+        if candidates.count == 1 { return candidates[0] }
+        let withGrub = candidates.filter { p, fs in
+            ["ext2", "ext3", "ext4"].contains(fs.type) && ["/boot/grub", "/grub"].contains { dir in
+                (try? Ext2Directory.exists(dir, image: path, offset: p.startSector * sectorSize)) == true
+            }
+        }
+        if withGrub.count == 1 { return withGrub[0] }
+        let active = (withGrub.isEmpty ? candidates : withGrub).filter { $0.0.bootable }
+        if active.count == 1 { return active[0] }
+        throw .ambiguousBootPartition(path: path, candidates: (withGrub.isEmpty ? candidates : withGrub).map(\.0.number))
+    }
+
+    /// core.img must fit the embedding area. Any area of GRUB's load limit is enough; smaller ones
+    /// are measured by building the same core.img grub-install would, since its size depends on
+    /// the modules (btrfs is about 140 sectors, ext2 about 53).
+    private func checkEmbeddingRoom(extraModules: [String], logger: Logger) throws(InstallGrubError) {
+        guard embedding.sectorCount < EmbeddingArea.maximumCoreSectors else { return }
+        let partmap = table.kind == .gpt ? "part_gpt" : "part_msdos"
+        let needed = try GrubTools.coreImageSectors(modules: ["biosdisk", partmap, grubFilesystemModule] + extraModules,
+                                                    logger: logger)
+        guard needed > embedding.sectorCount else { return }
+        switch embedding.kind {
+        case .postMBRGap:
+            throw .gapTooSmall(path: imagePath, sectors: embedding.sectorCount, needed: needed)
+        case .biosBootPartition(let number):
+            throw .biosBootTooSmall(path: imagePath, number: number, sectors: embedding.sectorCount, needed: needed)
+        }
+    }
+}
+
+/// BLKGETSIZE64 lives in the kernel layer; a block device's size is all this layer needs of it.
+private func blockDeviceSize(_ path: String) throws -> UInt64 {
+    try BlockDevice.size(path)
+}

@@ -1,0 +1,61 @@
+import Glibc
+
+/// An exclusive advisory lock (flock) on an image, so that two imgtool runs never work on the same
+/// image at once. Released when this object goes away or the process dies.
+public final class ImageLock: @unchecked Sendable {
+    public enum Error: Swift.Error, CustomStringConvertible, Sendable {
+        case held(path: String, pid: Int32?)
+        case system(SystemError)
+        public var description: String {
+            switch self {
+            case .held(let path, let pid):
+                let who = pid.map { "process \($0)" + (processName($0).map { " (\($0))" } ?? "") } ?? "another process"
+                return "\(path) is in use by \(who): another imgtool is working on it. Wait for it to finish, or stop it."
+            case .system(let e): return e.description
+            }
+        }
+    }
+
+    private let handle: FileHandle
+
+    /// Takes the lock without waiting. Wraps flock(2) with LOCK_EX | LOCK_NB.
+    public init(path: String) throws(Error) {
+        do {
+            handle = try FileHandle(path: path, flags: O_RDONLY)
+        } catch {
+            throw .system(error)
+        }
+        if flock(handle.fd, LOCK_EX | LOCK_NB) != 0 {
+            let e = errno
+            guard e == EWOULDBLOCK else { throw .system(SystemError("flock", on: path, errno: e)) }
+            var st = stat()
+            fstat(handle.fd, &st)
+            throw .held(path: path, pid: Self.holder(device: st.st_dev, inode: st.st_ino))
+        }
+    }
+
+    /// The pid holding a flock on this inode, from /proc/locks
+    /// ("1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF", major:minor in hex).
+    static func holder(device: dev_t, inode: ino_t) -> Int32? {
+        guard let text = try? readTextFile("/proc/locks") else { return nil }
+        func hex2(_ v: UInt32) -> String { let s = String(v, radix: 16); return s.count < 2 ? "0" + s : s }
+        // glibc's major()/minor() are macros; this is their Linux encoding.
+        let major = UInt32(truncatingIfNeeded: ((device >> 8) & 0xfff) | ((device >> 32) & ~0xfff))
+        let minor = UInt32(truncatingIfNeeded: (device & 0xff) | ((device >> 12) & ~0xff))
+        let wanted = "\(hex2(major)):\(hex2(minor)):\(inode)"
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            guard f.count >= 6, f[1] == "FLOCK", f.contains(where: { $0 == wanted }) else { continue }
+            if let i = f.firstIndex(where: { $0 == wanted }), let pid = Int32(f[i - 1]) { return pid }
+        }
+        return nil
+    }
+}
+
+func processName(_ pid: Int32) -> String? {
+    (try? readTextFile("/proc/\(pid)/comm"))?.trimmingSuffix("\n")
+}
+
+extension String {
+    func trimmingSuffix(_ s: String) -> String { hasSuffix(s) ? String(dropLast(s.count)) : self }
+}

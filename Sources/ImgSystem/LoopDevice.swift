@@ -1,0 +1,211 @@
+import CLinuxShim
+import Glibc
+import Logging
+
+/// A loop device this process attached. It holds the device open, and the device carries
+/// LO_FLAGS_AUTOCLEAR, so if this process dies the kernel detaches it once nothing else holds it.
+/// `detach()` releases it explicitly and waits until the kernel confirms.
+public final class LoopDevice: @unchecked Sendable {
+    /// The prefix of `lo_file_name` that marks a loop device as imgtool's.
+    public static let tagPrefix = "imgtool:"
+
+    public struct Options: Sendable {
+        public var offset: UInt64 = 0
+        /// 0 means up to the end of the backing file.
+        public var sizeLimit: UInt64 = 0
+        public var readOnly = false
+        public var partitionScan = false
+        /// Stored in lo_file_name (up to 63 bytes); `tagPrefix` is prepended.
+        public var tag = ""
+        public init(offset: UInt64 = 0, sizeLimit: UInt64 = 0, readOnly: Bool = false,
+                    partitionScan: Bool = false, tag: String = "") {
+            self.offset = offset
+            self.sizeLimit = sizeLimit
+            self.readOnly = readOnly
+            self.partitionScan = partitionScan
+            self.tag = tag
+        }
+    }
+
+    public enum Error: Swift.Error, CustomStringConvertible, Sendable {
+        case system(SystemError)
+        case settingsIgnored(device: String, what: String)
+        case stillAttached(device: String)
+
+        public var description: String {
+            switch self {
+            case .system(let e): return e.description
+            case .settingsIgnored(let d, let what):
+                return "\(d): the kernel did not apply the \(what) asked for; the loop device was detached again."
+            case .stillAttached(let d):
+                return "\(d) is still attached after LOOP_CLR_FD; something holds it open (see `losetup -l` and `fuser -m \(d)`)."
+            }
+        }
+    }
+
+    public let number: Int
+    public let path: String
+    public let options: Options
+    /// Flags the kernel reports after configuration (PARTSCAN may be dropped by some kernels).
+    public let flags: UInt32
+    private let handle: FileHandle
+    private var detached = false
+    private let logger: Logger
+
+    public var partitionScanEnabled: Bool { flags & IMGTOOL_LO_FLAGS_PARTSCAN != 0 }
+
+    /// The lo_file_name tag this device was given.
+    public var tag: String { Self.fileName(for: options.tag) }
+
+    static func fileName(for tag: String) -> String {
+        String(decoding: Array((tagPrefix + tag).utf8.prefix(Int(IMGTOOL_LO_NAME_SIZE) - 1)), as: UTF8.self)
+    }
+
+    private init(number: Int, handle: FileHandle, options: Options, flags: UInt32, logger: Logger) {
+        self.number = number
+        self.path = handle.path
+        self.handle = handle
+        self.options = options
+        self.flags = flags
+        self.logger = logger
+    }
+
+    /// The open device; valid until `detach()`.
+    public var fd: Int32 { handle.fd }
+
+    /// Attaches `backingPath` to a free loop device: lock /dev/loop-control, LOOP_CTL_GET_FREE,
+    /// LOOP_CONFIGURE (falling back to LOOP_SET_FD + LOOP_SET_STATUS64), then read the status back.
+    /// Another process may grab the same free device between GET_FREE and CONFIGURE; that is EBUSY,
+    /// and we pick again after a jittered backoff.
+    public static func attach(_ backingPath: String, options: Options = Options(),
+                              logger: Logger) throws(Error) -> LoopDevice {
+        let device: LoopDevice
+        do {
+            let backing = try FileHandle(path: backingPath, flags: options.readOnly ? O_RDONLY : O_RDWR)
+            let control = try FileHandle(path: "/dev/loop-control", flags: O_RDWR)
+            device = try retrying([EBUSY], attempts: 32) { () throws(SystemError) in
+                // The lock serialises allocation with other cooperating tools (systemd does the same).
+                try systemCall("flock(LOCK_EX)", on: control.path) { flock(control.fd, LOCK_EX) }
+                defer { _ = flock(control.fd, LOCK_UN) }
+                let n = try shimCall("ioctl(LOOP_CTL_GET_FREE)", on: control.path,
+                                     imgtool_ioctl_int(control.fd, IMGTOOL_LOOP_CTL_GET_FREE, 0))
+                return try configure(number: Int(n), backing: backing, options: options, logger: logger)
+            }
+        } catch {
+            throw .system(error)
+        }
+        try device.verify()
+        logger.debug("attached \(device.path) to \(backingPath)",
+                     metadata: ["offset": "\(options.offset)", "sizelimit": "\(options.sizeLimit)"])
+        return device
+    }
+
+    private static func configure(number: Int, backing: FileHandle, options: Options,
+                                  logger: Logger) throws(SystemError) -> LoopDevice {
+        let path = "/dev/loop\(number)"
+        let handle = try openWhenPresent(path, flags: options.readOnly ? O_RDONLY : O_RDWR)
+        var info = loop_info64()
+        info.lo_offset = options.offset
+        info.lo_sizelimit = options.sizeLimit
+        info.lo_flags = IMGTOOL_LO_FLAGS_AUTOCLEAR
+            | (options.readOnly ? IMGTOOL_LO_FLAGS_READ_ONLY : 0)
+            | (options.partitionScan ? IMGTOOL_LO_FLAGS_PARTSCAN : 0)
+        imgtool_loop_info_set_file_name(&info, fileName(for: options.tag))
+        var config = loop_config()
+        config.fd = UInt32(bitPattern: backing.fd)
+        config.info = info
+        let r = imgtool_ioctl_ptr(handle.fd, IMGTOOL_LOOP_CONFIGURE, &config)
+        if r == -EINVAL || r == -ENOTTY {
+            // Kernels before 5.8 lack LOOP_CONFIGURE: the older two-step way.
+            try shimCall("ioctl(LOOP_SET_FD)", on: path,
+                         imgtool_ioctl_int(handle.fd, IMGTOOL_LOOP_SET_FD, UInt(backing.fd)))
+            do {
+                try retrying([EAGAIN]) { () throws(SystemError) in
+                    try shimCall("ioctl(LOOP_SET_STATUS64)", on: path,
+                                 imgtool_ioctl_ptr(handle.fd, IMGTOOL_LOOP_SET_STATUS64, &info))
+                }
+            } catch {
+                _ = imgtool_ioctl_int(handle.fd, IMGTOOL_LOOP_CLR_FD, 0)
+                throw error
+            }
+        } else {
+            try shimCall("ioctl(LOOP_CONFIGURE)", on: path, r)
+        }
+        let status = try readStatus(handle.fd, path: path)
+        return LoopDevice(number: number, handle: handle, options: options, flags: status.lo_flags, logger: logger)
+    }
+
+    /// Some kernels silently ignore settings; compare what the kernel holds with what we asked for.
+    private func verify() throws(Error) {
+        let status: loop_info64
+        do { status = try Self.readStatus(fd, path: path) } catch { throw .system(error) }
+        var mismatch: String?
+        if status.lo_offset != options.offset { mismatch = "offset \(options.offset)" }
+        if status.lo_sizelimit != options.sizeLimit { mismatch = "size limit \(options.sizeLimit)" }
+        if status.lo_flags & IMGTOOL_LO_FLAGS_AUTOCLEAR == 0 { mismatch = "autoclear flag" }
+        if options.readOnly && status.lo_flags & IMGTOOL_LO_FLAGS_READ_ONLY == 0 { mismatch = "read-only flag" }
+        if let mismatch {
+            try? detach()
+            throw .settingsIgnored(device: path, what: mismatch)
+        }
+    }
+
+    static func readStatus(_ fd: Int32, path: String) throws(SystemError) -> loop_info64 {
+        var info = loop_info64()
+        try shimCall("ioctl(LOOP_GET_STATUS64)", on: path, imgtool_ioctl_ptr(fd, IMGTOOL_LOOP_GET_STATUS64, &info))
+        return info
+    }
+
+    /// The device node may lag LOOP_CTL_GET_FREE briefly where udev or devtmpfs create it.
+    private static func openWhenPresent(_ path: String, flags: Int32) throws(SystemError) -> FileHandle {
+        try retrying([ENOENT], attempts: 10) { () throws(SystemError) in try FileHandle(path: path, flags: flags) }
+    }
+
+    /// The tag (lo_file_name) of an attached loop device, or nil if it is not bound. Wraps
+    /// ioctl(LOOP_GET_STATUS64).
+    public static func fileName(ofDevice path: String) throws(SystemError) -> String? {
+        let handle = try FileHandle(path: path, flags: O_RDONLY)
+        var info = loop_info64()
+        let r = imgtool_ioctl_ptr(handle.fd, IMGTOOL_LOOP_GET_STATUS64, &info)
+        if r == -ENXIO { return nil }
+        try shimCall("ioctl(LOOP_GET_STATUS64)", on: path, r)
+        var buf = [CChar](repeating: 0, count: Int(IMGTOOL_LO_NAME_SIZE) + 1)
+        imgtool_loop_info_get_file_name(&info, &buf)
+        return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    /// Detaches: LOOP_CLR_FD (retrying EBUSY), close our descriptor, then ask the kernel until it
+    /// confirms the device is unbound. The kernel finishes the detach asynchronously after the last
+    /// close, so the exit code of LOOP_CLR_FD alone proves nothing. Idempotent.
+    public func detach() throws(Error) {
+        guard !detached else { return }
+        let r = imgtool_ioctl_int(fd, IMGTOOL_LOOP_CLR_FD, 0)
+        if r < 0 && r != -ENXIO {
+            do {
+                try retrying([EBUSY]) { () throws(SystemError) in
+                    try shimCall("ioctl(LOOP_CLR_FD)", on: path, imgtool_ioctl_int(fd, IMGTOOL_LOOP_CLR_FD, 0))
+                }
+            } catch where error.errno == ENXIO {
+            } catch {
+                throw .system(error)
+            }
+        }
+        handle.close()
+        detached = true
+        let expectedName = tag
+        for attempt in 1...60 {
+            switch Result(catching: { () throws(SystemError) in try Self.fileName(ofDevice: path) }) {
+            case .success(nil): logger.debug("detached \(path)"); return
+            case .success(let name?) where name != expectedName: return  // already reused by someone else
+            case .failure(let e) where e.errno == ENOENT: return  // node removed: unbound
+            default: backoffSleep(attempt: attempt, baseMicroseconds: 1_000, capMicroseconds: 50_000)
+            }
+        }
+        throw .stillAttached(device: path)
+    }
+
+    /// Best effort only: closing the descriptor lets AUTOCLEAR detach the device.
+    deinit {
+        if !detached { handle.close() }
+    }
+}

@@ -1,0 +1,116 @@
+import CLinuxShim
+import Glibc
+import Logging
+
+/// Runs a program to completion, capturing its output. The child gets its own process group, default
+/// signal dispositions and an empty signal mask, so that an `Interruption` can stop it and everything
+/// it started, whatever the parent blocks.
+public enum Subprocess {
+    public struct Result: Sendable {
+        public let status: Int32          // exit code, or 128 + signal
+        public let output: [UInt8]
+        public let errorOutput: [UInt8]
+        public var stdout: String { String(decoding: output, as: UTF8.self) }
+        public var stderr: String { String(decoding: errorOutput, as: UTF8.self) }
+        public var succeeded: Bool { status == 0 }
+    }
+
+    public enum Error: Swift.Error, CustomStringConvertible, Sendable {
+        case notFound(program: String)
+        case system(SystemError)
+        public var description: String {
+            switch self {
+            case .notFound(let p): return "\(p) was not found in PATH."
+            case .system(let e): return e.description
+            }
+        }
+    }
+
+    /// Whether `program` resolves to an executable in PATH (or is an executable path).
+    public static func find(_ program: String) -> String? {
+        if program.contains("/") { return access(program, X_OK) == 0 ? program : nil }
+        let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/sbin:/usr/bin:/sbin:/bin"
+        for dir in path.split(separator: ":") where access("\(dir)/\(program)", X_OK) == 0 {
+            return "\(dir)/\(program)"
+        }
+        return nil
+    }
+
+    /// Runs `arguments[0]` found in PATH. `onLine` sees each line of output as it arrives (for
+    /// `--verbose`). Wraps posix_spawn(3) and waitpid(2).
+    public static func run(_ arguments: [String], interruption: Interruption? = nil,
+                           onLine: ((String) -> Void)? = nil) throws(Error) -> Result {
+        guard let executable = find(arguments[0]) else { throw .notFound(program: arguments[0]) }
+        var outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
+        guard imgtool_pipe_cloexec(&outPipe) == 0 else { throw .system(SystemError("pipe2", on: executable, errno: errno)) }
+        guard imgtool_pipe_cloexec(&errPipe) == 0 else {
+            close(outPipe[0]); close(outPipe[1])
+            throw .system(SystemError("pipe2", on: executable, errno: errno))
+        }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t(), defaults = sigset_t()
+        sigemptyset(&empty)
+        sigemptyset(&defaults)
+        for s in SignalTrap.signals + [SIGPIPE] { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        posix_spawnattr_setpgroup(&attr, 0)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+
+        var pid = pid_t()
+        let argv = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let r = posix_spawn(&pid, executable, &actions, &attr, argv, environ)
+        close(outPipe[1]); close(errPipe[1])
+        guard r == 0 else {
+            close(outPipe[0]); close(errPipe[0])
+            throw .system(SystemError("posix_spawn", on: executable, errno: r))
+        }
+        interruption?.register(child: pid)
+        defer { interruption?.unregister(child: pid) }
+
+        let (out, err) = drain(outPipe[0], errPipe[0], onLine: onLine)
+        close(outPipe[0]); close(errPipe[0])
+
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return Result(status: code, output: out, errorOutput: err)
+    }
+
+    /// Reads both pipes until both close, so neither can fill up and stall the child.
+    private static func drain(_ outFD: Int32, _ errFD: Int32, onLine: ((String) -> Void)?) -> ([UInt8], [UInt8]) {
+        var buffers: [[UInt8]] = [[], []]
+        var pending: [[UInt8]] = [[], []]
+        var fds = [pollfd(fd: outFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: errFD, events: Int16(POLLIN), revents: 0)]
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        while fds.contains(where: { $0.fd >= 0 }) {
+            if poll(&fds, nfds_t(fds.count), -1) < 0 { if errno == EINTR { continue } else { break } }
+            for i in fds.indices where fds[i].fd >= 0 && fds[i].revents != 0 {
+                let n = read(fds[i].fd, &chunk, chunk.count)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { fds[i].fd = -1; continue }
+                buffers[i] += chunk[0..<n]
+                guard let onLine else { continue }
+                pending[i] += chunk[0..<n]
+                while let nl = pending[i].firstIndex(of: UInt8(ascii: "\n")) {
+                    onLine(String(decoding: pending[i][..<nl], as: UTF8.self))
+                    pending[i].removeSubrange(...nl)
+                }
+            }
+        }
+        if let onLine { for p in pending where !p.isEmpty { onLine(String(decoding: p, as: UTF8.self)) } }
+        return (buffers[0], buffers[1])
+    }
+}

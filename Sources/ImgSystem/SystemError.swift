@@ -1,0 +1,82 @@
+import Glibc
+
+/// A failed system call, described as what was attempted on what:
+/// `ioctl(LOOP_CONFIGURE) on /dev/loop3: Device or resource busy`.
+public struct SystemError: Error, CustomStringConvertible, Sendable, Equatable {
+    public let operation: String
+    public let path: String
+    public let errno: Int32
+
+    public init(_ operation: String, on path: String, errno: Int32) {
+        self.operation = operation
+        self.path = path
+        self.errno = errno
+    }
+
+    public var description: String {
+        "\(operation) on \(path): \(String(cString: strerror(errno)))"
+    }
+}
+
+/// Runs a libc call that returns -1 and sets errno, retrying EINTR; captures errno at once.
+@discardableResult
+public func systemCall(_ operation: @autoclosure () -> String, on path: String,
+             _ body: () -> Int32) throws(SystemError) -> Int32 {
+    while true {
+        let r = body()
+        if r >= 0 { return r }
+        let e = Glibc.errno
+        if e != EINTR { throw SystemError(operation(), on: path, errno: e) }
+    }
+}
+
+/// Checks a shim call that returns -errno.
+@discardableResult
+func shimCall(_ operation: @autoclosure () -> String, on path: String,
+              _ result: Int32) throws(SystemError) -> Int32 {
+    if result < 0 { throw SystemError(operation(), on: path, errno: -result) }
+    return result
+}
+
+/// An open file descriptor that closes itself once.
+public final class FileHandle: @unchecked Sendable {
+    public let fd: Int32
+    public let path: String
+    private var closed = false
+
+    /// Opens with O_CLOEXEC added. Wraps open(2).
+    public init(path: String, flags: Int32, mode: mode_t = 0) throws(SystemError) {
+        self.path = path
+        self.fd = try systemCall("open", on: path) { open(path, flags | O_CLOEXEC, mode) }
+    }
+
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        _ = Glibc.close(fd)
+    }
+
+    deinit { close() }
+}
+
+/// Sleeps for a backoff step with jitter, so that racing processes do not retry in lockstep.
+func backoffSleep(attempt: Int, baseMicroseconds: UInt32 = 5_000, capMicroseconds: UInt32 = 200_000) {
+    let exp = min(capMicroseconds, baseMicroseconds << UInt32(min(attempt, 8)))
+    usleep(exp / 2 + UInt32.random(in: 0...(exp / 2)))
+}
+
+@discardableResult
+/// Retries `body` while it fails with one of `errnos`, with jittered backoff, up to `attempts` times.
+func retrying<T>(_ errnos: Set<Int32>, attempts: Int = 20,
+                 _ body: () throws(SystemError) -> T) throws(SystemError) -> T {
+    var attempt = 0
+    while true {
+        do {
+            return try body()
+        } catch {
+            attempt += 1
+            guard errnos.contains(error.errno), attempt < attempts else { throw error }
+            backoffSleep(attempt: attempt)
+        }
+    }
+}
