@@ -31,9 +31,15 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
-        .testTarget(name: "ImgFormatsTests", dependencies: ["ImgFormats"]),
-        .testTarget(name: "ImgSystemTests", dependencies: ["ImgSystem", "ImgFormats"]),
-        .testTarget(name: "ImgKitTests", dependencies: ["ImgKit", "ImgFormats", "ImgSystem"]),
+        // Helpers the tests share: the image scripts, qemu boots, running the CLI, leak checks.
+        .target(name: "TestSupport", dependencies: ["ImgSystem"], path: "Tests/TestSupport"),
+        .testTarget(name: "ImgFormatsTests", dependencies: ["ImgFormats", "TestSupport"]),
+        .testTarget(
+            name: "ImgSystemTests",
+            dependencies: ["ImgSystem", "ImgFormats", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(
+            name: "ImgKitTests",
+            dependencies: ["ImgKit", "ImgFormats", "ImgSystem", "TestSupport", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
 )

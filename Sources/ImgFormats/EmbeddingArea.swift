@@ -10,6 +10,12 @@ public struct EmbeddingArea: Sendable, Equatable {
     public let startSector: UInt64
     public let sectorCount: UInt64
 
+    public init(kind: Kind, startSector: UInt64, sectorCount: UInt64) {
+        self.kind = kind
+        self.startSector = startSector
+        self.sectorCount = sectorCount
+    }
+
     /// GRUB loads at most this many sectors of core.img (grub-setup refuses more).
     public static let maximumCoreSectors: UInt64 = 888
 

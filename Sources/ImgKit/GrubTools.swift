@@ -24,19 +24,27 @@ enum GrubTools {
         return r.stdout.split(whereSeparator: \.isWhitespace).last.map(String.init)
     }
 
-    /// Size in sectors of the core.img grub-install would embed with `modules`: grub-mkimage writes
-    /// it to a pipe and we count. The prefix string's length barely matters; use a typical one.
+    /// Size in sectors of the core.img grub-install would embed with `modules`, measured by
+    /// building it into an unlinked-at-once temp file (grub-mkimage fsyncs, so no pipe). The prefix
+    /// string's length barely matters; use a typical one.
     static func coreImageSectors(modules: [String], logger: Logger) throws(InstallGrubError) -> UInt64 {
         guard Subprocess.find("grub-mkimage") != nil else { throw .toolMissing(tool: "grub-mkimage", package: "grub-common") }
+        var template = Array("/tmp/imgtool-core-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else { throw .kernel("\(SystemError("mkostemp", on: "/tmp", errno: errno))") }
+        let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        defer { unlink(path); close(fd) }
         let r: Subprocess.Result
         do {
             r = try Subprocess.run(["grub-mkimage", "-O", target, "-d", moduleDirectory, "-p", "(,msdos1)/boot/grub",
-                                    "-o", "/dev/stdout"] + modules)
+                                    "-o", path] + modules)
         } catch {
             throw .kernel("could not run grub-mkimage to size core.img: \(error)")
         }
-        guard r.succeeded else { throw .grubInstallFailed(status: r.status, stderr: r.stderr) }
-        let sectors = (UInt64(r.output.count) + 511) / 512
+        guard r.succeeded else { throw .grubToolFailed(tool: "grub-mkimage", status: r.status, stderr: r.stderr) }
+        var st = stat()
+        fstat(fd, &st)
+        let sectors = (UInt64(st.st_size) + 511) / 512
         logger.debug("core.img would take \(sectors) sectors", metadata: ["modules": "\(modules)"])
         return sectors
     }

@@ -131,7 +131,7 @@ public enum InstallGrub {
             let run = try Subprocess.run(arguments, interruption: session.interruption,
                                          onLine: options.showGrubOutput ? { logger.info("grub-install: \($0)") } : nil)
             try session.checkpoint()
-            guard run.succeeded else { throw InstallGrubError.grubInstallFailed(status: run.status, stderr: run.stderr) }
+            guard run.succeeded else { throw InstallGrubError.grubToolFailed(tool: "grub-install", status: run.status, stderr: run.stderr) }
 
             return Result(
                 image: plan.imagePath, strategy: presented.strategy, diskDevice: presented.diskDevice,

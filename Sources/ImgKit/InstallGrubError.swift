@@ -22,7 +22,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case toolMissing(tool: String, package: String)
     case strategyUnavailable(Strategy, reason: String)
     case kernel(String)
-    case grubInstallFailed(status: Int32, stderr: String)
+    case grubToolFailed(tool: String, status: Int32, stderr: String)
     case interrupted(signal: Int32)
     case cleanupFailed([Session.CleanupFailure], after: String?)
 
@@ -36,7 +36,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         case .busy: return .busy
         case .notRoot: return .noPermission
         case .toolMissing, .strategyUnavailable: return .unavailable
-        case .kernel, .grubInstallFailed, .cleanupFailed: return .failure
+        case .kernel, .grubToolFailed, .cleanupFailed: return .failure
         case .interrupted: return .failure
         }
     }
@@ -89,9 +89,9 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
             return "strategy \(s.rawValue) is not available on this machine: \(reason)"
         case .kernel(let message):
             return message
-        case .grubInstallFailed(let status, let stderr):
+        case .grubToolFailed(let tool, let status, let stderr):
             let trimmed = stderr.split(separator: "\n").suffix(20).joined(separator: "\n")
-            return "grub-install failed (exit \(status)):\n\(trimmed)"
+            return "\(tool) failed (exit \(status)):\n\(trimmed)"
         case .interrupted(let signal):
             return Session.Interrupted(signal: signal).description
         case .cleanupFailed(let failures, let after):

@@ -39,12 +39,14 @@ public struct InstallPlan: Sendable {
         } catch {
             throw .unreadable(path: path, reason: "\(error)")
         }
-        if let damage = table.findings.first(where: { $0.severity == .error }) {
-            throw .damagedPartitionTable(path: path, detail: damage.message)
-        }
+        // A table describing more disk than there is means the file was cut short; say that
+        // rather than calling the table damaged.
         let sectors = size / UInt64(table.sectorSize)
         for p in table.partitions where p.endSector > sectors {
             throw .truncated(path: path, detail: "partition \(p.number) ends at sector \(p.endSector) but the image has only \(sectors) sectors (\(size) bytes)")
+        }
+        if let damage = table.findings.first(where: { $0.severity == .error }) {
+            throw .damagedPartitionTable(path: path, detail: damage.message)
         }
 
         let embedding: EmbeddingArea

@@ -1,0 +1,171 @@
+/// One partition as a table describes it. Positions are in units of the table's `sectorSize`.
+public struct Partition: Sendable, Equatable {
+    public enum Kind: Sendable {
+        case primary, extended, logical, gpt
+    }
+
+    /// MBR: 1-4 for primaries and the extended container (the slot number), logicals from 5 in
+    /// chain order. GPT: entry index + 1.
+    public let number: Int
+    public let kind: Kind
+    /// Absolute LBA of the first sector.
+    public let startSector: UInt64
+    public let sectorCount: UInt64
+    /// The MBR type byte (0x83 Linux, 0x05 extended, ...); nil for GPT.
+    public let mbrType: UInt8?
+    /// MBR: the 0x80 boot indicator. GPT: attribute bit 2, "legacy BIOS bootable".
+    public let bootable: Bool
+    /// GPT partition type; nil for MBR.
+    public let typeGUID: GUID?
+    /// GPT unique partition GUID; nil for MBR.
+    public let uuid: GUID?
+    /// GPT name (UTF-16LE on disk, cut at the first NUL); nil for MBR.
+    public let name: String?
+    /// GPT attribute bits (bit 0 required, bit 1 no block IO, bit 2 legacy BIOS bootable, 48-63
+    /// type specific); nil for MBR.
+    public let attributes: UInt64?
+
+    public init(
+        number: Int, kind: Kind, startSector: UInt64, sectorCount: UInt64, mbrType: UInt8? = nil,
+        bootable: Bool = false, typeGUID: GUID? = nil, uuid: GUID? = nil, name: String? = nil,
+        attributes: UInt64? = nil
+    ) {
+        self.number = number
+        self.kind = kind
+        self.startSector = startSector
+        self.sectorCount = sectorCount
+        self.mbrType = mbrType
+        self.bootable = bootable
+        self.typeGUID = typeGUID
+        self.uuid = uuid
+        self.name = name
+        self.attributes = attributes
+    }
+
+    /// One past the last sector; saturates instead of overflowing on hostile values.
+    public var endSector: UInt64 {
+        let (end, overflow) = startSector.addingReportingOverflow(sectorCount)
+        return overflow ? .max : end
+    }
+}
+
+/// A partition table read from an image: what it says, plus what was wrong with it.
+public struct PartitionTable: Sendable {
+    public enum Kind: String, Sendable {
+        case dos, gpt
+    }
+
+    public let kind: Kind
+    /// 512, or 4096 for a GPT whose header was found at byte 4096.
+    public let sectorSize: Int
+    /// dos: the disk signature as sfdisk prints it ("0x1234abcd"); gpt: the disk GUID, uppercase.
+    /// Empty for a GPT whose headers are both unusable.
+    public let identifier: String
+    /// Ordered by number. For dos this includes the extended container (kind `.extended`).
+    public let partitions: [Partition]
+    public let findings: [Finding]
+    /// GPT only.
+    public let firstUsableLBA: UInt64?
+    /// GPT only (inclusive, as the header stores it).
+    public let lastUsableLBA: UInt64?
+
+    public init(
+        kind: Kind, sectorSize: Int, identifier: String, partitions: [Partition], findings: [Finding],
+        firstUsableLBA: UInt64? = nil, lastUsableLBA: UInt64? = nil
+    ) {
+        self.kind = kind
+        self.sectorSize = sectorSize
+        self.identifier = identifier
+        self.partitions = partitions
+        self.findings = findings
+        self.firstUsableLBA = firstUsableLBA
+        self.lastUsableLBA = lastUsableLBA
+    }
+
+    /// True when any finding has severity `.error`.
+    public var hasErrors: Bool { findings.contains { $0.severity == .error } }
+
+    /// The partition with `number`, if the table has one.
+    public func partition(number: Int) -> Partition? {
+        partitions.first { $0.number == number }
+    }
+
+    /// Reads the table from sector 0 (and, for GPT, the header at LBA 1 or its backup).
+    ///
+    /// Returns nil when there is no partition table at all: the image is shorter than one sector,
+    /// sector 0 lacks the 55AA signature, or sector 0 does not look like an MBR (a boot indicator
+    /// other than 0x00/0x80, as in a filesystem boot sector; libblkid applies the same rule).
+    /// An MBR with 55AA and four empty entries is an empty dos table, as sfdisk treats it.
+    ///
+    /// A protective MBR (an entry of type 0xEE) means GPT. When both GPT headers are unusable the
+    /// result is a `.gpt` table with no partitions, an empty identifier and an `.error` finding
+    /// saying why; it does not throw for that.
+    ///
+    /// Throws only when the source itself fails to read (an I/O error). Everything wrong with the
+    /// contents is reported in `findings`.
+    public static func read(from source: some ByteSource) throws -> PartitionTable? {
+        guard let sector0 = try source.readIfInBounds(at: 0, count: MBR.sectorSize) else { return nil }
+        guard let mbr = MBR(sector: sector0) else { return nil }
+        if mbr.isProtective {
+            var findings: [Finding] = []
+            if mbr.isHybrid {
+                findings.append(
+                    Finding(.info, "hybrid MBR: besides the 0xEE protective entry it lists other partitions; the GPT is used"))
+            }
+            return try GPT.read(from: source, mbrFindings: findings)
+        }
+        return try MBR.readTable(mbr, from: source)
+    }
+
+    /// Finds overlapping pairs among `ranges` (number, start, end exclusive), skipping pairs for which
+    /// `ignore` says yes. Sorted sweep, so a large GPT costs n log n, not n squared.
+    static func overlapFindings(
+        _ ranges: [(number: Int, start: UInt64, end: UInt64)],
+        ignore: (Int, Int) -> Bool = { _, _ in false }
+    ) -> [Finding] {
+        let sorted = ranges.filter { $0.end > $0.start }.sorted {
+            ($0.start, $0.number) < ($1.start, $1.number)
+        }
+        var findings: [Finding] = []
+        // Open ranges that may still overlap later ones; kept small in the normal case because
+        // ranges that end before the current start are dropped.
+        var open: [(number: Int, start: UInt64, end: UInt64)] = []
+        for range in sorted {
+            open.removeAll { $0.end <= range.start }
+            for other in open where !ignore(other.number, range.number) {
+                findings.append(
+                    Finding(.error,
+                        "partitions \(other.number) and \(range.number) overlap "
+                            + "(sectors \(other.start)..<\(other.end) and \(range.start)..<\(range.end))"))
+                if findings.count >= maxOverlapFindings {
+                    findings.append(Finding(.error, "more overlapping partitions; stopped reporting after \(maxOverlapFindings)"))
+                    return findings
+                }
+            }
+            open.append(range)
+        }
+        return findings
+    }
+
+    /// Hostile tables can make every pair overlap; keep the report (and the time) bounded.
+    static let maxOverlapFindings = 64
+}
+
+/// Explicit little-endian decoding from a buffer whose length the caller has already checked.
+extension Array where Element == UInt8 {
+    func le16(_ offset: Int) -> UInt16 {
+        UInt16(self[offset]) | UInt16(self[offset + 1]) << 8
+    }
+
+    func le32(_ offset: Int) -> UInt32 {
+        var value: UInt32 = 0
+        for i in (0..<4).reversed() { value = value << 8 | UInt32(self[offset + i]) }
+        return value
+    }
+
+    func le64(_ offset: Int) -> UInt64 {
+        var value: UInt64 = 0
+        for i in (0..<8).reversed() { value = value << 8 | UInt64(self[offset + i]) }
+        return value
+    }
+}

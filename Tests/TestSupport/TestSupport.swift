@@ -1,0 +1,118 @@
+import Glibc
+import ImgSystem
+
+/// The repository's top directory, found from this file's path.
+public let repositoryRoot: String = {
+    var parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
+    parts.removeLast(3)  // Tests/TestSupport/TestSupport.swift
+    return parts.joined(separator: "/")
+}()
+
+public var isRoot: Bool { geteuid() == 0 }
+
+public func commandExists(_ name: String) -> Bool { Subprocess.find(name) != nil }
+
+/// Why a kernel test cannot run here, or nil if it can. CI installs everything, so only a
+/// non-root developer run should ever see a reason.
+public let kernelTestsBlocked: String? = {
+    if !isRoot { return "needs root (loop devices, mounts)" }
+    if access("/dev/loop-control", R_OK | W_OK) != 0 { return "needs /dev/loop-control" }
+    return nil
+}()
+
+public struct TestFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A scratch directory for one test, removed with everything in it when released; refuses to
+/// remove anything while a mount sits below it.
+public final class Scratch: @unchecked Sendable {
+    public let path: String
+
+    public init() throws {
+        var template = Array("/tmp/imgtool-test-XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+            throw TestFailure("mkdtemp failed")
+        }
+        path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        chmod(path, 0o755)  // so the non-root tests can reach images in here
+    }
+
+    public func file(_ name: String) -> String { "\(path)/\(name)" }
+
+    deinit {
+        guard !Mount.mountPoints().contains(where: { $0.hasPrefix(path + "/") || $0 == path }) else { return }
+        _ = try? Subprocess.run(["rm", "-rf", "--one-file-system", path])
+    }
+}
+
+/// Runs a command and fails with its stderr when it fails.
+@discardableResult
+public func run(_ arguments: [String]) throws -> Subprocess.Result {
+    let r = try Subprocess.run(arguments)
+    guard r.succeeded else {
+        throw TestFailure("\(arguments.joined(separator: " ")) failed (\(r.status)): \(r.stderr)")
+    }
+    return r
+}
+
+/// TestImages/make-disk.sh OUT ARGS...; returns OUT.
+@discardableResult
+public func makeDisk(_ out: String, _ arguments: [String]) throws -> String {
+    try run(["\(repositoryRoot)/TestImages/make-disk.sh", out] + arguments)
+    return out
+}
+
+/// Boots `image` under qemu (TCG, copy-on-write) and returns what GRUB printed on the serial
+/// console, and whether `expect` appeared.
+public func boot(_ image: String, expect: String, timeout: Int = 60) throws -> (found: Bool, console: String) {
+    let r = try Subprocess.run(["\(repositoryRoot)/TestImages/boot.sh", image, "--timeout", "\(timeout)",
+                                "--expect", expect])
+    return (r.succeeded, r.stdout + r.stderr)
+}
+
+/// The imgtool executable built alongside the tests (IMGTOOL overrides).
+public var imgtoolPath: String {
+    if let p = getenv("IMGTOOL") { return String(cString: p) }
+    for config in ["debug", "release"] {
+        let p = "\(repositoryRoot)/.build/\(config)/imgtool"
+        if access(p, X_OK) == 0 { return p }
+    }
+    return "\(repositoryRoot)/.build/debug/imgtool"
+}
+
+/// Runs imgtool with `arguments`; `user` runs it as that uid/gid via setpriv.
+public func imgtool(_ arguments: [String], user: UInt32? = nil) throws -> Subprocess.Result {
+    let prefix = user.map { ["setpriv", "--reuid=\($0)", "--regid=\($0)", "--clear-groups", "--"] } ?? []
+    return try Subprocess.run(prefix + [imgtoolPath] + arguments)
+}
+
+public func sha256(_ path: String) throws -> String {
+    String(try run(["sha256sum", path]).stdout.prefix(64))
+}
+
+/// What imgtool left behind that it should not have: loop devices carrying its tag, mounts and
+/// directories under /run/imgtool.
+public func leftovers() -> [String] {
+    var found: [String] = []
+    if let dir = opendir("/sys/block") {
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            guard name.hasPrefix("loop"), Int(name.dropFirst(4)) != nil else { continue }
+            if let tag = try? LoopDevice.fileName(ofDevice: "/dev/\(name)"), tag.hasPrefix(LoopDevice.tagPrefix) {
+                found.append("loop device /dev/\(name) (\(tag))")
+            }
+        }
+        closedir(dir)
+    }
+    found += Mount.mountPoints().filter { $0.hasPrefix(TemporaryDirectory.defaultParent + "/") }.map { "mount \($0)" }
+    if let dir = opendir(TemporaryDirectory.defaultParent) {
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != "." && name != ".." { found.append("directory \(TemporaryDirectory.defaultParent)/\(name)") }
+        }
+        closedir(dir)
+    }
+    return found
+}
