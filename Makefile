@@ -1,0 +1,59 @@
+# imgtool: the two commands a newcomer needs are `make demo` and `make test`; each installs the
+# Debian packages it needs first. Run as root (loop devices, mounts, apt-get).
+SHELL := /bin/bash
+SWIFT ?= swift
+OUT := out
+
+# What each job needs from Debian. Build: the C libraries the Swift targets link.
+BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev
+# install-grub at run time: grub-install and GRUB's i386-pc files; udevadm, which grub-probe asks
+# where a partition starts; util-linux for setpriv in the tests.
+RUN_PKGS := grub-pc-bin grub2-common udev e2fsprogs util-linux
+# Building test images (sfdisk, sgdisk, parted, mkfs/debugfs) and booting them (qemu, SeaBIOS).
+TEST_PKGS := fdisk gdisk parted qemu-system-x86 python3
+
+.PHONY: all build demo test bench deps-build deps-run deps-test clean
+
+all: build
+
+# Installs the packages in $(1) that are missing; apt-get update only when something is.
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+endef
+
+deps-build:
+	$(call apt_install,$(BUILD_PKGS))
+deps-run: deps-build
+	$(call apt_install,$(RUN_PKGS))
+deps-test: deps-run
+	$(call apt_install,$(TEST_PKGS))
+
+build: deps-build
+	$(SWIFT) build -c release --product imgtool
+
+# Makes a sample image with TestImages' script, installs GRUB with imgtool, boots it under qemu
+# and shows what GRUB printed on the serial console.
+demo: deps-test build
+	@mkdir -p $(OUT)
+	TestImages/make-disk.sh $(OUT)/demo.img --label dos --fs ext4 --marker "Hello from GRUB, installed by imgtool"
+	.build/release/imgtool install-grub $(OUT)/demo.img
+	@echo "--- booting $(OUT)/demo.img under qemu (TCG); GRUB's serial console says:"
+	TestImages/boot.sh $(OUT)/demo.img --timeout 60 --expect "Hello from GRUB, installed by imgtool"
+
+# The whole suite, serially: kernel tests check that nothing of imgtool's is left after each run,
+# which only holds if no other test is running at the same time.
+test: deps-test
+	$(SWIFT) build --build-tests
+	IMGTOOL=$(CURDIR)/.build/debug/imgtool $(SWIFT) test --skip-build --no-parallel
+
+# Ratios against what a user would otherwise run, measured in the same run.
+bench: deps-test build
+	IMGTOOL=$(CURDIR)/.build/release/imgtool Tests/bench/install-grub.sh
+
+clean:
+	rm -rf .build $(OUT)
