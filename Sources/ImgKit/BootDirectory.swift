@@ -5,14 +5,24 @@ import ImgSystem
 /// The directory grub-install gets as --boot-directory, inside the mounted boot filesystem.
 enum BootDirectory {
     /// `<mnt>/boot` on a root filesystem, `<mnt>` on a separate /boot filesystem (which holds
-    /// `grub/` at its top and no `boot/`). Creates `boot/grub` where missing.
-    static func prepare(mountPoint: String) throws(SystemError) -> String {
-        let boot = isDirectory("\(mountPoint)/grub") && !isDirectory("\(mountPoint)/boot")
+    /// `grub/` at its top and no `boot/`). Creates `boot/grub` where missing. A symbolic link on
+    /// the way is refused: the image's links must not steer grub-install's writes onto the host.
+    static func prepare(mountPoint: String, plan: InstallPlan) throws(InstallGrubError) -> String {
+        let boot = isDirectory("\(mountPoint)/grub") && !exists("\(mountPoint)/boot")
             ? mountPoint : "\(mountPoint)/boot"
         for dir in [boot, "\(boot)/grub"] where !isDirectory(dir) {
-            try systemCall("mkdir", on: dir) { mkdir(dir, 0o755) }
+            if exists(dir) {
+                let inside = dir.dropFirst(mountPoint.count)
+                throw .bootPartitionInvalid(path: plan.imagePath, number: plan.bootPartition.number, reason: "\(inside) in the boot filesystem is not a directory (a symbolic link or a file); imgtool will not follow or replace it")
+            }
+            do { try systemCall("mkdir", on: dir) { mkdir(dir, 0o755) } } catch { throw .kernel("\(error)") }
         }
         return boot
+    }
+
+    static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
     }
 
     /// Writes grub/device.map for grub-install and puts back what was there before (or nothing)

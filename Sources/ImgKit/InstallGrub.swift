@@ -117,7 +117,7 @@ public enum InstallGrub {
             session.onClose("mount \(mountPoint.path)") { try mount.unmount() }
             session.logger.info("mounted \(presented.bootDevice) on \(mountPoint.path)")
 
-            let bootDirectory = try BootDirectory.prepare(mountPoint: mountPoint.path)
+            let bootDirectory = try BootDirectory.prepare(mountPoint: mountPoint.path, plan: plan)
             try BootDirectory.writeDeviceMap(.firstHardDisk(presented.diskDevice), bootDirectory: bootDirectory,
                                              session: session)
             try session.checkpoint()

@@ -133,6 +133,10 @@ public struct InstallPlan: Sendable {
         }
         guard !candidates.isEmpty else { throw .noBootFilesystem(path: path, found: found) }
         if candidates.count == 1 { return candidates[0] }
+        // An EFI system partition holds /boot/efi, not /boot/grub, unless it is all there is.
+        let notESP = candidates.filter { p, _ in p.typeGUID != .efiSystem && p.mbrType != 0xEF }
+        if !notESP.isEmpty { candidates = notESP }
+        if candidates.count == 1 { return candidates[0] }
         let withGrub = candidates.filter { p, fs in
             ["ext2", "ext3", "ext4"].contains(fs.type) && ["/boot/grub", "/grub"].contains { dir in
                 (try? Ext2Directory.exists(dir, image: path, offset: p.startSector * sectorSize)) == true

@@ -68,6 +68,29 @@ struct InstallGrubBootTests {
         #expect(try boot(image, expect: marker).found)
     }
 
+    @Test("a separate /boot filesystem (grub/ at its top) gets GRUB there, and boots")
+    func separateBootFilesystem() throws {
+        let scratch = try Scratch()
+        let image = scratch.file("disk.img")
+        let marker = "IMGTOOL-SEPARATE-BOOT"
+        let offset = "\(image)?offset=1048576"
+        try run(["truncate", "-s", "48M", image])
+        try run(["sh", "-c", "echo 'start=2048, type=83' | sfdisk -q \(image)"])
+        try run(["mkfs.ext4", "-q", "-F", "-E", "offset=1048576", image, "48128"])
+        let cfg = scratch.file("grub.cfg")
+        try "serial --unit=0 --speed=115200\nterminal_output serial\necho \(marker)\nhalt\n".write(toFile: cfg, atomically: true, encoding: .utf8)
+        try run(["debugfs", "-w", "-R", "mkdir /grub", offset])
+        try run(["debugfs", "-w", "-R", "write \(cfg) /grub/grub.cfg", offset])
+        let r = try imgtool(["install-grub", image])
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        #expect(r.stderr.contains("--boot-directory=/run/imgtool/mnt-"))
+        #expect(!r.stderr.contains("/boot /dev/loop"), "should install into the filesystem's top, not /boot")
+        let ls = try run(["debugfs", "-R", "ls /grub/i386-pc/normal.mod", offset])
+        #expect(!ls.stderr.contains("File not found"))
+        #expect(leftovers() == [])
+        #expect(try boot(image, expect: marker).found)
+    }
+
     @Test("an image without GRUB does not print the marker (the boot check can fail)")
     func bootCheckCanFail() throws {
         let scratch = try Scratch()

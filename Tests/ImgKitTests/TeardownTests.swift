@@ -89,6 +89,23 @@ struct TeardownTests {
         #expect(leftovers() == [])
     }
 
+    @Test("a /boot that is a symbolic link in the image is refused, not followed onto the host")
+    func bootSymlinkRefused() throws {
+        let scratch = try Scratch()
+        let image = scratch.file("disk.img")
+        try run(["truncate", "-s", "32M", image])
+        try run(["sh", "-c", "echo 'start=2048, type=83' | sfdisk -q \(image)"])
+        try run(["mkfs.ext4", "-q", "-F", "-E", "offset=1048576", image, "31744"])
+        let target = scratch.file("host-dir")
+        try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+        try run(["debugfs", "-w", "-R", "symlink boot \(target)", "\(image)?offset=1048576"])
+        let r = try imgtool(["install-grub", image])
+        #expect(r.status == ImgKit.ExitStatus.badImage.rawValue)
+        #expect(r.stderr.contains("/boot in the boot filesystem is not a directory"), "stderr: \(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: target) == [])
+        #expect(leftovers() == [])
+    }
+
     @Test("the library reports an interruption that came before it started, and acquires nothing")
     func interruptedBeforeStart() throws {
         let scratch = try Scratch()
