@@ -18,8 +18,14 @@ enum GrubTools {
         }
     }
 
-    /// "2.06-13+deb12u2" from `grub-install --version` ("grub-install (GRUB) 2.06-13+deb12u2").
+    /// The version of the GRUB that grub-install installs, e.g. "2.06-13+deb12u2": read from the
+    /// modinfo.sh that ships with the i386-pc files (grub_package_version), which costs no process;
+    /// else from `grub-install --version` ("grub-install (GRUB) 2.06-13+deb12u2").
     static func version() -> String? {
+        if let text = try? readTextFile("\(moduleDirectory)/modinfo.sh"),
+           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("grub_package_version=") }) {
+            return String(line.dropFirst("grub_package_version=".count).filter { $0 != "\"" && $0 != "'" })
+        }
         guard let r = try? Subprocess.run(["grub-install", "--version"]), r.succeeded else { return nil }
         return r.stdout.split(whereSeparator: \.isWhitespace).last.map(String.init)
     }

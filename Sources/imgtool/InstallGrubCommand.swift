@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import ImgKit
 import ImgSystem
 import Logging
@@ -58,12 +59,25 @@ struct InstallGrubCommand: ParsableCommand {
 
 extension Strategy: ExpressibleByArgument {}
 
+// FoundationEssentials rather than Foundation: it has JSONEncoder without loading ICU, which
+// halves the tool's start-up time.
 func printJSON(_ value: some Encodable) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    FileHandle.standardOutput.write(try encoder.encode(value) + Data("\n".utf8))
+    writeAll(1, Array(try encoder.encode(value)) + [UInt8(ascii: "\n")])
 }
 
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data("imgtool: error: \(message)\n".utf8))
+    writeAll(2, Array("imgtool: error: \(message)\n".utf8))
+}
+
+/// write(2) until done; output is best effort once the pipe is gone.
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+    var done = 0
+    while done < bytes.count {
+        let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return }
+        done += n
+    }
 }

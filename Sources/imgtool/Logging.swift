@@ -1,4 +1,3 @@
-import Foundation
 import Logging
 
 /// One short line per step on stderr: "imgtool: <message>". Debug lines (--verbose) carry metadata.
@@ -19,7 +18,7 @@ struct StepLogHandler: LogHandler {
             let all = metadata.merging(event.metadata ?? [:]) { $1 }
             if !all.isEmpty { line += " [" + all.sorted { $0.key < $1.key }.map { "\($0)=\($1)" }.joined(separator: " ") + "]" }
         }
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        writeAll(2, Array((line + "\n").utf8))
     }
 }
 

@@ -51,6 +51,15 @@ struct InstallGrubBootTests {
         let json = try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? [String: Any])
         let expected = kernelParsesPartitions ? "partscan" : "blkpg"
         #expect(json["strategy"] as? String == expected)
+        let version = try run(["grub-install", "--version"]).stdout.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        #expect(json["grubInstallVersion"] as? String == version)
+        #expect(json["image"] as? String == image)
+        #expect((json["seconds"] as? Double).map { $0 > 0 && $0 < 60 } == true)
+        let bootPart = try #require(json["bootPartition"] as? [String: Any])
+        #expect(bootPart["number"] as? Int == 1)
+        #expect(bootPart["device"] as? String == (json["diskDevice"] as? String).map { $0 + "p1" })
+        #expect(bootPart["filesystem"] as? String == "ext4")
+        #expect(bootPart["uuid"] as? String == "494d4754-0000-4000-8000-0000000000f5")
         #expect(leftovers() == [])
         #expect(try boot(image, expect: "IMGTOOL-AUTO").found)
     }
