@@ -50,6 +50,10 @@ demo: deps-test build
 test: deps-test
 	$(SWIFT) build --build-tests
 	IMGTOOL=$(CURDIR)/.build/debug/imgtool $(SWIFT) test --skip-build --no-parallel
+	@# After the suite, asked of the kernel: no loop device over a test image, no mount of ours.
+	@if losetup -l -n -O NAME,BACK-FILE | grep -F /tmp/imgtool-test-; then echo "loop devices left behind" >&2; exit 1; fi
+	@if grep -E ' /run/imgtool/| /tmp/imgtool-test-' /proc/self/mounts; then echo "mounts left behind" >&2; exit 1; fi
+	@echo "after the suite: no loop device or mount of imgtool's left"
 
 # Ratios against what a user would otherwise run, measured in the same run.
 bench: deps-test build

@@ -64,18 +64,23 @@ public enum InstallGrub {
         logger.info("\(plan.table.kind.rawValue) label, /boot on partition \(plan.bootPartition.number) (\(plan.bootFilesystem.type)), core.img goes into \(plan.embeddingDescription)")
 
         let session = Session(logger: logger, interruption: interruption)
-        let outcome: Swift.Result<Result, InstallGrubError>
+        let outcome: Swift.Result<PresentedDisk, InstallGrubError>
         do {
-            outcome = .success(try install(plan, options: options, order: order, session: session, started: started))
+            outcome = .success(try install(plan, options: options, order: order, session: session))
         } catch {
             outcome = .failure(error)
         }
         let failures = session.close()
         switch outcome {
-        case .success(let result):
+        case .success(let presented):
             guard failures.isEmpty else { throw .cleanupFailed(failures, after: nil) }
             logger.info("done: \(options.image) boots GRUB from partition \(plan.bootPartition.number); nothing left attached")
-            return result
+            return Result(
+                image: plan.imagePath, strategy: presented.strategy, diskDevice: presented.diskDevice,
+                bootPartition: .init(number: plan.bootPartition.number, device: presented.bootDevice,
+                                     filesystem: plan.bootFilesystem.type, uuid: plan.bootFilesystem.uuid),
+                target: GrubTools.target, grubInstallVersion: GrubTools.version(),
+                seconds: monotonicSeconds() - started)
         case .failure(let error):
             guard failures.isEmpty else { throw .cleanupFailed(failures, after: error.description) }
             throw error
@@ -97,8 +102,9 @@ public enum InstallGrub {
         return Strategy.automaticOrder
     }
 
-    private static func install(_ plan: InstallPlan, options: Options, order: [Strategy], session: Session,
-                                started: Double) throws(InstallGrubError) -> Result {
+    /// Everything between pre-flight and teardown; what it acquires is released by the caller.
+    private static func install(_ plan: InstallPlan, options: Options, order: [Strategy],
+                                session: Session) throws(InstallGrubError) -> PresentedDisk {
         do {
             try session.checkpoint()
             let disk = try LoopDevice.attach(plan.imagePath, options: .init(
@@ -132,13 +138,7 @@ public enum InstallGrub {
                                          onLine: options.showGrubOutput ? { logger.info("grub-install: \($0)") } : nil)
             try session.checkpoint()
             guard run.succeeded else { throw InstallGrubError.grubToolFailed(tool: "grub-install", status: run.status, stderr: run.stderr) }
-
-            return Result(
-                image: plan.imagePath, strategy: presented.strategy, diskDevice: presented.diskDevice,
-                bootPartition: .init(number: plan.bootPartition.number, device: presented.bootDevice,
-                                     filesystem: plan.bootFilesystem.type, uuid: plan.bootFilesystem.uuid),
-                target: GrubTools.target, grubInstallVersion: GrubTools.version(),
-                seconds: monotonicSeconds() - started)
+            return presented
         } catch let e as InstallGrubError {
             throw e
         } catch let e as Session.Interrupted {

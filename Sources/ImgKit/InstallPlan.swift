@@ -76,7 +76,7 @@ public struct InstallPlan: Sendable {
         }
         let source: FileByteSource
         do {
-            source = isBlock ? try FileByteSource(path: path, size: try blockDeviceSize(path))
+            source = isBlock ? try FileByteSource(path: path, size: try BlockDevice.size(path))
                              : try FileByteSource(path: path)
         } catch {
             throw .unreadable(path: path, reason: "\(error)")
@@ -164,9 +164,4 @@ public struct InstallPlan: Sendable {
             throw .biosBootTooSmall(path: imagePath, number: number, sectors: embedding.sectorCount, needed: needed)
         }
     }
-}
-
-/// BLKGETSIZE64 lives in the kernel layer; a block device's size is all this layer needs of it.
-private func blockDeviceSize(_ path: String) throws -> UInt64 {
-    try BlockDevice.size(path)
 }
