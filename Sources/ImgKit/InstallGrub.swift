@@ -51,7 +51,7 @@ public enum InstallGrub {
     /// teardown still runs. Wraps grub-install(8).
     public static func run(_ options: Options, logger: Logger,
                            interruption: Interruption = Interruption()) throws(InstallGrubError) -> Result {
-        let started = monotonicSeconds()
+        let started = monotonicNow()
         logger.info("checking \(options.image)")
         let plan = try InstallPlan.make(image: options.image, bootPartition: options.bootPartition,
                                         extraModules: options.modules, logger: logger)
@@ -80,7 +80,7 @@ public enum InstallGrub {
                 bootPartition: .init(number: plan.bootPartition.number, device: presented.bootDevice,
                                      filesystem: plan.bootFilesystem.type, uuid: plan.bootFilesystem.uuid),
                 target: GrubTools.target, grubInstallVersion: GrubTools.version(),
-                seconds: monotonicSeconds() - started)
+                seconds: monotonicNow() - started)
         case .failure(let error):
             guard failures.isEmpty else { throw .cleanupFailed(failures, after: error.description) }
             throw error
@@ -173,8 +173,3 @@ extension InstallPlan {
     }
 }
 
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}

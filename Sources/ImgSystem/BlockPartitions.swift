@@ -12,6 +12,7 @@ public enum BlockPartitions {
 
     /// Adds partition `number` spanning `length` bytes from `start`; returns its device node once
     /// devtmpfs shows it. Wraps ioctl(BLKPG, BLKPG_ADD_PARTITION).
+    @discardableResult
     public static func add(disk: LoopDevice, number: Int, start: UInt64, length: UInt64,
                            logger: Logger) throws(SystemError) -> String {
         try shimCall("ioctl(BLKPG_ADD_PARTITION \(number))", on: disk.path,
@@ -34,14 +35,25 @@ public enum BlockPartitions {
     /// Removes partition `number`, retrying while it is briefly busy (a just-closed opener).
     /// ENXIO means it is already gone. Wraps ioctl(BLKPG, BLKPG_DEL_PARTITION).
     public static func remove(disk: LoopDevice, number: Int, logger: Logger) throws(SystemError) {
+        try remove(fd: disk.fd, disk: disk.path, number: number, logger: logger)
+    }
+
+    static func remove(fd: Int32, disk: String, number: Int, logger: Logger) throws(SystemError) {
         do {
             try retrying([EBUSY]) { () throws(SystemError) in
-                try shimCall("ioctl(BLKPG_DEL_PARTITION \(number))", on: disk.path,
-                             imgtool_blkpg(disk.fd, IMGTOOL_BLKPG_DEL_PARTITION, Int32(number), 0, 0))
+                try shimCall("ioctl(BLKPG_DEL_PARTITION \(number))", on: disk,
+                             imgtool_blkpg(fd, IMGTOOL_BLKPG_DEL_PARTITION, Int32(number), 0, 0))
             }
         } catch where error.errno == ENXIO {
         }
-        logger.debug("removed partition \(number) of \(disk.path)")
+        logger.debug("removed partition \(number) of \(disk)")
+    }
+
+    /// Removes every partition the kernel lists for `disk`.
+    static func removeAll(fd: Int32, disk: String, logger: Logger) throws(SystemError) {
+        for number in kernelPartitions(disk: disk) {
+            try remove(fd: fd, disk: disk, number: number, logger: logger)
+        }
     }
 
     /// Partition numbers the kernel currently has for `disk` (from /sys/block/<disk>/).

@@ -49,6 +49,9 @@ public final class LoopDevice: @unchecked Sendable {
     /// Flags the kernel reports after configuration (PARTSCAN may be dropped by some kernels).
     public let flags: UInt32
     private let handle: FileHandle
+    /// LOOP_CLR_FD done and our descriptor closed.
+    private var cleared = false
+    /// The kernel confirmed the device is unbound.
     private var detached = false
     private let logger: Logger
 
@@ -132,6 +135,16 @@ public final class LoopDevice: @unchecked Sendable {
             try shimCall("ioctl(LOOP_CONFIGURE)", on: path, r)
         }
         let status = try readStatus(handle.fd, path: path)
+        if !options.partitionScan {
+            // Partitions added with BLKPG outlive LOOP_CLR_FD when the kernel does not scan: a
+            // device that a crashed run left them on would show them over our image.
+            do {
+                try BlockPartitions.removeAll(fd: handle.fd, disk: path, logger: logger)
+            } catch {
+                _ = imgtool_ioctl_int(handle.fd, IMGTOOL_LOOP_CLR_FD, 0)
+                throw error
+            }
+        }
         return LoopDevice(number: number, handle: handle, options: options, flags: status.lo_flags, logger: logger)
     }
 
@@ -174,30 +187,43 @@ public final class LoopDevice: @unchecked Sendable {
         return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 
-    /// Detaches: LOOP_CLR_FD (retrying EBUSY), close our descriptor, then ask the kernel until it
-    /// confirms the device is unbound. The kernel finishes the detach asynchronously after the last
-    /// close, so the exit code of LOOP_CLR_FD alone proves nothing. Idempotent.
+    /// Detaches: removes BLKPG partitions (they would outlive the device), LOOP_CLR_FD (retrying
+    /// EBUSY), closes our descriptor, then asks the kernel until it confirms the device is unbound.
+    /// The kernel finishes the detach asynchronously after the last close, so the exit code of
+    /// LOOP_CLR_FD alone proves nothing. Idempotent; after a `stillAttached` error a second call
+    /// asks the kernel again.
     public func detach() throws(Error) {
         guard !detached else { return }
-        let r = imgtool_ioctl_int(fd, IMGTOOL_LOOP_CLR_FD, 0)
-        if r < 0 && r != -ENXIO {
+        if !cleared {
             do {
-                try retrying([EBUSY]) { () throws(SystemError) in
-                    try shimCall("ioctl(LOOP_CLR_FD)", on: path, imgtool_ioctl_int(fd, IMGTOOL_LOOP_CLR_FD, 0))
+                try BlockPartitions.removeAll(fd: fd, disk: path, logger: logger)
+                let r = imgtool_ioctl_int(fd, IMGTOOL_LOOP_CLR_FD, 0)
+                if r < 0 && r != -ENXIO {
+                    try retrying([EBUSY]) { () throws(SystemError) in
+                        let r = imgtool_ioctl_int(fd, IMGTOOL_LOOP_CLR_FD, 0)
+                        if r != -ENXIO { try shimCall("ioctl(LOOP_CLR_FD)", on: path, r) }
+                    }
                 }
-            } catch where error.errno == ENXIO {
             } catch {
                 throw .system(error)
             }
+            handle.close()
+            cleared = true
         }
-        handle.close()
-        detached = true
         let expectedName = tag
         for attempt in 1...60 {
             switch Result(catching: { () throws(SystemError) in try Self.fileName(ofDevice: path) }) {
-            case .success(nil): logger.debug("detached \(path)"); return
-            case .success(let name?) where name != expectedName: return  // already reused by someone else
-            case .failure(let e) where e.errno == ENOENT: return  // node removed: unbound
+            case .success(nil):
+                detached = true
+                logger.debug("detached \(path)")
+                return
+            case .failure(let e) where e.errno == ENOENT:  // the node itself is gone: unbound
+                detached = true
+                logger.debug("detached \(path)")
+                return
+            case .success(let name?) where name != expectedName:  // already reused by someone else
+                detached = true
+                return
             default: backoffSleep(attempt: attempt, baseMicroseconds: 1_000, capMicroseconds: 50_000)
             }
         }
@@ -206,6 +232,9 @@ public final class LoopDevice: @unchecked Sendable {
 
     /// Best effort only: closing the descriptor lets AUTOCLEAR detach the device.
     deinit {
-        if !detached { handle.close() }
+        if !cleared {
+            try? BlockPartitions.removeAll(fd: fd, disk: path, logger: logger)
+            handle.close()
+        }
     }
 }

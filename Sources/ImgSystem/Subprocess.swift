@@ -79,24 +79,44 @@ public enum Subprocess {
         interruption?.register(child: pid)
         defer { interruption?.unregister(child: pid) }
 
-        let (out, err) = drain(outPipe[0], errPipe[0], onLine: onLine)
+        // A child that ignores the SIGTERM of an interruption gets SIGKILL a few seconds later, so
+        // that it cannot hold up the teardown.
+        var killAt: Double?
+        let escalate = {
+            guard interruption?.signal != nil else { return }
+            let now = monotonicNow()
+            if killAt == nil { killAt = now + killGraceSeconds } else if now >= killAt! { kill(-pid, SIGKILL) }
+        }
+        let (out, err) = drain(outPipe[0], errPipe[0], onLine: onLine, onIdle: escalate)
         close(outPipe[0]); close(errPipe[0])
 
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        while true {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid || (r < 0 && errno != EINTR) { break }
+            escalate()
+            usleep(10_000)
+        }
         let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return Result(status: code, output: out, errorOutput: err)
     }
 
-    /// Reads both pipes until both close, so neither can fill up and stall the child.
-    private static func drain(_ outFD: Int32, _ errFD: Int32, onLine: ((String) -> Void)?) -> ([UInt8], [UInt8]) {
+    /// How long an interrupted child has between SIGTERM and SIGKILL.
+    public static let killGraceSeconds = 3.0
+
+    /// Reads both pipes until both close, so neither can fill up and stall the child; `onIdle` runs
+    /// whenever nothing arrived for 100 ms.
+    private static func drain(_ outFD: Int32, _ errFD: Int32, onLine: ((String) -> Void)?,
+                              onIdle: () -> Void) -> ([UInt8], [UInt8]) {
         var buffers: [[UInt8]] = [[], []]
         var pending: [[UInt8]] = [[], []]
         var fds = [pollfd(fd: outFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: errFD, events: Int16(POLLIN), revents: 0)]
         var chunk = [UInt8](repeating: 0, count: 16384)
         while fds.contains(where: { $0.fd >= 0 }) {
-            if poll(&fds, nfds_t(fds.count), -1) < 0 { if errno == EINTR { continue } else { break } }
+            let ready = poll(&fds, nfds_t(fds.count), 100)
+            if ready < 0 { if errno == EINTR { continue } else { break } }
+            if ready == 0 { onIdle(); continue }
             for i in fds.indices where fds[i].fd >= 0 && fds[i].revents != 0 {
                 let n = read(fds[i].fd, &chunk, chunk.count)
                 if n < 0 && errno == EINTR { continue }
@@ -113,4 +133,11 @@ public enum Subprocess {
         if let onLine { for p in pending where !p.isEmpty { onLine(String(decoding: p, as: UTF8.self)) } }
         return (buffers[0], buffers[1])
     }
+}
+
+/// Seconds on CLOCK_MONOTONIC, for durations.
+public func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }

@@ -40,7 +40,8 @@ func shimCall(_ operation: @autoclosure () -> String, on path: String,
 
 /// An open file descriptor that closes itself once.
 public final class FileHandle: @unchecked Sendable {
-    public let fd: Int32
+    /// -1 once closed, so a late use fails with EBADF instead of reaching a reused descriptor.
+    public private(set) var fd: Int32
     public let path: String
     private var closed = false
 
@@ -54,6 +55,7 @@ public final class FileHandle: @unchecked Sendable {
         guard !closed else { return }
         closed = true
         _ = Glibc.close(fd)
+        fd = -1
     }
 
     deinit { close() }

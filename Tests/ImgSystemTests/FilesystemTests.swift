@@ -1,0 +1,153 @@
+import Foundation
+import Glibc
+import ImgSystem
+import Testing
+import TestSupport
+
+/// libblkid and libext2fs on image files: no root, no loop device.
+@Suite struct FilesystemProbeTests {
+    static let fsUUID = "494d4754-0000-4000-8000-0000000000f5"  // fixed by make-disk.sh
+
+    @Test("probe at the partition's offset finds the filesystem make-disk.sh made, with its UUID and label",
+          arguments: ["ext2", "ext3", "ext4"])
+    func probePartition(fs: String) throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos", "--fs", fs, "--size-mib", "8"])
+        let (start, size) = try sfdiskPartition(image, number: 1)
+        let fd = open(image, O_RDONLY | O_CLOEXEC)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        let probe = try #require(try FilesystemProbe.probe(fd: fd, path: image, offset: start * 512, length: size * 512))
+        #expect(probe.type == fs)
+        #expect(probe.uuid == Self.fsUUID)
+        #expect(probe.label == "boot")
+        // The same bytes, seen by blkid(8) itself.
+        let blkid = try run(["blkid", "-p", "-O", "\(start * 512)", "-S", "\(size * 512)", "-o", "export", image]).stdout
+        #expect(blkid.contains("TYPE=\(fs)\n"))
+        #expect(blkid.contains("UUID=\(Self.fsUUID)\n"))
+    }
+
+    @Test("probe finds nothing in zeros, nor at an offset where no filesystem starts")
+    func probeNothing() throws {
+        let scratch = try Scratch()
+        let zeros = scratch.file("zeros.img")
+        try run(["truncate", "-s", "8M", zeros])
+        let fd = open(zeros, O_RDONLY | O_CLOEXEC)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        #expect(try FilesystemProbe.probe(fd: fd, path: zeros, offset: 0, length: 8 << 20) == nil)
+        #expect(try FilesystemProbe.probe(fd: fd, path: zeros, offset: 1 << 20, length: 1 << 20) == nil)
+
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos", "--size-mib", "8"])
+        let fd2 = open(image, O_RDONLY | O_CLOEXEC)
+        try #require(fd2 >= 0)
+        defer { close(fd2) }
+        // One sector after the filesystem's start: no superblock where blkid looks.
+        #expect(try FilesystemProbe.probe(fd: fd2, path: image, offset: 2049 * 512, length: 4 << 20) == nil)
+    }
+}
+
+@Suite struct Ext2DirectoryTests {
+    @Test("exists finds /boot/grub and grub.cfg, and not /nope", arguments: ["ext2", "ext4"])
+    func lookups(fs: String) throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"),
+                                 ["--label", "dos", "--fs", fs, "--size-mib", "8", "--marker", "IMGTOOL-EXT2"])
+        let offset = try sfdiskPartition(image, number: 1).start * 512
+        #expect(try Ext2Directory.exists("/boot/grub", image: image, offset: offset))
+        #expect(try Ext2Directory.exists("/boot/grub/grub.cfg", image: image, offset: offset))
+        #expect(try Ext2Directory.exists("/", image: image, offset: offset))
+        #expect(try !Ext2Directory.exists("/nope", image: image, offset: offset))
+        #expect(try !Ext2Directory.exists("/boot/grub/nope.cfg", image: image, offset: offset))
+    }
+
+    @Test("an ext4 with the 64bit feature, filling the image (offset 0), opens too")
+    func sixtyFourBit() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "none", "--fs", "ext4", "--size-mib", "8"])
+        let features = try run(["dumpe2fs", "-h", image]).stdout
+        #expect(features.contains("64bit"), "premise: mke2fs made an ext4 with the 64bit feature")
+        #expect(try Ext2Directory.exists("/boot/grub", image: image, offset: 0))
+    }
+
+    @Test("a place with no ext filesystem is a SystemError naming the image, not false")
+    func notExt() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos", "--size-mib", "8"])
+        let error = #expect(throws: SystemError.self) {
+            _ = try Ext2Directory.exists("/boot/grub", image: image, offset: 0)
+        }
+        #expect(error?.path == image)
+        #expect(error?.operation.contains("ext2fs_open2") == true)
+        let zeros = scratch.file("zeros.img")
+        try run(["truncate", "-s", "4M", zeros])
+        #expect(throws: SystemError.self) { _ = try Ext2Directory.exists("/", image: zeros, offset: 1 << 20) }
+        #expect(throws: SystemError.self) { _ = try Ext2Directory.exists("/", image: scratch.file("missing.img"), offset: 0) }
+    }
+}
+
+/// TemporaryDirectory under a parent the test owns; no root needed.
+@Suite struct TemporaryDirectoryTests {
+    @Test("created 0700 under the given parent, which it creates 0700 if missing")
+    func createdPrivate() throws {
+        let scratch = try Scratch()
+        let parent = scratch.file("parent")
+        let dir = try TemporaryDirectory(parent: parent, prefix: "mnt-")
+        defer { try? dir.remove() }
+        #expect(dir.path.hasPrefix(parent + "/mnt-"))
+        #expect(dir.path.count == (parent + "/mnt-").count + 6)
+        var st = stat()
+        try #require(lstat(dir.path, &st) == 0)
+        #expect(st.st_mode & S_IFMT == S_IFDIR)
+        #expect(st.st_mode & 0o7777 == 0o700)
+        try #require(lstat(parent, &st) == 0)
+        #expect(st.st_mode & 0o7777 == 0o700)
+        let other = try TemporaryDirectory(parent: parent, prefix: "mnt-")
+        defer { try? other.remove() }
+        #expect(other.path != dir.path)
+        try dir.remove()
+        try other.remove()
+        #expect(access(dir.path, F_OK) != 0)
+        #expect(access(other.path, F_OK) != 0)
+    }
+
+    @Test("remove is rmdir only: a non-empty directory stays, with its files, and remove throws")
+    func removeIsRmdirOnly() throws {
+        let scratch = try Scratch()
+        let dir = try TemporaryDirectory(parent: scratch.path, prefix: "full-")
+        defer { try? dir.remove() }
+        let file = dir.path + "/keep.txt"
+        try "keep me".write(toFile: file, atomically: false, encoding: .utf8)
+        let error = #expect(throws: SystemError.self) { try dir.remove() }
+        #expect(error?.errno == ENOTEMPTY)
+        #expect(error?.path == dir.path)
+        #expect(try String(contentsOfFile: file, encoding: .utf8) == "keep me")
+        #expect(unlink(file) == 0)
+        try dir.remove()
+        #expect(access(dir.path, F_OK) != 0)
+        try dir.remove()  // idempotent
+    }
+
+    @Test("an empty directory goes away with its TemporaryDirectory")
+    func deinitRemovesEmpty() throws {
+        let scratch = try Scratch()
+        var path = ""
+        do {
+            let dir = try TemporaryDirectory(parent: scratch.path, prefix: "gone-")
+            path = dir.path
+            #expect(access(path, F_OK) == 0)
+        }
+        #expect(access(path, F_OK) != 0)
+    }
+
+    @Test("a parent that cannot be made is a SystemError naming it")
+    func badParent() throws {
+        let scratch = try Scratch()
+        try "x".write(toFile: scratch.file("file"), atomically: false, encoding: .utf8)
+        let error = #expect(throws: SystemError.self) {
+            _ = try TemporaryDirectory(parent: scratch.file("file") + "/sub", prefix: "x-")
+        }
+        #expect(error?.errno == ENOTDIR)
+        #expect(error?.path == scratch.file("file") + "/sub")
+    }
+}
