@@ -74,6 +74,7 @@ public enum InstallGrub {
         switch outcome {
         case .success(let presented):
             guard failures.isEmpty else { throw .cleanupFailed(failures, after: nil) }
+            try flushImage(plan.imagePath)
             logger.info("done: \(options.image) boots GRUB from partition \(plan.bootPartition.number); nothing left attached")
             return Result(
                 image: plan.imagePath, strategy: presented.strategy, diskDevice: presented.diskDevice,
@@ -84,6 +85,23 @@ public enum InstallGrub {
         case .failure(let error):
             guard failures.isEmpty else { throw .cleanupFailed(failures, after: error.description) }
             throw error
+        }
+    }
+
+    /// grub-install fsyncs every file it copies (over 300), and each fsync of a journalling
+    /// filesystem on a loop device makes the loop driver flush the whole image file: half of
+    /// grub-install's time. Without barriers those flushes go away, and one fsync of the image once
+    /// everything is detached makes the result durable. A crash in between leaves an unfinished
+    /// install either way.
+    static let fastWriteOptions = ["ext3": "barrier=0", "ext4": "barrier=0"]
+
+    /// Makes the finished image durable. Wraps fsync(2).
+    private static func flushImage(_ path: String) throws(InstallGrubError) {
+        do {
+            let h = try FileHandle(path: path, flags: O_RDONLY)
+            try systemCall("fsync", on: path) { fsync(h.fd) }
+        } catch {
+            throw .kernel("\(error)")
         }
     }
 
@@ -119,7 +137,8 @@ public enum InstallGrub {
             let mountPoint = try TemporaryDirectory(prefix: "mnt-\(session.id)-")
             session.onClose(mountPoint.path) { try mountPoint.remove() }
             let mount = try Mount(source: presented.bootDevice, target: mountPoint.path,
-                                  filesystemType: plan.bootFilesystem.type, logger: session.logger)
+                                  filesystemType: plan.bootFilesystem.type,
+                                  data: fastWriteOptions[plan.bootFilesystem.type], logger: session.logger)
             session.onClose("mount \(mountPoint.path)") { try mount.unmount() }
             session.logger.info("mounted \(presented.bootDevice) on \(mountPoint.path)")
 

@@ -22,17 +22,18 @@ public final class Mount: @unchecked Sendable {
 
     /// Mounts `source` on `target` nosuid,nodev: the image is not trusted to carry setuid files or
     /// device nodes. Wraps mount(2).
+    /// `data` is the filesystem's own option string (mount(8)'s -o without the generic flags).
     public init(source: String, target: String, filesystemType: String, readOnly: Bool = false,
-                logger: Logger) throws(SystemError) {
+                data: String? = nil, logger: Logger) throws(SystemError) {
         self.source = source
         self.target = target
         self.filesystemType = filesystemType
         self.logger = logger
         let flags = UInt(MS_NOSUID | MS_NODEV) | (readOnly ? UInt(MS_RDONLY) : 0)
-        try systemCall("mount(\(filesystemType), \(source))", on: target) {
-            mount(source, target, filesystemType, flags, nil)
+        try systemCall("mount(\(filesystemType)\(data.map { ", " + $0 } ?? ""), \(source))", on: target) {
+            mount(source, target, filesystemType, flags, data)
         }
-        logger.debug("mounted \(source) on \(target)")
+        logger.debug("mounted \(source) on \(target)", metadata: data.map { ["options": "\($0)"] })
     }
 
     /// Unmounts, retrying EBUSY with backoff, and confirms in /proc/self/mountinfo. Idempotent.
