@@ -18,6 +18,20 @@ enum GrubTools {
         }
     }
 
+    /// Bytes of the regular files in GRUB's i386-pc directory: what grub-install copies at least.
+    static func moduleFilesBytes() -> UInt64 {
+        guard let dir = opendir(moduleDirectory) else { return 0 }
+        defer { closedir(dir) }
+        var total: UInt64 = 0
+        var st = stat()
+        while let entry = readdir(dir) {
+            guard fstatat(dirfd(dir), &entry.pointee.d_name.0, &st, AT_SYMLINK_NOFOLLOW) == 0,
+                  (st.st_mode & S_IFMT) == S_IFREG else { continue }
+            total += UInt64(st.st_size)
+        }
+        return total
+    }
+
     /// The version of the GRUB that grub-install installs, e.g. "2.06-13+deb12u2": read from the
     /// modinfo.sh that ships with the i386-pc files (grub_package_version), which costs no process;
     /// else from `grub-install --version` ("grub-install (GRUB) 2.06-13+deb12u2").

@@ -17,6 +17,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case noBootFilesystem(path: String, found: [String])
     case bootPartitionInvalid(path: String, number: Int, reason: String)
     case ambiguousBootPartition(path: String, candidates: [Int])
+    case bootFilesystemFull(path: String, number: Int, free: UInt64, needed: UInt64)
     case busy(ImageLock.Error)
     case notRoot(path: String)
     case toolMissing(tool: String, package: String)
@@ -31,7 +32,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         case .imageMissing, .notAnImage, .unreadable: return .noInput
         case .empty, .truncated, .noPartitionTable, .damagedPartitionTable, .noPostMBRGap, .gapTooSmall,
              .noBIOSBootPartition, .biosBootTooSmall, .noBootFilesystem, .bootPartitionInvalid,
-             .ambiguousBootPartition:
+             .ambiguousBootPartition, .bootFilesystemFull:
             return .badImage
         case .busy: return .busy
         case .notRoot: return .noPermission
@@ -79,6 +80,8 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
             return "\(p): partition \(n) cannot hold /boot/grub: \(reason). Pick another with --boot-partition."
         case .ambiguousBootPartition(let p, let candidates):
             return "\(p) has several partitions that could hold /boot/grub (\(candidates.map(String.init).joined(separator: ", "))) and none is marked. Choose one with --boot-partition N."
+        case .bootFilesystemFull(let p, let n, let free, let needed):
+            return "\(p): the filesystem on partition \(n) has \(free / 1024) KiB free, but GRUB's i386-pc files alone take \(needed / 1024) KiB. Grow it or free space first (nothing was changed)."
         case .busy(let e):
             return e.description
         case .notRoot(let p):

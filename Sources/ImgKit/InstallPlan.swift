@@ -61,6 +61,7 @@ public struct InstallPlan: Sendable {
         let plan = InstallPlan(imagePath: path, imageSize: size, table: table, embedding: embedding,
                                bootPartition: boot, bootFilesystem: fs, grubFilesystemModule: module)
         try plan.checkEmbeddingRoom(extraModules: extraModules, logger: logger)
+        try plan.checkFilesystemRoom(logger: logger)
         return plan
     }
 
@@ -138,14 +139,30 @@ public struct InstallPlan: Sendable {
         if !notESP.isEmpty { candidates = notESP }
         if candidates.count == 1 { return candidates[0] }
         let withGrub = candidates.filter { p, fs in
-            ["ext2", "ext3", "ext4"].contains(fs.type) && ["/boot/grub", "/grub"].contains { dir in
-                (try? Ext2Directory.exists(dir, image: path, offset: p.startSector * sectorSize)) == true
-            }
+            guard isExt(fs), let ext = try? Ext2Filesystem(image: path, offset: p.startSector * sectorSize) else { return false }
+            return ext.exists("/boot/grub") || ext.exists("/grub")
         }
         if withGrub.count == 1 { return withGrub[0] }
         let active = (withGrub.isEmpty ? candidates : withGrub).filter { $0.0.bootable }
         if active.count == 1 { return active[0] }
         throw .ambiguousBootPartition(path: path, candidates: (withGrub.isEmpty ? candidates : withGrub).map(\.0.number))
+    }
+
+    static func isExt(_ fs: FilesystemProbe) -> Bool { ["ext2", "ext3", "ext4"].contains(fs.type) }
+
+    /// grub-install copies GRUB's i386-pc files (and fonts and translations) into the boot
+    /// filesystem; a filesystem without room for even the first would fail halfway through, after
+    /// the image was changed. Checked for ext filesystems, which libext2fs reads without mounting,
+    /// and only for a first install (a reinstall overwrites files of the same size).
+    private func checkFilesystemRoom(logger: Logger) throws(InstallGrubError) {
+        guard Self.isExt(bootFilesystem),
+              let ext = try? Ext2Filesystem(image: imagePath, offset: bootPartition.startSector * UInt64(table.sectorSize)),
+              !ext.exists("/boot/grub/i386-pc"), !ext.exists("/grub/i386-pc") else { return }
+        let needed = GrubTools.moduleFilesBytes()
+        logger.debug("boot filesystem has \(ext.freeBytes) bytes free; GRUB's i386-pc files take \(needed)")
+        if ext.freeBytes < needed {
+            throw .bootFilesystemFull(path: imagePath, number: bootPartition.number, free: ext.freeBytes, needed: needed)
+        }
     }
 
     /// core.img must fit the embedding area. Any area of GRUB's load limit is enough; smaller ones

@@ -102,6 +102,12 @@ struct BadInputTests {
         try expectRefusal(image, extra: ["--boot-partition", "3"], status: .badImage, message: "partition 3 cannot hold /boot/grub: it holds no filesystem")
     }
 
+    @Test func bootFilesystemWithoutRoomForGrub() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos", "--size-mib", "4"])
+        try expectRefusal(image, status: .badImage, message: "but GRUB's i386-pc files alone take")
+    }
+
     @Test func imageInUseByAnotherImgtool() throws {
         let scratch = try Scratch()
         let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])

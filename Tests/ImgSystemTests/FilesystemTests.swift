@@ -47,18 +47,33 @@ import TestSupport
     }
 }
 
-@Suite struct Ext2DirectoryTests {
+@Suite struct Ext2FilesystemTests {
     @Test("exists finds /boot/grub and grub.cfg, and not /nope", arguments: ["ext2", "ext4"])
     func lookups(fs: String) throws {
         let scratch = try Scratch()
         let image = try makeDisk(scratch.file("disk.img"),
                                  ["--label", "dos", "--fs", fs, "--size-mib", "8", "--marker", "IMGTOOL-EXT2"])
         let offset = try sfdiskPartition(image, number: 1).start * 512
-        #expect(try Ext2Directory.exists("/boot/grub", image: image, offset: offset))
-        #expect(try Ext2Directory.exists("/boot/grub/grub.cfg", image: image, offset: offset))
-        #expect(try Ext2Directory.exists("/", image: image, offset: offset))
-        #expect(try !Ext2Directory.exists("/nope", image: image, offset: offset))
-        #expect(try !Ext2Directory.exists("/boot/grub/nope.cfg", image: image, offset: offset))
+        let ext = try Ext2Filesystem(image: image, offset: offset)
+        #expect(ext.exists("/boot/grub"))
+        #expect(ext.exists("/boot/grub/grub.cfg"))
+        #expect(ext.exists("/"))
+        #expect(!ext.exists("/nope"))
+        #expect(!ext.exists("/boot/grub/nope.cfg"))
+    }
+
+    @Test("freeBytes is the superblock's free blocks times the block size, as dumpe2fs reports them")
+    func freeBytes() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "none", "--fs", "ext4", "--size-mib", "8"])
+        let header = try run(["dumpe2fs", "-h", image]).stdout
+        func field(_ name: String) -> UInt64? {
+            header.split(separator: "\n").first { $0.hasPrefix(name + ":") }
+                .flatMap { UInt64($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) }
+        }
+        let expected = try #require(field("Free blocks")) * (try #require(field("Block size")))
+        #expect(try Ext2Filesystem(image: image, offset: 0).freeBytes == expected)
+        #expect(expected > 0)
     }
 
     @Test("an ext4 with the 64bit feature, filling the image (offset 0), opens too")
@@ -67,7 +82,7 @@ import TestSupport
         let image = try makeDisk(scratch.file("disk.img"), ["--label", "none", "--fs", "ext4", "--size-mib", "8"])
         let features = try run(["dumpe2fs", "-h", image]).stdout
         #expect(features.contains("64bit"), "premise: mke2fs made an ext4 with the 64bit feature")
-        #expect(try Ext2Directory.exists("/boot/grub", image: image, offset: 0))
+        #expect(try Ext2Filesystem(image: image, offset: 0).exists("/boot/grub"))
     }
 
     @Test("a place with no ext filesystem is a SystemError naming the image, not false")
@@ -75,14 +90,14 @@ import TestSupport
         let scratch = try Scratch()
         let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos", "--size-mib", "8"])
         let error = #expect(throws: SystemError.self) {
-            _ = try Ext2Directory.exists("/boot/grub", image: image, offset: 0)
+            _ = try Ext2Filesystem(image: image, offset: 0).exists("/boot/grub")
         }
         #expect(error?.path == image)
         #expect(error?.operation.contains("ext2fs_open2") == true)
         let zeros = scratch.file("zeros.img")
         try run(["truncate", "-s", "4M", zeros])
-        #expect(throws: SystemError.self) { _ = try Ext2Directory.exists("/", image: zeros, offset: 1 << 20) }
-        #expect(throws: SystemError.self) { _ = try Ext2Directory.exists("/", image: scratch.file("missing.img"), offset: 0) }
+        #expect(throws: SystemError.self) { _ = try Ext2Filesystem(image: zeros, offset: 1 << 20).exists("/") }
+        #expect(throws: SystemError.self) { _ = try Ext2Filesystem(image: scratch.file("missing.img"), offset: 0).exists("/") }
     }
 }
 
