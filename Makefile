@@ -10,9 +10,11 @@ BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev
 # where a partition starts; util-linux for setpriv in the tests.
 RUN_PKGS := grub-pc-bin grub2-common udev e2fsprogs util-linux
 # Building test images (sfdisk, sgdisk, parted, mkfs/debugfs) and booting them (qemu, SeaBIOS).
-TEST_PKGS := fdisk gdisk parted qemu-system-x86 python3
+TEST_PKGS := fdisk gdisk parted qemu-system-x86 python3 xorriso isolinux syslinux-common
+# The benchmarks' measuring tools: peak memory (time) and bytes read (strace).
+BENCH_PKGS := time strace
 
-.PHONY: all build demo test bench deps-build deps-run deps-test clean
+.PHONY: all build demo test bench deps-build deps-run deps-test deps-bench clean
 
 all: build
 
@@ -56,8 +58,12 @@ test: deps-test
 	@echo "after the suite: no loop device or mount of imgtool's left"
 
 # Ratios against what a user would otherwise run, measured in the same run.
-bench: deps-test build
+deps-bench: deps-test
+	$(call apt_install,$(BENCH_PKGS))
+
+bench: deps-bench build
 	IMGTOOL=$(CURDIR)/.build/release/imgtool Tests/bench/install-grub.sh
+	IMGTOOL=$(CURDIR)/.build/release/imgtool Tests/bench/inspect.sh
 
 clean:
 	rm -rf .build $(OUT)
