@@ -1,0 +1,190 @@
+import Glibc
+import ImgFormats
+import ImgSystem
+
+/// Reading files from an image's ext2/3/4 filesystems without mounting it: finds the filesystems
+/// (the partitions, or a bare filesystem filling the image) and opens one. What `imgtool ls` and
+/// `imgtool cat` are made of, and how to get the list that `OSInspection.inspect` takes.
+public enum ImageFiles {
+    /// A partition (or the whole image, `partition` nil) and what libblkid finds there.
+    public struct Location: Sendable, Equatable {
+        public let partition: Int?
+        public let offset: UInt64
+        public let length: UInt64
+        /// libblkid's TYPE ("ext4", "vfat", "swap"), nil when it finds nothing.
+        public let type: String?
+
+        public var isExt: Bool { type.map(ImageFiles.extTypes.contains) ?? false }
+    }
+
+    public struct Opened: Sendable {
+        public let filesystem: Ext2Filesystem
+        public let location: Location
+    }
+
+    static let extTypes: Set<String> = ["ext2", "ext3", "ext4"]
+
+    /// Every partition that may hold a filesystem (not an extended container), with its type; for
+    /// an image without a partition table, the image itself (`hasTable` false).
+    public static func locate(image: String) throws(Error) -> (hasTable: Bool, locations: [Location]) {
+        let source = try openImage(image)
+        let table: PartitionTable?
+        do {
+            table = try PartitionTable.read(from: source)
+        } catch {
+            throw .unreadable(path: image, reason: "\(error)")
+        }
+        guard let table else {
+            return (false, [Location(partition: nil, offset: 0, length: source.size,
+                                     type: probe(source, offset: 0, length: source.size))])
+        }
+        let sectorSize = UInt64(table.sectorSize)
+        var locations: [Location] = []
+        for p in table.partitions where p.kind != .extended {
+            // Hostile tables: positions that overflow or lie past the end hold nothing to read.
+            let (offset, overflow) = p.startSector.multipliedReportingOverflow(by: sectorSize)
+            let (length, overflow2) = p.sectorCount.multipliedReportingOverflow(by: sectorSize)
+            guard !overflow, !overflow2, offset < source.size else {
+                locations.append(Location(partition: p.number, offset: overflow ? 0 : offset, length: 0, type: nil))
+                continue
+            }
+            let available = min(length, source.size - offset)
+            locations.append(Location(partition: p.number, offset: offset, length: available,
+                                      type: probe(source, offset: offset, length: available)))
+        }
+        return (true, locations)
+    }
+
+    /// The ext2/3/4 filesystems of `image`, in the form `OSInspection.inspect` takes.
+    public static func extFilesystems(image: String) throws(Error) -> [(partition: Int?, offset: UInt64)] {
+        try locate(image: image).locations.filter(\.isExt).map { ($0.partition, $0.offset) }
+    }
+
+    /// Opens the ext2/3/4 filesystem in `partition`; without one, the image itself when it has no
+    /// partition table, else its only ext2/3/4 partition (several are an error listing them).
+    public static func open(image: String, partition: Int?) throws(Error) -> Opened {
+        let (hasTable, locations) = try locate(image: image)
+        let location: Location
+        if let partition {
+            guard hasTable else { throw .noPartitionTable(path: image, filesystem: locations.first?.type) }
+            guard let found = locations.first(where: { $0.partition == partition }) else {
+                throw .noSuchPartition(path: image, number: partition, available: locations.compactMap(\.partition))
+            }
+            location = found
+        } else if !hasTable {
+            location = locations[0]
+        } else {
+            let ext = locations.filter(\.isExt)
+            guard !ext.isEmpty else {
+                throw .noExtFilesystem(path: image, found: locations.compactMap { l in
+                    l.type.map { "\($0) on partition \(l.partition!)" } })
+            }
+            guard ext.count == 1 else {
+                throw .ambiguous(path: image, candidates: ext.map { "partition \($0.partition!) (\($0.type!))" })
+            }
+            location = ext[0]
+        }
+        guard location.isExt else { throw .notExt(path: image, partition: location.partition, found: location.type) }
+        do {
+            return Opened(filesystem: try Ext2Filesystem(image: image, offset: location.offset), location: location)
+        } catch {
+            throw .damaged(path: image, partition: location.partition, reason: error.operation)
+        }
+    }
+
+    private static func probe(_ source: FileByteSource, offset: UInt64, length: UInt64) -> String? {
+        guard length > 0 else { return nil }
+        return (try? FilesystemProbe.probe(fd: source.fd, path: source.path, offset: offset, length: length))?.type
+    }
+
+    private static func openImage(_ path: String) throws(Error) -> FileByteSource {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            if errno == ENOENT || errno == ENOTDIR { throw .imageMissing(path: path) }
+            throw .unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        let kind = st.st_mode & S_IFMT
+        guard kind == S_IFREG || kind == S_IFBLK else {
+            throw .notAnImage(path: path, kind: kind == S_IFDIR ? "a directory" : "not a regular file or block device")
+        }
+        do {
+            return kind == S_IFBLK ? try FileByteSource(path: path, size: try BlockDevice.size(path))
+                                   : try FileByteSource(path: path)
+        } catch {
+            throw .unreadable(path: path, reason: "\(error)")
+        }
+    }
+
+    /// Why a file could not be read from an image. `description` is the message a user reads:
+    /// what is wrong and what to do next. `exitStatus` is the documented exit code.
+    public enum Error: Swift.Error, CustomStringConvertible, Sendable {
+        case imageMissing(path: String)
+        case notAnImage(path: String, kind: String)
+        case unreadable(path: String, reason: String)
+        case noPartitionTable(path: String, filesystem: String?)
+        case noSuchPartition(path: String, number: Int, available: [Int])
+        case notExt(path: String, partition: Int?, found: String?)
+        case noExtFilesystem(path: String, found: [String])
+        case ambiguous(path: String, candidates: [String])
+        case damaged(path: String, partition: Int?, reason: String)
+        /// A path inside the filesystem failed.
+        case file(Ext2Filesystem.Error, image: String, partition: Int?)
+
+        public var exitStatus: ExitStatus {
+            switch self {
+            case .imageMissing, .notAnImage, .unreadable: return .noInput
+            case .noPartitionTable, .noSuchPartition, .notExt, .noExtFilesystem, .ambiguous, .damaged: return .badImage
+            case .file(.library, _, _): return .failure
+            case .file: return .badImage
+            }
+        }
+
+        public var description: String {
+            switch self {
+            case .imageMissing(let p):
+                return "\(p) does not exist. Check the path."
+            case .notAnImage(let p, let kind):
+                return "\(p) is \(kind), not a disk image. Give a raw image file or a block device."
+            case .unreadable(let p, let reason):
+                return "cannot read \(p): \(reason). Check its permissions (reading needs no root, only read access)."
+            case .noPartitionTable(let p, let fs):
+                let what = fs.map { "it is a bare \($0) filesystem" } ?? "it has none"
+                return "\(p) has no partition table (\(what)), so there is no partition to choose; leave out --partition."
+            case .noSuchPartition(let p, let n, let available):
+                let list = available.isEmpty ? "none" : available.map(String.init).joined(separator: ", ")
+                return "\(p) has no partition \(n) (its partitions: \(list)). Choose one of those with --partition."
+            case .notExt(let p, let n, let found):
+                let place = n.map { "partition \($0) of \(p)" } ?? p
+                let what = found.map { "it is \($0)" } ?? "libblkid finds no filesystem there"
+                return "\(place) holds no ext2/3/4 filesystem (\(what)); imgtool ls and cat read ext2, ext3 and ext4 only."
+            case .noExtFilesystem(let p, let found):
+                let seen = found.isEmpty ? "no filesystem at all" : "only " + found.joined(separator: ", ")
+                return "\(p) has no ext2/3/4 filesystem (\(seen)); imgtool ls and cat read ext2, ext3 and ext4 only."
+            case .ambiguous(let p, let candidates):
+                return "\(p) has \(candidates.count) ext2/3/4 filesystems: \(candidates.joined(separator: ", ")). Choose one with --partition N."
+            case .damaged(let p, let n, let reason):
+                let place = n.map { "partition \($0) of \(p)" } ?? p
+                return "libext2fs cannot open the filesystem in \(place): \(reason). It may be damaged; check a copy with e2fsck -n."
+            case .file(let error, let image, let partition):
+                let place = partition.map { "partition \($0) of \(image)" } ?? image
+                let ls = "imgtool ls \(image)" + (partition.map { " --partition \($0)" } ?? "")
+                switch error {
+                case .notFound(let path, _):
+                    return "in \(place): \(error) See what is there with `\(ls) \(parent(path))`."
+                case .notADirectory(let path, _), .symlinkLoop(let path), .notARegularFile(let path):
+                    return "in \(place): \(error) Check the path with `\(ls) -l \(parent(path))`."
+                case .isADirectory(let path):
+                    return "in \(place): \(error) List it with `\(ls) \(path)`."
+                case .notASymlink, .tooLarge, .library:
+                    return "in \(place): \(error)"
+                }
+            }
+        }
+
+        private func parent(_ path: String) -> String {
+            var parts = path.split(separator: "/")
+            _ = parts.popLast()
+            return "/" + parts.joined(separator: "/")
+        }
+    }
+}

@@ -1,0 +1,186 @@
+import ArgumentParser
+import Glibc
+import ImgKit
+import ImgSystem
+
+struct LsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ls",
+        abstract: "List a directory of an ext2/3/4 filesystem in a disk image, without mounting it.",
+        discussion: """
+            Reads the image through libext2fs: no root, no loop device, no mount, and the image is \
+            opened read-only. Symbolic links are followed inside the image's filesystem, never on \
+            the host. A path that is not a directory is shown by itself.
+            """)
+
+    @Argument(help: "The disk image (or a bare filesystem image, or a block device).")
+    var image: String
+
+    @Argument(help: "The path inside the filesystem.")
+    var path: String = "/"
+
+    @Option(help: "The partition holding the filesystem (default: the only ext2/3/4 one, or the whole image if it has no partition table).")
+    var partition: Int?
+
+    @Flag(name: .customShort("l"), help: "Long format: mode, owner, group, size, modification time (UTC), name.")
+    var long = false
+
+    @Flag(help: "Print a JSON array of entries.")
+    var json = false
+
+    func run() throws {
+        let opened = try openFilesystem(image: image, partition: partition)
+        let fs = opened.filesystem
+        let entries: [Ext2Filesystem.Entry]
+        let directory: String?
+        do {
+            if try fs.stat(path).kind == .directory {
+                entries = try fs.list(path)
+                directory = path
+            } else {
+                let entry = try fs.stat(path, followSymlinks: false)
+                entries = [Ext2Filesystem.Entry(name: path, kind: entry.kind, size: entry.size, mode: entry.mode,
+                                                inode: entry.inode, modified: entry.modified, uid: entry.uid,
+                                                gid: entry.gid)]
+                directory = nil
+            }
+        } catch {
+            throw fail(ImageFiles.Error.file(error, image: image, partition: opened.location.partition))
+        }
+        // A link that cannot be read still gets listed; its target is then left out.
+        let targets: [String?] = entries.map { entry in
+            guard entry.kind == .symlink, long || json else { return nil }
+            return try? fs.readLink(directory.map { join($0, entry.name) } ?? path)
+        }
+        if json {
+            try printJSON(zip(entries, targets).map(ListedEntry.init))
+        } else if long {
+            printLong(entries, targets: targets)
+        } else {
+            let lines = entries.map { escaped($0.name) + ($0.kind == .directory && directory != nil ? "/" : "") + "\n" }
+            writeAll(1, Array(lines.joined().utf8))
+        }
+    }
+
+    private func printLong(_ entries: [Ext2Filesystem.Entry], targets: [String?]) {
+        let sizeWidth = entries.map { String($0.size).count }.max() ?? 0
+        let uidWidth = entries.map { String($0.uid).count }.max() ?? 0
+        let gidWidth = entries.map { String($0.gid).count }.max() ?? 0
+        var out = ""
+        for (entry, target) in zip(entries, targets) {
+            out += modeString(entry.mode) + " " + padded(entry.uid, uidWidth) + " " + padded(entry.gid, gidWidth)
+                + " " + padded(entry.size, sizeWidth) + " " + utcTimestamp(entry.modified) + " " + escaped(entry.name)
+            if let target { out += " -> " + escaped(target) }
+            out += "\n"
+        }
+        writeAll(1, Array(out.utf8))
+    }
+
+    private func join(_ directory: String, _ name: String) -> String {
+        directory.hasSuffix("/") ? directory + name : directory + "/" + name
+    }
+}
+
+/// One entry of `ls --json`: the inode's fields, and a symbolic link's target.
+private struct ListedEntry: Encodable {
+    let name: String
+    let kind: Ext2Filesystem.Entry.Kind
+    let size: UInt64
+    let mode: UInt16
+    let uid: UInt32
+    let gid: UInt32
+    let inode: UInt32
+    /// Seconds since the epoch.
+    let modified: Int64
+    let target: String?
+
+    init(_ entry: Ext2Filesystem.Entry, target: String?) {
+        name = entry.name
+        kind = entry.kind
+        size = entry.size
+        mode = entry.mode
+        uid = entry.uid
+        gid = entry.gid
+        inode = entry.inode
+        modified = entry.modified
+        self.target = target
+    }
+}
+
+/// Opens the filesystem for ls and cat, or prints why not and exits with the documented code.
+func openFilesystem(image: String, partition: Int?) throws -> ImageFiles.Opened {
+    do {
+        return try ImageFiles.open(image: image, partition: partition)
+    } catch {
+        throw fail(error)
+    }
+}
+
+/// Prints `error` and returns the exit code to throw.
+func fail(_ error: ImageFiles.Error) -> ExitCode {
+    printError(error.description)
+    return ExitCode(error.exitStatus.rawValue)
+}
+
+/// `drwxr-xr-x`, as ls -l prints it, with setuid, setgid and sticky bits.
+func modeString(_ mode: UInt16) -> String {
+    let type: Character
+    switch mode_t(mode) & S_IFMT {
+    case S_IFREG: type = "-"
+    case S_IFDIR: type = "d"
+    case S_IFLNK: type = "l"
+    case S_IFCHR: type = "c"
+    case S_IFBLK: type = "b"
+    case S_IFIFO: type = "p"
+    case S_IFSOCK: type = "s"
+    default: type = "?"
+    }
+    var s = String(type)
+    let special: [(bit: UInt16, set: Character, unset: Character)] = [(0o4000, "s", "S"), (0o2000, "s", "S"), (0o1000, "t", "T")]
+    for (i, who) in [(6, 0), (3, 1), (0, 2)].enumerated() {
+        let bits = (mode >> UInt16(who.0)) & 7
+        s.append(bits & 4 != 0 ? "r" : "-")
+        s.append(bits & 2 != 0 ? "w" : "-")
+        let execute = bits & 1 != 0
+        if mode & special[i].bit != 0 {
+            s.append(execute ? special[i].set : special[i].unset)
+        } else {
+            s.append(execute ? "x" : "-")
+        }
+    }
+    return s
+}
+
+/// `2023-11-14T22:13:20Z`; the plain number for a time gmtime cannot represent.
+func utcTimestamp(_ seconds: Int64) -> String {
+    var t = time_t(seconds)
+    var tm = tm()
+    guard gmtime_r(&t, &tm) != nil, tm.tm_year + 1900 >= 0, tm.tm_year + 1900 <= 9999 else { return String(seconds) }
+    func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+    let year = String(tm.tm_year + 1900)
+    return String(repeating: "0", count: max(0, 4 - year.count)) + year + "-\(two(tm.tm_mon + 1))-\(two(tm.tm_mday))T"
+        + "\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec))Z"
+}
+
+private func padded(_ value: some BinaryInteger, _ width: Int) -> String {
+    let s = String(value)
+    return String(repeating: " ", count: max(0, width - s.count)) + s
+}
+
+/// A name from the image for a terminal: control characters (which could drive the terminal)
+/// and backslashes become escapes, so every name prints as one inert line.
+func escaped(_ name: String) -> String {
+    var out = ""
+    for scalar in name.unicodeScalars {
+        switch scalar {
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\t": out += "\\t"
+        case _ where scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value):
+            let hex = String(scalar.value, radix: 16)
+            out += "\\x" + (hex.count < 2 ? "0" + hex : hex)
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out
+}
