@@ -49,6 +49,23 @@ public struct Partition: Sendable, Equatable {
     }
 }
 
+/// A run of sectors: `count` sectors from `start`, in the units of the table it came from.
+public struct SectorRange: Sendable, Equatable, Codable {
+    public let start: UInt64
+    public let count: UInt64
+
+    public init(start: UInt64, count: UInt64) {
+        self.start = start
+        self.count = count
+    }
+
+    /// One past the last sector; saturates instead of overflowing.
+    public var end: UInt64 {
+        let (end, overflow) = start.addingReportingOverflow(count)
+        return overflow ? .max : end
+    }
+}
+
 /// A partition table read from an image: what it says, plus what was wrong with it.
 public struct PartitionTable: Sendable {
     public enum Kind: String, Sendable {
@@ -115,6 +132,47 @@ public struct PartitionTable: Sendable {
             return try GPT.read(from: source, mbrFindings: findings)
         }
         return try MBR.readTable(mbr, from: source)
+    }
+
+    /// The free stretches of the disk: sectors inside the usable area that no partition covers,
+    /// sorted and exact (a one-sector gap is reported; callers that care only about, say, 1 MiB or
+    /// more filter the result).
+    ///
+    /// `totalSectors` is the image size in this table's sectors (`sectorSize`). The usable area is
+    /// - gpt: `firstUsableLBA...lastUsableLBA` from the header, cut at the end of the image and
+    ///   never before LBA 2 (a hostile header may say 0, but LBA 0 and 1 hold the protective MBR
+    ///   and the primary header); when both headers were unusable (no usable range known), sectors
+    ///   1..<totalSectors;
+    /// - dos: sectors 1..<totalSectors (everything after the MBR).
+    ///
+    /// Primaries, logicals and GPT partitions count as allocated; the extended container does not:
+    /// its space outside the logicals, including the EBR sectors, is reported as free. Overlapping
+    /// partitions are merged, and partitions that run outside the usable area count only for the
+    /// part inside it.
+    public func unallocated(totalSectors: UInt64) -> [SectorRange] {
+        var usableStart: UInt64 = 1
+        var usableEnd = totalSectors  // exclusive
+        if kind == .gpt, let first = firstUsableLBA, let last = lastUsableLBA {
+            usableStart = max(first, 2)
+            // lastUsableLBA is inclusive; saturate so a hostile UInt64.max cannot overflow.
+            usableEnd = min(totalSectors, last == .max ? .max : last + 1)
+        }
+        guard usableStart < usableEnd else { return [] }
+
+        let allocated = partitions
+            .filter { $0.kind != .extended }
+            .map { (start: max($0.startSector, usableStart), end: min($0.endSector, usableEnd)) }
+            .filter { $0.start < $0.end }
+            .sorted { $0.start < $1.start }
+
+        var free: [SectorRange] = []
+        var cursor = usableStart  // everything before it is allocated or already reported
+        for range in allocated {
+            if range.start > cursor { free.append(SectorRange(start: cursor, count: range.start - cursor)) }
+            cursor = max(cursor, range.end)
+        }
+        if cursor < usableEnd { free.append(SectorRange(start: cursor, count: usableEnd - cursor)) }
+        return free
     }
 
     /// Finds overlapping pairs among `ranges` (number, start, end exclusive), skipping pairs for which

@@ -1,0 +1,96 @@
+import ArgumentParser
+import ImgKit
+import Logging
+
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Show what a disk image holds: partitions, filesystems, boot code, OS. Read-only, no root.",
+        discussion: "Opens the image read-only; attaches and mounts nothing. Problems found in the image are listed as findings; the exit code is 0 whenever a report could be made.")
+
+    @Argument(help: "The raw disk image (or block device).")
+    var image: String
+
+    @Flag(help: "Print the report as JSON on stdout.")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "More detail on stderr.")
+    var verbose = false
+
+    func run() throws {
+        let logger = makeLogger(label: "imgtool.inspect", verbose: verbose, quiet: !verbose)
+        let report: InspectReport
+        do {
+            report = try Inspect.run(image: image, logger: logger)
+        } catch {
+            printError(error.description)
+            throw ExitCode(error.exitStatus.rawValue)
+        }
+        if json { try printJSON(report) } else { writeAll(1, Array(render(report).utf8)) }
+    }
+
+    /// fdisk -l, blkid and file(1) in one screen.
+    func render(_ r: InspectReport) -> String {
+        var out = "\(r.image): \(humanSize(r.size)) (\(r.size) bytes), \(r.sectorSize)-byte sectors\n"
+        let t = r.partitionTable
+        switch (t.type, t.parsed) {
+        case (nil, _): out += "partition table: none\n"
+        case (let type?, true): out += "partition table: \(type), id \(t.id ?? "-")\n"
+        case (let type?, false): out += "partition table: \(type) (not parsed by imgtool)\n"
+        }
+        out += "boot code: \(r.bootCode.description)\n"
+        if !t.partitions.isEmpty {
+            var rows = [["#", "boot", "start", "end", "sectors", "size", "type", "filesystem"]]
+            for p in t.partitions {
+                let fs = p.filesystem.map { f in
+                    [f.type, f.label.map { "\"\($0)\"" }, f.uuid].compactMap { $0 }.joined(separator: " ")
+                } ?? ""
+                rows.append(["\(p.number)", p.bootable ? "*" : "", "\(p.start)", "\(p.start + p.size - (p.size > 0 ? 1 : 0))",
+                             "\(p.size)", humanSize(p.size * UInt64(r.sectorSize)),
+                             p.typeName.map { "\($0) (\(p.type))" } ?? p.type, fs])
+            }
+            out += table(rows)
+        }
+        if !t.unallocated.isEmpty {
+            out += "unallocated: " + t.unallocated.map { "\($0.start)-\($0.start + $0.count - 1) (\(humanSize($0.count * UInt64(r.sectorSize))))" }.joined(separator: ", ") + "\n"
+        }
+        if let fs = r.filesystem {
+            out += "filesystem (whole image): \(fs.type)\(fs.label.map { " \"\($0)\"" } ?? "")\(fs.uuid.map { " \($0)" } ?? "")\n"
+        }
+        if let os = r.os {
+            var line = "os: \(os.prettyName ?? os.id ?? "unknown")"
+            if let root = os.rootPartition { line += ", root on partition \(root)" }
+            if let host = os.hostname { line += ", hostname \(host)" }
+            if !os.kernels.isEmpty { line += ", kernels \(os.kernels.joined(separator: " "))" }
+            out += line + "\n"
+        }
+        for f in r.findings { out += "\(f.severity): \(f.message)\n" }
+        return out
+    }
+
+    func table(_ rows: [[String]]) -> String {
+        let widths = rows[0].indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { i, cell in
+                let pad = String(repeating: " ", count: widths[i] - cell.count)
+                return i == row.count - 1 ? cell : (i >= 2 && i <= 5 ? pad + cell : cell + pad)
+            }.joined(separator: "  ").trimmingTrailingSpaces()
+        }.joined(separator: "\n") + "\n"
+    }
+}
+
+/// 64 MiB, 1.5 GiB: binary units, one decimal where it matters.
+func humanSize(_ bytes: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+    let rounded = (value * 10).rounded() / 10
+    return rounded == rounded.rounded() ? "\(Int(rounded)) \(units[unit])" : "\(rounded) \(units[unit])"
+}
+
+extension String {
+    func trimmingTrailingSpaces() -> String {
+        String(self[..<(lastIndex(where: { $0 != " " }).map { index(after: $0) } ?? startIndex)])
+    }
+}

@@ -1,0 +1,297 @@
+import Foundation
+import Glibc
+import ImgKit
+import ImgSystem
+import Testing
+import TestSupport
+
+/// `imgtool inspect` against the tools people trust: on every image sfdisk and blkid understand,
+/// the partition and filesystem values must equal theirs. Runs as an unprivileged user where it
+/// matters, and checks the image is untouched.
+@Suite(.serialized)
+struct InspectTests {
+    typealias JSON = [String: Any]
+
+    /// Runs `imgtool inspect --json` (as `user` if given) and returns the report.
+    func inspect(_ image: String, user: UInt32? = nil) throws -> JSON {
+        let r = try imgtool(["inspect", "--json", image], user: user)
+        guard r.status == 0 else { throw TestFailure("inspect failed (\(r.status)): \(r.stderr)") }
+        return try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? JSON)
+    }
+
+    func sfdisk(_ image: String) throws -> JSON {
+        let r = try run(["sfdisk", "--json", image])
+        return try #require((try JSONSerialization.jsonObject(with: Data(r.output)) as? JSON)?["partitiontable"] as? JSON)
+    }
+
+    /// `blkid -p` at a byte offset as KEY=value pairs (empty when blkid finds nothing).
+    func blkid(_ image: String, offset: UInt64) throws -> [String: String] {
+        let r = try Subprocess.run(["blkid", "-p", "-o", "export", "-O", "\(offset)", image])
+        var values: [String: String] = [:]
+        for line in r.stdout.split(separator: "\n") {
+            let kv = line.split(separator: "=", maxSplits: 1)
+            if kv.count == 2 { values[String(kv[0])] = String(kv[1]) }
+        }
+        return values
+    }
+
+    /// Compares every partition field with sfdisk and every filesystem field with blkid.
+    func expectSameAsSfdiskAndBlkid(_ image: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let ours = try inspect(image)
+        let table = try #require(ours["partitionTable"] as? JSON)
+        let theirs = try sfdisk(image)
+        #expect(table["type"] as? String == theirs["label"] as? String, sourceLocation: sourceLocation)
+        #expect((table["id"] as? String)?.lowercased() == (theirs["id"] as? String)?.lowercased(), sourceLocation: sourceLocation)
+        let sectorSize = ours["sectorSize"] as? Int ?? 512
+        let ourParts = table["partitions"] as? [JSON] ?? []
+        let theirParts = theirs["partitions"] as? [JSON] ?? []
+        #expect(ourParts.count == theirParts.count, "partitions: ours \(ourParts.count), sfdisk \(theirParts.count)", sourceLocation: sourceLocation)
+        for their in theirParts {
+            let node = their["node"] as? String ?? ""
+            let number = Int(node.reversed().prefix { $0.isNumber }.reversed().map(String.init).joined()) ?? -1
+            guard let mine = ourParts.first(where: { $0["number"] as? Int == number }) else {
+                Issue.record("partition \(number) missing from inspect", sourceLocation: sourceLocation)
+                continue
+            }
+            #expect(mine["start"] as? Int == their["start"] as? Int, "start of \(number)", sourceLocation: sourceLocation)
+            #expect(mine["size"] as? Int == their["size"] as? Int, "size of \(number)", sourceLocation: sourceLocation)
+            let theirType = (their["type"] as? String ?? "").uppercased()
+            let myType = (mine["type"] as? String ?? "").uppercased()
+            #expect(myType == theirType || myType == "0X" + (theirType.count == 1 ? "0" : "") + theirType,
+                    "type of \(number): \(myType) vs \(theirType)", sourceLocation: sourceLocation)
+            #expect(mine["bootable"] as? Bool == (their["bootable"] as? Bool ?? false), "bootable \(number)", sourceLocation: sourceLocation)
+            #expect((mine["uuid"] as? String)?.uppercased() == (their["uuid"] as? String)?.uppercased(), "uuid \(number)", sourceLocation: sourceLocation)
+            #expect(mine["name"] as? String == their["name"] as? String, "name \(number)", sourceLocation: sourceLocation)
+            // Filesystems: what blkid -p says at the partition's offset. Extended containers are
+            // not probed by inspect (their first sector is an EBR).
+            let isExtended = ["5", "F", "85"].contains(theirType)
+            guard !isExtended, let start = their["start"] as? Int else { continue }
+            let probed = try blkid(image, offset: UInt64(start * sectorSize))
+            let fs = mine["filesystem"] as? JSON
+            #expect(fs?["type"] as? String == probed["TYPE"], "filesystem type of \(number)", sourceLocation: sourceLocation)
+            #expect(fs?["uuid"] as? String == probed["UUID"], "filesystem uuid of \(number)", sourceLocation: sourceLocation)
+            #expect(fs?["label"] as? String == probed["LABEL"], "filesystem label of \(number)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test("msdos with a chain of logical partitions (sfdisk)")
+    func logicalChain() throws {
+        let scratch = try Scratch()
+        let image = scratch.file("dos.img")
+        try run(["truncate", "-s", "64M", image])
+        try run(["sh", "-c", """
+            printf 'label: dos\\nlabel-id: 0x12345678\\nstart=2048, size=8192, type=83, bootable\\nstart=10240, type=5\\nsize=8192, type=83\\nsize=8192, type=82\\nsize=8192, type=83\\n' | sfdisk -q \(image)
+            """])
+        try run(["mkfs.ext4", "-q", "-F", "-L", "first", "-E", "offset=\(2048 * 512)", image, "4096"])
+        try expectSameAsSfdiskAndBlkid(image)
+        let parts = try #require((try inspect(image)["partitionTable"] as? JSON)?["partitions"] as? [JSON])
+        #expect(parts.compactMap { $0["number"] as? Int } == [1, 2, 5, 6, 7])
+    }
+
+    @Test("images from TestImages/make-disk.sh, tables by sfdisk, sgdisk and parted", arguments: [
+        ["--label", "dos", "--tool", "sfdisk"], ["--label", "dos", "--tool", "parted", "--fs", "ext2"],
+        ["--label", "gpt", "--tool", "sgdisk"], ["--label", "gpt", "--tool", "parted", "--fs", "ext3"],
+        ["--label", "gpt", "--tool", "sfdisk", "--extra-partition"], ["--label", "dos", "--logical", "--extra-partition"],
+    ])
+    func madeByTools(_ arguments: [String]) throws {
+        let scratch = try Scratch()
+        try expectSameAsSfdiskAndBlkid(try makeDisk(scratch.file("disk.img"), arguments))
+    }
+
+    @Test("GPT with an unusual entry count (sfdisk table-length 8 and 200)", arguments: [8, 200])
+    func gptEntryCount(entries: Int) throws {
+        let scratch = try Scratch()
+        let image = scratch.file("gpt.img")
+        try run(["truncate", "-s", "32M", image])
+        try run(["sh", "-c", "printf 'label: gpt\\ntable-length: \(entries)\\nstart=2048, size=4096, name=\"alpha\"\\nstart=8192, type=21686148-6449-6E6F-744E-656564454649\\n' | sfdisk -q \(image)"])
+        try expectSameAsSfdiskAndBlkid(image)
+    }
+
+    @Test("a hybrid MBR (sgdisk -h) is read as GPT, with a finding")
+    func hybridMBR() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("gpt.img"), ["--label", "gpt", "--extra-partition"])
+        try run(["sgdisk", "-h", "2", image])
+        try expectSameAsSfdiskAndBlkid(image)
+        let findings = try inspect(image)["findings"] as? [JSON] ?? []
+        #expect(findings.contains { ($0["message"] as? String)?.contains("hybrid MBR") == true })
+    }
+
+    @Test("an isohybrid ISO made by xorriso")
+    func isohybrid() throws {
+        let scratch = try Scratch()
+        let tree = scratch.file("tree")
+        try FileManager.default.createDirectory(atPath: tree + "/isolinux", withIntermediateDirectories: true)
+        try run(["cp", "/usr/lib/ISOLINUX/isolinux.bin", tree + "/isolinux/"])
+        let iso = scratch.file("hybrid.iso")
+        try run(["xorriso", "-as", "mkisofs", "-quiet", "-V", "IMGTOOL_ISO", "-isohybrid-mbr", "/usr/lib/ISOLINUX/isohdpfx.bin",
+                 "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot", "-boot-load-size", "4",
+                 "-boot-info-table", "-o", iso, tree])
+        try expectSameAsSfdiskAndBlkid(iso)
+        let report = try inspect(iso)
+        #expect((report["bootCode"] as? JSON)?["kind"] as? String == "syslinux")
+    }
+
+    @Test("a bare filesystem without a partition table")
+    func bareFilesystem() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("bare.img"), ["--label", "none", "--fs", "ext4"])
+        let report = try inspect(image)
+        let table = try #require(report["partitionTable"] as? JSON)
+        #expect(table["type"] is NSNull)
+        #expect((table["partitions"] as? [Any])?.isEmpty == true)
+        let fs = try #require(report["filesystem"] as? JSON)
+        let probed = try blkid(image, offset: 0)
+        #expect(fs["type"] as? String == probed["TYPE"])
+        #expect(fs["uuid"] as? String == probed["UUID"])
+        #expect(fs["label"] as? String == probed["LABEL"])
+        #expect(fs["blockSize"] as? Int == probed["BLOCK_SIZE"].flatMap { Int($0) })
+    }
+
+    @Test("labels imgtool does not parse are named as libblkid names them, never read as dos", arguments: ["sun", "dvh", "mac"])
+    func otherLabels(parted label: String) throws {
+        let scratch = try Scratch()
+        let image = scratch.file("label.img")
+        try run(["truncate", "-s", "16M", image])
+        try run(["parted", "-s", image, "mklabel", label])
+        let expected = try run(["blkid", "-p", "-o", "value", "-s", "PTTYPE", image]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!expected.isEmpty && expected != "dos")
+        let table = try #require(try inspect(image)["partitionTable"] as? JSON)
+        #expect(table["type"] as? String == expected)
+        #expect(table["parsed"] as? Bool == false)
+        #expect((table["partitions"] as? [Any])?.isEmpty == true)
+    }
+
+    @Test("as an unprivileged user: works, and the image's bytes and mtime are unchanged")
+    func unprivilegedAndReadOnly() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "gpt", "--marker", "X"])
+        chmod(image, 0o644)
+        var before = stat()
+        stat(image, &before)
+        let hash = try sha256(image)
+        let report = try inspect(image, user: isRoot ? 65534 : nil)
+        #expect((report["partitionTable"] as? JSON)?["type"] as? String == "gpt")
+        var after = stat()
+        stat(image, &after)
+        #expect(after.st_mtim.tv_sec == before.st_mtim.tv_sec && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec)
+        #expect(after.st_ctim.tv_sec == before.st_ctim.tv_sec && after.st_ctim.tv_nsec == before.st_ctim.tv_nsec)
+        #expect(try sha256(image) == hash)
+        #expect(leftovers() == [])
+    }
+
+    @Test("the human report names the table, each partition and the boot code")
+    func humanReport() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
+        let r = try imgtool(["inspect", image])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("partition table: dos, id 0x494d4754"))
+        #expect(r.stdout.contains("boot code: zeroed"))
+        #expect(r.stdout.contains("Linux (0x83)"))
+        #expect(r.stdout.contains("ext4 \"boot\" 494d4754-0000-4000-8000-0000000000f5"))
+    }
+}
+
+/// Bad input: a finding or a clear error, never a crash or a hang.
+@Suite struct InspectBadInputTests {
+    func inspectRaw(_ image: String) throws -> Subprocess.Result {
+        let started = Date()
+        let r = try imgtool(["inspect", "--json", image])
+        #expect(Date().timeIntervalSince(started) < 10, "inspect took too long")
+        #expect(r.status < 128, "inspect crashed with status \(r.status): \(r.stderr)")
+        return r
+    }
+
+    func findings(_ r: Subprocess.Result) throws -> [String] {
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? [String: Any])
+        return (json["findings"] as? [[String: Any]] ?? []).compactMap { $0["message"] as? String }
+    }
+
+    /// Writes `bytes` at `offset` of `image` (conv=notrunc), by python for exact control.
+    func patch(_ image: String, offset: Int, hex: String) throws {
+        try run(["python3", "-c", "import sys; f=open(sys.argv[1],'r+b'); f.seek(int(sys.argv[2])); f.write(bytes.fromhex(sys.argv[3]))",
+                 image, "\(offset)", hex])
+    }
+
+    @Test func emptyFile() throws {
+        let scratch = try Scratch()
+        let image = scratch.file("empty.img")
+        try run(["touch", image])
+        let r = try inspectRaw(image)
+        #expect(r.status == 0)
+        #expect(try findings(r).contains { $0.contains("empty") })
+    }
+
+    @Test func missingUnreadableAndDirectory() throws {
+        let scratch = try Scratch()
+        let missing = try inspectRaw(scratch.file("nope.img"))
+        #expect(missing.status == ImgKit.ExitStatus.noInput.rawValue)
+        #expect(missing.stderr.contains("does not exist"))
+        let dir = try inspectRaw(scratch.path)
+        #expect(dir.status == ImgKit.ExitStatus.noInput.rawValue)
+        #expect(dir.stderr.contains("is a directory"))
+        let secret = try makeDisk(scratch.file("secret.img"), ["--label", "dos"])
+        chmod(secret, 0o600)
+        let r = try imgtool(["inspect", secret], user: isRoot ? 65534 : nil)
+        if isRoot {
+            #expect(r.status == ImgKit.ExitStatus.noInput.rawValue)
+            #expect(r.stderr.contains("cannot read"))
+            #expect(r.stderr.contains("Permission denied"))
+        }
+    }
+
+    @Test func truncatedGPT() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("gpt.img"), ["--label", "gpt"])
+        try run(["truncate", "-s", "16K", image])
+        let r = try inspectRaw(image)
+        #expect(r.status == 0)
+        #expect(!(try findings(r)).isEmpty)
+    }
+
+    @Test func partitionPastTheEnd() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("dos.img"), ["--label", "dos"])
+        try run(["truncate", "-s", "8M", image])
+        let r = try inspectRaw(image)
+        #expect(try findings(r).contains { $0.contains("past the end") })
+    }
+
+    @Test func ebrLoop() throws {
+        let scratch = try Scratch()
+        let image = scratch.file("loop.img")
+        try run(["truncate", "-s", "16M", image])
+        try run(["sh", "-c", "printf 'label: dos\\nstart=2048, type=5\\nsize=4096, type=83\\nsize=4096, type=83\\n' | sfdisk -q \(image)"])
+        // The second EBR's link entry (at 0x1CE: status, CHS, type 0x05, CHS, relative LBA 0, size)
+        // is pointed back at the first EBR.
+        let second = try sfdisk2ndEBR(image)
+        try patch(image, offset: second * 512 + 0x1CE, hex: "00000000" + "05000000" + "00000000" + "01000000")
+        let r = try inspectRaw(image)
+        #expect(r.status == 0)
+        #expect(!(try findings(r)).isEmpty)
+    }
+
+    /// LBA of the second EBR: the start of the second logical partition minus its offset (2048).
+    func sfdisk2ndEBR(_ image: String) throws -> Int {
+        let json = try JSONSerialization.jsonObject(with: Data(try run(["sfdisk", "--json", image]).output)) as? [String: Any]
+        let parts = ((json?["partitiontable"] as? [String: Any])?["partitions"] as? [[String: Any]]) ?? []
+        let sixth = try #require(parts.first { ($0["node"] as? String)?.hasSuffix("6") == true })
+        return (sixth["start"] as? Int ?? 0) - 2048
+    }
+
+    @Test func gptEntryCountOfTwoToThe32() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("gpt.img"), ["--label", "gpt"])
+        // Header at LBA 1: entry count at 0x50 = 0xFFFFFFFF, header CRC recomputed so the count is believed.
+        try run(["python3", "-c", """
+            import struct, sys, zlib
+            f = open(sys.argv[1], 'r+b'); f.seek(512); h = bytearray(f.read(92))
+            h[0x50:0x54] = struct.pack('<I', 0xFFFFFFFF); h[0x10:0x14] = b'\\0\\0\\0\\0'
+            h[0x10:0x14] = struct.pack('<I', zlib.crc32(bytes(h)) & 0xFFFFFFFF); f.seek(512); f.write(h)
+            """, image])
+        let r = try inspectRaw(image)
+        #expect(r.status == 0)
+        #expect(!(try findings(r)).isEmpty)
+    }
+}
