@@ -15,7 +15,7 @@ trap 'rm -rf "$WORK"' EXIT
 make_image() {   # OUT SIZE: GPT with BIOS boot, ESP, a 100 GiB ext4, and the rest
     local img=$1
     truncate -s "$2" "$img"
-    sgdisk -q -U 494D4754-0000-4000-8000-000000000000 \
+    sgdisk -U 494D4754-0000-4000-8000-000000000000 \
         -n 1:2048:+1M -t 1:ef02 -n 2:0:+512M -t 2:ef00 -n 3:0:+64M -t 3:8300 -n 4:0:0 -t 4:8300 "$img" >/dev/null
     local start
     start=$(sfdisk -J "$img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][2]["start"])')
