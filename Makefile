@@ -2,6 +2,8 @@
 # Debian packages it needs first. Run as root (loop devices, mounts, apt-get).
 SHELL := /bin/bash
 SWIFT ?= swift
+# How long `make test` fuzzes the partition-table and boot-code parsers.
+FUZZ_SECONDS ?= 60
 OUT := out
 
 # What each job needs from Debian. Build: the C libraries the Swift targets link.
@@ -14,7 +16,7 @@ TEST_PKGS := fdisk gdisk parted qemu-system-x86 python3 xorriso isolinux syslinu
 # The benchmarks' measuring tools: peak memory (time) and bytes read (strace).
 BENCH_PKGS := time strace
 
-.PHONY: all build demo test bench deps-build deps-run deps-test deps-bench clean
+.PHONY: all build demo test fuzz bench deps-build deps-run deps-test deps-bench clean
 
 all: build
 
@@ -57,6 +59,10 @@ test: deps-test
 	@if losetup -l -n -O NAME,BACK-FILE | grep -F /tmp/imgtool-test-; then echo "loop devices left behind" >&2; exit 1; fi
 	@if grep -E ' /run/imgtool/| /tmp/imgtool-test-' /proc/self/mounts; then echo "mounts left behind" >&2; exit 1; fi
 	@echo "after the suite: no loop device or mount of imgtool's left"
+	Fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz:
+	Fuzz/run.sh $(FUZZ_SECONDS)
 
 # Ratios against what a user would otherwise run, measured in the same run.
 deps-bench: deps-test

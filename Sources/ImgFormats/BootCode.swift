@@ -3,7 +3,7 @@
 ///
 /// Identification matches string sequences and a few structural bytes, never fixed string offsets:
 /// distribution builds of the same loader move their code and messages around.
-public struct BootCode: Sendable, Equatable {
+public struct BootCode: Sendable, Equatable, Codable {
     public enum Kind: String, Sendable, Codable {
         case none, grub2, grubLegacy, syslinux, microsoft, unknown
     }

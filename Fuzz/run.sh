@@ -1,0 +1,49 @@
+#!/bin/bash
+# run.sh [SECONDS [LIBFUZZER FLAGS...]]: build the libFuzzer target for the MBR, GPT and boot-code
+# parsers and fuzz them for SECONDS (default 60); further arguments go to libFuzzer (for example
+# -use_value_profile=1 or -jobs=4). Exits 1 on a crash, leaving the reproducer in .build/fuzz/; 2 on
+# bad usage or a failed build. See README.md in this folder.
+set -euo pipefail
+
+seconds=${1:-60}
+[[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "usage: Fuzz/run.sh [SECONDS [LIBFUZZER FLAGS...]]" >&2; exit 2; }
+shift $(( $# > 0 ? 1 : 0 ))
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=$root/.build/fuzz
+fuzzer=$out/formats-fuzzer
+corpus=$root/TestImages/corpus/formats
+swiftc=$(command -v swiftc || echo /opt/swift/usr/bin/swiftc)
+mkdir -p "$out"
+
+# One module from the parser sources plus the entry point; lld because gold warns about ASan's
+# local symbols. -g so a crash report has file:line.
+echo "building $fuzzer"
+"$swiftc" -parse-as-library -module-name FormatsFuzzer -sanitize=fuzzer,address -O -g -use-ld=lld \
+    "$root"/Sources/ImgFormats/*.swift "$root/Fuzz/FormatsFuzzer.swift" -o "$fuzzer" || exit 2
+
+# libFuzzer adds what it finds to its first corpus directory: work on a copy so the seeds in the
+# repository stay as make-corpus.sh wrote them.
+work=$(mktemp -d /tmp/imgtool-fuzz-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cp "$corpus"/* "$work"/
+
+# Swift's own crash handler would symbolicate for many seconds before libFuzzer saves the input.
+symbolizer=$(dirname "$swiftc")/llvm-symbolizer
+log=$out/last-run.log
+set +e
+SWIFT_BACKTRACE=enable=no ASAN_SYMBOLIZER_PATH=$symbolizer \
+    "$fuzzer" "$work" -max_total_time="$seconds" -rss_limit_mb=512 -timeout=5 \
+    -artifact_prefix="$out/" -print_final_stats=1 "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+if (( status != 0 )); then
+    reproducer=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
+    echo "fuzzer failed (exit $status); log: $log" >&2
+    if [[ -n $reproducer ]]; then
+        echo "reproducer: $reproducer (replay: $fuzzer $reproducer)" >&2
+    fi
+    exit 1
+fi
+echo "no crash in ${seconds}s; corpus grew from $(ls "$corpus" | wc -l) to $(ls "$work" | wc -l) inputs"

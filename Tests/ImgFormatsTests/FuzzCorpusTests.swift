@@ -1,0 +1,77 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import ImgFormats
+
+/// The fuzzer's seed corpus (TestImages/make-corpus.sh) read by the parsers: each seed must still
+/// be what it was written to be, or the fuzzer would start from the wrong place. Crash inputs the
+/// fuzzer finds go in Fuzz/regressions/ and are replayed here with the fuzzer's invariants.
+@Suite("Fuzz corpus")
+struct FuzzCorpusTests {
+    static let corpus = "\(repositoryRoot)/TestImages/corpus/formats"
+    static let regressions = "\(repositoryRoot)/Fuzz/regressions"
+
+    static func read(_ path: String) throws -> [UInt8] {
+        let source = try FileByteSource(path: path)
+        return try source.read(at: 0, count: Int(source.size))
+    }
+
+    static func files(in directory: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { !$0.hasPrefix(".") && $0 != "README.md" }.sorted().map { "\(directory)/\($0)" }
+    }
+
+    @Test(arguments: [
+        ("mbr-ebr-chain.bin", PartitionTable.Kind.dos, [1, 2, 5, 6, 7]),
+        ("mbr-ebr-loop.bin", .dos, [1, 5]),
+        ("gpt-128-entries.bin", .gpt, [1, 2]),
+        ("gpt-4-entries.bin", .gpt, [1, 2]),
+        ("gpt-4k-sectors.bin", .gpt, [1]),
+        ("gpt-hybrid-mbr.bin", .gpt, [1, 2]),
+    ])
+    func tableSeeds(name: String, kind: PartitionTable.Kind, numbers: [Int]) throws {
+        let table = try #require(try PartitionTable.read(from: MemoryByteSource(try Self.read("\(Self.corpus)/\(name)"))))
+        #expect(table.kind == kind)
+        #expect(table.partitions.map(\.number) == numbers)
+    }
+
+    @Test func seedFindings() throws {
+        func table(_ name: String) throws -> PartitionTable {
+            try #require(try PartitionTable.read(from: MemoryByteSource(try Self.read("\(Self.corpus)/\(name)"))))
+        }
+        #expect(try table("mbr-ebr-chain.bin").findings.isEmpty)
+        #expect(try table("gpt-4-entries.bin").findings.isEmpty)
+        #expect(try table("gpt-4k-sectors.bin").sectorSize == 4096)
+        #expect(try table("mbr-ebr-loop.bin").findings.contains { $0.message.contains("a loop") })
+        #expect(try table("gpt-hybrid-mbr.bin").findings.contains { $0.message.contains("hybrid MBR") })
+    }
+
+    @Test(arguments: [
+        ("grub2-boot-img.bin", BootCode.Kind.grub2),
+        ("grub-legacy-stage1.bin", .grubLegacy),
+        ("syslinux-gptmbr.bin", .syslinux),
+        ("zeroed.bin", .none),
+    ])
+    func bootCodeSeeds(name: String, kind: BootCode.Kind) throws {
+        let path = "\(Self.corpus)/\(name)"
+        try #require(FileManager.default.fileExists(atPath: path), "run TestImages/make-corpus.sh")
+        #expect(BootCode.identify(sector0: try Self.read(path)).kind == kind)
+    }
+
+    /// Every seed and every saved crash input, through the checks the fuzzer makes.
+    @Test func seedsAndRegressionsKeepInvariants() throws {
+        let paths = Self.files(in: Self.corpus) + Self.files(in: Self.regressions)
+        #expect(paths.count >= 10)
+        for path in paths {
+            let bytes = try Self.read(path)
+            let source = MemoryByteSource(bytes)
+            _ = BootCode.identify(sector0: Array(bytes.prefix(512)))
+            guard let table = try PartitionTable.read(from: source) else { continue }
+            let total = source.size / UInt64(table.sectorSize)
+            let free = table.unallocated(totalSectors: total)
+            #expect(free.allSatisfy { $0.count > 0 && $0.start >= 1 && $0.end <= total }, "\(path): \(free)")
+            #expect(zip(free, free.dropFirst()).allSatisfy { $0.end < $1.start }, "\(path): \(free)")
+        }
+    }
+}
