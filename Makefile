@@ -53,6 +53,7 @@ demo: deps-test build
 # The whole suite, serially: kernel tests check that nothing of imgtool's is left after each run,
 # which only holds if no other test is running at the same time.
 test: deps-test
+	TestImages/make-corpus.sh
 	$(SWIFT) build --build-tests
 	IMGTOOL=$(CURDIR)/.build/debug/imgtool $(SWIFT) test --skip-build --no-parallel
 	@# After the suite, asked of the kernel: no loop device over a test image, no mount of ours.

@@ -27,6 +27,8 @@ echo "building $fuzzer"
 work=$(mktemp -d /tmp/imgtool-fuzz-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cp "$corpus"/* "$work"/
+# The seeds taken from Debian's GRUB and SYSLINUX files are not in git; make-corpus.sh writes them.
+"$root/TestImages/make-corpus.sh" "$work" >/dev/null
 
 # Swift's own crash handler would symbolicate for many seconds before libFuzzer saves the input.
 symbolizer=$(dirname "$swiftc")/llvm-symbolizer
