@@ -98,20 +98,14 @@ public enum ImageFiles {
     }
 
     private static func openImage(_ path: String) throws(Error) -> FileByteSource {
-        var st = stat()
-        guard stat(path, &st) == 0 else {
-            if errno == ENOENT || errno == ENOTDIR { throw .imageMissing(path: path) }
-            throw .unreadable(path: path, reason: String(cString: strerror(errno)))
-        }
-        let kind = st.st_mode & S_IFMT
-        guard kind == S_IFREG || kind == S_IFBLK else {
-            throw .notAnImage(path: path, kind: kind == S_IFDIR ? "a directory" : "not a regular file or block device")
-        }
         do {
-            return kind == S_IFBLK ? try FileByteSource(path: path, size: try BlockDevice.size(path))
-                                   : try FileByteSource(path: path)
+            return try ImageSource.open(path)
         } catch {
-            throw .unreadable(path: path, reason: "\(error)")
+            switch error {
+            case .missing: throw .imageMissing(path: path)
+            case .notAnImage(let kind): throw .notAnImage(path: path, kind: kind)
+            case .unreadable(let reason): throw .unreadable(path: path, reason: reason)
+            }
         }
     }
 

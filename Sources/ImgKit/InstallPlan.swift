@@ -66,38 +66,21 @@ public struct InstallPlan: Sendable {
     }
 
     private static func openImage(_ path: String) throws(InstallGrubError) -> (FileByteSource, UInt64) {
-        var st = stat()
-        guard stat(path, &st) == 0 else {
-            if errno == ENOENT || errno == ENOTDIR { throw .imageMissing(path: path) }
-            throw .unreadable(path: path, reason: String(cString: strerror(errno)))
-        }
-        let isBlock = (st.st_mode & S_IFMT) == S_IFBLK
-        guard (st.st_mode & S_IFMT) == S_IFREG || isBlock else {
-            throw .notAnImage(path: path, kind: fileKind(st.st_mode))
-        }
         let source: FileByteSource
         do {
-            source = isBlock ? try FileByteSource(path: path, size: try BlockDevice.size(path))
-                             : try FileByteSource(path: path)
+            source = try ImageSource.open(path)
         } catch {
-            throw .unreadable(path: path, reason: "\(error)")
+            switch error {
+            case .missing: throw .imageMissing(path: path)
+            case .notAnImage(let kind): throw .notAnImage(path: path, kind: kind)
+            case .unreadable(let reason): throw .unreadable(path: path, reason: reason)
+            }
         }
         guard source.size > 0 else { throw .empty(path: path) }
         guard source.size >= 512 else {
             throw .truncated(path: path, detail: "it has \(source.size) bytes, less than the one sector a partition table needs")
         }
         return (source, source.size)
-    }
-
-    private static func fileKind(_ mode: mode_t) -> String {
-        switch mode & S_IFMT {
-        case S_IFDIR: return "a directory"
-        case S_IFCHR: return "a character device"
-        case S_IFIFO: return "a FIFO"
-        case S_IFSOCK: return "a socket"
-        case S_IFLNK: return "a symbolic link"
-        default: return "not a regular file"
-        }
     }
 
     /// The partition for /boot: the one asked for, else the one whose filesystem already holds
