@@ -98,22 +98,13 @@ public enum ImageFiles {
     }
 
     private static func openImage(_ path: String) throws(Error) -> FileByteSource {
-        do {
-            return try ImageSource.open(path)
-        } catch {
-            switch error {
-            case .missing: throw .imageMissing(path: path)
-            case .notAnImage(let kind): throw .notAnImage(path: path, kind: kind)
-            case .unreadable(let reason): throw .unreadable(path: path, reason: reason)
-            }
-        }
+        do { return try ImageSource.open(path) } catch { throw .cannotOpen(error) }
     }
 
     /// Why a file could not be read from an image. `description` is the message a user reads:
     /// what is wrong and what to do next. `exitStatus` is the documented exit code.
     public enum Error: Swift.Error, CustomStringConvertible, Sendable {
-        case imageMissing(path: String)
-        case notAnImage(path: String, kind: String)
+        case cannotOpen(ImageOpenError)
         case unreadable(path: String, reason: String)
         case noPartitionTable(path: String, filesystem: String?)
         case noSuchPartition(path: String, number: Int, available: [Int])
@@ -126,7 +117,7 @@ public enum ImageFiles {
 
         public var exitStatus: ExitStatus {
             switch self {
-            case .imageMissing, .notAnImage, .unreadable: return .noInput
+            case .cannotOpen, .unreadable: return .noInput
             case .noPartitionTable, .noSuchPartition, .notExt, .noExtFilesystem, .ambiguous, .damaged: return .badImage
             case .file(.library, _, _): return .failure
             case .file: return .badImage
@@ -135,10 +126,8 @@ public enum ImageFiles {
 
         public var description: String {
             switch self {
-            case .imageMissing(let p):
-                return "\(p) does not exist. Check the path."
-            case .notAnImage(let p, let kind):
-                return "\(p) is \(kind), not a disk image. Give a raw image file or a block device."
+            case .cannotOpen(let e):
+                return e.description
             case .unreadable(let p, let reason):
                 return "cannot read \(p): \(reason). Check its permissions (reading needs no root, only read access)."
             case .noPartitionTable(let p, let fs):

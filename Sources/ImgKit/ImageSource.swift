@@ -2,28 +2,45 @@ import Glibc
 import ImgFormats
 import ImgSystem
 
-/// Opens an image for the byte-level readers, read-only: a regular file, or a block device (whose
-/// size needs an ioctl). Each workflow turns a `Failure` into its own error and exit code.
-enum ImageSource {
-    enum Failure: Error {
+/// Why an image could not be opened at all. `description` is the message a user reads.
+public struct ImageOpenError: Error, CustomStringConvertible, Sendable {
+    public enum Problem: Sendable, Equatable {
         case missing
         case notAnImage(kind: String)
         case unreadable(reason: String)
     }
+    public let path: String
+    public let problem: Problem
 
-    static func open(_ path: String) throws(Failure) -> FileByteSource {
+    public var exitStatus: ExitStatus { .noInput }
+
+    public var description: String {
+        switch problem {
+        case .missing: return "\(path) does not exist. Check the path."
+        case .notAnImage(let kind): return "\(path) is \(kind), not a disk image. Give a raw image file or a block device."
+        case .unreadable(let reason): return "cannot read \(path): \(reason). Check its permissions (reading needs read access only, no root)."
+        }
+    }
+}
+
+/// Opens an image for the byte-level readers, read-only: a regular file, or a block device (whose
+/// size needs an ioctl).
+enum ImageSource {
+    static func open(_ path: String) throws(ImageOpenError) -> FileByteSource {
         var st = stat()
         guard stat(path, &st) == 0 else {
-            if errno == ENOENT || errno == ENOTDIR { throw .missing }
-            throw .unreadable(reason: String(cString: strerror(errno)))
+            if errno == ENOENT || errno == ENOTDIR { throw ImageOpenError(path: path, problem: .missing) }
+            throw ImageOpenError(path: path, problem: .unreadable(reason: String(cString: strerror(errno))))
         }
         let type = st.st_mode & S_IFMT
-        guard type == S_IFREG || type == S_IFBLK else { throw .notAnImage(kind: kind(type)) }
+        guard type == S_IFREG || type == S_IFBLK else {
+            throw ImageOpenError(path: path, problem: .notAnImage(kind: kind(type)))
+        }
         do {
             return type == S_IFBLK ? try FileByteSource(path: path, size: try BlockDevice.size(path))
                                    : try FileByteSource(path: path)
         } catch {
-            throw .unreadable(reason: "\(error)")
+            throw ImageOpenError(path: path, problem: .unreadable(reason: "\(error)"))
         }
     }
 

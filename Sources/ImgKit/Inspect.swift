@@ -7,26 +7,10 @@ import Logging
 /// filesystems in it, its boot code and the OS inside. The image is opened O_RDONLY; nothing is
 /// attached or mounted and no root is needed.
 public enum Inspect {
-    public enum Error: Swift.Error, CustomStringConvertible, Sendable {
-        case imageMissing(path: String)
-        case notAnImage(path: String, kind: String)
-        case unreadable(path: String, reason: String)
-
-        public var exitStatus: ExitStatus { .noInput }
-
-        public var description: String {
-            switch self {
-            case .imageMissing(let p): return "\(p) does not exist. Check the path."
-            case .notAnImage(let p, let kind): return "\(p) is \(kind), not a disk image. Give a raw image file or a block device."
-            case .unreadable(let p, let reason): return "cannot read \(p): \(reason). Check its permissions (inspect needs read access only)."
-            }
-        }
-    }
-
     /// Reads everything the report needs. Problems with the image's contents are findings in the
     /// report, not errors; only an image that cannot be opened at all is an error.
-    public static func run(image path: String, logger: Logger) throws(Error) -> InspectReport {
-        let source = try open(path)
+    public static func run(image path: String, logger: Logger) throws(ImageOpenError) -> InspectReport {
+        let source = try ImageSource.open(path)
         var findings: [Finding] = []
         let sectorSize: Int
         var tableReport: InspectReport.Table
@@ -90,17 +74,6 @@ public enum Inspect {
         return min(overflow2 ? .max : length, imageSize - start)
     }
 
-    private static func open(_ path: String) throws(Error) -> FileByteSource {
-        do {
-            return try ImageSource.open(path)
-        } catch {
-            switch error {
-            case .missing: throw .imageMissing(path: path)
-            case .notAnImage(let kind): throw .notAnImage(path: path, kind: kind)
-            case .unreadable(let reason): throw .unreadable(path: path, reason: reason)
-            }
-        }
-    }
 }
 
 /// What `imgtool inspect --json` prints. Absent values are JSON null, so scripts can rely on

@@ -70,7 +70,7 @@ public struct InstallPlan: Sendable {
         do {
             source = try ImageSource.open(path)
         } catch {
-            switch error {
+            switch error.problem {
             case .missing: throw .imageMissing(path: path)
             case .notAnImage(let kind): throw .notAnImage(path: path, kind: kind)
             case .unreadable(let reason): throw .unreadable(path: path, reason: reason)
