@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 60
 OUT := out
 
 # What each job needs from Debian. Build: the C libraries the Swift targets link.
-BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev
+BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev liblzma-dev
 # install-grub at run time: grub-install and GRUB's i386-pc files; udevadm, which grub-probe asks
 # where a partition starts; util-linux for setpriv in the tests.
 RUN_PKGS := grub-pc-bin grub2-common udev e2fsprogs util-linux

@@ -17,7 +17,9 @@ let package = Package(
         .target(name: "CLinuxShim"),
         .systemLibrary(name: "CBlkid", pkgConfig: "blkid", providers: [.apt(["libblkid-dev"])]),
         .systemLibrary(name: "CExt2fs", pkgConfig: "ext2fs", providers: [.apt(["libext2fs-dev"])]),
-        .target(name: "ImgFormats"),
+        // liblzma decodes GRUB's core.img: pure computation, so the formats layer may use it.
+        .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
+        .target(name: "ImgFormats", dependencies: ["CLzma"]),
         .target(
             name: "ImgSystem",
             dependencies: ["CLinuxShim", "CBlkid", "CExt2fs", .product(name: "Logging", package: "swift-log")]),

@@ -1,6 +1,7 @@
-// libFuzzer entry point for the MBR/EBR, GPT and boot-code parsers. Not a SwiftPM target: run.sh
-// compiles it together with Sources/ImgFormats/*.swift into one module, so the parsers' internal
-// API is visible without an import and the whole parser is instrumented for coverage.
+// libFuzzer entry point for the MBR/EBR, GPT, boot-code and GRUB core.img parsers. Not a SwiftPM
+// target: run.sh compiles it together with Sources/ImgFormats/*.swift into one module, so the
+// parsers' internal API is visible without an import and the whole parser is instrumented for
+// coverage.
 //
 // Besides crashes (traps, ASan reports, timeouts, memory blow-ups) it checks the invariants callers
 // rely on, and traps when one breaks so libFuzzer saves the input.
@@ -26,7 +27,22 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     if boot.kind == .unknown, size >= 512, boot.details["sha256"]?.count != 64 {
         fatalError("unknown boot code without a 64-digit sha256: \(boot)")
     }
+
+    // Problems are expected for almost every input; only traps and broken bounds count.
+    if let core = try? GrubCoreDecoder.decode(source, bootSector: Array(bytes.prefix(512))) {
+        check(core, imageBytes: source.size)
+    }
     return 0
+}
+
+/// What a decoded core.img must satisfy: the hard bounds the decoder promises.
+private func check(_ core: GrubCoreImage, imageBytes: UInt64) {
+    let imageSectors = imageBytes / 512
+    guard core.sectors <= GrubCoreDecoder.maximumSectors, core.sectors == 1 + core.blocklist.reduce(0, { $0 + $1.count }),
+        core.blocklist.count <= GrubCoreDecoder.maximumBlocklistEntries,
+        core.blocklist.allSatisfy({ $0.count > 0 && $0.end <= imageSectors }), core.firstSector < imageSectors,
+        core.uncompressedSize <= GrubCoreDecoder.maximumUncompressedSize
+    else { fatalError("decoded core.img breaks its bounds: \(core)") }
 }
 
 /// What every table must satisfy, however hostile its bytes.

@@ -1,7 +1,7 @@
 #!/bin/bash
-# run.sh [SECONDS [LIBFUZZER FLAGS...]]: build the libFuzzer target for the MBR, GPT and boot-code
-# parsers and fuzz them for SECONDS (default 60); further arguments go to libFuzzer (for example
-# -use_value_profile=1 or -jobs=4). Exits 1 on a crash, leaving the reproducer in .build/fuzz/; 2 on
+# run.sh [SECONDS [LIBFUZZER FLAGS...]]: build the libFuzzer target for the MBR, GPT, boot-code and
+# GRUB core.img parsers and fuzz them for SECONDS (default 60); further arguments go to libFuzzer (for
+# example -use_value_profile=1 or -jobs=4). Exits 1 on a crash, leaving the reproducer in .build/fuzz/; 2 on
 # bad usage or a failed build. See README.md in this folder.
 set -euo pipefail
 
@@ -17,9 +17,11 @@ swiftc=$(command -v swiftc || echo /opt/swift/usr/bin/swiftc)
 mkdir -p "$out"
 
 # One module from the parser sources plus the entry point; lld because gold warns about ASan's
-# local symbols. -g so a crash report has file:line.
+# local symbols. -g so a crash report has file:line. -I finds the CLzma module map (core.img's
+# decompression uses liblzma, package liblzma-dev).
 echo "building $fuzzer"
 "$swiftc" -parse-as-library -module-name FormatsFuzzer -sanitize=fuzzer,address -O -g -use-ld=lld \
+    -I "$root/Sources/CLzma" -llzma \
     "$root"/Sources/ImgFormats/*.swift "$root/Fuzz/FormatsFuzzer.swift" -o "$fuzzer" || exit 2
 
 # libFuzzer adds what it finds to its first corpus directory: work on a copy so the seeds in the
@@ -29,6 +31,15 @@ trap 'rm -rf "$work"' EXIT
 cp "$corpus"/* "$work"/
 # The seeds taken from Debian's GRUB and SYSLINUX files are not in git; make-corpus.sh writes them.
 "$root/TestImages/make-corpus.sh" "$work" >/dev/null
+# A whole boot chain for GrubCoreDecoder: boot.img as shipped points at sector 1, and grub-mkimage's
+# diskboot.img already lists the sectors after it, so boot.img followed by core.img is a valid disk.
+grub=/usr/lib/grub/i386-pc
+if command -v grub-mkimage >/dev/null && [[ -f $grub/boot.img ]]; then
+    grub-mkimage -O i386-pc -d "$grub" -p '(,msdos1)/boot/grub' -o "$work/core.tmp" biosdisk part_msdos ext2
+    cat "$grub/boot.img" "$work/core.tmp" > "$work/grub2-core-chain.bin"
+    truncate -s %512 "$work/grub2-core-chain.bin"  # whole sectors, or the last blocklist sector is cut off
+    rm "$work/core.tmp"
+fi
 
 # Swift's own crash handler would symbolicate for many seconds before libFuzzer saves the input.
 symbolizer=$(dirname "$swiftc")/llvm-symbolizer
