@@ -1,0 +1,132 @@
+import Foundation
+import ImgKit
+import ImgSystem
+import Testing
+import TestSupport
+
+/// `imgtool verify`: the static verdict on images installed right and deliberately broken, each
+/// confirmed by booting the image (verify --boot, qemu reading the VGA screen, no serial console).
+@Suite(.serialized, .enabled(if: kernelTestsBlocked == nil, "\(kernelTestsBlocked ?? "")"))
+struct VerifyTests {
+    typealias JSON = [String: Any]
+
+    func verify(_ image: String, boot: Bool = true, timeout: Int = 20) throws -> (status: Int32, json: JSON) {
+        let hash = try sha256(image)
+        let r = try imgtool(["verify", image, "--json", "--timeout", "\(timeout)"] + (boot ? ["--boot"] : []))
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? JSON, "stderr: \(r.stderr)")
+        #expect(try sha256(image) == hash, "verify changed the image")
+        return (r.status, json)
+    }
+
+    func problems(_ json: JSON) -> [String] {
+        (json["problems"] as? [JSON] ?? []).compactMap { $0["message"] as? String }
+    }
+
+    func outcome(_ json: JSON) -> String? { (json["boot"] as? JSON)?["outcome"] as? String }
+
+    /// An image with GRUB installed by imgtool and a two-entry menu (no serial console).
+    func installedWithMenu(_ scratch: Scratch, label: String) throws -> String {
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", label])
+        #expect(try imgtool(["install-grub", image, "-q"]).status == 0)
+        let cfg = scratch.file("grub.cfg")
+        try "set timeout=30\nmenuentry 'Alpha' { true }\nmenuentry 'Beta' { true }\n".write(toFile: cfg, atomically: true, encoding: .utf8)
+        try run(["debugfs", "-w", "-R", "write \(cfg) /boot/grub/grub.cfg", "\(image)?offset=\(try bootPartitionOffset(image))"])
+        return image
+    }
+
+    @Test("installed by imgtool: bootable, with the modules and prefix grub-install chose; the boot shows the menu",
+          arguments: [("dos", "(,msdos1)/boot/grub", "part_msdos"), ("gpt", "(,gpt2)/boot/grub", "part_gpt")])
+    func installed(label: String, prefix: String, partmap: String) throws {
+        let scratch = try Scratch()
+        let image = try installedWithMenu(scratch, label: label)
+        let (status, json) = try verify(image)
+        #expect(status == 0, "problems: \(problems(json))")
+        #expect(json["bootable"] as? Bool == true)
+        let grub = try #require(json["grub"] as? JSON)
+        #expect(grub["prefix"] as? String == prefix)
+        let modules = grub["modules"] as? [String] ?? []
+        #expect(modules.contains(partmap) && modules.contains("ext2") && modules.contains("biosdisk"))
+        #expect(((grub["coreImage"] as? JSON)?["sector"] as? Int) == (label == "gpt" ? 2048 : 1))
+        #expect(outcome(json) == "grubMenu")
+        #expect((json["boot"] as? JSON)?["menuEntries"] as? [String] == ["Alpha", "Beta"])
+    }
+
+    @Test("zeroed boot code: not bootable; booted, the BIOS runs the zeros and nothing appears")
+    func zeroed() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
+        let (status, json) = try verify(image, timeout: 5)
+        #expect(status == 1)
+        #expect(json["bootable"] as? Bool == false)
+        #expect(problems(json).contains { $0.contains("zeroed") })
+        // The MBR has 55AA, so SeaBIOS jumps into the zeroed code and hangs there.
+        #expect(outcome(json) == "timeout")
+        #expect(((json["boot"] as? JSON)?["screen"] as? [String] ?? []).contains { $0.contains("Booting from Hard Disk") })
+    }
+
+    @Test("normal.mod removed: not bootable, named; the boot stops at grub rescue>")
+    func normalModMissing() throws {
+        let scratch = try Scratch()
+        let image = try installedWithMenu(scratch, label: "dos")
+        try run(["debugfs", "-w", "-R", "rm /boot/grub/i386-pc/normal.mod", "\(image)?offset=\(try bootPartitionOffset(image))"])
+        let (status, json) = try verify(image)
+        #expect(status == 1)
+        #expect(problems(json).contains { $0.contains("/boot/grub/i386-pc/normal.mod is missing") })
+        #expect(outcome(json) == "grubRescue")
+    }
+
+    @Test("no grub.cfg: bootable with a warning; the boot ends at a grub> prompt")
+    func noConfig() throws {
+        let scratch = try Scratch()
+        let image = try installedWithMenu(scratch, label: "dos")
+        try run(["debugfs", "-w", "-R", "rm /boot/grub/grub.cfg", "\(image)?offset=\(try bootPartitionOffset(image))"])
+        let (status, json) = try verify(image)
+        #expect(status == 0)
+        #expect(problems(json).contains { $0.contains("there is no /boot/grub/grub.cfg") })
+        #expect(outcome(json) == "grubPrompt")
+    }
+
+    @Test("core.img without part_msdos (the offset recipe without --modules): not bootable, named; grub rescue>")
+    func missingPartitionModule() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
+        let offset = try bootPartitionOffset(image)
+        let size = try run(["stat", "-c", "%s", image]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let mnt = scratch.file("mnt")
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        let disk = try run(["losetup", "-f", "--show", image]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { _ = try? Subprocess.run(["losetup", "-d", disk]) }
+        let part = try run(["losetup", "-f", "--show", "-o", "\(offset)", "--sizelimit", "\(UInt64(size)! - offset)", image])
+            .stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { _ = try? Subprocess.run(["losetup", "-d", part]) }
+        try run(["mount", part, mnt])
+        defer { _ = try? Subprocess.run(["umount", mnt]) }
+        try run(["grub-install", "--target=i386-pc", "--boot-directory=\(mnt)/boot", disk])
+        try run(["umount", mnt])
+        let (status, json) = try verify(image)
+        #expect(status == 1)
+        #expect(problems(json).contains { $0.contains("core.img lacks part_msdos") })
+        #expect(outcome(json) == "grubRescue")
+    }
+
+    @Test("core.img wiped after boot.img: not bootable, says why")
+    func coreWiped() throws {
+        let scratch = try Scratch()
+        let image = try installedWithMenu(scratch, label: "dos")
+        try run(["dd", "if=/dev/zero", "of=\(image)", "bs=512", "seek=1", "count=200", "conv=notrunc", "status=none"])
+        let (status, json) = try verify(image, boot: false)
+        #expect(status == 1)
+        #expect(problems(json).contains { $0.contains("core.img is not usable") })
+    }
+
+    @Test("other boot code is named, and the verdict is unknown (exit 2)")
+    func unknownVerdict() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
+        try run(["dd", "if=/usr/lib/syslinux/mbr/mbr.bin", "of=\(image)", "bs=440", "count=1", "conv=notrunc", "status=none"])
+        let (status, json) = try verify(image, boot: false)
+        #expect(status == 2)
+        #expect(json["bootable"] is NSNull)
+        #expect((json["bootCode"] as? JSON)?["kind"] as? String == "syslinux")
+    }
+}
