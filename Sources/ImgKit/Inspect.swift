@@ -67,7 +67,7 @@ public enum Inspect {
     }
 
     /// The partition's length in bytes, clipped to the image; nil when it starts past the end.
-    private static func boundedLength(_ p: Partition, sectorSize: Int, imageSize: UInt64) -> UInt64? {
+    static func boundedLength(_ p: Partition, sectorSize: Int, imageSize: UInt64) -> UInt64? {
         let (start, overflow) = p.startSector.multipliedReportingOverflow(by: UInt64(sectorSize))
         guard !overflow, start < imageSize else { return nil }
         let (length, overflow2) = p.sectorCount.multipliedReportingOverflow(by: UInt64(sectorSize))

@@ -47,8 +47,8 @@ public enum Verify {
         if let table {
             for range in core.blocklist + [SectorRange(start: core.firstSector, count: 1)] {
                 for p in table.partitions where p.kind != .extended && p.typeGUID != .biosBoot
-                    && range.start < p.endSector && p.startSector < range.start + range.count {
-                    problems.append(Finding(.error, "core.img (sectors \(range.start)..<\(range.start + range.count)) overlaps partition \(p.number): writes to that partition will break GRUB, and GRUB reads garbage"))
+                    && range.start < p.endSector && p.startSector < range.end {
+                    problems.append(Finding(.error, "core.img (sectors \(range.start)..<\(range.end)) overlaps partition \(p.number): writes to that partition will break GRUB, and GRUB reads garbage"))
                 }
             }
         }
@@ -70,9 +70,10 @@ public enum Verify {
         let (device, directory) = splitPrefix(prefix)
         var partition: Partition?
         var filesystem: FilesystemProbe?
+        // Hostile tables may hold sizes that overflow or lie past the end: bounded as inspect does.
         func probe(_ p: Partition) -> FilesystemProbe? {
-            try? FilesystemProbe.probe(fd: source.fd, path: path, offset: p.startSector * sectorSize,
-                                       length: min(p.sectorCount * sectorSize, source.size - min(source.size, p.startSector * sectorSize)))
+            guard let length = Inspect.boundedLength(p, sectorSize: Int(sectorSize), imageSize: source.size) else { return nil }
+            return try? FilesystemProbe.probe(fd: source.fd, path: path, offset: p.startSector * sectorSize, length: length)
         }
         if let number = partitionNumber(device) {
             partition = table.partitions.first { $0.number == number && $0.kind != .extended }

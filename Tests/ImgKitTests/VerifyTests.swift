@@ -119,6 +119,18 @@ struct VerifyTests {
         #expect(problems(json).contains { $0.contains("core.img is not usable") })
     }
 
+    @Test("a partition entry with hostile start and size gives a verdict, not a crash")
+    func hostilePartitionEntry() throws {
+        let scratch = try Scratch()
+        let image = try installedWithMenu(scratch, label: "dos")
+        // Entry 1: start 0xFFFFFFF0, size 0xFFFFFFFF (far past the end of a 64 MiB image).
+        try run(["python3", "-c", "import sys; f=open(sys.argv[1],'r+b'); f.seek(0x1BE+8); f.write(bytes.fromhex('f0ffffffffffffff'))", image])
+        let (status, json) = try verify(image, boot: false)
+        #expect(status == 1)
+        #expect(json["bootable"] as? Bool == false)
+        #expect(!problems(json).isEmpty)
+    }
+
     @Test("other boot code is named, and the verdict is unknown (exit 2)")
     func unknownVerdict() throws {
         let scratch = try Scratch()
