@@ -252,27 +252,6 @@ private final class VM {
             "-chardev", "stdio,id=qmp,signal=off", "-mon", "chardev=qmp,mode=control",
         ]
 
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, pair[1], 0)
-        posix_spawn_file_actions_adddup2(&actions, pair[1], 1)
-        posix_spawn_file_actions_addopen(&actions, 2, "\(dir)/qemu.err", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-
-        // As in Subprocess.run: own process group, default signals, empty mask, so that an
-        // Interruption can stop it whatever the caller blocks.
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var empty = sigset_t(), defaults = sigset_t()
-        sigemptyset(&empty)
-        sigemptyset(&defaults)
-        for s in SignalTrap.signals + [SIGPIPE] { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigmask(&attr, &empty)
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setpgroup(&attr, 0)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
-
         // The snapshot=on overlay goes to $TMPDIR: point that at our dir, which is removed afterwards.
         var environment = [String]()
         var e = environ
@@ -283,16 +262,18 @@ private final class VM {
         }
         environment.append("TMPDIR=\(dir)")
 
-        let argv = arguments.map { strdup($0) } + [nil]
-        let envp = environment.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
-        var pid = pid_t()
-        let r = posix_spawn(&pid, qemu, &actions, &attr, argv, envp)
-        close(pair[1])
-        guard r == 0 else {
-            close(pair[0])
-            throw .system(SystemError("posix_spawn", on: qemu, errno: r))
+        let pid: pid_t
+        do {
+            pid = try Subprocess.spawnInOwnGroup(qemu, arguments, environment: environment) { actions in
+                posix_spawn_file_actions_adddup2(&actions, pair[1], 0)
+                posix_spawn_file_actions_adddup2(&actions, pair[1], 1)
+                posix_spawn_file_actions_addopen(&actions, 2, "\(dir)/qemu.err", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            }
+        } catch {
+            close(pair[0]); close(pair[1])
+            throw .system(error)
         }
+        close(pair[1])
         interruption?.register(child: pid)
         return VM(pid: pid, monitor: pair[0], dir: dir, interruption: interruption)
     }

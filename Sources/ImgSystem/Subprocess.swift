@@ -48,34 +48,18 @@ public enum Subprocess {
             throw .system(SystemError("pipe2", on: executable, errno: errno))
         }
 
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var empty = sigset_t(), defaults = sigset_t()
-        sigemptyset(&empty)
-        sigemptyset(&defaults)
-        for s in SignalTrap.signals + [SIGPIPE] { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigmask(&attr, &empty)
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setpgroup(&attr, 0)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
-
-        var pid = pid_t()
-        let argv = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        let r = posix_spawn(&pid, executable, &actions, &attr, argv, environ)
-        close(outPipe[1]); close(errPipe[1])
-        guard r == 0 else {
-            close(outPipe[0]); close(errPipe[0])
-            throw .system(SystemError("posix_spawn", on: executable, errno: r))
+        let pid: pid_t
+        do {
+            pid = try spawnInOwnGroup(executable, arguments) { actions in
+                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+                posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+                posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+            }
+        } catch {
+            close(outPipe[0]); close(errPipe[0]); close(outPipe[1]); close(errPipe[1])
+            throw .system(error)
         }
+        close(outPipe[1]); close(errPipe[1])
         interruption?.register(child: pid)
         defer { interruption?.unregister(child: pid) }
 
@@ -99,6 +83,39 @@ public enum Subprocess {
         }
         let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return Result(status: code, output: out, errorOutput: err)
+    }
+
+    /// Starts `executable` in its own process group with default signal dispositions and an empty
+    /// signal mask, so that an `Interruption` can stop it and everything it starts, whatever the
+    /// parent blocks. `redirect` sets up its file descriptors. `environment` nil inherits ours.
+    /// Wraps posix_spawn(3).
+    static func spawnInOwnGroup(_ executable: String, _ arguments: [String], environment: [String]? = nil,
+                                redirect: (inout posix_spawn_file_actions_t) -> Void) throws(SystemError) -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        redirect(&actions)
+
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t(), defaults = sigset_t()
+        sigemptyset(&empty)
+        sigemptyset(&defaults)
+        for s in SignalTrap.signals + [SIGPIPE] { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        posix_spawnattr_setpgroup(&attr, 0)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+
+        var pid = pid_t()
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = environment.map { $0.map { strdup($0) } + [nil] }
+        defer { argv.forEach { free($0) }; envp?.forEach { free($0) } }
+        let r = envp.map { posix_spawn(&pid, executable, &actions, &attr, argv, $0) }
+            ?? posix_spawn(&pid, executable, &actions, &attr, argv, environ)
+        guard r == 0 else { throw SystemError("posix_spawn", on: executable, errno: r) }
+        return pid
     }
 
     /// How long an interrupted child has between SIGTERM and SIGKILL.
