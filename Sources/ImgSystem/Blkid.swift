@@ -1,4 +1,5 @@
 import CBlkid
+import CLinuxShim
 import Glibc
 
 /// What libblkid finds at one place of a file or device.
@@ -30,11 +31,75 @@ public struct FilesystemProbe: Sendable, Equatable {
         blkid_probe_enable_superblocks(pr, 1)
         blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_UUID | BLKID_SUBLKS_LABEL | BLKID_SUBLKS_VERSION)
         blkid_probe_enable_partitions(pr, 0)
-        let r = blkid_do_safeprobe(pr)
+        let r = withoutProbers(probersThatCannotMatch(fd: fd, offset: offset, length: length), pr) {
+            blkid_do_safeprobe(pr)
+        }
         if r < 0 { throw SystemError("blkid_do_safeprobe at \(offset)", on: path, errno: errno == 0 ? EIO : errno) }
         guard r == 0, let type = value(pr, "TYPE") else { return nil }
         return FilesystemProbe(type: type, uuid: value(pr, "UUID"), label: value(pr, "LABEL"), version: value(pr, "VERSION"),
                                blockSize: value(pr, "BLOCK_SIZE").flatMap { Int($0) })
+    }
+
+    /// Two of libblkid's probers read 256 KiB at a time and are most of a probe's cost:
+    /// zfs_member reads four labels, two at each end of the area, and matches only on the
+    /// uberblock magic 0x00bab10c (either byte order); xfs_external_log reads the first 256 KiB and
+    /// matches only on a log record starting with 0xFEEDBABE. Where a magic occurs nowhere in
+    /// those ranges, its prober cannot match, and skipping it leaves the result exactly
+    /// blkid -p's. The ranges are taken generously (the first 512 KiB and the last MiB, any 4-byte
+    /// alignment) so label placement does not matter, and only data extents are read: on a sparse
+    /// image the rest are holes, which read as zeros. Returns the probers that cannot match.
+    static func probersThatCannotMatch(fd: Int32, offset: UInt64, length: UInt64) -> [String] {
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        guard !overflow, end <= UInt64(off_t.max) else { return [] }
+        let head = offset..<offset + min(length, 512 * 1024)
+        let tail = end - min(length, 1024 * 1024)..<end
+        let areas = head.upperBound >= tail.lowerBound ? [head.lowerBound..<end] : [head, tail]
+        var zfs = false, xfsLog = false
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        for area in areas {
+            var position = area.lowerBound
+            while position < area.upperBound {
+                let data = lseek(fd, off_t(position), IMGTOOL_SEEK_DATA)
+                if data < 0 { if errno == ENXIO { break } else { return [] } }
+                guard UInt64(data) < area.upperBound else { break }
+                let hole = lseek(fd, off_t(data), IMGTOOL_SEEK_HOLE)
+                guard hole > data else { return [] }
+                let extentEnd = min(UInt64(hole), area.upperBound)
+                position = UInt64(data) & ~3
+                while position < extentEnd {
+                    let count = Int(min(UInt64(buffer.count), (extentEnd - position + 3) & ~3))
+                    let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(position)) }
+                    guard n > 0 else { return [] }
+                    scanForMagics(buffer, count: n, zfs: &zfs, xfsLog: &xfsLog)
+                    position += UInt64(n)
+                }
+            }
+        }
+        return (zfs ? [] : ["zfs_member"]) + (xfsLog ? [] : ["xfs_external_log"])
+    }
+
+    private static func scanForMagics(_ bytes: [UInt8], count: Int, zfs: inout Bool, xfsLog: inout Bool) {
+        let uberblock: UInt32 = 0x00ba_b10c, logRecord: UInt32 = 0xfeed_babe
+        bytes.withUnsafeBytes { raw in
+            for i in stride(from: 0, to: count & ~3, by: 4) {
+                let word = raw.loadUnaligned(fromByteOffset: i, as: UInt32.self)
+                // A 64-bit magic has the 32-bit one in one of its halves; finding more is harmless.
+                if word == uberblock || word == uberblock.byteSwapped { zfs = true }
+                if word == logRecord || word == logRecord.byteSwapped { xfsLog = true }
+            }
+        }
+    }
+
+    /// Runs `body` with libblkid's superblock probers `names` filtered out, then lifts the filter.
+    private static func withoutProbers(_ names: [String], _ pr: blkid_probe, _ body: () -> Int32) -> Int32 {
+        guard !names.isEmpty else { return body() }
+        var cNames: [UnsafeMutablePointer<CChar>?] = names.map { strdup($0) } + [nil]
+        defer { cNames.forEach { free($0) } }
+        let filtered = cNames.withUnsafeMutableBufferPointer {
+            blkid_probe_filter_superblocks_type(pr, BLKID_FLTR_NOTIN, $0.baseAddress!) == 0
+        }
+        defer { if filtered { blkid_probe_reset_superblocks_filter(pr) } }
+        return body()
     }
 
     private static func value(_ pr: blkid_probe, _ name: String) -> String? {

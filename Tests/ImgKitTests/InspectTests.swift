@@ -24,9 +24,10 @@ struct InspectTests {
         return try #require((try JSONSerialization.jsonObject(with: Data(r.output)) as? JSON)?["partitiontable"] as? JSON)
     }
 
-    /// `blkid -p` at a byte offset as KEY=value pairs (empty when blkid finds nothing).
-    func blkid(_ image: String, offset: UInt64) throws -> [String: String] {
-        let r = try Subprocess.run(["blkid", "-p", "-o", "export", "-O", "\(offset)", image])
+    /// `blkid -p` at a byte offset as KEY=value pairs (empty when blkid finds nothing), limited to
+    /// `size` bytes as on a partition's own device (probers have minimum sizes and look at the end).
+    func blkid(_ image: String, offset: UInt64, size: UInt64? = nil) throws -> [String: String] {
+        let r = try Subprocess.run(["blkid", "-p", "-o", "export", "-O", "\(offset)"] + (size.map { ["-S", "\($0)"] } ?? []) + [image])
         var values: [String: String] = [:]
         for line in r.stdout.split(separator: "\n") {
             let kv = line.split(separator: "=", maxSplits: 1)
@@ -65,8 +66,8 @@ struct InspectTests {
             // Filesystems: what blkid -p says at the partition's offset. Extended containers are
             // not probed by inspect (their first sector is an EBR).
             let isExtended = ["5", "F", "85"].contains(theirType)
-            guard !isExtended, let start = their["start"] as? Int else { continue }
-            let probed = try blkid(image, offset: UInt64(start * sectorSize))
+            guard !isExtended, let start = their["start"] as? Int, let size = their["size"] as? Int else { continue }
+            let probed = try blkid(image, offset: UInt64(start * sectorSize), size: UInt64(size * sectorSize))
             let fs = mine["filesystem"] as? JSON
             #expect(fs?["type"] as? String == probed["TYPE"], "filesystem type of \(number)", sourceLocation: sourceLocation)
             #expect(fs?["uuid"] as? String == probed["UUID"], "filesystem uuid of \(number)", sourceLocation: sourceLocation)
@@ -130,6 +131,33 @@ struct InspectTests {
         try expectSameAsSfdiskAndBlkid(iso)
         let report = try inspect(iso)
         #expect((report["bootCode"] as? JSON)?["kind"] as? String == "syslinux")
+    }
+
+    /// inspect skips libblkid's two costly probers where their magic occurs nowhere in what they
+    /// read (holes included); signatures placed at each end of a partition must still be found.
+    @Test("ZFS labels at either end and an XFS external log are found as blkid -p finds them")
+    func signaturesOfSkippedProbers() throws {
+        let scratch = try Scratch()
+        let image = scratch.file("signatures.img")
+        try run(["truncate", "-s", "260M", image])
+        // 80 MiB each: zfs_member needs 64 MiB, xfs_external_log 10 MiB.
+        try run(["sh", "-c", "printf 'label: gpt\\nstart=2048, size=163840\\nstart=165888, size=163840\\nstart=329728, size=163840\\n' | sfdisk -q \(image)"])
+        try run(["python3", "-c", """
+            import struct, sys
+            f = open(sys.argv[1], 'r+b')
+            size = 163840 * 512
+            def uberblocks(label, fmt):
+                for i in range(4):
+                    f.seek(label + 128 * 1024 + i * 1024); f.write(struct.pack(fmt, 0x00bab10c, 5000, 7 + i))
+            uberblocks(2048 * 512, '<QQQ')                           # label 0, little-endian
+            uberblocks(165888 * 512 + size - 256 * 1024, '>QQQ')    # label 3, big-endian
+            f.seek(329728 * 512 + 3 * 512)                           # an XFS log record header
+            f.write(struct.pack('>IIIIqqIiI', 0xFEEDBABE, 1, 2, 512, 1 << 32, 1 << 32, 0, -1, 1) + bytes(256)
+                    + struct.pack('>I', 1) + bytes(range(16)) + struct.pack('>I', 32768))
+            """, image])
+        try expectSameAsSfdiskAndBlkid(image)
+        let parts = try #require((try inspect(image)["partitionTable"] as? JSON)?["partitions"] as? [JSON])
+        #expect(parts.map { ($0["filesystem"] as? JSON)?["type"] as? String } == ["zfs_member", "zfs_member", "xfs_external_log"])
     }
 
     @Test("a bare filesystem without a partition table")

@@ -26,6 +26,8 @@ static const uint32_t IMGTOOL_LO_FLAGS_PARTSCAN = LO_FLAGS_PARTSCAN;
 static const int IMGTOOL_LO_NAME_SIZE = LO_NAME_SIZE;
 static const int IMGTOOL_BLKPG_ADD_PARTITION = BLKPG_ADD_PARTITION;
 static const int IMGTOOL_BLKPG_DEL_PARTITION = BLKPG_DEL_PARTITION;
+static const int IMGTOOL_SEEK_DATA = SEEK_DATA;  // glibc hides these without _GNU_SOURCE
+static const int IMGTOOL_SEEK_HOLE = SEEK_HOLE;
 
 /// ioctl(2) with a pointer argument; returns the result or -errno.
 int imgtool_ioctl_ptr(int fd, unsigned long request, void *arg);
