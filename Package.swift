@@ -10,29 +10,25 @@ let package = Package(
         .executable(name: "imgtool", targets: ["imgtool"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .target(name: "CLinuxShim"),
         .systemLibrary(name: "CBlkid", pkgConfig: "blkid", providers: [.apt(["libblkid-dev"])]),
         .systemLibrary(name: "CExt2fs", pkgConfig: "ext2fs", providers: [.apt(["libext2fs-dev"])]),
+        .target(name: "CExt2fsFdIO", dependencies: ["CExt2fs"]),
         // liblzma decodes GRUB's core.img: pure computation, so the formats layer may use it.
         .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
         .target(name: "ImgFormats", dependencies: ["CLzma"]),
         .target(
             name: "ImgSystem",
-            dependencies: ["CLinuxShim", "CBlkid", "CExt2fs", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "ImgKit",
             dependencies: ["ImgFormats", "ImgSystem", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "imgtool",
-            dependencies: [
-                "ImgKit",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-            ]),
+            dependencies: ["ImgKit", .product(name: "Logging", package: "swift-log")]),
         // Helpers the tests share: the image scripts, qemu boots, running the CLI, leak checks.
         .target(name: "TestSupport", dependencies: ["ImgSystem"], path: "Tests/TestSupport"),
         .testTarget(name: "ImgFormatsTests", dependencies: ["ImgFormats", "TestSupport"]),

@@ -3,8 +3,8 @@
 ///
 /// Identification matches string sequences and a few structural bytes, never fixed string offsets:
 /// distribution builds of the same loader move their code and messages around.
-public struct BootCode: Sendable, Equatable, Codable {
-    public enum Kind: String, Sendable, Codable {
+public struct BootCode: Sendable, Equatable {
+    public enum Kind: String, Sendable {
         case none, grub2, grubLegacy, syslinux, microsoft, unknown
     }
 

@@ -227,6 +227,9 @@ enum GPT {
             if unit == 0 { break }
             units.append(unit)
         }
+        // Names are mostly empty or ASCII; the UTF-16 decoder's generic path costs more than the
+        // rest of the table at start-up.
+        if units.allSatisfy({ $0 < 0x80 }) { return String(decoding: units.map { UInt8($0) }, as: UTF8.self) }
         return String(decoding: units, as: UTF16.self)
     }
 

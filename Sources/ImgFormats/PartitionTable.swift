@@ -50,7 +50,7 @@ public struct Partition: Sendable, Equatable {
 }
 
 /// A run of sectors: `count` sectors from `start`, in the units of the table it came from.
-public struct SectorRange: Sendable, Equatable, Codable {
+public struct SectorRange: Sendable, Equatable {
     public let start: UInt64
     public let count: UInt64
 

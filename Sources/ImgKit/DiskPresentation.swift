@@ -4,7 +4,7 @@ import ImgSystem
 
 /// How an image becomes a disk that grub-install accepts. The device-mapper and isolated (VM)
 /// strategies of DESIGN.md plug in here as further conformances and cases.
-public enum Strategy: String, Sendable, CaseIterable, Codable {
+public enum Strategy: String, Sendable, CaseIterable {
     /// A loop device with LO_FLAGS_PARTSCAN: the kernel parses the table and creates loopNpM.
     case partscan
     /// imgtool parses the table and adds each partition with BLKPG_ADD_PARTITION.

@@ -4,6 +4,8 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
     case success = 0
     /// An operation failed after pre-flight checks passed: a kernel call, grub-install, a mount.
     case failure = 1
+    /// The command line does not fit the command: an unknown option, a missing argument.
+    case usage = 64
     /// The image is not usable for the job: empty, truncated, no partition table, no room for GRUB,
     /// no filesystem GRUB can read.
     case badImage = 65

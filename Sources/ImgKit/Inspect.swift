@@ -78,8 +78,8 @@ public enum Inspect {
 
 /// What `imgtool inspect --json` prints. Absent values are JSON null, so scripts can rely on
 /// every key being there.
-public struct InspectReport: Sendable, Encodable {
-    public struct Filesystem: Sendable, Encodable {
+public struct InspectReport: Sendable {
+    public struct Filesystem: Sendable {
         public let type: String
         public let uuid: String?
         public let label: String?
@@ -90,18 +90,9 @@ public struct InspectReport: Sendable, Encodable {
             type = p.type; uuid = p.uuid; label = p.label; version = p.version; blockSize = p.blockSize
         }
 
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(type, forKey: .type)
-            try c.encode(uuid, forKey: .uuid)
-            try c.encode(label, forKey: .label)
-            try c.encode(version, forKey: .version)
-            try c.encode(blockSize, forKey: .blockSize)
-        }
-        enum CodingKeys: String, CodingKey { case type, uuid, label, version, blockSize }
     }
 
-    public struct Partition: Sendable, Encodable {
+    public struct Partition: Sendable {
         public let number: Int
         /// In sectors, as sfdisk prints them.
         public let start: UInt64
@@ -132,22 +123,9 @@ public struct InspectReport: Sendable, Encodable {
             filesystem = fs.map(Filesystem.init)
         }
 
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(number, forKey: .number)
-            try c.encode(start, forKey: .start)
-            try c.encode(size, forKey: .size)
-            try c.encode(type, forKey: .type)
-            try c.encode(typeName, forKey: .typeName)
-            try c.encode(bootable, forKey: .bootable)
-            try c.encode(uuid, forKey: .uuid)
-            try c.encode(name, forKey: .name)
-            try c.encode(filesystem, forKey: .filesystem)
-        }
-        enum CodingKeys: String, CodingKey { case number, start, size, type, typeName, bootable, uuid, name, filesystem }
     }
 
-    public struct Table: Sendable, Encodable {
+    public struct Table: Sendable {
         /// "dos", "gpt", the libblkid name of a label imgtool does not parse, or nil.
         public let type: String?
         public let id: String?
@@ -156,25 +134,16 @@ public struct InspectReport: Sendable, Encodable {
         public let partitions: [Partition]
         public let unallocated: [SectorRange]
 
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(type, forKey: .type)
-            try c.encode(id, forKey: .id)
-            try c.encode(parsed, forKey: .parsed)
-            try c.encode(partitions, forKey: .partitions)
-            try c.encode(unallocated, forKey: .unallocated)
-        }
-        enum CodingKeys: String, CodingKey { case type, id, parsed, partitions, unallocated }
     }
 
-    public struct BootCodeSummary: Sendable, Encodable {
+    public struct BootCodeSummary: Sendable {
         public let kind: String
         public let description: String
         public let details: [String: String]
         init(_ b: BootCode) { kind = b.kind.rawValue; description = b.description; details = b.details }
     }
 
-    public struct FindingEntry: Sendable, Encodable {
+    public struct FindingEntry: Sendable {
         public let severity: String
         public let message: String
     }
@@ -189,16 +158,4 @@ public struct InspectReport: Sendable, Encodable {
     public let os: OSReport?
     public let findings: [FindingEntry]
 
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(image, forKey: .image)
-        try c.encode(size, forKey: .size)
-        try c.encode(sectorSize, forKey: .sectorSize)
-        try c.encode(partitionTable, forKey: .partitionTable)
-        try c.encode(filesystem, forKey: .filesystem)
-        try c.encode(bootCode, forKey: .bootCode)
-        try c.encode(os, forKey: .os)
-        try c.encode(findings, forKey: .findings)
-    }
-    enum CodingKeys: String, CodingKey { case image, size, sectorSize, partitionTable, filesystem, bootCode, os, findings }
 }

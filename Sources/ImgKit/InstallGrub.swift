@@ -31,8 +31,8 @@ public enum InstallGrub {
         }
     }
 
-    public struct Result: Sendable, Codable, Equatable {
-        public struct BootPartition: Sendable, Codable, Equatable {
+    public struct Result: Sendable, Equatable {
+        public struct BootPartition: Sendable, Equatable {
             public let number: Int
             public let device: String
             public let filesystem: String

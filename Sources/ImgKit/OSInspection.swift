@@ -3,7 +3,7 @@ import ImgFormats
 import ImgSystem
 
 /// The operating system installed in an image, as virt-inspector reports it.
-public struct OSReport: Codable, Sendable, Equatable {
+public struct OSReport: Sendable, Equatable {
     /// The partition number holding the root filesystem (nil for a bare filesystem).
     public let rootPartition: Int?
     /// os-release ID ("debian").

@@ -155,9 +155,9 @@ private extension String {
 }
 
 /// What `imgtool verify --json` prints. Absent values are JSON null.
-public struct VerifyReport: Sendable, Encodable {
-    public struct Grub: Sendable, Encodable {
-        public struct CoreImage: Sendable, Encodable { public let sector: UInt64; public let sectors: UInt64 }
+public struct VerifyReport: Sendable {
+    public struct Grub: Sendable {
+        public struct CoreImage: Sendable { public let sector: UInt64; public let sectors: UInt64 }
         public let coreImage: CoreImage
         public let modules: [String]
         public let prefix: String?
@@ -170,14 +170,6 @@ public struct VerifyReport: Sendable, Encodable {
             config = core.config
         }
 
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(coreImage, forKey: .coreImage)
-            try c.encode(modules, forKey: .modules)
-            try c.encode(prefix, forKey: .prefix)
-            try c.encode(config, forKey: .config)
-        }
-        enum CodingKeys: String, CodingKey { case coreImage, modules, prefix, config }
     }
 
     public let image: String
@@ -190,13 +182,4 @@ public struct VerifyReport: Sendable, Encodable {
     /// 0 bootable, 1 not bootable, 2 unknown.
     public var exitCode: Int32 { bootable.map { $0 ? 0 : 1 } ?? 2 }
 
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(image, forKey: .image)
-        try c.encode(bootable, forKey: .bootable)
-        try c.encode(bootCode, forKey: .bootCode)
-        try c.encode(grub, forKey: .grub)
-        try c.encode(problems, forKey: .problems)
-    }
-    enum CodingKeys: String, CodingKey { case image, bootable, bootCode, grub, problems }
 }

@@ -42,12 +42,14 @@ public struct FilesystemProbe: Sendable, Equatable {
 
     /// Two of libblkid's probers read 256 KiB at a time and are most of a probe's cost:
     /// zfs_member reads four labels, two at each end of the area, and matches only on the
-    /// uberblock magic 0x00bab10c (either byte order); xfs_external_log reads the first 256 KiB and
-    /// matches only on a log record starting with 0xFEEDBABE. Where a magic occurs nowhere in
-    /// those ranges, its prober cannot match, and skipping it leaves the result exactly
-    /// blkid -p's. The ranges are taken generously (the first 512 KiB and the last MiB, any 4-byte
-    /// alignment) so label placement does not matter, and only data extents are read: on a sparse
-    /// image the rest are holes, which read as zeros. Returns the probers that cannot match.
+    /// uberblock magic 0x00bab10c (either byte order) at the start of an uberblock slot;
+    /// xfs_external_log reads the first 256 KiB and matches only on a log record starting with
+    /// 0xFEEDBABE at a sector start. Both formats place these at multiples of 512 bytes from the
+    /// start of the area. Where neither magic occurs at any such place, the prober cannot match,
+    /// and skipping it leaves the result exactly blkid -p's. The ranges are taken generously (the
+    /// first 512 KiB and the last MiB) so label placement does not matter, and only data extents
+    /// are read: on a sparse image the rest are holes, which read as zeros. Returns the probers
+    /// that cannot match.
     static func probersThatCannotMatch(fd: Int32, offset: UInt64, length: UInt64) -> [String] {
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard !overflow, end <= UInt64(off_t.max) else { return [] }
@@ -65,12 +67,13 @@ public struct FilesystemProbe: Sendable, Equatable {
                 let hole = lseek(fd, off_t(data), IMGTOOL_SEEK_HOLE)
                 guard hole > data else { return [] }
                 let extentEnd = min(UInt64(hole), area.upperBound)
-                position = UInt64(data) & ~3
+                // From the sector boundary (counted from `offset`) at or before the data.
+                position = offset + (UInt64(data) - offset) / 512 * 512
                 while position < extentEnd {
-                    let count = Int(min(UInt64(buffer.count), (extentEnd - position + 3) & ~3))
+                    let count = Int(min(UInt64(buffer.count), (extentEnd - position + 511) / 512 * 512))
                     let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(position)) }
                     guard n > 0 else { return [] }
-                    scanForMagics(buffer, count: n, zfs: &zfs, xfsLog: &xfsLog)
+                    scanSectorStarts(buffer, count: n, zfs: &zfs, xfsLog: &xfsLog)
                     position += UInt64(n)
                 }
             }
@@ -78,14 +81,17 @@ public struct FilesystemProbe: Sendable, Equatable {
         return (zfs ? [] : ["zfs_member"]) + (xfsLog ? [] : ["xfs_external_log"])
     }
 
-    private static func scanForMagics(_ bytes: [UInt8], count: Int, zfs: inout Bool, xfsLog: inout Bool) {
+    /// Looks at the first 8 bytes of every 512-byte sector in `bytes`.
+    private static func scanSectorStarts(_ bytes: [UInt8], count: Int, zfs: inout Bool, xfsLog: inout Bool) {
         let uberblock: UInt32 = 0x00ba_b10c, logRecord: UInt32 = 0xfeed_babe
         bytes.withUnsafeBytes { raw in
-            for i in stride(from: 0, to: count & ~3, by: 4) {
-                let word = raw.loadUnaligned(fromByteOffset: i, as: UInt32.self)
-                // A 64-bit magic has the 32-bit one in one of its halves; finding more is harmless.
-                if word == uberblock || word == uberblock.byteSwapped { zfs = true }
-                if word == logRecord || word == logRecord.byteSwapped { xfsLog = true }
+            for i in stride(from: 0, to: count - 7, by: 512) {
+                let low = raw.loadUnaligned(fromByteOffset: i, as: UInt32.self)
+                let high = raw.loadUnaligned(fromByteOffset: i + 4, as: UInt32.self)
+                // The 64-bit uberblock magic: little-endian puts it in the low word, big-endian in
+                // the high one.
+                if (low == uberblock && high == 0) || (low == 0 && high == uberblock.byteSwapped) { zfs = true }
+                if low == logRecord.byteSwapped || low == logRecord { xfsLog = true }
             }
         }
     }

@@ -1,4 +1,5 @@
 import CExt2fs
+import CExt2fsFdIO
 import Glibc
 import Synchronization
 
@@ -24,18 +25,27 @@ public final class Ext2Filesystem: @unchecked Sendable {
     /// The unit of streaming reads.
     public static let chunkBytes = 64 * 1024
 
-    /// Opens the filesystem at byte `offset` of `image`. Wraps ext2fs_open2(3) with the `offset=`
-    /// io option and without EXT2_FLAG_RW, so libext2fs opens the image O_RDONLY.
+    /// The image, open read-only; libext2fs reads through it (see CExt2fsFdIO).
+    private let fd: Int32
+
+    /// Opens the filesystem at byte `offset` of `image`, read-only. Wraps ext2fs_open2(3) with an
+    /// I/O manager that reads through this descriptor and can neither write nor fsync.
     public init(image: String, offset: UInt64) throws(SystemError) {
-        let err = ext2fs_open2(image, "offset=\(offset)", 0, 0, 0, imgtool_unix_io_manager(), &handle)
+        fd = open(image, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", on: image, errno: errno) }
+        let err = ext2fs_open2("fd:\(fd):\(offset)", nil, 0, 0, 0, imgtool_fd_io_manager(), &handle)
         guard err == 0, let fs = handle else {
+            close(fd)
             throw SystemError("ext2fs_open2 at offset \(offset) (\(Self.message(err)))",
                               on: image, errno: EIO)
         }
         self.fs = fs
     }
 
-    deinit { ext2fs_close_free(&handle) }
+    deinit {
+        ext2fs_close_free(&handle)
+        close(fd)
+    }
 
     // MARK: Queries
 
@@ -149,8 +159,8 @@ public final class Ext2Filesystem: @unchecked Sendable {
     // MARK: Types
 
     /// One file, directory or link, as its inode describes it.
-    public struct Entry: Sendable, Equatable, Codable {
-        public enum Kind: String, Sendable, Codable {
+    public struct Entry: Sendable, Equatable {
+        public enum Kind: String, Sendable {
             case file, directory, symlink, other
         }
 

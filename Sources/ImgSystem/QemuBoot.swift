@@ -1,8 +1,8 @@
 import Glibc
 
 /// What a disk image showed on its screen when booted in a throwaway VM.
-public struct BootObservation: Sendable, Equatable, Codable {
-    public enum Outcome: String, Sendable, Codable {
+public struct BootObservation: Sendable, Equatable {
+    public enum Outcome: String, Sendable {
         case grubMenu, grubPrompt, grubRescue, grubError, noBootableDevice, timeout, other
     }
     public let outcome: Outcome

@@ -1,32 +1,33 @@
-import ArgumentParser
 import ImgKit
 import Logging
 
-struct InspectCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "inspect",
-        abstract: "Show what a disk image holds: partitions, filesystems, boot code, OS. Read-only, no root.",
-        discussion: "Opens the image read-only; attaches and mounts nothing. Problems found in the image are listed as findings; the exit code is 0 whenever a report could be made.")
+let inspectCommand = CommandSpec(
+    name: "inspect",
+    abstract: "Show what a disk image holds: partitions, filesystems, boot code, OS. Read-only, no root.",
+    discussion: "Opens the image read-only; attaches and mounts nothing. Problems found in the image are listed as findings; the exit code is 0 whenever a report could be made.",
+    positionals: [PositionalSpec(name: "image", optional: false, help: "The raw disk image (or block device).")],
+    options: [
+        .flag("json", help: "Print the report as JSON on stdout."),
+        .flag("verbose", short: "v", help: "More detail on stderr."),
+    ],
+    run: { InspectCommand(image: $0.positional(0)!, json: $0.flag("json"), verbose: $0.flag("verbose")).run() })
 
-    @Argument(help: "The raw disk image (or block device).")
-    var image: String
+struct InspectCommand {
+    let image: String
+    let json: Bool
+    let verbose: Bool
 
-    @Flag(help: "Print the report as JSON on stdout.")
-    var json = false
-
-    @Flag(name: .shortAndLong, help: "More detail on stderr.")
-    var verbose = false
-
-    func run() throws {
+    func run() -> Int32 {
         let logger = makeLogger(label: "imgtool.inspect", verbose: verbose, quiet: !verbose)
         let report: InspectReport
         do {
             report = try Inspect.run(image: image, logger: logger)
         } catch {
             printError(error.description)
-            throw ExitCode(error.exitStatus.rawValue)
+            return error.exitStatus.rawValue
         }
-        if json { try printJSON(report) } else { writeAll(1, Array(render(report).utf8)) }
+        if json { printJSON(report.json) } else { writeAll(1, Array(render(report).utf8)) }
+        return 0
     }
 
     /// fdisk -l, blkid and file(1) in one screen.

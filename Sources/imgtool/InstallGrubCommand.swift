@@ -1,44 +1,47 @@
-import ArgumentParser
-import FoundationEssentials
 import Glibc
 import ImgKit
 import ImgSystem
 import Logging
 
-struct InstallGrubCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "install-grub",
-        abstract: "Install GRUB 2 for BIOS (i386-pc) into a partitioned disk image.",
-        discussion: """
-            Attaches the image as a loop device, presents its partitions to the kernel, mounts the \
-            boot partition, runs grub-install and releases everything again, also on error or signal. \
-            Strategies: partscan (the kernel parses the table), blkpg (imgtool adds the partitions), \
-            offset (a loop device per partition; GRUB's modules are named explicitly).
-            """)
+let installGrubCommand = CommandSpec(
+    name: "install-grub",
+    abstract: "Install GRUB 2 for BIOS (i386-pc) into a partitioned disk image.",
+    discussion: """
+        Attaches the image as a loop device, presents its partitions to the kernel, mounts the \
+        boot partition, runs grub-install and releases everything again, also on error or signal. \
+        Strategies: partscan (the kernel parses the table), blkpg (imgtool adds the partitions), \
+        offset (a loop device per partition; GRUB's modules are named explicitly).
+        """,
+    positionals: [PositionalSpec(name: "image", optional: false, help: "The raw disk image (or block device).")],
+    options: [
+        .option("strategy", "<name>", help: "partscan, blkpg or offset (default: the first this kernel supports)."),
+        .option("boot-partition", "<n>", help: "Partition number for /boot/grub (default: found)."),
+        .option("modules", "<module>", repeatable: true, help: "Extra GRUB module to build into core.img (repeatable)."),
+        .flag("json", help: "Print a JSON result object on stdout."),
+        .flag("verbose", short: "v", help: "Show grub-install's output and more detail."),
+        .flag("quiet", short: "q", help: "Print only errors."),
+    ],
+    run: { arguments throws(UsageError) in
+        InstallGrubCommand(
+            image: arguments.positional(0)!,
+            strategy: try arguments.value("strategy", as: Strategy.self,
+                                          expected: Strategy.allCases.map(\.rawValue).joined(separator: ", ")),
+            bootPartition: try arguments.value("boot-partition", as: Int.self, expected: "a partition number"),
+            modules: arguments.values("modules"), json: arguments.flag("json"),
+            verbose: arguments.flag("verbose"), quiet: arguments.flag("quiet")
+        ).run()
+    })
 
-    @Argument(help: "The raw disk image (or block device).")
-    var image: String
+struct InstallGrubCommand {
+    let image: String
+    let strategy: Strategy?
+    let bootPartition: Int?
+    let modules: [String]
+    let json: Bool
+    let verbose: Bool
+    let quiet: Bool
 
-    @Option(help: "partscan, blkpg or offset (default: the first this kernel supports).")
-    var strategy: Strategy?
-
-    @Option(name: .customLong("boot-partition"), help: "Partition number for /boot/grub (default: found).")
-    var bootPartition: Int?
-
-    @Option(name: .customLong("modules"), parsing: .singleValue,
-            help: "Extra GRUB module to build into core.img (repeatable).")
-    var modules: [String] = []
-
-    @Flag(help: "Print a JSON result object on stdout.")
-    var json = false
-
-    @Flag(name: .shortAndLong, help: "Show grub-install's output and more detail.")
-    var verbose = false
-
-    @Flag(name: .shortAndLong, help: "Print only errors.")
-    var quiet = false
-
-    func run() throws {
+    func run() -> Int32 {
         let interruption = Interruption()
         let trap = SignalTrap(interruption)
         defer { withExtendedLifetime(trap) {} }
@@ -51,20 +54,16 @@ struct InstallGrubCommand: ParsableCommand {
                 logger: logger, interruption: interruption)
         } catch {
             printError(error.description)
-            throw ExitCode(error.exitCode)
+            return error.exitCode
         }
-        if json { try printJSON(result) }
+        if json { printJSON(result.json) }
+        return 0
     }
 }
 
-extension Strategy: ExpressibleByArgument {}
-
-// FoundationEssentials rather than Foundation: it has JSONEncoder without loading ICU, which
-// halves the tool's start-up time.
-func printJSON(_ value: some Encodable) throws {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    writeAll(1, Array(try encoder.encode(value)) + [UInt8(ascii: "\n")])
+extension Strategy: LosslessStringConvertible {
+    public init?(_ description: String) { self.init(rawValue: description) }
+    public var description: String { rawValue }
 }
 
 func printError(_ message: String) {

@@ -1,35 +1,48 @@
-import ArgumentParser
 import Glibc
 import ImgKit
 import ImgSystem
 
-struct LsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "ls",
-        abstract: "List a directory of an ext2/3/4 filesystem in a disk image, without mounting it.",
-        discussion: """
-            Reads the image through libext2fs: no root, no loop device, no mount, and the image is \
-            opened read-only. Symbolic links are followed inside the image's filesystem, never on \
-            the host. A path that is not a directory is shown by itself.
-            """)
+let lsCommand = CommandSpec(
+    name: "ls",
+    abstract: "List a directory of an ext2/3/4 filesystem in a disk image, without mounting it.",
+    discussion: """
+        Reads the image through libext2fs: no root, no loop device, no mount, and the image is \
+        opened read-only. Symbolic links are followed inside the image's filesystem, never on \
+        the host. A path that is not a directory is shown by itself.
+        """,
+    positionals: [
+        PositionalSpec(name: "image", optional: false, help: "The disk image (or a bare filesystem image, or a block device)."),
+        PositionalSpec(name: "path", optional: true, help: "The path inside the filesystem (default /)."),
+    ],
+    options: [
+        partitionOption,
+        .flag("long", short: "l", help: "Long format: mode, owner, group, size, modification time (UTC), name."),
+        .flag("json", help: "Print a JSON array of entries."),
+    ],
+    run: { arguments throws(UsageError) in
+        LsCommand(image: arguments.positional(0)!, path: arguments.positional(1) ?? "/",
+                  partition: try partition(arguments), long: arguments.flag("long"), json: arguments.flag("json")).run()
+    })
 
-    @Argument(help: "The disk image (or a bare filesystem image, or a block device).")
-    var image: String
+/// --partition for ls and cat.
+let partitionOption = OptionSpec.option(
+    "partition", "<n>",
+    help: "The partition holding the filesystem (default: the only ext2/3/4 one, or the whole image if it has no partition table).")
 
-    @Argument(help: "The path inside the filesystem.")
-    var path: String = "/"
+func partition(_ arguments: ParsedArguments) throws(UsageError) -> Int? {
+    try arguments.value("partition", as: Int.self, expected: "a partition number")
+}
 
-    @Option(help: "The partition holding the filesystem (default: the only ext2/3/4 one, or the whole image if it has no partition table).")
-    var partition: Int?
+struct LsCommand {
+    let image: String
+    let path: String
+    let partition: Int?
+    let long: Bool
+    let json: Bool
 
-    @Flag(name: .customShort("l"), help: "Long format: mode, owner, group, size, modification time (UTC), name.")
-    var long = false
-
-    @Flag(help: "Print a JSON array of entries.")
-    var json = false
-
-    func run() throws {
-        let opened = try openFilesystem(image: image, partition: partition)
+    func run() -> Int32 {
+        let opened: ImageFiles.Opened
+        do { opened = try ImageFiles.open(image: image, partition: partition) } catch { return fail(error) }
         let fs = opened.filesystem
         let entries: [Ext2Filesystem.Entry]
         let directory: String?
@@ -45,7 +58,7 @@ struct LsCommand: ParsableCommand {
                 directory = nil
             }
         } catch {
-            throw fail(ImageFiles.Error.file(error, image: image, partition: opened.location.partition))
+            return fail(ImageFiles.Error.file(error, image: image, partition: opened.location.partition))
         }
         // A link that cannot be read still gets listed; its target is then left out.
         let targets: [String?] = entries.map { entry in
@@ -53,13 +66,14 @@ struct LsCommand: ParsableCommand {
             return try? fs.readLink(directory.map { join($0, entry.name) } ?? path)
         }
         if json {
-            try printJSON(zip(entries, targets).map(ListedEntry.init))
+            printJSON(.array(zip(entries, targets).map { ListedEntry($0, target: $1).json }))
         } else if long {
             printLong(entries, targets: targets)
         } else {
             let lines = entries.map { escaped($0.name) + ($0.kind == .directory && directory != nil ? "/" : "") + "\n" }
             writeAll(1, Array(lines.joined().utf8))
         }
+        return 0
     }
 
     private func printLong(_ entries: [Ext2Filesystem.Entry], targets: [String?]) {
@@ -82,44 +96,29 @@ struct LsCommand: ParsableCommand {
 }
 
 /// One entry of `ls --json`: the inode's fields, and a symbolic link's target.
-private struct ListedEntry: Encodable {
-    let name: String
-    let kind: Ext2Filesystem.Entry.Kind
-    let size: UInt64
-    let mode: UInt16
-    let uid: UInt32
-    let gid: UInt32
-    let inode: UInt32
-    /// Seconds since the epoch.
-    let modified: Int64
+private struct ListedEntry: JSONRepresentable {
+    let entry: Ext2Filesystem.Entry
     let target: String?
 
     init(_ entry: Ext2Filesystem.Entry, target: String?) {
-        name = entry.name
-        kind = entry.kind
-        size = entry.size
-        mode = entry.mode
-        uid = entry.uid
-        gid = entry.gid
-        inode = entry.inode
-        modified = entry.modified
+        self.entry = entry
         self.target = target
     }
-}
 
-/// Opens the filesystem for ls and cat, or prints why not and exits with the documented code.
-func openFilesystem(image: String, partition: Int?) throws -> ImageFiles.Opened {
-    do {
-        return try ImageFiles.open(image: image, partition: partition)
-    } catch {
-        throw fail(error)
+    var json: JSONValue {
+        .object([
+            "name": .string(entry.name), "kind": .string(entry.kind.rawValue), "size": .uint(entry.size),
+            "mode": .uint(UInt64(entry.mode)), "uid": .uint(UInt64(entry.uid)), "gid": .uint(UInt64(entry.gid)),
+            "inode": .uint(UInt64(entry.inode)), "modified": .int(entry.modified),  // seconds since the epoch
+            "target": JSONValue(target),
+        ])
     }
 }
 
-/// Prints `error` and returns the exit code to throw.
-func fail(_ error: ImageFiles.Error) -> ExitCode {
+/// Prints `error`; returns the documented exit code.
+func fail(_ error: ImageFiles.Error) -> Int32 {
     printError(error.description)
-    return ExitCode(error.exitStatus.rawValue)
+    return error.exitStatus.rawValue
 }
 
 /// `drwxr-xr-x`, as ls -l prints it, with setuid, setgid and sticky bits.

@@ -1,48 +1,39 @@
-import ArgumentParser
-import FoundationEssentials
 import ImgKit
 import ImgSystem
 import Logging
 
-struct VerifyCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "verify",
-        abstract: "Tell whether a disk image will boot with BIOS, and why not. Read-only, no root.",
-        discussion: """
-            Decodes the boot sector and GRUB's core.img (blocklist, modules, prefix, embedded config) and \
-            checks what core.img needs from the image. --boot also boots the image under qemu on a \
-            copy-on-write overlay and reports what the screen shows. Exit codes: 0 bootable, 1 not bootable, \
-            2 unknown or error. Not yet verified: EFI images, GRUB legacy, SYSLINUX and Microsoft boot code \
-            (named only, verdict unknown).
-            """)
+let verifyCommand = CommandSpec(
+    name: "verify",
+    abstract: "Tell whether a disk image will boot with BIOS, and why not. Read-only, no root.",
+    discussion: """
+        Decodes the boot sector and GRUB's core.img (blocklist, modules, prefix, embedded config) and \
+        checks what core.img needs from the image. --boot also boots the image under qemu on a \
+        copy-on-write overlay and reports what the screen shows. Exit codes: 0 bootable, 1 not bootable, \
+        2 unknown or error. Not yet verified: EFI images, GRUB legacy, SYSLINUX and Microsoft boot code \
+        (named only, verdict unknown).
+        """,
+    positionals: [PositionalSpec(name: "image", optional: false, help: "The raw disk image (or block device).")],
+    options: [
+        .flag("boot", help: "Also boot the image under qemu (TCG) and report what it shows."),
+        .option("timeout", "<seconds>", help: "Seconds to wait for the booted image to show something recognisable (default 30)."),
+        .flag("json", help: "Print the report as JSON on stdout."),
+        .flag("verbose", short: "v", help: "More detail on stderr."),
+    ],
+    run: { arguments throws(UsageError) in
+        let timeout = try arguments.value("timeout", as: Double.self, expected: "a number of seconds") ?? 30
+        guard timeout > 0, timeout.isFinite else { throw UsageError(message: "'--timeout' must be a positive number of seconds.") }
+        return VerifyCommand(image: arguments.positional(0)!, boot: arguments.flag("boot"), timeout: timeout,
+                             json: arguments.flag("json"), verbose: arguments.flag("verbose")).run()
+    })
 
-    @Argument(help: "The raw disk image (or block device).")
-    var image: String
+struct VerifyCommand {
+    let image: String
+    let boot: Bool
+    let timeout: Double
+    let json: Bool
+    let verbose: Bool
 
-    @Flag(help: "Also boot the image under qemu (TCG) and report what it shows.")
-    var boot = false
-
-    @Option(help: "Seconds to wait for the booted image to show something recognisable.")
-    var timeout: Double = 30
-
-    @Flag(help: "Print the report as JSON on stdout.")
-    var json = false
-
-    @Flag(name: .shortAndLong, help: "More detail on stderr.")
-    var verbose = false
-
-    struct Output: Encodable {
-        let report: VerifyReport
-        let boot: BootObservation?
-        func encode(to encoder: any Encoder) throws {
-            try report.encode(to: encoder)
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(boot, forKey: .boot)
-        }
-        enum CodingKeys: String, CodingKey { case boot }
-    }
-
-    func run() throws {
+    func run() -> Int32 {
         let interruption = Interruption()
         let trap = SignalTrap(interruption)
         defer { withExtendedLifetime(trap) {} }
@@ -52,7 +43,7 @@ struct VerifyCommand: ParsableCommand {
             report = try Verify.run(image: image, logger: logger)
         } catch {
             printError(error.description)
-            throw ExitCode(2)
+            return 2
         }
         var observation: BootObservation?
         if boot {
@@ -60,15 +51,18 @@ struct VerifyCommand: ParsableCommand {
                 observation = try QemuBoot.observe(image: image, timeout: timeout, interruption: interruption)
             } catch {
                 printError(error.description)
-                throw ExitCode(2)
+                return 2
             }
         }
         if json {
-            try printJSON(Output(report: report, boot: observation))
+            // The report's keys plus "boot": what qemu showed, or null without --boot.
+            guard case .object(var members) = report.json else { return 2 }
+            members["boot"] = observation?.json ?? .null
+            printJSON(.object(members))
         } else {
             writeAll(1, Array(render(report, observation).utf8))
         }
-        throw ExitCode(report.exitCode)
+        return report.exitCode
     }
 
     func render(_ r: VerifyReport, _ boot: BootObservation?) -> String {

@@ -68,8 +68,10 @@ import TestSupport
             // Without the separate /boot there are no kernels, but the OS is the same.
             let rootOnly = try #require(OSInspection.inspect(image: image, filesystems: [(2, OSTree.rootOffset)]))
             #expect(rootOnly.kernels == [] && rootOnly.id == "debian")
-            let encoded = try JSONEncoder().encode(FilesAndOSTests.expectedReport)
-            #expect(try JSONDecoder().decode(OSReport.self, from: encoded) == FilesAndOSTests.expectedReport)
+            // The JSON document keeps every key; what the image lacks is null.
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(rootOnly.json.rendered().utf8)) as? [String: Any])
+            #expect(Set(json.keys) == ["rootPartition", "id", "versionID", "prettyName", "hostname", "kernels"])
+            #expect(json["id"] as? String == "debian" && json["kernels"] as? [String] == [])
         }
 
         @Test("a bare root filesystem: /usr/lib/os-release alone, kernels in its own /boot, hostname after comments")
@@ -194,7 +196,7 @@ import TestSupport
             #expect(hostname["kind"] as? String == "file" && hostname["size"] as? Int == 9)
             #expect(hostname["mode"] as? Int == 0o100644 && hostname["modified"] as? Int == Int(OSTree.time))
             #expect(hostname["uid"] as? Int == 0 && hostname["gid"] as? Int == 0 && hostname["inode"] is Int)
-            #expect(hostname["target"] == nil)
+            #expect(hostname["target"] is NSNull)  // every key is present; null when not a link
             #expect(link["kind"] as? String == "symlink" && link["target"] as? String == "../usr/lib/os-release")
         }
 
@@ -245,7 +247,7 @@ import TestSupport
             try expectFailure(["ls", image, "--partition", "2", "/etc/hostname/x"], status: .badImage,
                               message: "/etc/hostname is not a directory")
             let usage = try imgtool(["cat", image, "--partition", "2"])
-            #expect(usage.status == 64 && usage.stderr.contains("Missing expected argument '<path>'"), "\(usage.stderr)")
+            #expect(usage.status == 64 && usage.stderr.contains("missing argument <path>"), "\(usage.stderr)")
             #expect(try sha256(image) == before)
 
             let bare = try makeDisk(scratch.file("bare.img"), ["--label", "none", "--fs", "ext4", "--size-mib", "8"])

@@ -25,6 +25,7 @@ make_image() {   # OUT SIZE: GPT with BIOS boot, ESP, a 100 GiB ext4, and the re
 BIG=$WORK/big.img SMALL=$WORK/small.img
 make_image "$BIG" 1T
 make_image "$SMALL" 1G
+sync  # written-back images: hole reporting (SEEK_DATA) then depends only on the layout
 OFFSETS=$(sfdisk -J "$BIG" | python3 -c 'import json,sys; print(" ".join(str(p["start"] * 512) for p in json.load(sys.stdin)["partitiontable"]["partitions"]))')
 
 now_us() { echo "${EPOCHREALTIME/./}"; }

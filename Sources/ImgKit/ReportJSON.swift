@@ -1,0 +1,110 @@
+import ImgFormats
+import ImgSystem
+
+// The JSON documents the reports print (`--json`). Every key is always present; absent values
+// are null, so scripts can index without checking.
+
+extension InspectReport: JSONRepresentable, Encodable {
+    public var json: JSONValue {
+        .object([
+            "image": .string(image), "size": .uint(size), "sectorSize": JSONValue(sectorSize),
+            "partitionTable": partitionTable.json, "filesystem": filesystem?.json ?? .null,
+            "bootCode": bootCode.json, "os": os?.json ?? .null, "findings": .array(findings.map(\.json)),
+        ])
+    }
+
+    public func encode(to encoder: any Encoder) throws { try json.encode(to: encoder) }
+}
+
+extension InspectReport.Filesystem: JSONRepresentable {
+    public var json: JSONValue {
+        .object(["type": .string(type), "uuid": JSONValue(uuid), "label": JSONValue(label),
+                 "version": JSONValue(version), "blockSize": JSONValue(blockSize)])
+    }
+}
+
+extension InspectReport.Partition: JSONRepresentable {
+    public var json: JSONValue {
+        .object([
+            "number": JSONValue(number), "start": .uint(start), "size": .uint(size), "type": .string(type),
+            "typeName": JSONValue(typeName), "bootable": .bool(bootable), "uuid": JSONValue(uuid),
+            "name": JSONValue(name), "filesystem": filesystem?.json ?? .null,
+        ])
+    }
+}
+
+extension InspectReport.Table: JSONRepresentable {
+    public var json: JSONValue {
+        .object([
+            "type": JSONValue(type), "id": JSONValue(id), "parsed": .bool(parsed),
+            "partitions": .array(partitions.map(\.json)),
+            "unallocated": .array(unallocated.map { .object(["start": .uint($0.start), "count": .uint($0.count)]) }),
+        ])
+    }
+}
+
+extension InspectReport.BootCodeSummary: JSONRepresentable {
+    public var json: JSONValue {
+        .object(["kind": .string(kind), "description": .string(description),
+                 "details": .object(details.mapValues { .string($0) })])
+    }
+}
+
+extension InspectReport.FindingEntry: JSONRepresentable {
+    public var json: JSONValue { .object(["severity": .string(severity), "message": .string(message)]) }
+}
+
+extension OSReport: JSONRepresentable, Encodable {
+    public var json: JSONValue {
+        .object([
+            "rootPartition": JSONValue(rootPartition), "id": JSONValue(id), "versionID": JSONValue(versionID),
+            "prettyName": JSONValue(prettyName), "hostname": JSONValue(hostname), "kernels": JSONValue(kernels),
+        ])
+    }
+
+    public func encode(to encoder: any Encoder) throws { try json.encode(to: encoder) }
+}
+
+extension VerifyReport: JSONRepresentable, Encodable {
+    public var json: JSONValue {
+        .object([
+            "image": .string(image), "bootable": bootable.map(JSONValue.bool) ?? .null, "bootCode": bootCode.json,
+            "grub": grub?.json ?? .null, "problems": .array(problems.map(\.json)),
+        ])
+    }
+
+    public func encode(to encoder: any Encoder) throws { try json.encode(to: encoder) }
+}
+
+extension VerifyReport.Grub: JSONRepresentable {
+    public var json: JSONValue {
+        .object([
+            "coreImage": .object(["sector": .uint(coreImage.sector), "sectors": .uint(coreImage.sectors)]),
+            "modules": JSONValue(modules), "prefix": JSONValue(prefix), "config": JSONValue(config),
+        ])
+    }
+}
+
+extension BootObservation: JSONRepresentable {
+    public var json: JSONValue {
+        .object([
+            "outcome": .string(outcome.rawValue), "screen": JSONValue(screen), "menuEntries": JSONValue(menuEntries),
+            "message": JSONValue(message), "seconds": .double(seconds),
+        ])
+    }
+}
+
+extension InstallGrub.Result: JSONRepresentable, Encodable {
+    public var json: JSONValue {
+        .object([
+            "image": .string(image), "strategy": .string(strategy.rawValue), "diskDevice": .string(diskDevice),
+            "bootPartition": .object([
+                "number": JSONValue(bootPartition.number), "device": .string(bootPartition.device),
+                "filesystem": .string(bootPartition.filesystem), "uuid": JSONValue(bootPartition.uuid),
+            ]),
+            "target": .string(target), "grubInstallVersion": JSONValue(grubInstallVersion), "seconds": .double(seconds),
+        ])
+    }
+
+    public func encode(to encoder: any Encoder) throws { try json.encode(to: encoder) }
+}
