@@ -1,4 +1,4 @@
-// libFuzzer entry point for the MBR/EBR, GPT, boot-code and GRUB core.img parsers. Not a SwiftPM
+// libFuzzer entry point for the MBR/EBR, GPT, boot-code, GRUB core.img, FAT and PE/GRUB EFI parsers. Not a SwiftPM
 // target: run.sh compiles it together with Sources/ImgFormats/*.swift into one module, so the
 // parsers' internal API is visible without an import and the whole parser is instrumented for
 // coverage.
@@ -32,7 +32,83 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     if let core = try? GrubCoreDecoder.decode(source, bootSector: Array(bytes.prefix(512))) {
         check(core, imageBytes: source.size)
     }
+
+    // The input as a FAT partition, and again followed by zeros up to 4 GiB: FAT16 and FAT32 need
+    // at least 4085 and 65525 clusters, far more than an input holds, but their metadata fits.
+    for fatSource: any ByteSource in [source, ZeroExtendedSource(bytes: bytes, size: 1 << 32)] {
+        if let fs = try? FATFilesystem.open(fatSource, offset: 0, length: fatSource.size) { check(fs) }
+    }
+
+    if let pe = try? PEImage.parse(bytes) {
+        check(pe, fileSize: size)
+        if let grub = try? GrubEFIImage.decode(pe: pe), grub.modules.count > size / 8 {
+            fatalError("\(grub.modules.count) modules from a \(size)-byte file")
+        }
+    }
     return 0
+}
+
+/// `bytes`, then zeros up to `size`: a sparse image whose tail was never written.
+private struct ZeroExtendedSource: ByteSource {
+    let bytes: [UInt8]
+    let size: UInt64
+
+    func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(max(count, 0)))
+        guard count >= 0, !overflow, end <= size else { throw ByteSourceError("read of \(count) bytes at \(offset) past \(size)") }
+        guard count <= 1 << 24 else { fatalError("a FAT read of \(count) bytes: the reader's bounds are broken") }
+        var result = [UInt8](repeating: 0, count: count)
+        if offset < UInt64(bytes.count) {
+            let start = Int(offset)
+            let available = min(count, bytes.count - start)
+            result.replaceSubrange(0..<available, with: bytes[start..<start + available])
+        }
+        return result
+    }
+}
+
+/// What an opened FAT volume must satisfy, and a bounded walk over it: the root, up to 8
+/// subdirectories and up to 16 files, each read with a 64 KiB cap.
+private func check(_ fs: FATFilesystem) {
+    let expected: FATFilesystem.Kind = fs.clusterCount < 4085 ? .fat12 : fs.clusterCount < 65525 ? .fat16 : .fat32
+    guard fs.kind == expected, [512, 1024, 2048, 4096].contains(fs.bytesPerSector),
+        fs.sectorsPerCluster > 0, fs.sectorsPerCluster & (fs.sectorsPerCluster - 1) == 0,
+        fs.kind != .fat32 || (fs.rootCluster >= 2 && fs.rootCluster <= fs.clusterCount + 1)
+    else { fatalError("opened FAT volume breaks its bounds: \(fs)") }
+
+    var directories = ["/"]
+    var files = 0
+    var listed = 0
+    while let directory = directories.popLast(), listed < 8 {
+        listed += 1
+        guard let entries = try? fs.list(directory) else { continue }
+        guard entries.count <= FATFilesystem.maximumDirectoryEntries else { fatalError("\(entries.count) entries in \(directory)") }
+        for entry in entries {
+            guard !entry.name.isEmpty, !entry.shortName.isEmpty else { fatalError("an entry without a name: \(entry)") }
+            guard !entry.name.contains("/") else { continue }
+            let path = (directory == "/" ? "" : directory) + "/" + entry.name
+            // The listing's own names must be found again (perhaps as an earlier entry of the same name).
+            guard let found = try? fs.lookup(path) else { fatalError("\(path) is listed but not found") }
+            if found.isDirectory {
+                if directories.count < 8, path.split(separator: "/").count < 4 { directories.append(path) }
+            } else if files < 16 {
+                files += 1
+                if let data = try? fs.read(path, maxBytes: 64 << 10), data.count != Int(found.size) || data.count > 64 << 10 {
+                    fatalError("\(path): read \(data.count) bytes of a \(found.size)-byte file with a 64 KiB cap")
+                }
+            }
+        }
+    }
+}
+
+/// What a parsed PE image must satisfy: the section count bound and every section's bytes in the file.
+private func check(_ pe: PEImage, fileSize: Int) {
+    guard pe.sections.count <= PEImage.maximumSections else { fatalError("\(pe.sections.count) sections") }
+    for section in pe.sections {
+        guard section.rawSize == 0 || UInt64(section.rawPointer) + UInt64(section.rawSize) <= UInt64(fileSize),
+            let bytes = pe.section(named: section.name), bytes.count <= fileSize
+        else { fatalError("section \(section) lies outside the \(fileSize)-byte file") }
+    }
 }
 
 /// What a decoded core.img must satisfy: the hard bounds the decoder promises.

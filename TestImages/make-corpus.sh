@@ -1,5 +1,6 @@
 #!/bin/bash
-# make-corpus.sh: write the seed corpus for Fuzz/run.sh (the MBR, GPT and boot-code parsers).
+# make-corpus.sh: write the seed corpus for Fuzz/run.sh (the MBR, GPT, boot-code, core.img, FAT and
+# PE parsers).
 #
 #   TestImages/make-corpus.sh [OUTDIR]      (default: TestImages/corpus/formats)
 #
@@ -138,3 +139,108 @@ if os.path.exists(path):
 else:
     print("make-corpus.sh: %s is missing (syslinux-common); seed skipped" % path, file=sys.stderr)
 EOF
+
+# FAT and PE seeds for FATFilesystem, PEImage and GrubEFIImage: volumes made by mkfs.fat
+# (dosfstools, --invariant) and mtools with fixed dates, PE files built field by field.
+command -v mkfs.fat >/dev/null && command -v mcopy >/dev/null || {
+    echo "make-corpus.sh: needs mkfs.fat and mtools (apt-get install dosfstools mtools)" >&2; exit 2; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export SOURCE_DATE_EPOCH=1700000000  # mtools' timestamps; mkfs.fat --invariant fixes its own
+python3 -c 'import sys; sys.stdout.buffer.write(b"MZ" + bytes(range(256)) * 6)' > "$tmp/boot.efi"
+printf 'set prefix=(hd0,gpt1)/EFI/debian\n' > "$tmp/grub.cfg"
+
+fat() {  # fat NAME KIB MKFS-ARGS... : a volume with an ESP layout
+    local name=$1 kib=$2; shift 2
+    mkfs.fat -C --invariant "$@" "$tmp/$name" "$kib" >/dev/null
+    mmd -i "$tmp/$name" ::/EFI ::/EFI/BOOT
+    mcopy -i "$tmp/$name" "$tmp/boot.efi" ::/EFI/BOOT/BOOTX64.EFI
+    mcopy -i "$tmp/$name" "$tmp/grub.cfg" "::/EFI/BOOT/Long file name.cfg"
+    mcopy -i "$tmp/$name" "$tmp/grub.cfg" ::/deleted.txt
+    mdel -i "$tmp/$name" ::/deleted.txt
+}
+fat fat12-esp.bin 48 -F 12 -s 1 -r 16 -n ESP
+fat fat16-esp.bin 2200 -F 16 -s 1 -r 16 -n ESP
+# FAT32 needs 65525 clusters, so its FAT alone is 256 KiB: only the reserved sectors and the
+# start of the one FAT fit in a seed; the root directory lies past it and reads as empty.
+mkfs.fat -C --invariant -F 32 -s 1 -f 1 "$tmp/fat32-empty.bin" 34000 >/dev/null
+
+python3 - "$tmp" "$out" <<'PY'
+import os, struct, sys
+tmp, out = sys.argv[1:]
+
+def trimmed(name):
+    data = open(os.path.join(tmp, name), "rb").read()
+    if name != "fat12-esp.bin":  # the FAT12 volume is whole, so it also opens without zero-extension
+        data = data.rstrip(b"\0")
+        data += bytes(-len(data) % 512)
+    assert len(data) <= 64 * 1024, (name, len(data))
+    return data
+
+def elf(name, wide):
+    """A relocatable ELF (64- or 32-bit, little-endian) with sections: null, .shstrtab, .modname."""
+    names = b"\0.shstrtab\0.modname\0"
+    modname = name.encode() + b"\0"
+    header = 64 if wide else 52
+    entry = 64 if wide else 40
+    table = (header + len(names) + len(modname) + 7) & ~7
+    body = bytearray(table + 3 * entry)
+    body[0:7] = b"\x7fELF" + bytes([2 if wide else 1, 1, 1])
+    if wide:
+        struct.pack_into("<Q", body, 0x28, table)
+        struct.pack_into("<HHH", body, 0x3A, entry, 3, 1)
+    else:
+        struct.pack_into("<I", body, 0x20, table)
+        struct.pack_into("<HHH", body, 0x2E, entry, 3, 1)
+    body[header:header + len(names)] = names
+    body[header + len(names):header + len(names) + len(modname)] = modname
+    for index, (name_offset, offset, size) in enumerate([(0, 0, 0), (1, header, len(names)), (11, header + len(names), len(modname))]):
+        at = table + index * entry
+        if wide:
+            struct.pack_into("<IIQQQQ", body, at, name_offset, 3, 0, 0, offset, size)
+        else:
+            struct.pack_into("<IIIIII", body, at, name_offset, 3, 0, 0, offset, size)
+    return bytes(body)
+
+def mods(wide, entries):
+    align = 8 if wide else 4
+    area = b""
+    for type_, body in entries:
+        body += bytes(-len(body) % align)
+        area += struct.pack("<II", type_, 8 + len(body)) + body
+    if wide:
+        return b"mimg" + struct.pack("<IQQ", 0, 24, 24 + len(area)) + area
+    return b"mimg" + struct.pack("<II", 12, 12 + len(area)) + area
+
+def pe(machine, magic, subsystem, sections):
+    """DOS header (e_lfanew 0x80), COFF header, optional header, sections at 0x200-aligned offsets."""
+    optional_size = 240 if magic == 0x20B else 224
+    head = bytearray(0x80)
+    head[0:2] = b"MZ"
+    struct.pack_into("<I", head, 0x3C, 0x80)
+    head += b"PE\0\0" + struct.pack("<HHIIIHH", machine, len(sections), 0, 0, 0, optional_size, 0x22)
+    optional = bytearray(optional_size)
+    struct.pack_into("<H", optional, 0, magic)
+    struct.pack_into("<H", optional, 68, subsystem)
+    head += optional
+    align = lambda n: (n + 0x1FF) & ~0x1FF
+    raw = align(len(head) + 40 * len(sections))
+    data = b""
+    for index, (name, contents) in enumerate(sections):
+        size = align(len(contents))
+        head += struct.pack("<8sIIIIIIHHI", name.encode(), len(contents), 0x1000 * (index + 1), size, raw, 0, 0, 0, 0, 0x40000040)
+        data += contents + bytes(size - len(contents))
+        raw += size
+    return bytes(head) + bytes(align(len(head)) - len(head)) + data
+
+seeds = {name: trimmed(name) for name in ["fat12-esp.bin", "fat16-esp.bin", "fat32-empty.bin"]}
+seeds["pe32plus-grub-mods.bin"] = pe(0x8664, 0x20B, 10, [
+    (".text", b"\xc3"),
+    ("mods", mods(True, [(0, elf("part_gpt", True)), (0, elf("fat", True)), (3, b"/EFI/debian\0"),
+                         (2, b"configfile /EFI/debian/grub.cfg\n\0"), (6, b"")])),
+])
+seeds["pe32-grub-mods.bin"] = pe(0x14C, 0x10B, 10, [("mods", mods(False, [(0, elf("fat", False)), (3, b"(hd0,gpt1)/boot/grub\0")]))])
+for name, data in seeds.items():
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(data)
+PY

@@ -308,15 +308,10 @@ public enum GrubCoreDecoder {
     // MARK: module info
 
     /// The objects core.img carries, as `parseModuleInfo` found them.
-    struct Objects: Equatable {
-        var modules: [String] = []
-        var prefix: String?
-        var config: String?
-        var other: [UInt32] = []
-    }
+    typealias Objects = GrubModuleList.Objects
 
     /// Reads grub_module_info32 {magic "mimg", u32 offset, u32 size} at `kernel.count - size` and the
-    /// entries {u32 type, u32 size incl. this header} it covers, each starting 4-byte aligned.
+    /// entries it covers, through the walker GRUB's EFI images share.
     static func parseModuleInfo(_ kernel: [UInt8]) throws(Problem) -> Objects {
         // The magic also occurs in kernel code, so trust only the header whose size reaches the end.
         var start: Int?
@@ -331,27 +326,69 @@ public enum GrubCoreDecoder {
         guard let start else { throw .moduleInfoMissing }
         let offset = Int(kernel.le32(start + 4))
         guard offset >= moduleInfoHeaderSize, offset <= kernel.count - start else { throw .moduleInfoMissing }
+        do throws(GrubModuleList.Problem) {
+            return try GrubModuleList.walk(kernel, from: start + offset, to: kernel.count, elf64: false)
+        } catch {
+            switch error {
+            case .entryInvalid(let entry, let offset, let reason): throw .moduleEntryInvalid(entry: entry, offset: offset, reason: reason)
+            case .nameMissing(let entry, let reason): throw .moduleNameMissing(entry: entry, reason: reason)
+            }
+        }
+    }
 
+    // MARK: reading
+
+    private static func read(_ source: some ByteSource, sector: UInt64, count: UInt64) throws(Problem) -> [UInt8] {
+        // Callers have checked sector + count against the image, and count <= 888.
+        do {
+            return try source.read(at: sector * UInt64(sectorSize), count: Int(count) * sectorSize)
+        } catch {
+            throw .readFailed("\(error)")
+        }
+    }
+}
+
+/// GRUB's module list, the same in every platform's kernel image: i386-pc core.img carries it after
+/// the decompressed kernel, the EFI images in their "mods" PE section. Only the header in front of
+/// it (grub_module_info32 or grub_module_info64) and the ELF class of the modules differ.
+enum GrubModuleList {
+    /// The objects a module list holds.
+    struct Objects: Equatable {
+        var modules: [String] = []
+        var prefix: String?
+        var config: String?
+        var other: [UInt32] = []
+    }
+
+    /// Why a module list cannot be walked; each decoder wraps this in its own `Problem`.
+    enum Problem: Error {
+        case entryInvalid(entry: Int, offset: Int, reason: String)
+        case nameMissing(entry: Int, reason: String)
+    }
+
+    /// Walks the entries {u32 type, u32 size incl. this header} in `bytes[start..<end]`, each starting
+    /// 4-byte aligned. Every size is checked against `end`, so the walk always terminates.
+    static func walk(_ bytes: [UInt8], from start: Int, to end: Int, elf64: Bool) throws(Problem) -> Objects {
         var objects = Objects()
         var entry = 0
-        position = start + offset
-        while position < kernel.count {
+        var position = start
+        while position < end {
             entry += 1
-            guard kernel.count - position >= 8 else {
-                throw .moduleEntryInvalid(entry: entry, offset: position, reason: "only \(kernel.count - position) bytes left for its 8-byte header")
+            guard end - position >= 8 else {
+                throw .entryInvalid(entry: entry, offset: position, reason: "only \(end - position) bytes left for its 8-byte header")
             }
-            let type = kernel.le32(position)
-            let size = Int(kernel.le32(position + 4))  // Int is 64 bits: no overflow below
-            guard size >= 8, size <= kernel.count - position else {
-                throw .moduleEntryInvalid(entry: entry, offset: position, reason: "size \(size) is below 8 or runs past the end (\(kernel.count - position) bytes left)")
+            let type = bytes.le32(position)
+            let size = Int(bytes.le32(position + 4))  // Int is 64 bits: no overflow below
+            guard size >= 8, size <= end - position else {
+                throw .entryInvalid(entry: entry, offset: position, reason: "size \(size) is below 8 or runs past the end (\(end - position) bytes left)")
             }
-            let body = Array(kernel[position + 8..<position + size])
+            let body = Array(bytes[position + 8..<position + size])
             switch type {
             case 0:
                 do throws(ElfProblem) {
-                    objects.modules.append(try moduleName(elf: body))
+                    objects.modules.append(try moduleName(elf: body, elf64: elf64))
                 } catch {
-                    throw .moduleNameMissing(entry: entry, reason: error.reason)
+                    throw .nameMissing(entry: entry, reason: error.reason)
                 }
             case 2: objects.config = objects.config ?? cString(body)
             case 3: objects.prefix = objects.prefix ?? cString(body)
@@ -367,41 +404,46 @@ public enum GrubCoreDecoder {
         String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
     }
 
-    // MARK: ELF32 modules
+    // MARK: ELF modules
 
     struct ElfProblem: Error {
         let reason: String
         init(_ reason: String) { self.reason = reason }
     }
 
-    /// The contents of the `.modname` section of a little-endian ELF32 module, read through its
-    /// section header table with every offset checked against the module's bytes.
-    static func moduleName(elf: [UInt8]) throws(ElfProblem) -> String {
-        guard elf.count >= 52, elf[0..<4].elementsEqual([0x7F, 0x45, 0x4C, 0x46]) else { throw ElfProblem("not an ELF file") }
-        guard elf[4] == 1, elf[5] == 1 else { throw ElfProblem("not a little-endian 32-bit ELF file") }
-        let tableOffset = Int(elf.le32(0x20))
-        let entrySize = Int(elf.le16(0x2E))
-        let count = Int(elf.le16(0x30))
-        let namesIndex = Int(elf.le16(0x32))
-        guard entrySize >= 40, count > 0, namesIndex < count, tableOffset <= elf.count,
-            count * entrySize <= elf.count - tableOffset
+    /// The contents of the `.modname` section of a little-endian ELF32 (i386) or ELF64 (x86_64,
+    /// arm64) module, read through its section header table with every offset checked against the
+    /// module's bytes.
+    static func moduleName(elf: [UInt8], elf64: Bool) throws(ElfProblem) -> String {
+        guard elf.count >= (elf64 ? 64 : 52), elf[0..<4].elementsEqual([0x7F, 0x45, 0x4C, 0x46]) else { throw ElfProblem("not an ELF file") }
+        guard elf[4] == (elf64 ? 2 : 1), elf[5] == 1 else {
+            throw ElfProblem("not a little-endian \(elf64 ? 64 : 32)-bit ELF file")
+        }
+        let size = UInt64(elf.count)
+        let tableOffset = elf64 ? elf.le64(0x28) : UInt64(elf.le32(0x20))
+        let entrySize = Int(elf.le16(elf64 ? 0x3A : 0x2E))
+        let count = Int(elf.le16(elf64 ? 0x3C : 0x30))
+        let namesIndex = Int(elf.le16(elf64 ? 0x3E : 0x32))
+        guard entrySize >= (elf64 ? 64 : 40), count > 0, namesIndex < count, tableOffset <= size,
+            UInt64(count * entrySize) <= size - tableOffset
         else { throw ElfProblem("its section header table lies outside the module") }
+        let table = Int(tableOffset)  // <= elf.count
 
         // Only the two sections read are bounds-checked: .bss and friends (SHT_NOBITS) have sizes
         // with no bytes in the file behind them.
         func contents(_ index: Int) throws(ElfProblem) -> ArraySlice<UInt8> {
-            let header = tableOffset + index * entrySize
-            let offset = Int(elf.le32(header + 16))
-            let size = Int(elf.le32(header + 20))
-            guard offset <= elf.count, size <= elf.count - offset else {
+            let header = table + index * entrySize
+            let offset = elf64 ? elf.le64(header + 0x18) : UInt64(elf.le32(header + 16))
+            let length = elf64 ? elf.le64(header + 0x20) : UInt64(elf.le32(header + 20))
+            guard offset <= size, length <= size - offset else {
                 throw ElfProblem("section \(index) lies outside the module")
             }
-            return elf[offset..<offset + size]
+            return elf[Int(offset)..<Int(offset + length)]
         }
         let names = try contents(namesIndex)
         let wanted = Array(".modname".utf8) + [0]
         for index in 0..<count {
-            let name = Int(elf.le32(tableOffset + index * entrySize))
+            let name = Int(elf.le32(table + index * entrySize))
             guard name <= names.count - wanted.count else { continue }
             let start = names.startIndex + name
             if names[start..<start + wanted.count].elementsEqual(wanted) {
@@ -411,16 +453,5 @@ public enum GrubCoreDecoder {
             }
         }
         throw ElfProblem("it has no .modname section")
-    }
-
-    // MARK: reading
-
-    private static func read(_ source: some ByteSource, sector: UInt64, count: UInt64) throws(Problem) -> [UInt8] {
-        // Callers have checked sector + count against the image, and count <= 888.
-        do {
-            return try source.read(at: sector * UInt64(sectorSize), count: Int(count) * sectorSize)
-        } catch {
-            throw .readFailed("\(error)")
-        }
     }
 }
