@@ -57,7 +57,7 @@ public struct FilesystemProbe: Sendable, Equatable {
         let tail = end - min(length, 1024 * 1024)..<end
         let areas = head.upperBound >= tail.lowerBound ? [head.lowerBound..<end] : [head, tail]
         var zfs = false, xfsLog = false
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var buffer = [UInt8](repeating: 0, count: 16 * 1024)  // small: fresh pages cost more than reads
         for area in areas {
             var position = area.lowerBound
             while position < area.upperBound {

@@ -12,20 +12,25 @@ RUNS=${BENCH_RUNS:-30}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-make_image() {   # OUT SIZE: GPT with BIOS boot, ESP, a 100 GiB ext4, and the rest
+make_image() {   # OUT SIZE: GPT with BIOS boot, ESP, a 64 MiB ext4, and the rest
     local img=$1
     truncate -s "$2" "$img"
     sgdisk -U 494D4754-0000-4000-8000-000000000000 \
-        -n 1:2048:+1M -t 1:ef02 -n 2:0:+512M -t 2:ef00 -n 3:0:+64M -t 3:8300 -n 4:0:0 -t 4:8300 "$img" >/dev/null
+        -n 1:2048:+1M -t 1:ef02 -n 2:0:+512M -t 2:ef00 -n 3:0:+64M -t 3:8300 -n 4:0:0 -t 4:8300 \
+        -u 4:494D4754-0000-4000-8000-000000000004 "$img" >/dev/null
     local start
     start=$(sfdisk -J "$img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][2]["start"])')
     E2FSPROGS_FAKE_TIME=1700000000 mkfs.ext4 -q -F -U 494d4754-0000-4000-8000-0000000000f5 \
         -E offset=$(( start * 512 )) "$img" 65536
 }
 BIG=$WORK/big.img SMALL=$WORK/small.img
-make_image "$BIG" 1T
 make_image "$SMALL" 1G
-sync  # written-back images: hole reporting (SEEK_DATA) then depends only on the layout
+# The 1 TiB image is the 1 GiB one grown (backup GPT moved to the end, partition 4 to the rest),
+# so both hold the same bytes where they have data and differ only in size.
+cp --sparse=always "$SMALL" "$BIG"
+truncate -s 1T "$BIG"
+sgdisk -e -d 4 -n 4:0:0 -t 4:8300 -u 4:494D4754-0000-4000-8000-000000000004 "$BIG" >/dev/null
+sync
 OFFSETS=$(sfdisk -J "$BIG" | python3 -c 'import json,sys; print(" ".join(str(p["start"] * 512) for p in json.load(sys.stdin)["partitiontable"]["partitions"]))')
 
 now_us() { echo "${EPOCHREALTIME/./}"; }
