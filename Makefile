@@ -12,7 +12,7 @@ BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev liblzma-dev
 # where a partition starts; util-linux for setpriv in the tests.
 RUN_PKGS := grub-pc-bin grub2-common udev e2fsprogs util-linux
 # Building test images (sfdisk, sgdisk, parted, mkfs/debugfs) and booting them (qemu, SeaBIOS).
-TEST_PKGS := fdisk gdisk parted qemu-system-x86 python3 xorriso isolinux syslinux-common dosfstools mtools grub-efi-amd64-bin
+TEST_PKGS := fdisk gdisk parted qemu-system-x86 python3 xorriso isolinux syslinux-common dosfstools mtools grub-efi-amd64-bin ovmf exfatprogs syslinux extlinux
 # The benchmarks' measuring tools: peak memory (time) and bytes read (strace).
 BENCH_PKGS := time strace
 

@@ -68,8 +68,9 @@ extension OSReport: JSONRepresentable, Encodable {
 extension VerifyReport: JSONRepresentable, Encodable {
     public var json: JSONValue {
         .object([
-            "image": .string(image), "bootable": bootable.map(JSONValue.bool) ?? .null, "bootCode": bootCode.json,
-            "grub": grub?.json ?? .null, "problems": .array(problems.map(\.json)),
+            "image": .string(image), "bootable": bootable.map(JSONValue.bool) ?? .null,
+            "bios": .object(["bootable": biosBootable.map(JSONValue.bool) ?? .null]), "bootCode": bootCode.json,
+            "grub": grub?.json ?? .null, "problems": .array(problems.map(\.json)), "efi": efi?.json ?? .null,
         ])
     }
 
@@ -81,6 +82,18 @@ extension VerifyReport.Grub: JSONRepresentable {
         .object([
             "coreImage": .object(["sector": .uint(coreImage.sector), "sectors": .uint(coreImage.sectors)]),
             "modules": JSONValue(modules), "prefix": JSONValue(prefix), "config": JSONValue(config),
+        ])
+    }
+}
+
+extension VerifyReport.EFI: JSONRepresentable {
+    public var json: JSONValue {
+        .object([
+            "partition": JSONValue(partition), "loader": JSONValue(loader), "machine": JSONValue(machine),
+            "subsystem": JSONValue(subsystem),
+            "grub": grub.map { .object(["modules": JSONValue($0.modules), "prefix": JSONValue($0.prefix),
+                                        "config": JSONValue($0.config)]) } ?? .null,
+            "bootable": bootable.map(JSONValue.bool) ?? .null, "problems": .array(problems.map(\.json)),
         ])
     }
 }

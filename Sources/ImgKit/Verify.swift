@@ -25,25 +25,45 @@ public enum Verify {
                 let core = try GrubCoreDecoder.decode(source, bootSector: sector0)
                 grub = VerifyReport.Grub(core)
                 problems += checkCore(core, table: table, source: source, path: path)
-                bootable = !problems.contains { $0.severity == .error }
+                bootable = verdict(problems)
             } catch {
                 problems.append(Finding(.error, "GRUB's boot.img is there but its core.img is not usable: \(error)"))
                 bootable = false
             }
-        case .grubLegacy, .syslinux, .microsoft, .unknown:
+        case .syslinux:
+            let v = checkSyslinux(bootCode: bootCode, table: table, source: source, path: path)
+            problems += v.problems
+            bootable = v.bootable
+        case .grubLegacy:
+            let v = checkGrubLegacy(bootCode: bootCode, table: table, source: source, path: path)
+            problems += v.problems
+            bootable = v.bootable
+        case .microsoft, .unknown:
             problems.append(Finding(.info, "imgtool does not verify \(bootCode.description) yet; it can only name it"))
         }
-        logger.debug("verified \(path)", metadata: ["bootable": "\(bootable.map(String.init) ?? "unknown")"])
-        return VerifyReport(image: path, bootable: bootable, bootCode: .init(bootCode), grub: grub,
-                            problems: problems.map { .init(severity: $0.severity.rawValue, message: $0.message) })
+        let efi = checkEFI(table: table, source: source, path: path)
+        let overall = combined(bios: bootable, efi: efi)
+        logger.debug("verified \(path)", metadata: ["bootable": "\(overall.map(String.init) ?? "unknown")"])
+        return VerifyReport(image: path, bootable: overall, biosBootable: bootable, bootCode: .init(bootCode), grub: grub,
+                            problems: problems.map { .init(severity: $0.severity.rawValue, message: $0.message) }, efi: efi)
     }
 
-    /// What core.img needs to reach normal.mod: a partition-map module for the table, the partition
-    /// its prefix names (or its embedded config searches for), a module for that filesystem, and
-    /// the prefix directory with normal.mod in it.
+    /// Errors: it does not boot. Something imgtool could not check: it cannot tell. Else it boots.
+    static func verdict(_ problems: [Finding]) -> Bool? {
+        problems.contains { $0.severity == .error } ? false : problems.contains { $0.severity == .info } ? nil : true
+    }
+
+    /// An image boots if it boots one way, BIOS or UEFI; it does not if every way it offers fails.
+    static func combined(bios: Bool?, efi: VerifyReport.EFI?) -> Bool? {
+        guard let efi else { return bios }
+        if bios == true || efi.bootable == true { return true }
+        if bios == false && efi.bootable == false { return false }
+        return nil
+    }
+
+    /// Where core.img lies (never over a partition), then what it needs from the image.
     static func checkCore(_ core: GrubCoreImage, table: PartitionTable?, source: FileByteSource, path: String) -> [Finding] {
         var problems: [Finding] = []
-        let sectorSize = UInt64(table?.sectorSize ?? 512)
         if let table {
             for range in core.blocklist + [SectorRange(start: core.firstSector, count: 1)] {
                 for p in table.partitions where p.kind != .extended && p.typeGUID != .biosBoot
@@ -52,22 +72,38 @@ public enum Verify {
                 }
             }
         }
-        guard let prefix = core.prefix else {
-            problems.append(Finding(.error, "core.img has no prefix: GRUB does not know where its modules are and stops at grub rescue>"))
+        return problems + checkGrubNeeds(image: "core.img", modules: core.modules, prefix: core.prefix, config: core.config,
+                                         platform: "i386-pc", loadedFrom: nil, espFAT: nil, table: table, source: source,
+                                         path: path)
+    }
+
+    /// What a GRUB image needs to reach normal.mod, for BIOS core.img and EFI images alike: a
+    /// partition-map module for the table, the partition its prefix names (or its embedded config
+    /// searches for; a prefix without a device means the partition GRUB was loaded from, the ESP),
+    /// a module for that filesystem, and the prefix directory with `platform`/normal.mod in it.
+    static func checkGrubNeeds(image: String, modules: [String], prefix: String?, config: String?, platform: String,
+                               loadedFrom: Partition?, espFAT: FATFilesystem?, table: PartitionTable?,
+                               source: FileByteSource, path: String) -> [Finding] {
+        var problems: [Finding] = []
+        let sectorSize = UInt64(table?.sectorSize ?? 512)
+        guard let prefix else {
+            problems.append(Finding(.error, "\(image) has no prefix: GRUB does not know where its modules are and stops at grub rescue>"))
             return problems
         }
         guard let table else {
             problems.append(Finding(.error, "the image has no partition table GRUB can read, so the prefix \(prefix) cannot be resolved"))
             return problems
         }
+        let (device, directory) = splitPrefix(prefix)
         let partmap = table.kind == .gpt ? "part_gpt" : "part_msdos"
-        if !core.modules.contains(partmap) {
-            problems.append(Finding(.error, "core.img lacks \(partmap): GRUB cannot read the \(table.kind.rawValue) partition table and stops at grub rescue>"))
+        // Also for a prefix without a device: GRUB finds the partition it was loaded from by reading
+        // the table (without part_gpt an EFI GRUB stops at "unknown filesystem").
+        if !modules.contains(partmap) {
+            problems.append(Finding(.error, "\(image) lacks \(partmap): GRUB cannot read the \(table.kind.rawValue) partition table and stops at grub rescue>"))
         }
 
         // Which partition: "(,msdos1)/boot/grub" names it; "($root)/boot/grub" takes it from the
-        // embedded config's search.fs_uuid.
-        let (device, directory) = splitPrefix(prefix)
+        // embedded config's search.fs_uuid; "/EFI/BOOT" is where GRUB was loaded from.
         var partition: Partition?
         var filesystem: FilesystemProbe?
         // Hostile tables may hold sizes that overflow or lie past the end: bounded as inspect does.
@@ -78,44 +114,57 @@ public enum Verify {
         if let number = partitionNumber(device) {
             partition = table.partitions.first { $0.number == number && $0.kind != .extended }
             if partition == nil {
-                problems.append(Finding(.error, "core.img's prefix \(prefix) names partition \(number), which this image does not have: GRUB stops at grub rescue>"))
+                problems.append(Finding(.error, "\(image)'s prefix \(prefix) names partition \(number), which this image does not have: GRUB stops at grub rescue>"))
                 return problems
             }
             filesystem = partition.flatMap(probe)
-        } else if device == "$root", let uuid = searchUUID(core.config) {
+        } else if device == "$root", let uuid = searchUUID(config) {
             for p in table.partitions where p.kind != .extended {
                 if let fs = probe(p), fs.uuid?.lowercased() == uuid.lowercased() { partition = p; filesystem = fs; break }
             }
             if partition == nil {
-                problems.append(Finding(.error, "core.img's config searches for filesystem UUID \(uuid), which no partition of this image has: GRUB stops at grub rescue>"))
+                problems.append(Finding(.error, "\(image)'s embedded config searches for filesystem UUID \(uuid), which no partition of this image has: GRUB stops at grub rescue>"))
                 return problems
             }
+        } else if device == nil, let loadedFrom {
+            partition = loadedFrom
+            filesystem = probe(loadedFrom)
         } else {
-            problems.append(Finding(.warning, "core.img's prefix \(prefix) does not name a partition imgtool can resolve; the rest is not checked"))
+            problems.append(Finding(.info, "\(image)'s prefix \(prefix) does not name a partition imgtool can resolve, so what GRUB loads next is not checked"))
             return problems
         }
         guard let partition, let filesystem else {
-            problems.append(Finding(.error, "the partition core.img's prefix points at holds no filesystem: GRUB stops at grub rescue>"))
+            problems.append(Finding(.error, "the partition \(image)'s prefix points at holds no filesystem: GRUB stops at grub rescue>"))
             return problems
         }
         guard let module = InstallPlan.grubFilesystemModules[filesystem.type] else {
             problems.append(Finding(.error, "partition \(partition.number) holds \(filesystem.type), which GRUB cannot read: it stops at grub rescue>"))
             return problems
         }
-        if !core.modules.contains(module) {
-            problems.append(Finding(.error, "core.img lacks \(module): GRUB cannot read the \(filesystem.type) filesystem on partition \(partition.number) and stops at grub rescue>"))
+        if !modules.contains(module) {
+            problems.append(Finding(.error, "\(image) lacks \(module): GRUB cannot read the \(filesystem.type) filesystem on partition \(partition.number) and stops at grub rescue>"))
         }
-        guard InstallPlan.isExt(filesystem) else {
-            problems.append(Finding(.info, "the \(filesystem.type) filesystem is not read by imgtool, so normal.mod and grub.cfg are not checked"))
+
+        // normal.mod and grub.cfg, read without mounting: ext through libext2fs, FAT through
+        // imgtool's own reader. A normal module built into the image needs no normal.mod.
+        let exists: (String) -> Bool
+        if InstallPlan.isExt(filesystem) {
+            guard let ext = try? Ext2Filesystem(image: path, offset: partition.startSector * sectorSize) else {
+                problems.append(Finding(.error, "the ext filesystem on partition \(partition.number) cannot be opened: GRUB will not read it either"))
+                return problems
+            }
+            exists = { ext.exists($0) }
+        } else if filesystem.type == "vfat", let fat = espFAT.flatMap({ partition.number == loadedFrom?.number ? $0 : nil })
+            ?? Inspect.boundedLength(partition, sectorSize: Int(sectorSize), imageSize: source.size).flatMap({
+                try? FATFilesystem.open(source, offset: partition.startSector * sectorSize, length: $0) }) {
+            exists = { ((try? fat.lookup($0)) ?? nil) != nil }
+        } else {
+            problems.append(Finding(.info, "imgtool cannot read \(filesystem.type) (it reads ext2/3/4 and FAT), so whether \(directory)/\(platform)/normal.mod and grub.cfg are on partition \(partition.number) is not checked"))
             return problems
         }
-        guard let ext = try? Ext2Filesystem(image: path, offset: partition.startSector * sectorSize) else {
-            problems.append(Finding(.error, "the ext filesystem on partition \(partition.number) cannot be opened: GRUB will not read it either"))
-            return problems
-        }
-        if !ext.exists("\(directory)/i386-pc/normal.mod") {
-            problems.append(Finding(.error, "\(directory)/i386-pc/normal.mod is missing on partition \(partition.number): GRUB stops at grub rescue>"))
-        } else if !ext.exists("\(directory)/grub.cfg") {
+        if !modules.contains("normal") && !exists("\(directory)/\(platform)/normal.mod") {
+            problems.append(Finding(.error, "\(directory)/\(platform)/normal.mod is missing on partition \(partition.number): GRUB stops at grub rescue>"))
+        } else if !exists("\(directory)/grub.cfg") {
             problems.append(Finding(.warning, "there is no \(directory)/grub.cfg on partition \(partition.number): GRUB boots to a grub> prompt"))
         }
         return problems
@@ -156,6 +205,24 @@ private extension String {
 
 /// What `imgtool verify --json` prints. Absent values are JSON null.
 public struct VerifyReport: Sendable {
+    /// The UEFI path: the EFI system partition and the loader firmware would start from it.
+    public struct EFI: Sendable {
+        public struct Grub: Sendable {
+            public let modules: [String]
+            public let prefix: String?
+            public let config: String?
+            init(_ image: GrubEFIImage) { modules = image.modules; prefix = image.prefix; config = image.config }
+        }
+        public let partition: Int
+        /// \EFI\BOOT\BOOTX64.EFI when it is there.
+        public let loader: String?
+        public let machine: String?
+        public let subsystem: String?
+        public let grub: Grub?
+        public let bootable: Bool?
+        public let problems: [InspectReport.FindingEntry]
+    }
+
     public struct Grub: Sendable {
         public struct CoreImage: Sendable { public let sector: UInt64; public let sectors: UInt64 }
         public let coreImage: CoreImage
@@ -173,11 +240,17 @@ public struct VerifyReport: Sendable {
     }
 
     public let image: String
-    /// true, false, or nil when imgtool cannot tell.
+    /// true when the image boots with BIOS or with UEFI, false when neither, nil when imgtool
+    /// cannot tell.
     public let bootable: Bool?
+    /// The BIOS path alone: sector 0's boot code and what it loads.
+    public let biosBootable: Bool?
     public let bootCode: InspectReport.BootCodeSummary
     public let grub: Grub?
+    /// The BIOS path's problems.
     public let problems: [InspectReport.FindingEntry]
+    /// nil when the image has no EFI system partition.
+    public let efi: EFI?
 
     /// 0 bootable, 1 not bootable, 2 unknown.
     public var exitCode: Int32 { bootable.map { $0 ? 0 : 1 } ?? 2 }

@@ -3,14 +3,19 @@ import Glibc
 /// What a disk image showed on its screen when booted in a throwaway VM.
 public struct BootObservation: Sendable, Equatable {
     public enum Outcome: String, Sendable {
-        case grubMenu, grubPrompt, grubRescue, grubError, noBootableDevice, timeout, other
+        case grubMenu, grubPrompt, grubRescue, grubError
+        /// SYSLINUX, EXTLINUX or ISOLINUX: menu.c32's menu, the boot: prompt, or one of the messages
+        /// its MBRs, boot sector and core print when they stop.
+        case syslinuxMenu, syslinuxPrompt, syslinuxError
+        case noBootableDevice, timeout, other
     }
     public let outcome: Outcome
     /// The 80x25 VGA text screen as last observed, one string a row, trailing spaces trimmed.
     public let screen: [String]
     /// For `.grubMenu`: the entry titles as shown.
     public let menuEntries: [String]
-    /// GRUB's last "error: ..." line, or SeaBIOS's "No bootable device." line.
+    /// GRUB's last "error: ..." line, SYSLINUX's error or warning (from the message on, such as
+    /// "Missing operating system."), or SeaBIOS's "No bootable device." line.
     public let message: String?
     /// From starting qemu to the observation.
     public let seconds: Double
@@ -33,6 +38,15 @@ public struct BootObservation: Sendable, Equatable {
 /// from CP437 character/attribute pairs.
 public enum QemuBoot {
     public static let qemuProgram = "qemu-system-x86_64"
+
+    /// What the VM boots with: SeaBIOS (qemu's default), or OVMF for UEFI images.
+    public enum Firmware: String, Sendable, CaseIterable {
+        case bios, efi
+    }
+    /// Debian's OVMF build (package ovmf): the code, read-only, and a template of its variable store,
+    /// of which each boot gets a private copy.
+    static let ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+    static let ovmfVariables = "/usr/share/OVMF/OVMF_VARS_4M.fd"
     /// The temp dir (under $TMPDIR or /tmp) holds the dump, qemu's stderr and its snapshot overlay.
     public static let temporaryPrefix = "imgtool-qemu-"
     static let pollInterval = 0.15
@@ -40,6 +54,8 @@ public enum QemuBoot {
 
     public enum Error: Swift.Error, CustomStringConvertible, Sendable, Equatable {
         case qemuMissing
+        /// OVMF's firmware files are not installed.
+        case firmwareMissing(String)
         case image(SystemError)
         case system(SystemError)
         /// qemu exited before the guest showed anything; `stderr` is its (truncated) complaint.
@@ -51,6 +67,8 @@ public enum QemuBoot {
             switch self {
             case .qemuMissing:
                 return "\(QemuBoot.qemuProgram) was not found in PATH; install the Debian package qemu-system-x86."
+            case .firmwareMissing(let path):
+                return "UEFI firmware \(path) is missing; install the Debian package ovmf."
             case .image(let e): return "Cannot read the image to boot: \(e.description)."
             case .system(let e): return "Cannot run qemu: \(e.description)."
             case .qemuFailed(let status, let stderr):
@@ -62,13 +80,17 @@ public enum QemuBoot {
     }
 
     /// Boots `image` (raw) read-only via a copy-on-write overlay (snapshot=on, kept in the private temp
-    /// dir) so the image never changes, under TCG, without network or serial console. Polls the VGA
-    /// text buffer until the screen settles into a recognisable state (the same classification twice in
-    /// a row) or `timeout` seconds pass. Always kills qemu and removes its temp dir, also when
-    /// `interruption` fires.
-    public static func observe(image: String, timeout: Double,
+    /// dir) so the image never changes, under TCG, without network. Polls the screen until it settles
+    /// into a recognisable state (the same classification twice in a row) or `timeout` seconds pass:
+    /// with SeaBIOS the VGA text buffer; with OVMF the serial console, because UEFI draws on a
+    /// graphics framebuffer and copies its text console, GRUB's included, to the serial port. Always
+    /// kills qemu and removes its temp dir, also when `interruption` fires.
+    public static func observe(image: String, timeout: Double, firmware: Firmware = .bios,
                                interruption: Interruption? = nil) throws(QemuBoot.Error) -> BootObservation {
         guard let qemu = Subprocess.find(qemuProgram) else { throw .qemuMissing }
+        if firmware == .efi {
+            for path in [ovmfCode, ovmfVariables] where access(path, R_OK) != 0 { throw .firmwareMissing(path) }
+        }
         // Fail with the image's own errno rather than qemu's paraphrase of it.
         do {
             let fd = try systemCall("open", on: image) { open(image, O_RDONLY | O_CLOEXEC) }
@@ -80,7 +102,7 @@ public enum QemuBoot {
         defer { removeTemporaryDirectory(dir) }
 
         let started = monotonicNow()
-        let vm = try VM.start(qemu: qemu, image: image, dir: dir, interruption: interruption)
+        let vm = try VM.start(qemu: qemu, image: image, dir: dir, firmware: firmware, interruption: interruption)
         defer { vm.stop() }
 
         var last = blankScreen
@@ -98,14 +120,21 @@ public enum QemuBoot {
                 let c = classify(screen: last)
                 return observation(c?.outcome ?? .other, c)
             }
-            let bytes: [UInt8]
-            do {
-                bytes = try vm.dumpTextBuffer(deadline: monotonicNow() + 5, interruption: interruption)
-            } catch .monitor(let what) {
-                if vm.hasExited() { continue }  // reported above, with the last screen
-                throw .monitor(what)
+            switch firmware {
+            case .bios:
+                let bytes: [UInt8]
+                do {
+                    bytes = try vm.dumpTextBuffer(deadline: monotonicNow() + 5, interruption: interruption)
+                } catch .monitor(let what) {
+                    // A guest that makes qemu exit closes the monitor a moment before qemu is
+                    // reapable; give it that moment, then report its last screen above.
+                    if vm.hasExited(within: 1) { continue }
+                    throw .monitor(what)
+                }
+                last = decodeTextBuffer(bytes)
+            case .efi:
+                last = renderTerminal(vm.serialOutput())
             }
-            last = decodeTextBuffer(bytes)
             let c = classify(screen: last)
             // Screens are drawn a line at a time: only a classification seen twice counts as settled.
             if let c, c == previous { return observation(c.outcome, c) }
@@ -137,9 +166,25 @@ public enum QemuBoot {
         if let entries = menuEntries(rows), !entries.isEmpty {
             return Classification(outcome: .grubMenu, menuEntries: entries, message: nil)
         }
+        if let entries = syslinuxMenuEntries(rows), !entries.isEmpty {
+            return Classification(outcome: .syslinuxMenu, menuEntries: entries, message: nil)
+        }
+        // A failed label returns to the prompt: the prompt is the outcome, the error its message.
+        let syslinuxMessage = syslinuxError(rows)
+        if lastRow.hasPrefix("boot:"), rows.contains(where: isSyslinuxBanner) {
+            let warning = rows.first { $0.hasPrefix("WARNING: No configuration file found") }
+            return Classification(outcome: .syslinuxPrompt, menuEntries: [], message: syslinuxMessage ?? warning)
+        }
+        // SYSLINUX's MBRs end with INT 18h, so SeaBIOS's give-up follows on the screen: the cause wins.
+        if let syslinuxMessage { return Classification(outcome: .syslinuxError, menuEntries: [], message: syslinuxMessage) }
         if let line = rows.first(where: { $0.contains("No bootable device") }) {
             return Classification(outcome: .noBootableDevice, menuEntries: [],
                                   message: String(line.drop(while: { $0 == " " })))
+        }
+        // OVMF falls back to its built-in UEFI shell when no boot option starts.
+        if lastRow.hasPrefix("Shell>") {
+            return Classification(outcome: .noBootableDevice, menuEntries: [],
+                                  message: "UEFI firmware found nothing to boot and started its shell")
         }
         return nil
     }
@@ -160,6 +205,51 @@ public enum QemuBoot {
             if !title.isEmpty { entries.append(trimTrailing(title)) }
         }
         return entries
+    }
+
+    /// SYSLINUX's menu.c32: a ┌─┐ frame whose title row is closed by ├─┤, then one "│ title │" row
+    /// an entry (the selection is a colour, not a marker). GRUB's frame has no ├ row.
+    static func syslinuxMenuEntries(_ rows: [String]) -> [String]? {
+        guard let top = rows.firstIndex(where: { $0.contains("┌") && $0.contains("┐") }),
+              let separator = rows[(top + 1)...].firstIndex(where: { $0.contains("├") && $0.contains("┤") }),
+              let bottom = rows[(separator + 1)...].firstIndex(where: { $0.contains("└") && $0.contains("┘") })
+        else { return nil }
+        var entries: [String] = []
+        for row in rows[(separator + 1)..<bottom] {
+            guard let open = row.firstIndex(of: "│"), let close = row.lastIndex(of: "│"), open < close else { return nil }
+            let title = row[row.index(after: open)..<close].drop { $0 == " " }
+            if !title.isEmpty { entries.append(trimTrailing(String(title))) }
+        }
+        return entries
+    }
+
+    /// What SYSLINUX 6 prints when it stops, fixed English strings: mbr.bin and altmbr.bin, gptmbr.bin,
+    /// isohdpfx.bin, the SYSLINUX/EXTLINUX boot sector, ISOLINUX, and the core.
+    static let syslinuxErrors = [
+        "Missing operating system.", "Multiple active partitions", "Operating system load error.",
+        "Missing OS", "Disk error", "isolinux.bin missing or corrupt.", "Boot error", "Load error",
+        "Image checksum error", "Failed to locate CD-ROM device", "Failed to load ldlinux.c32",
+        "Failed to load COM32 file", "Could not find kernel image", "Boot failed: please change disks",
+    ]
+
+    /// The first row with one of `syslinuxErrors`, from the earliest of them on (the banner may
+    /// precede it on the same row: "SYSLINUX 6.04 EDD Load error - Boot error").
+    static func syslinuxError(_ rows: [String]) -> String? {
+        for row in rows {
+            var i = row.startIndex
+            while i < row.endIndex {
+                if syslinuxErrors.contains(where: { row[i...].hasPrefix($0) }) { return String(row[i...]) }
+                i = row.index(after: i)
+            }
+        }
+        return nil
+    }
+
+    /// "SYSLINUX 6.04 EDD 20210613 Copyright (C) 1994-2015 H. Peter Anvin et al" and its siblings.
+    static func isSyslinuxBanner(_ row: String) -> Bool {
+        ["SYSLINUX ", "EXTLINUX ", "ISOLINUX ", "PXELINUX "].contains { name in
+            row.hasPrefix(name) && row.dropFirst(name.count).first?.isNumber == true
+        }
     }
 
     static let blankScreen = [String](repeating: "", count: textBuffer.rows)
@@ -221,6 +311,7 @@ private final class VM {
     let pid: pid_t
     let monitor: Int32
     let dumpPath: String
+    let serialPath: String
     let errorPath: String
     let interruption: Interruption?
     private var exited = false
@@ -231,11 +322,12 @@ private final class VM {
         self.pid = pid
         self.monitor = monitor
         self.dumpPath = "\(dir)/screen.bin"
+        self.serialPath = "\(dir)/serial.log"
         self.errorPath = "\(dir)/qemu.err"
         self.interruption = interruption
     }
 
-    static func start(qemu: String, image: String, dir: String,
+    static func start(qemu: String, image: String, dir: String, firmware: QemuBoot.Firmware,
                       interruption: Interruption?) throws(QemuBoot.Error) -> VM {
         var pair: [Int32] = [-1, -1]
         let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
@@ -245,12 +337,26 @@ private final class VM {
         // file.driver=file keeps qemu from reading a protocol ("nbd:", "json:") into the path;
         // qemu's option syntax escapes a comma as two.
         let path = image.replacingAll(",", with: ",,")
-        let arguments = [
-            qemu, "-accel", "tcg", "-m", "128", "-nodefaults", "-no-user-config", "-display", "none",
-            "-vga", "std", "-no-reboot", "-nic", "none",
+        var arguments = [
+            qemu, "-accel", "tcg", "-m", firmware == .efi ? "256" : "128", "-nodefaults", "-no-user-config",
+            "-display", "none", "-vga", "std", "-no-reboot", "-nic", "none",
             "-drive", "file.driver=file,file.filename=\(path),format=raw,if=ide,snapshot=on",
             "-chardev", "stdio,id=qmp,signal=off", "-mon", "chardev=qmp,mode=control",
         ]
+        if firmware == .efi {
+            // The variable store is written by the firmware: a private copy, removed with the dir.
+            let variables = "\(dir)/ovmf-vars.fd"
+            do {
+                try copyFile(QemuBoot.ovmfVariables, to: variables)
+            } catch {
+                throw .system(error)
+            }
+            arguments += [
+                "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(QemuBoot.ovmfCode)",
+                "-drive", "if=pflash,format=raw,unit=1,file=\(variables)",
+                "-serial", "file:\(dir)/serial.log",
+            ]
+        }
 
         // The snapshot=on overlay goes to $TMPDIR: point that at our dir, which is removed afterwards.
         var environment = [String]()
@@ -291,6 +397,13 @@ private final class VM {
         close(monitor)
     }
 
+    /// Whether qemu has exited, waiting up to `seconds` for it.
+    func hasExited(within seconds: Double) -> Bool {
+        let deadline = monotonicNow() + seconds
+        while !hasExited() && monotonicNow() < deadline { usleep(10_000) }
+        return exited
+    }
+
     func hasExited() -> Bool {
         if exited { return true }
         var s: Int32 = 0
@@ -322,16 +435,13 @@ private final class VM {
         unlink(dumpPath)
         try command("{\"execute\":\"pmemsave\",\"arguments\":{\"val\":\(t.address),\"size\":\(size),"
                     + "\"filename\":\(jsonString(dumpPath))}}", deadline: deadline, interruption: interruption)
-        guard let file = try? FileHandle(path: dumpPath, flags: O_RDONLY) else { return [] }
-        var bytes = [UInt8](repeating: 0, count: size + 1)  // one more, to notice a longer file
-        var count = 0
-        while count < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { read(file.fd, $0.baseAddress! + count, $0.count - count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            count += n
-        }
-        return Array(bytes[..<count])
+        return readFile(dumpPath, limit: size + 1)  // one more, to notice a longer file
+    }
+
+    /// What the guest wrote to its serial port so far; the last MiB of it, as a console that keeps
+    /// talking only ever needs its latest screens.
+    func serialOutput() -> [UInt8] {
+        readFile(serialPath, limit: 1 << 20, fromEnd: true)
     }
 
     /// Sends one command and waits for its reply, skipping asynchronous events.
@@ -410,5 +520,35 @@ private extension String {
         var out = ""
         for c in self { if c == target { out += replacement } else { out.append(c) } }
         return out
+    }
+}
+
+/// Up to `limit` bytes of the file at `path` (its last ones with `fromEnd`); empty if unreadable.
+private func readFile(_ path: String, limit: Int, fromEnd: Bool = false) -> [UInt8] {
+    guard let file = try? FileHandle(path: path, flags: O_RDONLY) else { return [] }
+    var st = stat()
+    if fromEnd, fstat(file.fd, &st) == 0, Int(st.st_size) > limit { lseek(file.fd, off_t(Int(st.st_size) - limit), SEEK_SET) }
+    var bytes = [UInt8](repeating: 0, count: limit)
+    var count = 0
+    while count < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { read(file.fd, $0.baseAddress! + count, $0.count - count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        count += n
+    }
+    return Array(bytes[..<count])
+}
+
+/// Copies a small file (OVMF's variable store template) byte for byte.
+private func copyFile(_ source: String, to target: String) throws(SystemError) {
+    let bytes = readFile(source, limit: 64 << 20)
+    let out = try systemCall("open", on: target) { open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+    defer { close(out) }
+    var done = 0
+    while done < bytes.count {
+        let n = bytes[done...].withUnsafeBytes { write(out, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { throw SystemError("write", on: target, errno: n < 0 ? errno : EIO) }
+        done += n
     }
 }

@@ -4,32 +4,37 @@ import Logging
 
 let verifyCommand = CommandSpec(
     name: "verify",
-    abstract: "Tell whether a disk image will boot with BIOS, and why not. Read-only, no root.",
+    abstract: "Tell whether a disk image will boot (BIOS or UEFI), and why not. Read-only, no root.",
     discussion: """
-        Decodes the boot sector and GRUB's core.img (blocklist, modules, prefix, embedded config) and \
-        checks what core.img needs from the image. --boot also boots the image under qemu on a \
-        copy-on-write overlay and reports what the screen shows. Exit codes: 0 bootable, 1 not bootable, \
-        2 unknown or error. Not yet verified: EFI images, GRUB legacy, SYSLINUX and Microsoft boot code \
-        (named only, verdict unknown).
+        BIOS: decodes the boot sector and follows what it loads: GRUB 2's core.img (blocklist, modules, \
+        prefix, embedded config) and what it needs from the image, GRUB legacy's stage2, SYSLINUX's and \
+        EXTLINUX's boot partition and ldlinux.sys, ISOLINUX through an isohybrid MBR. UEFI: reads \\EFI\\BOOT\\BOOTX64.EFI from the EFI system \
+        partition's FAT filesystem, checks its PE header and, for GRUB, the modules, prefix and config it \
+        carries. --boot also boots the image under qemu (SeaBIOS, or OVMF for UEFI) on a copy-on-write \
+        overlay and reports what the screen shows. Exit codes: 0 bootable, 1 not bootable, 2 unknown or \
+        error.
         """,
     positionals: [PositionalSpec(name: "image", optional: false, help: "The raw disk image (or block device).")],
     options: [
         .flag("boot", help: "Also boot the image under qemu (TCG) and report what it shows."),
         .option("timeout", "<seconds>", help: "Seconds to wait for the booted image to show something recognisable (default 30)."),
+        .option("firmware", "<bios|efi>", help: "What --boot boots with (default: BIOS when sector 0 holds boot code, else UEFI when there is an EFI system partition)."),
         .flag("json", help: "Print the report as JSON on stdout."),
         .flag("verbose", short: "v", help: "More detail on stderr."),
     ],
     run: { arguments throws(UsageError) in
         let timeout = try arguments.value("timeout", as: Double.self, expected: "a number of seconds") ?? 30
         guard timeout > 0, timeout.isFinite else { throw UsageError(message: "'--timeout' must be a positive number of seconds.") }
+        let firmware = try arguments.value("firmware", as: QemuBoot.Firmware.self, expected: "bios or efi")
         return VerifyCommand(image: arguments.positional(0)!, boot: arguments.flag("boot"), timeout: timeout,
-                             json: arguments.flag("json"), verbose: arguments.flag("verbose")).run()
+                             firmware: firmware, json: arguments.flag("json"), verbose: arguments.flag("verbose")).run()
     })
 
 struct VerifyCommand {
     let image: String
     let boot: Bool
     let timeout: Double
+    let firmware: QemuBoot.Firmware?
     let json: Bool
     let verbose: Bool
 
@@ -48,7 +53,8 @@ struct VerifyCommand {
         var observation: BootObservation?
         if boot {
             do {
-                observation = try QemuBoot.observe(image: image, timeout: timeout, interruption: interruption)
+                observation = try QemuBoot.observe(image: image, timeout: timeout, firmware: firmware ?? defaultFirmware(report),
+                                                   interruption: interruption)
             } catch {
                 printError(error.description)
                 return 2
@@ -65,6 +71,11 @@ struct VerifyCommand {
         return report.exitCode
     }
 
+    /// Boot the way the image is made to boot: BIOS when sector 0 has boot code, else UEFI if it can.
+    func defaultFirmware(_ r: VerifyReport) -> QemuBoot.Firmware {
+        r.bootCode.kind == "none" && r.efi != nil ? .efi : .bios
+    }
+
     func render(_ r: VerifyReport, _ boot: BootObservation?) -> String {
         var out = "\(r.image): " + (r.bootable.map { $0 ? "bootable" : "NOT bootable" } ?? "cannot tell whether it boots") + "\n"
         out += "boot code: \(r.bootCode.description)\n"
@@ -74,12 +85,29 @@ struct VerifyCommand {
             if let config = g.config { out += "embedded config:\n" + config.split(separator: "\n").map { "  \($0)\n" }.joined() }
         }
         for p in r.problems { out += "\(p.severity): \(p.message)\n" }
+        if let efi = r.efi {
+            let verdict = efi.bootable.map { $0 ? "bootable" : "NOT bootable" } ?? "cannot tell"
+            out += "UEFI: \(verdict); EFI system partition \(efi.partition)"
+            if let loader = efi.loader { out += ", \(loader)" }
+            if let machine = efi.machine, let subsystem = efi.subsystem { out += " (\(machine) \(subsystem))" }
+            out += "\n"
+            if let g = efi.grub {
+                out += "  GRUB prefix \(g.prefix ?? "none"), modules: \(g.modules.joined(separator: " "))\n"
+                if let config = g.config { out += "  embedded config:\n" + config.split(separator: "\n").map { "    \($0)\n" }.joined() }
+            }
+            for p in efi.problems { out += "  \(p.severity): \(p.message)\n" }
+        }
         if let boot {
-            out += "booted under qemu (\((boot.seconds * 10).rounded() / 10) s): \(boot.outcome.rawValue)"
+            out += "booted under qemu with \(firmware ?? defaultFirmware(r) == .efi ? "OVMF" : "SeaBIOS") (\((boot.seconds * 10).rounded() / 10) s): \(boot.outcome.rawValue)"
             if !boot.menuEntries.isEmpty { out += ", menu: " + boot.menuEntries.joined(separator: " | ") }
             if let m = boot.message { out += ", \(m)" }
             out += "\n"
         }
         return out
     }
+}
+
+extension QemuBoot.Firmware: LosslessStringConvertible {
+    public init?(_ description: String) { self.init(rawValue: description) }
+    public var description: String { rawValue }
 }

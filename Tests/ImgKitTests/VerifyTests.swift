@@ -135,10 +135,11 @@ struct VerifyTests {
     func unknownVerdict() throws {
         let scratch = try Scratch()
         let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
-        try run(["dd", "if=/usr/lib/syslinux/mbr/mbr.bin", "of=\(image)", "bs=440", "count=1", "conv=notrunc", "status=none"])
+        // Code imgtool cannot name (jmp $): SYSLINUX and GRUB legacy get verdicts of their own now.
+        try run(["sh", "-c", "printf '\\353\\376imgtool' | dd of=\"$0\" conv=notrunc status=none", image])
         let (status, json) = try verify(image, boot: false)
         #expect(status == 2)
         #expect(json["bootable"] is NSNull)
-        #expect((json["bootCode"] as? JSON)?["kind"] as? String == "syslinux")
+        #expect((json["bootCode"] as? JSON)?["kind"] as? String == "unknown")
     }
 }
