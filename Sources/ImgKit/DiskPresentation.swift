@@ -72,6 +72,8 @@ enum BlkpgPresentation: DiskPresentation {
         var added = 0
         for p in plan.table.partitions where p.kind != .extended && p.sectorCount > 0 {
             let node: String
+            let entry = "\(disk.path) \(p.number)"
+            try session.acquiring(.partition, entry)
             do {
                 node = try BlockPartitions.add(disk: disk, number: p.number, start: p.startSector * sectorSize,
                                                length: p.sectorCount * sectorSize, logger: session.logger)
@@ -83,7 +85,9 @@ enum BlkpgPresentation: DiskPresentation {
                 throw error
             }
             added += 1
-            session.onClose(node) { try BlockPartitions.remove(disk: disk, number: p.number, logger: session.logger) }
+            session.onClose(node, journal: (.partition, entry)) {
+                try BlockPartitions.remove(disk: disk, number: p.number, logger: session.logger)
+            }
         }
         return PresentedDisk(strategy: .blkpg, diskDevice: disk.path,
                              bootDevice: BlockPartitions.nodePath(disk: disk.path, number: plan.bootPartition.number),
@@ -95,10 +99,12 @@ enum OffsetPresentation: DiskPresentation {
     static func present(disk: LoopDevice, plan: InstallPlan, session: Session) throws -> PresentedDisk {
         let p = plan.bootPartition
         let sectorSize = UInt64(plan.table.sectorSize)
+        let tag = "\(session.id):p\(p.number)"
+        try session.acquiring(.loop, LoopDevice.fileName(for: tag))
         let loop = try LoopDevice.attach(plan.imagePath, options: .init(
             offset: p.startSector * sectorSize, sizeLimit: p.sectorCount * sectorSize,
-            tag: "\(session.id):p\(p.number)"), logger: session.logger)
-        session.onClose(loop.path) { try loop.detach() }
+            tag: tag), logger: session.logger)
+        session.onClose(loop.path, journal: (.loop, loop.tag)) { try loop.detach() }
         // grub-probe sees this loop device as a disk of its own, so it cannot tell grub-install
         // which partition map and filesystem the real disk needs.
         return PresentedDisk(strategy: .offset, diskDevice: disk.path, bootDevice: loop.path,

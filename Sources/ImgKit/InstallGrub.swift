@@ -63,7 +63,12 @@ public enum InstallGrub {
         let order = try strategies(for: options.strategy, logger: logger)
         logger.info("\(plan.table.kind.rawValue) label, /boot on partition \(plan.bootPartition.number) (\(plan.bootFilesystem.type)), core.img goes into \(plan.embeddingDescription)")
 
-        let session = Session(logger: logger, interruption: interruption)
+        let session: Session
+        do {
+            session = try Session(logger: logger, interruption: interruption, journalFor: plan.imagePath)
+        } catch {
+            throw .kernel("cannot start the session journal (\(error)); check that /run/imgtool is writable")
+        }
         let outcome: Swift.Result<PresentedDisk, InstallGrubError>
         do {
             outcome = .success(try install(plan, options: options, order: order, session: session))
@@ -125,21 +130,28 @@ public enum InstallGrub {
                                 session: Session) throws(InstallGrubError) -> PresentedDisk {
         do {
             try session.checkpoint()
+            try session.acquiring(.loop, LoopDevice.fileName(for: session.id))
             let disk = try LoopDevice.attach(plan.imagePath, options: .init(
                 partitionScan: order.contains(.partscan), tag: session.id), logger: session.logger)
-            session.onClose(disk.path) { try disk.detach() }
+            session.onClose(disk.path, journal: (.loop, disk.tag)) { try disk.detach() }
             session.logger.info("attached \(plan.imagePath) as \(disk.path)")
 
             let presented = try present(disk: disk, plan: plan, order: order, session: session)
             session.logger.info("strategy \(presented.strategy.rawValue): boot partition is \(presented.bootDevice)")
             try session.checkpoint()
 
-            let mountPoint = try TemporaryDirectory(prefix: "mnt-\(session.id)-")
-            session.onClose(mountPoint.path) { try mountPoint.remove() }
+            // The directory's name is random past its prefix: the journal names the prefix.
+            let prefix = "mnt-\(session.id)-"
+            try session.acquiring(.directory, TemporaryDirectory.defaultParent + "/" + prefix)
+            let mountPoint = try TemporaryDirectory(prefix: prefix)
+            session.onClose(mountPoint.path, journal: (.directory, TemporaryDirectory.defaultParent + "/" + prefix)) {
+                try mountPoint.remove()
+            }
+            try session.acquiring(.mount, mountPoint.path)
             let mount = try Mount(source: presented.bootDevice, target: mountPoint.path,
                                   filesystemType: plan.bootFilesystem.type,
                                   data: fastWriteOptions[plan.bootFilesystem.type], logger: session.logger)
-            session.onClose("mount \(mountPoint.path)") { try mount.unmount() }
+            session.onClose("mount \(mountPoint.path)", journal: (.mount, mountPoint.path)) { try mount.unmount() }
             session.logger.info("mounted \(presented.bootDevice) on \(mountPoint.path)")
 
             let bootDirectory = try BootDirectory.prepare(mountPoint: mountPoint.path, plan: plan)
@@ -153,7 +165,9 @@ public enum InstallGrub {
             arguments.append(presented.diskDevice)
             session.logger.info("running \(arguments.joined(separator: " "))")
             let logger = session.logger
-            let run = try Subprocess.run(arguments, interruption: session.interruption,
+            // setpriv --pdeathsig: should imgtool itself be killed (SIGKILL leaves no teardown),
+            // grub-install dies with it instead of writing on into a disk nobody watches.
+            let run = try Subprocess.run(["setpriv", "--pdeathsig", "KILL", "--"] + arguments, interruption: session.interruption,
                                          onLine: options.showGrubOutput ? { logger.info("grub-install: \($0)") } : nil)
             try session.checkpoint()
             guard run.succeeded else { throw InstallGrubError.grubToolFailed(tool: "grub-install", status: run.status, stderr: run.stderr) }

@@ -121,3 +121,13 @@ extension InstallGrub.Result: JSONRepresentable, Encodable {
 
     public func encode(to encoder: any Encoder) throws { try json.encode(to: encoder) }
 }
+
+extension Sessions.Session: JSONRepresentable {
+    public var json: JSONValue {
+        .object([
+            "id": .string(id), "live": .bool(live), "pid": pid.map { .int(Int64($0)) } ?? .null, "image": JSONValue(image),
+            "journal": JSONValue(journal),
+            "holds": .array(holds.map { .object(["kind": .string($0.kind.rawValue), "name": .string($0.name)]) }),
+        ])
+    }
+}

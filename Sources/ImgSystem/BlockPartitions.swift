@@ -38,6 +38,13 @@ public enum BlockPartitions {
         try remove(fd: disk.fd, disk: disk.path, number: number, logger: logger)
     }
 
+    /// The same for a disk given by path, which may be a loop device no longer bound to anything
+    /// (its partitions outlive the binding).
+    public static func remove(diskPath: String, number: Int, logger: Logger) throws(SystemError) {
+        let handle = try FileHandle(path: diskPath, flags: O_RDONLY)
+        try remove(fd: handle.fd, disk: diskPath, number: number, logger: logger)
+    }
+
     static func remove(fd: Int32, disk: String, number: Int, logger: Logger) throws(SystemError) {
         do {
             try retrying([EBUSY]) { () throws(SystemError) in

@@ -60,7 +60,8 @@ public final class LoopDevice: @unchecked Sendable {
     /// The lo_file_name tag this device was given.
     public var tag: String { Self.fileName(for: options.tag) }
 
-    static func fileName(for tag: String) -> String {
+    /// The lo_file_name a device attached with `tag` carries.
+    public static func fileName(for tag: String) -> String {
         String(decoding: Array((tagPrefix + tag).utf8.prefix(Int(IMGTOOL_LO_NAME_SIZE) - 1)), as: UTF8.self)
     }
 
@@ -167,6 +168,27 @@ public final class LoopDevice: @unchecked Sendable {
         var info = loop_info64()
         try shimCall("ioctl(LOOP_GET_STATUS64)", on: path, imgtool_ioctl_ptr(fd, IMGTOOL_LOOP_GET_STATUS64, &info))
         return info
+    }
+
+    /// A device imgtool attached earlier, found by its tag, so that what a dead session left can be
+    /// released with `detach()`. nil when `path` is not bound or carries no imgtool tag.
+    public static func adopt(_ path: String, logger: Logger) throws(Error) -> LoopDevice? {
+        guard let number = Int(path.dropFirst("/dev/loop".count)), path.hasPrefix("/dev/loop") else { return nil }
+        do {
+            let handle = try FileHandle(path: path, flags: O_RDWR)
+            var info = loop_info64()
+            let r = imgtool_ioctl_ptr(handle.fd, IMGTOOL_LOOP_GET_STATUS64, &info)
+            if r == -ENXIO { return nil }
+            try shimCall("ioctl(LOOP_GET_STATUS64)", on: path, r)
+            var buf = [CChar](repeating: 0, count: Int(IMGTOOL_LO_NAME_SIZE) + 1)
+            imgtool_loop_info_get_file_name(&info, &buf)
+            let name = buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            guard name.hasPrefix(tagPrefix) else { return nil }
+            let options = Options(offset: info.lo_offset, sizeLimit: info.lo_sizelimit, tag: String(name.dropFirst(tagPrefix.count)))
+            return LoopDevice(number: number, handle: handle, options: options, flags: info.lo_flags, logger: logger)
+        } catch {
+            throw .system(error)
+        }
     }
 
     /// The device node may lag LOOP_CTL_GET_FREE briefly where udev or devtmpfs create it.

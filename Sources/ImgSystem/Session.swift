@@ -23,19 +23,51 @@ public final class Session {
     public let id: String
     public let logger: Logger
     public let interruption: Interruption
-    private var stack: [(resource: String, release: () throws -> Void)] = []
+    /// Where the session writes down what it is about to hold; nil for sessions that hold nothing
+    /// a crash could leave behind.
+    public let journal: SessionJournal?
+    private var stack: [(resource: String, entry: SessionJournal.Entry?, release: () throws -> Void)] = []
 
-    public init(logger: Logger, interruption: Interruption = Interruption()) {
-        self.id = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+    /// A session without a journal.
+    public convenience init(logger: Logger, interruption: Interruption = Interruption()) {
+        self.init(id: Self.newID(), logger: logger, interruption: interruption, journal: nil)
+    }
+
+    /// A session that keeps a journal of its resources (see SessionJournal), naming `image`; it
+    /// needs write access to /run/imgtool.
+    public convenience init(logger: Logger, interruption: Interruption = Interruption(),
+                            journalFor image: String) throws(SystemError) {
+        let id = Self.newID()
+        self.init(id: id, logger: logger, interruption: interruption, journal: try SessionJournal(id: id, image: image))
+    }
+
+    private init(id: String, logger: Logger, interruption: Interruption, journal: SessionJournal?) {
+        self.id = id
         var logger = logger
         logger[metadataKey: "session"] = "\(id)"
         self.logger = logger
         self.interruption = interruption
+        self.journal = journal
     }
 
-    /// Registers `release` for `resource` (a name a user can act on, such as "/dev/loop3").
-    public func onClose(_ resource: String, release: @escaping () throws -> Void) {
-        stack.append((resource, release))
+    /// Eight hex digits, zero-padded: tags and mount-point names embed it, and cleanup parses it
+    /// back out of them.
+    static func newID() -> String {
+        let hex = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        return String(repeating: "0", count: 8 - hex.count) + hex
+    }
+
+    /// Writes down that `entry` is about to be acquired; make the acquisition only if this
+    /// returns. A session without a journal records nothing.
+    public func acquiring(_ kind: SessionJournal.Kind, _ name: String) throws(SystemError) {
+        try journal?.acquiring(SessionJournal.Entry(kind, name))
+    }
+
+    /// Registers `release` for `resource` (a name a user can act on, such as "/dev/loop3"); with
+    /// `journal`, a successful release is written down as that entry's release.
+    public func onClose(_ resource: String, journal entry: (SessionJournal.Kind, String)? = nil,
+                        release: @escaping () throws -> Void) {
+        stack.append((resource, entry.map { SessionJournal.Entry($0.0, $0.1) }, release))
     }
 
     /// Throws `Interrupted` if a stop was requested; call between steps.
@@ -51,14 +83,17 @@ public final class Session {
     @discardableResult
     public func close() -> [CleanupFailure] {
         var failures: [CleanupFailure] = []
-        while let (resource, release) = stack.popLast() {
+        while let (resource, entry, release) = stack.popLast() {
             do {
                 try release()
+                if let entry { journal?.released(entry) }
             } catch {
                 logger.error("could not release \(resource): \(error)")
                 failures.append(CleanupFailure(resource: resource, reason: "\(error)"))
             }
         }
+        // A journal with something still held stays behind for `imgtool cleanup`.
+        if failures.isEmpty { journal?.finish() }
         return failures
     }
 

@@ -62,7 +62,7 @@ public final class FileHandle: @unchecked Sendable {
 }
 
 /// Sleeps for a backoff step with jitter, so that racing processes do not retry in lockstep.
-func backoffSleep(attempt: Int, baseMicroseconds: UInt32 = 5_000, capMicroseconds: UInt32 = 200_000) {
+public func backoffSleep(attempt: Int, baseMicroseconds: UInt32 = 5_000, capMicroseconds: UInt32 = 200_000) {
     let exp = min(capMicroseconds, baseMicroseconds << UInt32(min(attempt, 8)))
     usleep(exp / 2 + UInt32.random(in: 0...(exp / 2)))
 }

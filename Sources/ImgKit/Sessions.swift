@@ -1,0 +1,239 @@
+import Glibc
+import ImgSystem
+import Logging
+
+/// imgtool's sessions as the system shows them: their journals (SessionJournal) and the marks their
+/// resources carry in the kernel (loop tags "imgtool:<id>", mount points and directories named
+/// /run/imgtool/mnt-<id>-*), so that ours are found even when a journal is lost. A session is live
+/// while its journal is locked; everything else is stale and `cleanup` may release it.
+public enum Sessions {
+    public struct Resource: Sendable, Equatable {
+        public let kind: SessionJournal.Kind
+        /// /dev/loop3, "/dev/loop3 1", /run/imgtool/mnt-0a1b2c3d-Xy12Zq.
+        public let name: String
+    }
+
+    public struct Session: Sendable {
+        public let id: String
+        public let live: Bool
+        public let pid: Int32?
+        public let image: String?
+        /// The journal's path; nil when only kernel marks remain.
+        public let journal: String?
+        /// What the kernel holds for it now.
+        public let holds: [Resource]
+    }
+
+    /// Every session with a journal or with something in the kernel, sorted by id.
+    public static func list() -> [Session] {
+        let journals = SessionJournal.all()
+        let found = kernelResources()
+        var ids = Set(journals.map(\.id))
+        ids.formUnion(found.keys)
+        return ids.sorted().map { id in
+            let journal = journals.first { $0.id == id }
+            var holds = found[id] ?? []
+            // BLKPG partitions leave no mark of their own; the journal says which disk had them.
+            for entry in journal?.held ?? [] where entry.kind == .partition {
+                // Only on a disk that is unbound now or still ours: a reused loop device's
+                // partitions belong to whoever bound it.
+                if let p = partition(entry.name), partitionExists(p), !holds.contains(Resource(kind: .partition, name: entry.name)),
+                   ((try? LoopDevice.fileName(ofDevice: p.disk)) ?? nil).map({ $0.hasPrefix(LoopDevice.fileName(for: id)) }) ?? true {
+                    holds.insert(Resource(kind: .partition, name: entry.name), at: 0)
+                }
+            }
+            return Session(id: id, live: journal?.live ?? false, pid: journal?.pid, image: journal?.image,
+                           journal: journal?.path, holds: holds)
+        }
+    }
+
+    public struct CleanupResult: Sendable {
+        public var released: [String] = []
+        /// What could not be released, and why (for a busy mount: who holds it).
+        public var failed: [(resource: String, reason: String)] = []
+        /// Sessions left alone because they are live.
+        public var live: [String] = []
+        /// Still in use behind a lazily detached mount (--force): they go when its last user does,
+        /// and a later cleanup finishes the job.
+        public var pending: [String] = []
+    }
+
+    /// Releases what stale sessions hold (all of them, or only `id`), in the order a session
+    /// would: mounts, partitions, loop devices, directories, then the journal. Never touches a
+    /// live session's resources. With `force`, a mount still busy after retries is detached
+    /// lazily (MNT_DETACH); without it, the pids holding it are reported.
+    public static func cleanup(session id: String? = nil, force: Bool = false, logger: Logger) -> CleanupResult {
+        var result = CleanupResult()
+        for session in list() where id == nil || session.id == id {
+            guard !session.live else { result.live.append(session.id); continue }
+            // Lock the journal ourselves, so that two cleanups do not race over one session.
+            var lock: Int32 = -1
+            if let journal = session.journal {
+                lock = open(journal, O_RDONLY | O_CLOEXEC)
+                if lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) != 0 {
+                    close(lock)
+                    result.live.append(session.id)
+                    continue
+                }
+            }
+            defer { if lock >= 0 { close(lock) } }
+            let before = (result.failed.count, result.pending.count)
+            let order: [SessionJournal.Kind] = [.mount, .partition, .loop, .directory]
+            var lazilyDetached = false
+            for kind in order {
+                for resource in session.holds where resource.kind == kind {
+                    do {
+                        if try release(resource, force: force, logger: logger) == .lazily { lazilyDetached = true }
+                        result.released.append(describe(resource))
+                    } catch {
+                        // What sits under a lazily detached mount stays busy until its users go.
+                        if lazilyDetached { result.pending.append(describe(resource)) } else {
+                            result.failed.append((describe(resource), error.description))
+                        }
+                    }
+                }
+            }
+            if let journal = session.journal, (result.failed.count, result.pending.count) == before {
+                unlink(journal)
+                result.released.append("journal \(journal)")
+            }
+        }
+        return result
+    }
+
+    /// "loop device /dev/loop3", "partition /dev/loop3 number 1", "mount /run/imgtool/mnt-...".
+    public static func describe(_ r: Resource) -> String {
+        switch r.kind {
+        case .loop: return "loop device \(r.name)"
+        case .partition: return "partition \(r.name.split(separator: " ").joined(separator: " number "))"
+        case .mount: return "mount \(r.name)"
+        case .directory: return "directory \(r.name)"
+        }
+    }
+
+    struct ReleaseError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    enum Released { case now, lazily }
+
+    @discardableResult
+    private static func release(_ r: Resource, force: Bool, logger: Logger) throws(ReleaseError) -> Released {
+        switch r.kind {
+        case .mount:
+            var attempt = 0
+            while Mount.isMountPoint(r.name) {
+                if umount2(r.name, Int32(UMOUNT_NOFOLLOW)) == 0 { continue }
+                let e = errno
+                attempt += 1
+                if e == EBUSY && attempt < 25 { backoffSleep(attempt: attempt); continue }
+                if e == EBUSY && force {
+                    guard umount2(r.name, Int32(UMOUNT_NOFOLLOW) | Int32(MNT_DETACH)) == 0 else {
+                        throw ReleaseError(description: "lazy umount2: \(String(cString: strerror(errno)))")
+                    }
+                    logger.warning("\(r.name) was busy; detached lazily (--force): it goes away when its last user does")
+                    return .lazily
+                }
+                let holders = e == EBUSY ? pidsUsing(r.name) : []
+                throw ReleaseError(description: "umount2: \(String(cString: strerror(e)))"
+                    + (holders.isEmpty ? "" : "; held by pid \(holders.map(String.init).joined(separator: ", ")); stop them, or use --force for a lazy unmount"))
+            }
+        case .partition:
+            guard let (disk, number) = partition(r.name) else { return .now }
+            do { try BlockPartitions.remove(diskPath: disk, number: number, logger: logger) } catch {
+                throw ReleaseError(description: error.description)
+            }
+        case .loop:
+            do {
+                try LoopDevice.adopt(r.name, logger: logger)?.detach()
+            } catch {
+                throw ReleaseError(description: error.description)
+            }
+        case .directory:
+            if rmdir(r.name) != 0 && errno != ENOENT {
+                throw ReleaseError(description: "rmdir: \(String(cString: strerror(errno)))")
+            }
+        }
+        return .now
+    }
+
+    // MARK: What the kernel shows
+
+    /// Resources carrying an imgtool mark, by session id.
+    static func kernelResources() -> [String: [Resource]] {
+        var found: [String: [Resource]] = [:]
+        let parent = TemporaryDirectory.defaultParent + "/"
+        for point in Mount.mountPoints() where point.hasPrefix(parent) {
+            if let id = sessionID(mountDirectory: String(point.dropFirst(parent.count))) {
+                found[id, default: []].append(Resource(kind: .mount, name: point))
+            }
+        }
+        for device in loopDevices() {
+            guard let tag = try? LoopDevice.fileName(ofDevice: device), tag.hasPrefix(LoopDevice.tagPrefix) else { continue }
+            let id = String(tag.dropFirst(LoopDevice.tagPrefix.count).prefix { $0 != ":" })
+            guard !id.isEmpty else { continue }
+            for number in BlockPartitions.kernelPartitions(disk: device) {
+                found[id, default: []].append(Resource(kind: .partition, name: "\(device) \(number)"))
+            }
+            found[id, default: []].append(Resource(kind: .loop, name: device))
+        }
+        for name in directoryEntries(TemporaryDirectory.defaultParent) {
+            if let id = sessionID(mountDirectory: name) {
+                found[id, default: []].append(Resource(kind: .directory, name: parent + name))
+            }
+        }
+        return found
+    }
+
+    /// "mnt-0a1b2c3d-Xy12Zq" -> "0a1b2c3d".
+    static func sessionID(mountDirectory name: String) -> String? {
+        let parts = name.split(separator: "-")
+        guard parts.count == 3, parts[0] == "mnt", parts[1].count == 8, parts[1].allSatisfy(\.isHexDigit) else { return nil }
+        return String(parts[1])
+    }
+
+    static func loopDevices() -> [String] {
+        directoryEntries("/sys/block").filter { $0.hasPrefix("loop") && Int($0.dropFirst(4)) != nil }
+            .sorted { Int($0.dropFirst(4))! < Int($1.dropFirst(4))! }.map { "/dev/\($0)" }
+    }
+
+    static func partition(_ entry: String) -> (disk: String, number: Int)? {
+        let parts = entry.split(separator: " ")
+        guard parts.count == 2, let number = Int(parts[1]) else { return nil }
+        return (String(parts[0]), number)
+    }
+
+    static func partitionExists(_ p: (disk: String, number: Int)) -> Bool {
+        BlockPartitions.kernelPartitions(disk: p.disk).contains(p.number)
+    }
+
+    static func directoryEntries(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Processes with a descriptor, working directory or root inside `mountPoint`.
+    static func pidsUsing(_ mountPoint: String) -> [Int32] {
+        func inside(_ target: String) -> Bool { target == mountPoint || target.hasPrefix(mountPoint + "/") }
+        var pids: [Int32] = []
+        for name in directoryEntries("/proc") {
+            guard let pid = Int32(name) else { continue }
+            let links = ["cwd", "root"].map { "/proc/\(pid)/\($0)" } + directoryEntries("/proc/\(pid)/fd").map { "/proc/\(pid)/fd/\($0)" }
+            if links.contains(where: { readLink($0).map(inside) ?? false }) { pids.append(pid) }
+        }
+        return pids.sorted()
+    }
+
+    static func readLink(_ path: String) -> String? {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(path, &buf, buf.count - 1)
+        guard n >= 0 else { return nil }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

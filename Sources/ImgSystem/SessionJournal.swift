@@ -1,0 +1,180 @@
+import Glibc
+
+/// What a session is about to hold, written down before it holds it, so that a run killed with
+/// SIGKILL (or any crash) leaves a list of what to release. One append-only file per session under
+/// /run/imgtool/sessions, fsynced after every line, and locked (flock) by its session for the
+/// session's whole life: the lock is the liveness test, since the kernel drops it when the
+/// process dies, however it dies. /run is cleared at boot, like the loop devices and mounts.
+///
+/// Lines: `session <id> <pid> <image>`, then `acquire <kind> <name>` and `release <kind> <name>`.
+/// Names are percent-escaped, so any path fits on one line.
+public final class SessionJournal: @unchecked Sendable {
+    public static let directory = TemporaryDirectory.defaultParent + "/sessions"
+    static let suffix = ".journal"
+
+    /// What a journal line names. Each kind says how the kernel shows the resource, so cleanup can
+    /// find it even when it was only intended.
+    public enum Kind: String, Sendable, CaseIterable {
+        /// A loop device carrying this lo_file_name tag (see LoopDevice.tagPrefix).
+        case loop
+        /// A BLKPG partition: "<disk> <number>".
+        case partition
+        /// A mount point.
+        case mount
+        /// A directory (mount points are made under /run/imgtool).
+        case directory
+    }
+
+    public struct Entry: Sendable, Equatable, Hashable {
+        public let kind: Kind
+        public let name: String
+        public init(_ kind: Kind, _ name: String) {
+            self.kind = kind
+            self.name = name
+        }
+    }
+
+    public let id: String
+    public let path: String
+    private let handle: FileHandle
+    private var finished = false
+
+    /// Creates and locks the journal of session `id`.
+    public init(id: String, image: String) throws(SystemError) {
+        for dir in [TemporaryDirectory.defaultParent, Self.directory] where mkdir(dir, 0o700) != 0 && errno != EEXIST {
+            throw SystemError("mkdir", on: dir, errno: errno)
+        }
+        self.id = id
+        path = Self.directory + "/" + id + Self.suffix
+        handle = try FileHandle(path: path, flags: O_WRONLY | O_CREAT | O_EXCL | O_APPEND, mode: 0o600)
+        try systemCall("flock(LOCK_EX)", on: path) { flock(handle.fd, LOCK_EX | LOCK_NB) }
+        try append("session \(Self.escape(id)) \(getpid()) \(Self.escape(image))")
+        // The file's name must survive a crash too, not only its contents.
+        let dir = try FileHandle(path: Self.directory, flags: O_RDONLY | O_DIRECTORY)
+        _ = fsync(dir.fd)
+    }
+
+    /// Records that `entry` is about to be acquired. Call before the kernel call, and do not make
+    /// it if this throws: an acquisition the journal does not know of could outlive a crash.
+    public func acquiring(_ entry: Entry) throws(SystemError) {
+        try append("acquire \(entry.kind.rawValue) \(Self.escape(entry.name))")
+    }
+
+    /// Records that `entry` was released. Best effort: cleanup's releases are idempotent, so a
+    /// missing line costs a needless check, nothing more.
+    public func released(_ entry: Entry) {
+        try? append("release \(entry.kind.rawValue) \(Self.escape(entry.name))")
+    }
+
+    /// Everything was released: removes the journal, then drops the lock.
+    public func finish() {
+        guard !finished else { return }
+        finished = true
+        unlink(path)
+        handle.close()
+    }
+
+    private func append(_ line: String) throws(SystemError) {
+        let bytes = Array((line + "\n").utf8)
+        // O_APPEND and one write per line: a crash leaves whole lines, or a torn last one that
+        // parsing ignores.
+        let n = bytes.withUnsafeBytes { write(handle.fd, $0.baseAddress, $0.count) }
+        if n != bytes.count { throw SystemError("write", on: path, errno: n < 0 ? errno : EIO) }
+        try systemCall("fsync", on: path) { fsync(handle.fd) }
+    }
+
+    deinit {
+        // Not finished: something could not be released. The journal stays for `imgtool cleanup`;
+        // closing the descriptor drops the lock, which marks the session dead.
+        if !finished { handle.close() }
+    }
+
+    // MARK: Reading
+
+    /// A journal as found on disk.
+    public struct Record: Sendable {
+        public let id: String
+        public let pid: Int32?
+        public let image: String?
+        /// Acquired and not released, in acquisition order.
+        public let held: [Entry]
+        public let path: String
+        /// Whether its session still holds the lock.
+        public let live: Bool
+    }
+
+    /// Every journal in the directory.
+    public static func all() -> [Record] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var records: [Record] = []
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            guard name.hasSuffix(suffix), let record = read(directory + "/" + name) else { continue }
+            records.append(record)
+        }
+        return records.sorted { $0.id < $1.id }
+    }
+
+    /// Parses the journal at `path`; nil if it is not one.
+    public static func read(_ path: String) -> Record? {
+        guard let text = try? readTextFile(path) else { return nil }
+        var id: String?, pid: Int32?, image: String?
+        var held: [Entry] = []
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: true)
+        if !text.hasSuffix("\n"), !lines.isEmpty { lines.removeLast() }  // a crash can tear the last line
+        for line in lines {
+            let words = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+            switch words.first {
+            case "session" where words.count == 4:
+                id = unescape(words[1]); pid = Int32(words[2]); image = unescape(words[3])
+            case "acquire" where words.count == 3:
+                if let kind = Kind(rawValue: words[1]) { held.append(Entry(kind, unescape(words[2]))) }
+            case "release" where words.count == 3:
+                if let kind = Kind(rawValue: words[1]), let i = held.lastIndex(of: Entry(kind, unescape(words[2]))) {
+                    held.remove(at: i)
+                }
+            default: continue
+            }
+        }
+        guard let id else { return nil }
+        return Record(id: id, pid: pid, image: image, held: held, path: path, live: isLocked(path))
+    }
+
+    /// True while some process holds the journal's lock. Opening it read-only and asking for a
+    /// shared lock without waiting does not disturb a live session's exclusive one.
+    static func isLocked(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK
+    }
+
+    static func escape(_ s: String) -> String {
+        var out = ""
+        for byte in s.utf8 {
+            if byte <= 0x20 || byte == UInt8(ascii: "%") || byte >= 0x7F {
+                let hex = String(byte, radix: 16, uppercase: true)
+                out += "%" + (hex.count == 1 ? "0" : "") + hex
+            } else {
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            }
+        }
+        return out.isEmpty ? "%" : out  // "%" alone: the empty string, so no field is ever empty
+    }
+
+    static func unescape(_ s: String) -> String {
+        guard s != "%" else { return "" }
+        var out: [UInt8] = []
+        var bytes = Array(s.utf8)[...]
+        while let b = bytes.popFirst() {
+            if b == UInt8(ascii: "%"), bytes.count >= 2, let v = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) {
+                out.append(v)
+                bytes = bytes.dropFirst(2)
+            } else {
+                out.append(b)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

@@ -1,0 +1,158 @@
+import Foundation
+import ImgKit
+import ImgSystem
+import Testing
+import TestSupport
+
+/// Crash recovery: a run killed with SIGKILL leaves its journal and its resources; `imgtool status`
+/// shows them as stale, `imgtool cleanup` releases them (never a live session's), and a rerun then
+/// installs an image that boots.
+@Suite(.serialized, .enabled(if: kernelTestsBlocked == nil, "\(kernelTestsBlocked ?? "")"))
+struct SessionsTests {
+    typealias JSON = [String: Any]
+
+    /// A directory holding a fake grub-install, put first in PATH.
+    func fakeGrubInstall(_ scratch: Scratch, script: String) throws -> String {
+        let dir = scratch.file("bin")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = "\(dir)/grub-install"
+        try "#!/bin/sh\n\(script)\n".write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o755)
+        return dir
+    }
+
+    /// Starts `imgtool install-grub image` (with `pathPrefix` first in PATH when given).
+    func startInstall(_ image: String, pathPrefix: String? = nil, strategy: String? = nil) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: imgtoolPath)
+        p.arguments = ["install-grub", image, "-q"] + (strategy.map { ["--strategy", $0] } ?? [])
+        var env = ProcessInfo.processInfo.environment
+        if let pathPrefix { env["PATH"] = pathPrefix + ":" + (env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin") }
+        p.environment = env
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    func status() throws -> [JSON] {
+        let r = try imgtool(["status", "--json"])
+        return try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? [JSON], "\(r.stderr)")
+    }
+
+    /// Waits until a mount of ours shows up (the run reached grub-install's step).
+    func waitForMount(timeout: Double = 20) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if Mount.mountPoints().contains(where: { $0.hasPrefix(TemporaryDirectory.defaultParent + "/mnt-") }) { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+
+    @Test("SIGKILL during grub-install: status shows the stale session and all it holds; cleanup --all releases it")
+    func killedDuringGrubInstall() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "gpt"])
+        let process = try startInstall(image, pathPrefix: try fakeGrubInstall(scratch, script: "exec sleep 30"))
+        #expect(waitForMount())
+        let live = try status()
+        #expect(live.count == 1 && live[0]["live"] as? Bool == true && live[0]["pid"] as? Int == Int(process.processIdentifier))
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+
+        let stale = try #require(try status().first)
+        #expect(stale["live"] as? Bool == false && stale["image"] as? String == image)
+        let kinds = Set((stale["holds"] as? [JSON] ?? []).compactMap { $0["kind"] as? String })
+        #expect(kinds == ["loop", "partition", "mount", "directory"], "\(stale)")
+        #expect(!leftovers().isEmpty)
+
+        let r = try imgtool(["cleanup", "--all"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(leftovers() == [])
+        #expect(try status().isEmpty)
+        #expect(try imgtool(["install-grub", image, "-q"]).status == 0)
+        #expect(leftovers() == [])
+    }
+
+    @Test("a live session is never touched: cleanup --all leaves it, and it ends cleanly by itself")
+    func liveSessionUntouched() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
+        let process = try startInstall(image, pathPrefix: try fakeGrubInstall(scratch, script: "exec sleep 3"))
+        #expect(waitForMount())
+        let held = leftovers()
+        let r = try imgtool(["cleanup", "--all", "--json"])
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? JSON)
+        #expect(r.status == 0 && (json["live"] as? [String])?.count == 1 && (json["released"] as? [String]) == [])
+        #expect(leftovers() == held)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        #expect(leftovers() == [])
+    }
+
+    @Test("a busy mount is reported with the pid holding it and kept; --force detaches it lazily")
+    func busyMount() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
+        let process = try startInstall(image, pathPrefix: try fakeGrubInstall(scratch, script: "exec sleep 30"))
+        #expect(waitForMount())
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        let mountPoint = try #require(Mount.mountPoints().first { $0.hasPrefix(TemporaryDirectory.defaultParent + "/mnt-") })
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        holder.arguments = ["30"]
+        holder.currentDirectoryURL = URL(fileURLWithPath: mountPoint)
+        try holder.run()
+        defer { holder.terminate(); holder.waitUntilExit() }
+
+        let busy = try imgtool(["cleanup", "--all"])
+        #expect(busy.status == 1)
+        #expect(busy.stderr.contains("held by pid \(holder.processIdentifier)"), "\(busy.stderr)")
+        #expect(Mount.isMountPoint(mountPoint))
+        let forced = try imgtool(["cleanup", "--all", "--force"])
+        #expect(forced.status == 0, "\(forced.stderr)")
+        holder.terminate()
+        holder.waitUntilExit()
+        // A lazily detached mount goes once its last user has; the loop device follows it.
+        let deadline = Date().addingTimeInterval(10)
+        while !leftovers().isEmpty && Date() < deadline {
+            _ = try? imgtool(["cleanup", "--all"])
+            usleep(100_000)
+        }
+        #expect(leftovers() == [])
+    }
+
+    /// SIGKILL at 50 points spread over a real install (both strategies this kernel has); after
+    /// each, cleanup leaves nothing and a rerun installs an image that boots.
+    @Test("SIGKILL at 50 random points: cleanup leaves nothing of ours, and a rerun boots")
+    func randomKills() throws {
+        let scratch = try Scratch()
+        let pristine = try makeDisk(scratch.file("pristine.img"), ["--label", "dos", "--marker", "KILLTEST"])
+        // How long a whole run takes here, to spread the kills over it.
+        let image = scratch.file("disk.img")
+        try run(["cp", pristine, image])
+        let started = Date()
+        #expect(try imgtool(["install-grub", image, "-q"]).status == 0)
+        let duration = Date().timeIntervalSince(started)
+        var generator = SystemRandomNumberGenerator()
+        var killedMidway = 0
+        for i in 0..<50 {
+            try run(["cp", pristine, image])
+            let strategy = i % 2 == 0 ? "blkpg" : "offset"
+            let process = try startInstall(image, strategy: strategy)
+            usleep(UInt32(Double.random(in: 0...(0.9 * duration), using: &generator) * 1_000_000))
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            if process.terminationReason == .uncaughtSignal { killedMidway += 1 }
+            let r = try imgtool(["cleanup", "--all"])
+            #expect(r.status == 0, "kill \(i): \(r.stderr)")
+            #expect(leftovers() == [], "kill \(i)")
+            #expect(try imgtool(["install-grub", image, "-q", "--strategy", strategy]).status == 0, "rerun \(i)")
+            #expect(try boot(image, expect: "KILLTEST", timeout: 30).found, "boot after kill \(i)")
+        }
+        // Not vacuous: the kills must mostly land while the run is still going.
+        #expect(killedMidway >= 25, "only \(killedMidway) of 50 kills landed before the run ended")
+    }
+}
