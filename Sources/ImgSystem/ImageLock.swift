@@ -9,7 +9,9 @@ public final class ImageLock: @unchecked Sendable {
         public var description: String {
             switch self {
             case .held(let path, let pid):
-                let who = pid.map { "process \($0)" + (processName($0).map { " (\($0))" } ?? "") } ?? "another process"
+                let session = pid.flatMap { pid in SessionJournal.all().first { $0.pid == pid && $0.live }?.id }
+                let who = (pid.map { "process \($0)" + (processName($0).map { " (\($0))" } ?? "") } ?? "another process")
+                    + (session.map { ", imgtool session \($0)" } ?? "")
                 return "\(path) is in use by \(who): another imgtool is working on it. Wait for it to finish, or stop it."
             case .system(let e): return e.description
             }

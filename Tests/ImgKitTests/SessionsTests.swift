@@ -156,3 +156,64 @@ struct SessionsTests {
         #expect(killedMidway >= 25, "only \(killedMidway) of 50 kills landed before the run ended")
     }
 }
+
+/// Runs side by side: each has its own session, loop devices and mount points; one image, one run.
+@Suite(.serialized, .enabled(if: kernelTestsBlocked == nil, "\(kernelTestsBlocked ?? "")"))
+struct ConcurrentRunsTests {
+    @Test("8 installs at once on 8 images: all succeed and boot, nothing is left")
+    func eightAtOnce() throws {
+        let scratch = try Scratch()
+        var images: [String] = []
+        for i in 0..<8 {
+            images.append(try makeDisk(scratch.file("disk\(i).img"), ["--label", i % 2 == 0 ? "dos" : "gpt", "--marker", "PARALLEL\(i)"]))
+        }
+        let processes = try images.map { image in
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: imgtoolPath)
+            p.arguments = ["install-grub", image, "-q"]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            return p
+        }
+        for p in processes { p.waitUntilExit() }
+        #expect(processes.map(\.terminationStatus) == Array(repeating: 0, count: 8))
+        #expect(leftovers() == [])
+        for (i, image) in images.enumerated() {
+            #expect(try boot(image, expect: "PARALLEL\(i)", timeout: 30).found, "image \(i)")
+        }
+    }
+
+    @Test("a second run on the same image fails at once, naming the first's process and session")
+    func sameImageTwice() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
+        let bin = scratch.file("bin")
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        try "#!/bin/sh\nexec sleep 5\n".write(toFile: bin + "/grub-install", atomically: true, encoding: .utf8)
+        chmod(bin + "/grub-install", 0o755)
+        let first = Process()
+        first.executableURL = URL(fileURLWithPath: imgtoolPath)
+        first.arguments = ["install-grub", image, "-q"]
+        var env = ProcessInfo.processInfo.environment
+        env["PATH"] = bin + ":" + (env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin")
+        first.environment = env
+        first.standardError = FileHandle.nullDevice
+        try first.run()
+        defer { first.terminate(); first.waitUntilExit() }
+        let deadline = Date().addingTimeInterval(20)
+        var session: String?
+        while session == nil && Date() < deadline {
+            let r = try imgtool(["status", "--json"])
+            let list = (try? JSONSerialization.jsonObject(with: Data(r.output)) as? [[String: Any]]) ?? []
+            session = list.first { $0["live"] as? Bool == true }?["id"] as? String
+            if session == nil { usleep(20_000) }
+        }
+        let id = try #require(session)
+        let started = Date()
+        let second = try imgtool(["install-grub", image, "-q"])
+        #expect(second.status == 75)
+        #expect(second.stderr.contains("process \(first.processIdentifier)") && second.stderr.contains("session \(id)"), "\(second.stderr)")
+        #expect(Date().timeIntervalSince(started) < 2, "it must not wait for the first run")
+    }
+}
