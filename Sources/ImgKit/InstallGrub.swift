@@ -163,6 +163,7 @@ public enum InstallGrub {
             var arguments = ["grub-install", "--target=\(GrubTools.target)", "--boot-directory=\(bootDirectory)"]
             if !modules.isEmpty { arguments.append("--modules=\(modules.joined(separator: " "))") }
             arguments.append(presented.diskDevice)
+            try session.step("grub-install")
             session.logger.info("running \(arguments.joined(separator: " "))")
             let logger = session.logger
             // setpriv --pdeathsig: should imgtool itself be killed (SIGKILL leaves no teardown),

@@ -118,7 +118,9 @@ public enum Verify {
                 return problems
             }
             filesystem = partition.flatMap(probe)
-        } else if device == "$root", let uuid = searchUUID(config) {
+        } else if device == "$root" || device == nil, let uuid = searchUUID(config) {
+            // The embedded config's search sets root; a prefix without a device then lies there
+            // (grub-install's --modules recipe embeds "search.fs_uuid U root" and prefix /boot/grub).
             for p in table.partitions where p.kind != .extended {
                 if let fs = probe(p), fs.uuid?.lowercased() == uuid.lowercased() { partition = p; filesystem = fs; break }
             }

@@ -27,6 +27,8 @@ public final class Session {
     /// a crash could leave behind.
     public let journal: SessionJournal?
     private var stack: [(resource: String, entry: SessionJournal.Entry?, release: () throws -> Void)] = []
+    /// Once a release failed, the journal must outlive the session, also past a later close().
+    private var releaseFailed = false
 
     /// A session without a journal.
     public convenience init(logger: Logger, interruption: Interruption = Interruption()) {
@@ -60,7 +62,32 @@ public final class Session {
     /// Writes down that `entry` is about to be acquired; make the acquisition only if this
     /// returns. A session without a journal records nothing.
     public func acquiring(_ kind: SessionJournal.Kind, _ name: String) throws(SystemError) {
+        try injectFault(.acquire, "\(kind.rawValue) \(name)")
         try journal?.acquiring(SessionJournal.Entry(kind, name))
+    }
+
+    /// A step that changes something without holding it afterwards (running grub-install): a
+    /// point where fault injection can fail the run.
+    public func step(_ name: String) throws(SystemError) {
+        try injectFault(.acquire, name)
+    }
+
+    // MARK: Fault injection (debug builds only)
+
+    enum FaultPoint: String { case acquire, release }
+    private var faultCounts: [FaultPoint: Int] = [:]
+
+    /// In debug builds, IMGTOOL_INJECT_FAULT=acquire:K (or release:K) makes the Kth acquisition
+    /// step (or release) of every session fail as the kernel would, with EIO: the tests use it to
+    /// fail each step in turn and check what is left. Release builds compile it out.
+    private func injectFault(_ point: FaultPoint, _ what: String) throws(SystemError) {
+        #if DEBUG
+        faultCounts[point, default: 0] += 1
+        guard let spec = getenv("IMGTOOL_INJECT_FAULT").map({ String(cString: $0) }),
+              spec == "\(point.rawValue):\(faultCounts[point]!)" else { return }
+        logger.debug("injecting a fault at \(point.rawValue) step \(faultCounts[point]!): \(what)")
+        throw SystemError("injected fault (\(spec))", on: what, errno: EIO)
+        #endif
     }
 
     /// Registers `release` for `resource` (a name a user can act on, such as "/dev/loop3"); with
@@ -85,15 +112,17 @@ public final class Session {
         var failures: [CleanupFailure] = []
         while let (resource, entry, release) = stack.popLast() {
             do {
+                try injectFault(.release, resource)
                 try release()
                 if let entry { journal?.released(entry) }
             } catch {
                 logger.error("could not release \(resource): \(error)")
                 failures.append(CleanupFailure(resource: resource, reason: "\(error)"))
+                releaseFailed = true
             }
         }
         // A journal with something still held stays behind for `imgtool cleanup`.
-        if failures.isEmpty { journal?.finish() }
+        if !releaseFailed { journal?.finish() }
         return failures
     }
 
