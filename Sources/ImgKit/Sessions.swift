@@ -134,7 +134,7 @@ public enum Sessions {
                     logger.warning("\(r.name) was busy; detached lazily (--force): it goes away when its last user does")
                     return .lazily
                 }
-                let holders = e == EBUSY ? pidsUsing(r.name) : []
+                let holders = e == EBUSY ? Mount.users(of: r.name) : []
                 throw ReleaseError(description: "umount2: \(String(cString: strerror(e)))"
                     + (holders.isEmpty ? "" : "; held by pid \(holders.map(String.init).joined(separator: ", ")); stop them, or use --force for a lazy unmount"))
             }
@@ -205,35 +205,5 @@ public enum Sessions {
 
     static func partitionExists(_ p: (disk: String, number: Int)) -> Bool {
         BlockPartitions.kernelPartitions(disk: p.disk).contains(p.number)
-    }
-
-    static func directoryEntries(_ path: String) -> [String] {
-        guard let dir = opendir(path) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
-    }
-
-    /// Processes with a descriptor, working directory or root inside `mountPoint`.
-    static func pidsUsing(_ mountPoint: String) -> [Int32] {
-        func inside(_ target: String) -> Bool { target == mountPoint || target.hasPrefix(mountPoint + "/") }
-        var pids: [Int32] = []
-        for name in directoryEntries("/proc") {
-            guard let pid = Int32(name) else { continue }
-            let links = ["cwd", "root"].map { "/proc/\(pid)/\($0)" } + directoryEntries("/proc/\(pid)/fd").map { "/proc/\(pid)/fd/\($0)" }
-            if links.contains(where: { readLink($0).map(inside) ?? false }) { pids.append(pid) }
-        }
-        return pids.sorted()
-    }
-
-    static func readLink(_ path: String) -> String? {
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlink(path, &buf, buf.count - 1)
-        guard n >= 0 else { return nil }
-        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

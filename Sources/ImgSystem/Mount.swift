@@ -12,10 +12,16 @@ public final class Mount: @unchecked Sendable {
     public enum Error: Swift.Error, CustomStringConvertible, Sendable {
         case system(SystemError)
         case stillMounted(target: String)
+        /// Still busy after the retries; `users` are the pids with something open inside.
+        case busy(target: String, users: [Int32])
         public var description: String {
             switch self {
             case .system(let e): return e.description
             case .stillMounted(let t): return "\(t) is still mounted after umount2; see `fuser -vm \(t)`."
+            case .busy(let t, let users):
+                let who = users.isEmpty ? "something (see `fuser -vm \(t)`)"
+                    : "pid " + users.map { "\($0)" + (processName($0).map { " (\($0))" } ?? "") }.joined(separator: ", ")
+                return "\(t) is busy: \(who) has files open in it. It stays mounted; stop that process, then run `imgtool cleanup --all` (or add --force to detach it lazily)."
             }
         }
     }
@@ -45,12 +51,34 @@ public final class Mount: @unchecked Sendable {
                 try systemCall("umount2", on: target) { umount2(target, Int32(UMOUNT_NOFOLLOW)) }
             }
         } catch where error.errno == EINVAL && !Self.isMountPoint(target) {
+        } catch where error.errno == EBUSY {
+            throw .busy(target: target, users: Self.users(of: target))
         } catch {
             throw .system(error)
         }
         guard !Self.isMountPoint(target) else { throw .stillMounted(target: target) }
         mounted = false
         logger.debug("unmounted \(target)")
+    }
+
+    /// Processes with a descriptor, working directory or root inside `mountPoint` (what fuser -m
+    /// finds), from /proc.
+    public static func users(of mountPoint: String) -> [Int32] {
+        func inside(_ target: String) -> Bool { target == mountPoint || target.hasPrefix(mountPoint + "/") }
+        var pids: [Int32] = []
+        for name in directoryEntries("/proc") {
+            guard let pid = Int32(name) else { continue }
+            let links = ["cwd", "root"].map { "/proc/\(pid)/\($0)" } + directoryEntries("/proc/\(pid)/fd").map { "/proc/\(pid)/fd/\($0)" }
+            if links.contains(where: { readLink($0).map(inside) ?? false }) { pids.append(pid) }
+        }
+        return pids.sorted()
+    }
+
+    private static func readLink(_ path: String) -> String? {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(path, &buf, buf.count - 1)
+        guard n >= 0 else { return nil }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Whether the kernel lists `path` as a mount point of this mount namespace.
@@ -98,4 +126,17 @@ public func readTextFile(_ path: String) throws(SystemError) -> String {
         data += buf[0..<Int(n)]
     }
     return String(decoding: data, as: UTF8.self)
+}
+
+/// The names in a directory, without "." and ".."; empty if it cannot be read. For /proc, /sys
+/// and imgtool's own directories.
+public func directoryEntries(_ path: String) -> [String] {
+    guard let dir = opendir(path) else { return [] }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let e = readdir(dir) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
 }

@@ -8,7 +8,8 @@ import Glibc
 ///
 /// Lines: `session <id> <pid> <image>`, then `acquire <kind> <name>` and `release <kind> <name>`.
 /// Names are percent-escaped, so any path fits on one line.
-public final class SessionJournal: @unchecked Sendable {
+/// Not Sendable: its session owns it and writes from one thread at a time.
+public final class SessionJournal {
     public static let directory = TemporaryDirectory.defaultParent + "/sessions"
     static let suffix = ".journal"
 
@@ -105,13 +106,9 @@ public final class SessionJournal: @unchecked Sendable {
 
     /// Every journal in the directory.
     public static func all() -> [Record] {
-        guard let dir = opendir(directory) else { return [] }
-        defer { closedir(dir) }
         var records: [Record] = []
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            guard name.hasSuffix(suffix), let record = read(directory + "/" + name) else { continue }
-            records.append(record)
+        for name in directoryEntries(directory) where name.hasSuffix(suffix) {
+            if let record = read(directory + "/" + name) { records.append(record) }
         }
         return records.sorted { $0.id < $1.id }
     }

@@ -124,6 +124,31 @@ struct SessionsTests {
         #expect(leftovers() == [])
     }
 
+    @Test("a mount kept busy at teardown: the run names the pid and exits 1, the session stays for cleanup")
+    func busyAtTeardown() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
+        // A grub-install that leaves a process behind with its working directory on the mount.
+        let marker = scratch.file("holder.pid")
+        let bin = try fakeGrubInstall(scratch, script: """
+            for a in "$@"; do case $a in --boot-directory=*) dir=${a#--boot-directory=};; esac; done
+            setsid sh -c "cd '$dir' && echo \\$\\$ > '\(marker)' && exec sleep 30" </dev/null >/dev/null 2>&1 &
+            while [ ! -s '\(marker)' ]; do sleep 0.05; done
+            """)
+        let r = try Subprocess.run(["env", "PATH=\(bin):/usr/sbin:/usr/bin:/sbin:/bin", imgtoolPath, "install-grub", image, "-q"])
+        let holder = try #require(Int32(try String(contentsOfFile: marker, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        defer { kill(holder, SIGKILL) }
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("is busy: pid \(holder)") && r.stderr.contains("imgtool cleanup"), "\(r.stderr)")
+        let stale = try #require(try status().first)
+        #expect(stale["live"] as? Bool == false)
+        #expect((stale["holds"] as? [JSON] ?? []).contains { $0["kind"] as? String == "mount" })
+        kill(holder, SIGKILL)
+        usleep(200_000)
+        #expect(try imgtool(["cleanup", "--all"]).status == 0)
+        #expect(leftovers() == [])
+    }
+
     /// SIGKILL at 50 points spread over a real install (both strategies this kernel has); after
     /// each, cleanup leaves nothing and a rerun installs an image that boots.
     @Test("SIGKILL at 50 random points: cleanup leaves nothing of ours, and a rerun boots")

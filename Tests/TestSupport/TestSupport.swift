@@ -107,21 +107,11 @@ public func leftovers() -> [String] {
         closedir(dir)
     }
     found += Mount.mountPoints().filter { $0.hasPrefix(TemporaryDirectory.defaultParent + "/") }.map { "mount \($0)" }
-    func entries(_ path: String) -> [String] {
-        guard let dir = opendir(path) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
-    }
-    for name in entries(TemporaryDirectory.defaultParent) {
+    for name in directoryEntries(TemporaryDirectory.defaultParent) {
         // The journal directory itself stays; a journal in it is a session that did not end cleanly.
         let path = "\(TemporaryDirectory.defaultParent)/\(name)"
         if path == SessionJournal.directory {
-            found += entries(path).map { "session journal \(path)/\($0)" }
+            found += directoryEntries(path).map { "session journal \(path)/\($0)" }
         } else {
             found.append("directory \(path)")
         }
