@@ -6,17 +6,24 @@ SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 OUT := out
 
-# What each job needs from Debian. Build: the C libraries the Swift targets link.
-BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev liblzma-dev
+# What each job needs from Debian. Build: the C libraries the Swift targets link, and what
+# Scripts/build-libdevmapper.sh needs to build a static libdevmapper from Debian's lvm2 source.
+BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev liblzma-dev dpkg-dev gcc make debian-archive-keyring
 # install-grub at run time: grub-install and GRUB's i386-pc files; udevadm, which grub-probe asks
 # where a partition starts; util-linux for setpriv in the tests.
 RUN_PKGS := grub-pc-bin grub2-common udev e2fsprogs util-linux
-# Building test images (sfdisk, sgdisk, parted, mkfs/debugfs) and booting them (qemu, SeaBIOS).
-TEST_PKGS := fdisk gdisk parted qemu-system-x86 python3 xorriso isolinux syslinux-common dosfstools mtools grub-efi-amd64-bin ovmf exfatprogs syslinux extlinux
+# Building test images (sfdisk, sgdisk, parted, mkfs/debugfs) and booting them (qemu, SeaBIOS);
+# kpartx to check imgtool's partition maps against, dmsetup for the udev rules of the dm VM test.
+TEST_PKGS := kpartx dmsetup linux-image-cloud-amd64 busybox-static cpio fdisk gdisk parted qemu-system-x86 python3 xorriso isolinux syslinux-common dosfstools mtools grub-efi-amd64-bin ovmf exfatprogs syslinux extlinux
 # The benchmarks' measuring tools: peak memory (time) and bytes read (strace).
 BENCH_PKGS := time strace
 
 .PHONY: all build demo test fuzz bench deps-build deps-run deps-test deps-bench clean
+
+# Where deps-build puts the static libdevmapper and its imgtool-devmapper.pc; every swift
+# invocation below finds it through this.
+DEPS := $(CURDIR)/.build/deps
+export PKG_CONFIG_PATH := $(DEPS)/lib/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
 
 all: build
 
@@ -30,8 +37,10 @@ define apt_install
 	fi
 endef
 
+# Debian ships no libdevmapper.a: build one from Debian's own lvm2 source (skipped when built).
 deps-build:
 	$(call apt_install,$(BUILD_PKGS))
+	Scripts/build-libdevmapper.sh $(DEPS)
 deps-run: deps-build
 	$(call apt_install,$(RUN_PKGS))
 deps-test: deps-run

@@ -19,10 +19,17 @@ let package = Package(
         .target(name: "CExt2fsFdIO", dependencies: ["CExt2fs"]),
         // liblzma decodes GRUB's core.img: pure computation, so the formats layer may use it.
         .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
+        // libdevmapper, static, built from Debian's lvm2 source into .build/deps by
+        // Scripts/build-libdevmapper.sh (`make deps-build`); swift finds it through
+        // PKG_CONFIG_PATH=.build/deps/lib/pkgconfig, which the Makefile sets. Debian ships no .a.
+        .systemLibrary(name: "CDevMapper", pkgConfig: "imgtool-devmapper"),
+        // libdm's variadic log callback, formatted in C for a Swift function pointer.
+        .target(name: "CDevMapperShim", dependencies: ["CDevMapper"]),
         .target(name: "ImgFormats", dependencies: ["CLzma"]),
         .target(
             name: "ImgSystem",
-            dependencies: ["CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", "CDevMapper", "CDevMapperShim",
+                           .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "ImgKit",
             dependencies: ["ImgFormats", "ImgSystem", .product(name: "Logging", package: "swift-log")]),
@@ -31,10 +38,16 @@ let package = Package(
             dependencies: ["ImgKit", .product(name: "Logging", package: "swift-log")]),
         // Helpers the tests share: the image scripts, qemu boots, running the CLI, leak checks.
         .target(name: "TestSupport", dependencies: ["ImgSystem"], path: "Tests/TestSupport"),
+        // Runs inside IsolatedVM's throwaway VM, whose kernel has device mapper, for
+        // ImgKitTests' DeviceMapperVMTests: the host kernel here has none.
+        .executableTarget(
+            name: "DeviceMapperProbe",
+            dependencies: ["ImgKit", "ImgFormats", "ImgSystem", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/DeviceMapperProbe"),
         .testTarget(name: "ImgFormatsTests", dependencies: ["ImgFormats", "TestSupport"]),
         .testTarget(
             name: "ImgSystemTests",
-            dependencies: ["ImgSystem", "ImgFormats", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["ImgSystem", "ImgFormats", "TestSupport", "CDevMapper", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "ImgKitTests",
             dependencies: ["ImgKit", "ImgFormats", "ImgSystem", "TestSupport", .product(name: "Logging", package: "swift-log")]),

@@ -283,9 +283,10 @@ public enum QemuBoot {
 
     // MARK: Temp dir
 
-    static func makeTemporaryDirectory() throws(SystemError) -> String {
+    /// A private directory under $TMPDIR or /tmp, named `prefix` + 6 random characters. Wraps mkdtemp(3).
+    static func makeTemporaryDirectory(prefix: String = temporaryPrefix) throws(SystemError) -> String {
         let parent = getenv("TMPDIR").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
-        var template = Array("\(parent)/\(temporaryPrefix)XXXXXX".utf8CString)
+        var template = Array("\(parent)/\(prefix)XXXXXX".utf8CString)
         guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
             throw SystemError("mkdtemp", on: parent, errno: errno)
         }

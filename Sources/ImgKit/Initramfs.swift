@@ -1,0 +1,263 @@
+import Glibc
+import ImgFormats
+import ImgSystem
+
+/// An initramfs assembled from the host's installed files, for `IsolatedVM`: busybox (as /bin/sh
+/// and the applets /init needs), host executables at their host paths with every shared library
+/// `ldd` names (and the dynamic loader) at theirs, data directories copied as they are, kernel
+/// modules with their dependencies in load order, and a generated /init.
+///
+/// Everything keeps its host path, so a command line that works on the host works inside. Host
+/// executables win over busybox applets of the same path. Compressed modules (.ko.xz, .ko.gz,
+/// .ko.zst) are stored decompressed, so that busybox's insmod loads them whether or not the guest
+/// kernel can decompress modules (Debian 12's cloud kernel cannot: CONFIG_MODULE_DECOMPRESS is off).
+///
+/// The /init it generates is command-independent (the command arrives through fw_cfg), so one
+/// archive serves every run with the same inputs; `IsolatedVM` describes the protocol.
+public struct Initramfs: Sendable {
+    /// The guest kernel's release: modules come from `modulesRoot`/`kernelRelease`.
+    public var kernelRelease: String
+    public var busybox = "/bin/busybox"
+    /// Host executables to include with their libraries.
+    public var executables: [String] = []
+    /// Host directories to include recursively (regular files, directories, symlinks as symlinks).
+    public var dataDirectories: [String] = []
+    /// Module names as modprobe takes them (`virtio_blk`, `dm_mod`, `vfat`); built-in ones are skipped.
+    public var modules: [String] = []
+    public var modulesRoot = "/lib/modules"
+
+    public init(kernelRelease: String) {
+        self.kernelRelease = kernelRelease
+    }
+
+    /// The assembled archive and what went into it.
+    public struct Assembled: Sendable {
+        /// The newc cpio, uncompressed (see `IsolatedVM`'s notes on why).
+        public let archive: [UInt8]
+        /// Module files in load order, as /init loads them.
+        public let moduleLoadOrder: [String]
+        /// Directories of the included libraries: the guest's LD_LIBRARY_PATH (there is no ld.so.cache).
+        public let libraryDirectories: [String]
+        /// Every host file read, for cache keys.
+        public let sources: [String]
+    }
+
+    /// Busybox applets the generated /init and a shell command are likely to need; only those the
+    /// host's busybox has get a symlink in /bin.
+    public static let applets = [
+        "sh", "ash", "mount", "umount", "insmod", "lsmod", "mkdir", "cat", "echo", "ln", "ls", "sleep", "usleep",
+        "sync", "reboot", "poweroff", "true", "false", "test", "[", "dd", "head", "tail", "grep", "sed", "rm", "cp",
+        "mv", "chmod", "env", "printf", "od", "hexdump", "xxd", "stat", "readlink", "find", "blockdev", "losetup",
+        "dmesg", "uname", "timeout", "wc", "sort", "cmp", "sha256sum", "tr", "cut", "id", "kill",
+    ]
+
+    /// The guest directories on PATH after the included executables' own.
+    static let basePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    public func assemble() throws(IsolatedVM.Error) -> Assembled {
+        var cpio = CpioWriter()
+        var sources: [String] = []
+        do {
+            for dir in ["dev", "proc", "sys", "tmp", "run", "root", "var/tmp", "mnt"] {
+                try cpio.addDirectory(dir, mode: dir.hasSuffix("tmp") ? 0o1777 : 0o755)
+            }
+        } catch { throw .initramfs(error.description) }
+
+        // Executables and their libraries, each file once.
+        var libraryDirectories: [String] = []
+        var executableDirectories: [String] = []
+        let programs = [busybox] + executables
+        for program in programs {
+            guard access(program, X_OK) == 0 else {
+                throw program == busybox ? .busyboxMissing(program) : .executableMissing(program)
+            }
+            try add(file: program, at: program, to: &cpio, sources: &sources)
+            let dir = Self.parent(program)
+            if program != busybox, !executableDirectories.contains(dir) { executableDirectories.append(dir) }
+            for library in try Self.sharedLibraries(of: program) where !cpio.contains(library) {
+                try add(file: library, at: library, to: &cpio, sources: &sources, mode: 0o755)
+                let dir = Self.parent(library)
+                if !libraryDirectories.contains(dir) { libraryDirectories.append(dir) }
+            }
+        }
+        for applet in try Self.busyboxApplets(busybox) where !cpio.contains("/bin/\(applet)") {
+            do { try cpio.addSymlink("/bin/\(applet)", target: busybox) } catch { throw .initramfs(error.description) }
+        }
+
+        for directory in dataDirectories {
+            try addTree(directory, to: &cpio, sources: &sources)
+        }
+
+        // Modules in load order, each once.
+        var loadOrder: [String] = []
+        var loadLines: [String] = []
+        for module in modules {
+            for (path, options) in try Self.moduleDependencies(module, release: kernelRelease, root: modulesRoot)
+            where !loadOrder.contains(path) {
+                loadOrder.append(path)
+                let stored = try addModule(path, to: &cpio, sources: &sources)
+                loadLines.append((["insmod", stored] + options).map(IsolatedVM.shellQuote).joined(separator: " ")
+                                 + " || say \(IsolatedVM.shellQuote("insmod \(stored) failed"))")
+            }
+        }
+
+        let path = (executableDirectories + [Self.basePath]).joined(separator: ":")
+        let script = IsolatedVM.initScript(path: path, libraryPath: libraryDirectories.joined(separator: ":"),
+                                           moduleLoading: loadLines, busybox: busybox)
+        do { try cpio.addFile("init", data: Array(script.utf8), mode: 0o755) } catch { throw .initramfs(error.description) }
+        return Assembled(archive: cpio.finish(), moduleLoadOrder: loadOrder, libraryDirectories: libraryDirectories,
+                         sources: sources)
+    }
+
+    // MARK: Files
+
+    private func add(file source: String, at path: String, to cpio: inout CpioWriter, sources: inout [String],
+                     mode: UInt32? = nil) throws(IsolatedVM.Error) {
+        var st = stat()
+        guard stat(source, &st) == 0 else { throw .system(SystemError("stat", on: source, errno: errno)) }
+        let data = try Self.readWholeFile(source)
+        do { try cpio.addFile(path, data: data, mode: mode ?? UInt32(st.st_mode) & 0o7777) } catch { throw .initramfs(error.description) }
+        sources.append(source)
+    }
+
+    /// Copies a directory tree (no device nodes, sockets or fifos; symlinks stay symlinks).
+    private func addTree(_ root: String, to cpio: inout CpioWriter, sources: inout [String]) throws(IsolatedVM.Error) {
+        var st = stat()
+        guard stat(root, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw .system(SystemError("stat (a directory)", on: root, errno: errno == 0 ? ENOTDIR : errno))
+        }
+        var pending = [root]
+        while let dir = pending.popLast() {
+            guard stat(dir, &st) == 0 else { throw .system(SystemError("stat", on: dir, errno: errno)) }
+            do { try cpio.addDirectory(dir, mode: UInt32(st.st_mode) & 0o7777) } catch { throw .initramfs(error.description) }
+            guard let d = opendir(dir) else { throw .system(SystemError("opendir", on: dir, errno: errno)) }
+            var names: [String] = []
+            while let e = readdir(d) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+                if name != "." && name != ".." { names.append(name) }
+            }
+            closedir(d)
+            for name in names.sorted() {  // sorted: the archive does not depend on readdir order
+                let path = dir == "/" ? "/\(name)" : "\(dir)/\(name)"
+                guard lstat(path, &st) == 0 else { throw .system(SystemError("lstat", on: path, errno: errno)) }
+                switch st.st_mode & S_IFMT {
+                case S_IFDIR: pending.append(path)
+                case S_IFREG: try add(file: path, at: path, to: &cpio, sources: &sources)
+                case S_IFLNK:
+                    var buffer = [CChar](repeating: 0, count: 4097)
+                    let n = readlink(path, &buffer, 4096)
+                    guard n > 0 else { throw .system(SystemError("readlink", on: path, errno: errno)) }
+                    let target = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                    do { try cpio.addSymlink(path, target: target) } catch { throw .initramfs(error.description) }
+                default: continue
+                }
+            }
+        }
+    }
+
+    /// Stores a module, decompressed; returns its path in the archive.
+    private func addModule(_ path: String, to cpio: inout CpioWriter, sources: inout [String]) throws(IsolatedVM.Error) -> String {
+        let compressed = [".xz", ".gz", ".zst"].first { path.hasSuffix($0) }
+        guard let compressed else {
+            try add(file: path, at: path, to: &cpio, sources: &sources, mode: 0o644)
+            return path
+        }
+        let stored = String(path.dropLast(compressed.count))
+        let raw = try Self.readWholeFile(path)
+        let data: [UInt8]
+        switch compressed {
+        case ".xz":
+            do { data = try XZ.decompress(raw[...], limit: 256 << 20) } catch { throw .initramfs("\(path): \(error.description)") }
+        default:
+            let tool = compressed == ".gz" ? "gzip" : "zstd"
+            do {
+                let r = try Subprocess.run([tool, "-dc", path])
+                guard r.succeeded else { throw IsolatedVM.Error.initramfs("\(tool) -dc \(path) failed: \(r.stderr)") }
+                data = r.output
+            } catch let error as Subprocess.Error {
+                throw .initramfs("\(tool) is needed to decompress \(path): \(error.description) Install the Debian package \(tool).")
+            } catch { throw error as! IsolatedVM.Error }
+        }
+        do { try cpio.addFile(stored, data: data, mode: 0o644) } catch { throw .initramfs(error.description) }
+        sources.append(path)
+        return stored
+    }
+
+    static func parent(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    /// A whole file. Wraps open(2) and read(2).
+    static func readWholeFile(_ path: String) throws(IsolatedVM.Error) -> [UInt8] {
+        let file: FileHandle
+        do { file = try FileHandle(path: path, flags: O_RDONLY) } catch { throw .system(error) }
+        var st = stat()
+        guard fstat(file.fd, &st) == 0 else { throw .system(SystemError("fstat", on: path, errno: errno)) }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var count = 0
+        while count < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(file.fd, $0.baseAddress! + count, $0.count - count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw .system(SystemError("read", on: path, errno: errno)) }
+            if n == 0 { break }
+            count += n
+        }
+        return count == bytes.count ? bytes : Array(bytes[..<count])
+    }
+
+    // MARK: Asking the host's tools
+
+    /// The libraries `ldd` lists for `executable`, and its dynamic loader; none for a static one.
+    static func sharedLibraries(of executable: String) throws(IsolatedVM.Error) -> [String] {
+        let r: Subprocess.Result
+        do { r = try Subprocess.run(["ldd", executable]) } catch { throw .toolMissing(tool: "ldd", package: "libc-bin") }
+        // "not a dynamic executable" (exit 1) and "statically linked" both mean: nothing to add.
+        if !r.succeeded || r.stdout.contains("statically linked") { return [] }
+        var libraries: [String] = []
+        for line in r.stdout.split(separator: "\n") {
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if let arrow = words.firstIndex(of: "=>") {
+                guard arrow + 1 < words.endIndex else { continue }
+                let target = String(words[arrow + 1])
+                if target == "not" { throw .libraryMissing(executable: executable, library: String(words[0])) }
+                if target.hasPrefix("/") { libraries.append(target) }  // "=> (0x...)": the vDSO
+            } else if let first = words.first, first.hasPrefix("/") {
+                libraries.append(String(first))  // the dynamic loader
+            }
+        }
+        return libraries
+    }
+
+    static func busyboxApplets(_ busybox: String) throws(IsolatedVM.Error) -> [String] {
+        let r: Subprocess.Result
+        do { r = try Subprocess.run([busybox, "--list"]) } catch { throw .busyboxMissing(busybox) }
+        let available = Set(r.stdout.split(separator: "\n").map(String.init))
+        return applets.filter { available.contains($0) }
+    }
+
+    /// `modprobe -S RELEASE --show-depends MODULE`: module files with their options, in load order;
+    /// built-in modules give nothing. Asks modules.dep under `root`/`release`, not the running kernel.
+    static func moduleDependencies(_ module: String, release: String, root: String) throws(IsolatedVM.Error) -> [(String, [String])] {
+        guard let modprobe = ["modprobe", "/usr/sbin/modprobe", "/sbin/modprobe"].lazy.compactMap(Subprocess.find).first else {
+            throw .toolMissing(tool: "modprobe", package: "kmod")
+        }
+        var arguments = [modprobe, "-S", release, "--show-depends", module]
+        if root != "/lib/modules" {
+            // -d takes the directory that holds lib/modules.
+            guard root.hasSuffix("/lib/modules") else { throw .initramfs("modules root \(root) must end in /lib/modules") }
+            arguments.insert(contentsOf: ["-d", String(root.dropLast("/lib/modules".count))], at: 1)
+        }
+        let r: Subprocess.Result
+        do { r = try Subprocess.run(arguments) } catch { throw .toolMissing(tool: "modprobe", package: "kmod") }
+        guard r.succeeded else {
+            throw .moduleMissing(module: module, release: release, detail: r.stderr.split(separator: "\n").first.map(String.init) ?? "")
+        }
+        var result: [(String, [String])] = []
+        for line in r.stdout.split(separator: "\n") {
+            let words = line.split(separator: " ").map(String.init)
+            if words.first == "insmod", words.count >= 2 { result.append((words[1], Array(words.dropFirst(2)))) }
+        }
+        return result
+    }
+}

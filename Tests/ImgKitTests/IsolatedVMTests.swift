@@ -1,0 +1,320 @@
+import Foundation
+import Glibc
+@testable import ImgKit
+import ImgSystem
+import Testing
+import TestSupport
+
+/// What `IsolatedVM` needs on the host; nil when all is there (CI installs it: qemu-system-x86,
+/// linux-image-cloud-amd64, busybox-static).
+let isolatedVMBlocked: String? = {
+    if !commandExists("qemu-system-x86_64") { return "needs qemu-system-x86" }
+    if access("/bin/busybox", X_OK) != 0 { return "needs busybox-static" }
+    guard let d = opendir("/boot") else { return "needs linux-image-cloud-amd64" }
+    defer { closedir(d) }
+    while let e = readdir(d) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        if name.hasPrefix("vmlinuz-"), name.hasSuffix("-cloud-amd64") { return nil }
+    }
+    return "needs linux-image-cloud-amd64"
+}()
+
+/// Commands in a throwaway VM (TCG here): exit status and outputs come back exactly, the image is
+/// the VM's disk (read-only when asked), imgtool itself runs inside, device mapper is there, and a
+/// VM that overruns its timeout or is interrupted is killed without a trace.
+@Suite(.serialized, .enabled(if: isolatedVMBlocked == nil, "\(isolatedVMBlocked ?? "")"))
+final class IsolatedVMTests {
+    let scratch: Scratch
+    /// Extracted kernels and the KVM verdict, private to each test so nothing outlives it.
+    let options: IsolatedVM.Options
+
+    init() throws {
+        scratch = try Scratch()
+        var o = IsolatedVM.Options()
+        o.cacheDirectory = scratch.file("cache")
+        options = o
+    }
+
+    deinit {
+        #expect(Self.leftovers() == [], "after the test")
+    }
+
+    /// qemu processes and temp dirs of IsolatedVM's still around.
+    static func leftovers() -> [String] {
+        var found: [String] = []
+        let tmp = getenv("TMPDIR").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        if let d = opendir(tmp) {
+            while let e = readdir(d) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+                if name.hasPrefix(KernelVM.temporaryPrefix) { found.append("directory \(tmp)/\(name)") }
+            }
+            closedir(d)
+        }
+        if let d = opendir("/proc") {
+            while let e = readdir(d) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+                guard Int(name) != nil else { continue }
+                let cmdline = (try? String(decoding: readAll("/proc/\(name)/cmdline"), as: UTF8.self)) ?? ""
+                if cmdline.contains("qemu-system"), cmdline.contains(KernelVM.temporaryPrefix) { found.append("qemu pid \(name)") }
+            }
+            closedir(d)
+        }
+        return found
+    }
+
+    static func names(in directory: String) throws -> [String] {
+        guard let d = opendir(directory) else { throw TestFailure("opendir \(directory): \(errno)") }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    static func readAll(_ path: String) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw TestFailure("open \(path): \(errno)") }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = read(fd, &chunk, chunk.count)
+            guard n > 0 else { return out }
+            out += chunk[..<n]
+        }
+    }
+
+    static func writeAll(_ bytes: [UInt8], to path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw TestFailure("open \(path): \(errno)") }
+        defer { close(fd) }
+        var done = 0
+        while done < bytes.count {
+            let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            guard n > 0 else { throw TestFailure("write \(path): \(errno)") }
+            done += n
+        }
+    }
+
+    func sh(_ script: String, image: String? = nil, readOnly: Bool = true, timeout: Double = 60,
+            options: IsolatedVM.Options? = nil) throws(IsolatedVM.Error) -> IsolatedVM.Result {
+        try IsolatedVM.run(command: ["sh", "-c", script], image: image, readOnly: readOnly, timeout: timeout,
+                           options: options ?? self.options)
+    }
+
+    @Test("exit status, stdout and stderr come back separately and exactly")
+    func statusAndOutputs() throws {
+        let r = try sh("printf 'to stdout\\n'; printf 'to stderr' >&2; printf 'more\\n'; exit 3")
+        #expect(r.status == 3)
+        #expect(String(decoding: r.stdout, as: UTF8.self) == "to stdout\nmore\n")
+        #expect(String(decoding: r.stderr, as: UTF8.self) == "to stderr")
+
+        let quiet = try IsolatedVM.run(command: ["/bin/true"], options: options)
+        #expect(quiet.status == 0 && quiet.stdout.isEmpty && quiet.stderr.isEmpty)
+        print("IsolatedVM.run([\"/bin/true\"]): \(quiet.seconds) s wall, \(quiet.vmSeconds) s in qemu (\(quiet.accelerator))")
+        // KVM only after a trial says it works; the verdict is kept in the cache (none without /dev/kvm).
+        let verdicts = try Self.names(in: options.cacheDirectory!).filter { $0.hasPrefix("kvm-") }
+        #expect(verdicts.count == (KernelVM.kvmDeviceAvailable() ? 1 : 0))
+        if let verdict = verdicts.first {
+            let usable = String(decoding: try Self.readAll(options.cacheDirectory! + "/" + verdict), as: UTF8.self) == "usable\n"
+            #expect(quiet.accelerator == (usable ? .kvm : .tcg))
+        } else {
+            #expect(quiet.accelerator == .tcg)
+        }
+
+        // Arguments arrive as they were: quotes, spaces, newlines, $ and backslashes untouched.
+        let tricky = ["it's", "a b", "line\nbreak", "$HOME", "back\\slash", "", "*"]
+        let echo = try IsolatedVM.run(command: ["/bin/busybox", "printf", "[%s]"] + tricky, options: options)
+        #expect(String(decoding: echo.stdout, as: UTF8.self) == tricky.map { "[\($0)]" }.joined())
+
+        let missing = try IsolatedVM.run(command: ["no-such-command"], options: options)
+        #expect(missing.status == 127)
+        #expect(String(decoding: missing.stderr, as: UTF8.self).contains("no-such-command"))
+
+        let killed = try sh("kill -9 $$")
+        #expect(killed.status == 137)
+    }
+
+    @Test("data directories and extra executables arrive at their host paths, with their libraries")
+    func dataAndExecutables() throws {
+        let data = scratch.file("data")
+        #expect(mkdir(data, 0o755) == 0 && mkdir(data + "/sub", 0o700) == 0)
+        try Self.writeAll(Array("payload\n".utf8), to: data + "/sub/file")
+        chmod(data + "/sub/file", 0o640)
+        #expect(symlink("sub/file", data + "/link") == 0)
+        // coreutils' sha256sum: a dynamic executable that is not busybox's applet.
+        let sha256sum = "/usr/bin/sha256sum"
+        var o = options
+        o.dataDirectories = [data]
+        o.executables = [sha256sum]
+        let r = try sh("cat \(data)/link; readlink \(data)/link; stat -c %a \(data)/sub \(data)/sub/file; \(sha256sum) \(data)/sub/file",
+                       options: o)
+        #expect(r.status == 0, "\(String(decoding: r.stderr, as: UTF8.self))")
+        let host = try run([sha256sum, data + "/sub/file"]).stdout
+        #expect(String(decoding: r.stdout, as: UTF8.self) == "payload\nsub/file\n700\n640\n" + host)
+    }
+
+    @Test("binary output is byte-exact: the image read back through stdout and stderr")
+    func binaryOutput() throws {
+        var generator = SystemRandomNumberGenerator()
+        var bytes = (0..<(4 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        // Runs of every byte value and of zeros too, which a line discipline or a lossy pipe would mangle.
+        for i in 0..<4096 { bytes[i] = UInt8(i % 256) }
+        for i in 4096..<8192 { bytes[i] = 0 }
+        let image = scratch.file("random.img")
+        try Self.writeAll(bytes, to: image)
+
+        let r = try sh("dd if=/dev/vda bs=1M count=3 2>/dev/null; dd if=/dev/vda bs=1M skip=3 >&2 2>/dev/null", image: image)
+        #expect(r.status == 0)
+        #expect(r.stdout.count == 3 << 20 && r.stdout == Array(bytes[..<(3 << 20)]))
+        #expect(r.stderr.count == 1 << 20 && r.stderr == Array(bytes[(3 << 20)...]))
+    }
+
+    @Test("read-only means the guest cannot write; read-write writes reach the image")
+    func readOnlyAndReadWrite() throws {
+        let image = scratch.file("rw.img")
+        try Self.writeAll([UInt8](repeating: 0, count: 1 << 20), to: image)
+        let before = try sha256(image)
+
+        let refused = try sh("cat /sys/block/vda/ro; printf 'XYZ' | dd of=/dev/vda conv=notrunc,fsync 2>/dev/null", image: image)
+        #expect(String(decoding: refused.stdout, as: UTF8.self) == "1\n")
+        #expect(refused.status != 0)
+        #expect(try sha256(image) == before)
+
+        let written = try sh("printf 'XYZ' | dd of=/dev/vda bs=512 seek=1 conv=notrunc,fsync 2>/dev/null", image: image, readOnly: false)
+        #expect(written.status == 0)
+        let after = try Self.readAll(image)
+        #expect(Array(after[512..<515]) == Array("XYZ".utf8))
+    }
+
+    /// The debug build of imgtool, with its Swift runtime libraries found by ldd, inspects the image
+    /// as /dev/vda and reports what it reports on the host, but for the image's path.
+    @Test("imgtool inspect --json inside gives the host's report")
+    func inspectInside() throws {
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos", "--fs", "ext4"])
+        let host = try imgtool(["inspect", "--json", image])
+        #expect(host.status == 0, "\(host.stderr)")
+
+        let inside = try IsolatedVM.run(command: [imgtoolPath, "inspect", "--json", "/dev/vda"], image: image,
+                                        options: options)
+        #expect(inside.status == 0, "\(String(decoding: inside.stderr, as: UTF8.self))")
+        print("imgtool inspect --json in the VM: \(inside.seconds) s wall, \(inside.vmSeconds) s in qemu")
+        // --isolate must put the host's path back; here the test does.
+        let fromVM = String(decoding: inside.stdout, as: UTF8.self)
+            .replacingOccurrences(of: "\"/dev/vda\"", with: "\"\(image)\"")
+        #expect(fromVM == host.stdout)
+
+        // A fully static imgtool (make build) needs no libraries at all.
+        let release = "\(repositoryRoot)/.build/release/imgtool"
+        if access(release, X_OK) == 0 {
+            let r = try IsolatedVM.run(command: [release, "inspect", "--json", "/dev/vda"], image: image, options: options)
+            #expect(r.status == 0)
+            #expect(String(decoding: r.stdout, as: UTF8.self).replacingOccurrences(of: "\"/dev/vda\"", with: "\"\(image)\"")
+                    == host.stdout)
+        }
+    }
+
+    @Test("device mapper is there once dm_mod is loaded")
+    func deviceMapper() throws {
+        var o = options
+        o.modules = ["dm_mod", "loop"]
+        let r = try sh("test -c /dev/mapper/control && test -c /dev/loop-control && echo ok; grep -c device-mapper /proc/devices",
+                       options: o)
+        #expect(r.status == 0, "\(String(decoding: r.stderr, as: UTF8.self))")
+        #expect(String(decoding: r.stdout, as: UTF8.self) == "ok\n1\n")
+    }
+
+    @Test("a command that overruns the timeout is killed and reported with the console")
+    func timeout() throws {
+        let started = monotonicNow()
+        var caught: IsolatedVM.Error?
+        do {
+            _ = try sh("echo started; sleep 300", timeout: 12)
+        } catch {
+            caught = error
+        }
+        guard case .timedOut(let seconds, let commandStarted, let console)? = caught else {
+            Issue.record("sleep 300 in a 12 s VM ended with \(String(describing: caught))")
+            return
+        }
+        #expect(seconds == 12)
+        #expect(commandStarted, "console: \(console)")
+        #expect(console.contains { $0.hasPrefix("imgtool-vm: running command") })
+        #expect(caught!.description.contains("The command did not finish within 12 s"))
+        #expect(monotonicNow() - started < 20)
+        #expect(Self.leftovers() == [])
+    }
+
+    /// Should imgtool die by SIGKILL, nobody kills qemu: the guest then powers off by itself at its
+    /// deadline (the host's timeout plus a grace). Here the deadline is short and the host waits.
+    @Test("the guest powers itself off at its own deadline")
+    func guestDeadline() throws {
+        let kernel = try IsolatedVM.newestCloudKernel()
+        var initramfs = Initramfs(kernelRelease: try IsolatedVM.kernelRelease(kernel))
+        initramfs.modules = ["virtio_pci"] + IsolatedVM.baseModules
+        var c = KernelVM.Configuration(kernel: kernel, initrd: .bytes(try initramfs.assemble().archive),
+                                       commandLine: IsolatedVM.commandLine(options))
+        c.outputPorts = [IsolatedVM.stdoutPort, IsolatedVM.stderrPort, IsolatedVM.statusPort]
+        c.firmwareFiles = [(name: "command", contents: .bytes(IsolatedVM.commandFile(["sleep", "300"], deadline: 2)))]
+        let outcome = try KernelVM.run(c, timeout: 60)
+        #expect(outcome.ending == .exited(status: 0))
+        #expect(outcome.seconds < 30)
+        #expect(outcome.consoleTail(5).contains { $0.contains("the guest's deadline of 2 s passed") }, "\(outcome.consoleTail(5))")
+        #expect(outcome.ports[IsolatedVM.statusPort] == [])
+    }
+
+    @Test("an interruption stops the VM at once")
+    func interruption() throws {
+        let interruption = Interruption()
+        var o = options
+        o.interruption = interruption
+        let thread = JoinableThread { sleep(2); interruption.interrupt(signal: SIGINT) }
+        defer { thread.join() }
+        let started = monotonicNow()
+        #expect(throws: IsolatedVM.Error.interrupted(signal: SIGINT)) { try self.sh("sleep 300", options: o) }
+        #expect(monotonicNow() - started < 10)
+        #expect(Self.leftovers() == [])
+    }
+
+    @Test("missing pieces are named with the Debian package to install")
+    func missingPieces() throws {
+        #expect(throws: IsolatedVM.Error.emptyCommand) { try IsolatedVM.run(command: [], options: self.options) }
+        do {
+            _ = try IsolatedVM.run(command: ["true"], kernel: scratch.file("no-kernel"), options: options)
+            Issue.record("a missing kernel was accepted")
+        } catch {
+            #expect(error.description.contains("linux-image-cloud-amd64"))
+        }
+        var o = options
+        o.busybox = scratch.file("no-busybox")
+        #expect(throws: IsolatedVM.Error.busyboxMissing(o.busybox)) { try IsolatedVM.run(command: ["true"], options: o) }
+        #expect(IsolatedVM.Error.busyboxMissing("/bin/busybox").description.contains("busybox-static"))
+        #expect(IsolatedVM.Error.qemuMissing.description.contains("qemu-system-x86"))
+        do {
+            _ = try IsolatedVM.run(command: ["true"], image: scratch.file("no-image"), options: options)
+            Issue.record("a missing image was accepted")
+        } catch {
+            #expect(error.description.contains("no-image"))
+        }
+    }
+}
+
+/// A joinable pthread for the interruption test.
+final class JoinableThread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private let body: () -> Void
+
+    init(_ body: @escaping () -> Void) {
+        self.body = body
+        let box = Unmanaged.passRetained(self).toOpaque()
+        pthread_create(&thread, nil, { raw in
+            let me = Unmanaged<JoinableThread>.fromOpaque(raw!).takeRetainedValue()
+            me.body()
+            return nil
+        }, box)
+    }
+
+    func join() { pthread_join(thread, nil) }
+}
