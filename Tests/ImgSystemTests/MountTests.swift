@@ -87,7 +87,7 @@ struct MountTests {
         #expect(leftovers() == [])
     }
 
-    @Test("unmount while a file under the mount is open retries, then fails with Mount.Error; the file stays open")
+    @Test("unmount while a file under the mount is open retries, then fails naming the pid that holds it; the file stays open")
     func unmountBusy() throws {
         let disk = try MountableDisk(marker: "IMGTOOL-BUSY")
         defer { disk.release() }
@@ -104,11 +104,12 @@ struct MountTests {
         let started = Date()
         let error = #expect(throws: Mount.Error.self) { try mount.unmount() }
         let elapsed = Date().timeIntervalSince(started)
-        if case .system(let e)? = error {
-            #expect(e.errno == EBUSY)
-            #expect(e.path == dir.path)
+        if case .busy(let target, let users)? = error {
+            #expect(target == dir.path)
+            #expect(users == [getpid()], "the test process holds the file open")
+            #expect(error?.description.contains("pid \(getpid())") == true)
         } else {
-            Issue.record("expected Mount.Error.system(EBUSY), got \(String(describing: error))")
+            Issue.record("expected Mount.Error.busy naming this process, got \(String(describing: error))")
         }
         #expect(elapsed > 0.2, "unmount gave up after \(elapsed) s without retrying")
         #expect(Mount.isMountPoint(dir.path))
