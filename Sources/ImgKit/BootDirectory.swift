@@ -43,13 +43,6 @@ enum BootDirectory {
 
     static func writeFile(_ path: String, _ text: String) throws(SystemError) {
         let h = try FileHandle(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o644)
-        let bytes = Array(text.utf8)
-        var done = 0
-        while done < bytes.count {
-            let n = try systemCall("write", on: path) {
-                Int32(truncatingIfNeeded: bytes[done...].withUnsafeBytes { write(h.fd, $0.baseAddress, $0.count) })
-            }
-            done += Int(n)
-        }
+        try writeFully(h.fd, Array(text.utf8), path: path)
     }
 }

@@ -11,7 +11,7 @@ import Glibc
 /// happened. On the deadline and on an `Interruption` the whole process group gets SIGKILL at once:
 /// a throwaway guest's state is worth nothing.
 public enum KernelVM {
-    public static let qemuProgram = "qemu-system-x86_64"
+    public static let qemuProgram = QemuBoot.qemuProgram
     public static let temporaryPrefix = "imgtool-vm-"
 
     public enum Accelerator: String, Sendable, CaseIterable {
@@ -151,7 +151,7 @@ public enum KernelVM {
             var status: Int32 = 0
             let r = waitpid(pid, &status, WNOHANG)
             if r == pid {
-                ending = .exited(status: (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f))
+                ending = .exited(status: exitCode(waitStatus: status))
                 break
             }
             if r < 0 && errno != EINTR { ending = .exited(status: -1); break }
@@ -170,10 +170,10 @@ public enum KernelVM {
 
         var ports: [String: [UInt8]] = [:]
         for (i, name) in configuration.outputPorts.enumerated() {
-            ports[name] = readFile("\(dir)/port\(i)", limit: Int.max)
+            ports[name] = readFileBytes("\(dir)/port\(i)", limit: Int.max)
         }
-        let errors = String(decoding: readFile("\(dir)/qemu.err", limit: 4096), as: UTF8.self)
-        return Outcome(ending: ending!, ports: ports, console: readFile("\(dir)/console.log", limit: 1 << 20, fromEnd: true),
+        let errors = String(decoding: readFileBytes("\(dir)/qemu.err", limit: 4096), as: UTF8.self)
+        return Outcome(ending: ending!, ports: ports, console: readFileBytes("\(dir)/console.log", limit: 1 << 20, fromEnd: true),
                        qemuErrors: errors, seconds: seconds)
     }
 
@@ -240,30 +240,7 @@ public enum KernelVM {
     public static func writeFile(_ path: String, _ bytes: [UInt8]) throws(SystemError) {
         let fd = try systemCall("open", on: path) { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
         defer { close(fd) }
-        var done = 0
-        while done < bytes.count {
-            let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { throw SystemError("write", on: path, errno: n < 0 ? errno : EIO) }
-            done += n
-        }
+        try writeFully(fd, bytes, path: path)
     }
 
-    /// Up to `limit` bytes of the file (its last ones with `fromEnd`); empty if unreadable.
-    static func readFile(_ path: String, limit: Int, fromEnd: Bool = false) -> [UInt8] {
-        guard let file = try? FileHandle(path: path, flags: O_RDONLY) else { return [] }
-        var st = stat()
-        guard fstat(file.fd, &st) == 0 else { return [] }
-        let size = Int(st.st_size)
-        if fromEnd, size > limit { lseek(file.fd, off_t(size - limit), SEEK_SET) }
-        var bytes = [UInt8](repeating: 0, count: min(size, limit))
-        var count = 0
-        while count < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { read(file.fd, $0.baseAddress! + count, $0.count - count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            count += n
-        }
-        return Array(bytes[..<count])
-    }
 }

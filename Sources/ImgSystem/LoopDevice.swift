@@ -176,14 +176,7 @@ public final class LoopDevice: @unchecked Sendable {
         guard let number = Int(path.dropFirst("/dev/loop".count)), path.hasPrefix("/dev/loop") else { return nil }
         do {
             let handle = try FileHandle(path: path, flags: O_RDWR)
-            var info = loop_info64()
-            let r = imgtool_ioctl_ptr(handle.fd, IMGTOOL_LOOP_GET_STATUS64, &info)
-            if r == -ENXIO { return nil }
-            try shimCall("ioctl(LOOP_GET_STATUS64)", on: path, r)
-            var buf = [CChar](repeating: 0, count: Int(IMGTOOL_LO_NAME_SIZE) + 1)
-            imgtool_loop_info_get_file_name(&info, &buf)
-            let name = buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-            guard name.hasPrefix(tagPrefix) else { return nil }
+            guard let (info, name) = try boundStatus(handle.fd, path: path), name.hasPrefix(tagPrefix) else { return nil }
             let options = Options(offset: info.lo_offset, sizeLimit: info.lo_sizelimit, tag: String(name.dropFirst(tagPrefix.count)))
             return LoopDevice(number: number, handle: handle, options: options, flags: info.lo_flags, logger: logger)
         } catch {
@@ -200,13 +193,18 @@ public final class LoopDevice: @unchecked Sendable {
     /// ioctl(LOOP_GET_STATUS64).
     public static func fileName(ofDevice path: String) throws(SystemError) -> String? {
         let handle = try FileHandle(path: path, flags: O_RDONLY)
+        return try boundStatus(handle.fd, path: path)?.name
+    }
+
+    /// The status and lo_file_name of the device open at `fd`; nil when it is not bound (ENXIO).
+    private static func boundStatus(_ fd: Int32, path: String) throws(SystemError) -> (info: loop_info64, name: String)? {
         var info = loop_info64()
-        let r = imgtool_ioctl_ptr(handle.fd, IMGTOOL_LOOP_GET_STATUS64, &info)
+        let r = imgtool_ioctl_ptr(fd, IMGTOOL_LOOP_GET_STATUS64, &info)
         if r == -ENXIO { return nil }
         try shimCall("ioctl(LOOP_GET_STATUS64)", on: path, r)
         var buf = [CChar](repeating: 0, count: Int(IMGTOOL_LO_NAME_SIZE) + 1)
         imgtool_loop_info_get_file_name(&info, &buf)
-        return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return (info, buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
     }
 
     /// Detaches: removes BLKPG partitions (they would outlive the device), LOOP_CLR_FD (retrying

@@ -114,29 +114,3 @@ public final class Mount: @unchecked Sendable {
         if mounted { try? unmount() }
     }
 }
-
-/// Reads a whole (small) file; for /proc and /sys.
-public func readTextFile(_ path: String) throws(SystemError) -> String {
-    let h = try FileHandle(path: path, flags: O_RDONLY)
-    var data: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = try systemCall("read", on: path) { Int32(truncatingIfNeeded: read(h.fd, &buf, buf.count)) }
-        if n == 0 { break }
-        data += buf[0..<Int(n)]
-    }
-    return String(decoding: data, as: UTF8.self)
-}
-
-/// The names in a directory, without "." and ".."; empty if it cannot be read. For /proc, /sys
-/// and imgtool's own directories.
-public func directoryEntries(_ path: String) -> [String] {
-    guard let dir = opendir(path) else { return [] }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let e = readdir(dir) {
-        let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names
-}

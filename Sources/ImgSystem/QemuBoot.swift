@@ -348,7 +348,7 @@ private final class VM {
             // The variable store is written by the firmware: a private copy, removed with the dir.
             let variables = "\(dir)/ovmf-vars.fd"
             do {
-                try copyFile(QemuBoot.ovmfVariables, to: variables)
+                try KernelVM.writeFile(variables, readFileBytes(QemuBoot.ovmfVariables, limit: 64 << 20))
             } catch {
                 throw .system(error)
             }
@@ -410,7 +410,7 @@ private final class VM {
         var s: Int32 = 0
         if waitpid(pid, &s, WNOHANG) == pid {
             exited = true
-            status = (s & 0x7f) == 0 ? (s >> 8) & 0xff : 128 + (s & 0x7f)
+            status = exitCode(waitStatus: s)
         }
         return exited
     }
@@ -436,13 +436,13 @@ private final class VM {
         unlink(dumpPath)
         try command("{\"execute\":\"pmemsave\",\"arguments\":{\"val\":\(t.address),\"size\":\(size),"
                     + "\"filename\":\(jsonString(dumpPath))}}", deadline: deadline, interruption: interruption)
-        return readFile(dumpPath, limit: size + 1)  // one more, to notice a longer file
+        return readFileBytes(dumpPath, limit: size + 1)  // one more, to notice a longer file
     }
 
     /// What the guest wrote to its serial port so far; the last MiB of it, as a console that keeps
     /// talking only ever needs its latest screens.
     func serialOutput() -> [UInt8] {
-        readFile(serialPath, limit: 1 << 20, fromEnd: true)
+        readFileBytes(serialPath, limit: 1 << 20, fromEnd: true)
     }
 
     /// Sends one command and waits for its reply, skipping asynchronous events.
@@ -521,35 +521,5 @@ private extension String {
         var out = ""
         for c in self { if c == target { out += replacement } else { out.append(c) } }
         return out
-    }
-}
-
-/// Up to `limit` bytes of the file at `path` (its last ones with `fromEnd`); empty if unreadable.
-private func readFile(_ path: String, limit: Int, fromEnd: Bool = false) -> [UInt8] {
-    guard let file = try? FileHandle(path: path, flags: O_RDONLY) else { return [] }
-    var st = stat()
-    if fromEnd, fstat(file.fd, &st) == 0, Int(st.st_size) > limit { lseek(file.fd, off_t(Int(st.st_size) - limit), SEEK_SET) }
-    var bytes = [UInt8](repeating: 0, count: limit)
-    var count = 0
-    while count < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { read(file.fd, $0.baseAddress! + count, $0.count - count) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { break }
-        count += n
-    }
-    return Array(bytes[..<count])
-}
-
-/// Copies a small file (OVMF's variable store template) byte for byte.
-private func copyFile(_ source: String, to target: String) throws(SystemError) {
-    let bytes = readFile(source, limit: 64 << 20)
-    let out = try systemCall("open", on: target) { open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
-    defer { close(out) }
-    var done = 0
-    while done < bytes.count {
-        let n = bytes[done...].withUnsafeBytes { write(out, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { throw SystemError("write", on: target, errno: n < 0 ? errno : EIO) }
-        done += n
     }
 }

@@ -81,8 +81,7 @@ public enum Subprocess {
             escalate()
             usleep(10_000)
         }
-        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        return Result(status: code, output: out, errorOutput: err)
+        return Result(status: exitCode(waitStatus: status), output: out, errorOutput: err)
     }
 
     /// Starts `executable` in its own process group with default signal dispositions and an empty
@@ -157,4 +156,9 @@ public func monotonicNow() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// A waitpid(2) status as a shell reports it: the exit code, or 128 + the signal that ended it.
+func exitCode(waitStatus status: Int32) -> Int32 {
+    (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
 }

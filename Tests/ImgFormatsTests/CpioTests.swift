@@ -90,7 +90,7 @@ struct CpioTests {
         try cpio.addSymlink("bin/sh", target: "busybox")
         try cpio.addSymlink("abs", target: "/bin/all-bytes")
         let archivePath = scratch.file("test.cpio")
-        try Self.write(cpio.finish(), to: archivePath)
+        try writeFile(archivePath, cpio.finish())
 
         let out = scratch.file("out")
         #expect(mkdir(out, 0o755) == 0)
@@ -115,18 +115,6 @@ struct CpioTests {
         if let gnu = Subprocess.find("cpio") { return (gnu, "") }
         if let busybox = Subprocess.find("busybox") { return (busybox, "cpio") }
         throw TestFailure("neither cpio nor busybox is installed (Debian packages cpio, busybox-static)")
-    }
-
-    static func write(_ bytes: [UInt8], to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw TestFailure("open \(path): \(errno)") }
-        defer { close(fd) }
-        var done = 0
-        while done < bytes.count {
-            let n = bytes[done...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            guard n > 0 else { throw TestFailure("write \(path): \(errno)") }
-            done += n
-        }
     }
 
     static func read(_ path: String) throws -> [UInt8] {

@@ -86,18 +86,6 @@ final class IsolatedVMTests {
         }
     }
 
-    static func writeAll(_ bytes: [UInt8], to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw TestFailure("open \(path): \(errno)") }
-        defer { close(fd) }
-        var done = 0
-        while done < bytes.count {
-            let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            guard n > 0 else { throw TestFailure("write \(path): \(errno)") }
-            done += n
-        }
-    }
-
     func sh(_ script: String, image: String? = nil, readOnly: Bool = true, timeout: Double = 60,
             options: IsolatedVM.Options? = nil) throws(IsolatedVM.Error) -> IsolatedVM.Result {
         try IsolatedVM.run(command: ["sh", "-c", script], image: image, readOnly: readOnly, timeout: timeout,
@@ -141,7 +129,7 @@ final class IsolatedVMTests {
     func dataAndExecutables() throws {
         let data = scratch.file("data")
         #expect(mkdir(data, 0o755) == 0 && mkdir(data + "/sub", 0o700) == 0)
-        try Self.writeAll(Array("payload\n".utf8), to: data + "/sub/file")
+        try writeFile(data + "/sub/file", Array("payload\n".utf8))
         chmod(data + "/sub/file", 0o640)
         #expect(symlink("sub/file", data + "/link") == 0)
         // coreutils' sha256sum: a dynamic executable that is not busybox's applet.
@@ -164,7 +152,7 @@ final class IsolatedVMTests {
         for i in 0..<4096 { bytes[i] = UInt8(i % 256) }
         for i in 4096..<8192 { bytes[i] = 0 }
         let image = scratch.file("random.img")
-        try Self.writeAll(bytes, to: image)
+        try writeFile(image, bytes)
 
         let r = try sh("dd if=/dev/vda bs=1M count=3 2>/dev/null; dd if=/dev/vda bs=1M skip=3 >&2 2>/dev/null", image: image)
         #expect(r.status == 0)
@@ -175,7 +163,7 @@ final class IsolatedVMTests {
     @Test("read-only means the guest cannot write; read-write writes reach the image")
     func readOnlyAndReadWrite() throws {
         let image = scratch.file("rw.img")
-        try Self.writeAll([UInt8](repeating: 0, count: 1 << 20), to: image)
+        try writeFile(image, [UInt8](repeating: 0, count: 1 << 20))
         let before = try sha256(image)
 
         let refused = try sh("cat /sys/block/vda/ro; printf 'XYZ' | dd of=/dev/vda conv=notrunc,fsync 2>/dev/null", image: image)

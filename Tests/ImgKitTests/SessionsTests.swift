@@ -11,16 +11,6 @@ import TestSupport
 struct SessionsTests {
     typealias JSON = [String: Any]
 
-    /// A directory holding a fake grub-install, put first in PATH.
-    func fakeGrubInstall(_ scratch: Scratch, script: String) throws -> String {
-        let dir = scratch.file("bin")
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let path = "\(dir)/grub-install"
-        try "#!/bin/sh\n\(script)\n".write(toFile: path, atomically: true, encoding: .utf8)
-        chmod(path, 0o755)
-        return dir
-    }
-
     /// Starts `imgtool install-grub image` (with `pathPrefix` first in PATH when given).
     func startInstall(_ image: String, pathPrefix: String? = nil, strategy: String? = nil) throws -> Process {
         let p = Process()
@@ -213,10 +203,7 @@ struct ConcurrentRunsTests {
     func sameImageTwice() throws {
         let scratch = try Scratch()
         let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
-        let bin = scratch.file("bin")
-        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
-        try "#!/bin/sh\nexec sleep 5\n".write(toFile: bin + "/grub-install", atomically: true, encoding: .utf8)
-        chmod(bin + "/grub-install", 0o755)
+        let bin = try fakeGrubInstall(scratch, script: "exec sleep 5")
         let first = Process()
         first.executableURL = URL(fileURLWithPath: imgtoolPath)
         first.arguments = ["install-grub", image, "-q"]

@@ -13,16 +13,6 @@ struct TeardownTests {
         String(try run(["sh", "-c", "head -c 1048576 \(image) | sha256sum"]).stdout.prefix(64))
     }
 
-    /// A directory holding a fake grub-install, put first in PATH.
-    func fakeGrubInstall(_ scratch: Scratch, script: String) throws -> String {
-        let dir = scratch.file("bin")
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let path = "\(dir)/grub-install"
-        try "#!/bin/sh\n\(script)\n".write(toFile: path, atomically: true, encoding: .utf8)
-        chmod(path, 0o755)
-        return dir
-    }
-
     /// Starts imgtool with `path` prepended to PATH; returns the process and its stderr pipe.
     func start(_ arguments: [String], pathPrefix: String) throws -> (Process, Pipe) {
         let p = Process()

@@ -118,3 +118,11 @@ public func leftovers() -> [String] {
     }
     return found
 }
+
+/// A directory holding a fake grub-install running `script` (sh), to put first in PATH.
+public func fakeGrubInstall(_ scratch: Scratch, script: String) throws -> String {
+    let dir = scratch.file("bin")
+    if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw TestFailure("mkdir \(dir): \(String(cString: strerror(errno)))") }
+    try writeFile("\(dir)/grub-install", Array("#!/bin/sh\n\(script)\n".utf8), mode: 0o755)
+    return dir
+}

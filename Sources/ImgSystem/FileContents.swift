@@ -1,0 +1,60 @@
+import Glibc
+
+// Small whole-file reads and writes, shared by the kernel-object types.
+
+/// Reads a whole (small) file; for /proc and /sys.
+public func readTextFile(_ path: String) throws(SystemError) -> String {
+    let h = try FileHandle(path: path, flags: O_RDONLY)
+    var data: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = try systemCall("read", on: path) { Int32(truncatingIfNeeded: read(h.fd, &buf, buf.count)) }
+        if n == 0 { break }
+        data += buf[0..<Int(n)]
+    }
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// The names in a directory, without "." and ".."; empty if it cannot be read. For /proc, /sys
+/// and imgtool's own directories.
+public func directoryEntries(_ path: String) -> [String] {
+    guard let dir = opendir(path) else { return [] }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let e = readdir(dir) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
+
+/// Up to `limit` bytes of the file at `path` (its last ones with `fromEnd`); empty if it cannot be
+/// read. For logs and dumps of our own that may be missing or still growing.
+func readFileBytes(_ path: String, limit: Int, fromEnd: Bool = false) -> [UInt8] {
+    guard let file = try? FileHandle(path: path, flags: O_RDONLY) else { return [] }
+    var st = stat()
+    guard fstat(file.fd, &st) == 0 else { return [] }
+    let size = Int(st.st_size)
+    if fromEnd, size > limit { lseek(file.fd, off_t(size - limit), SEEK_SET) }
+    // One byte more than the size, so a file that grew since fstat is noticed up to `limit`.
+    var bytes = [UInt8](repeating: 0, count: min(size + 1, limit))
+    var count = 0
+    while count < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { read(file.fd, $0.baseAddress! + count, $0.count - count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        count += n
+    }
+    return Array(bytes[..<count])
+}
+
+/// Writes all of `bytes` to `fd`, through short writes and EINTR; `path` names it in errors.
+public func writeFully(_ fd: Int32, _ bytes: [UInt8], path: String) throws(SystemError) {
+    var done = 0
+    while done < bytes.count {
+        let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { throw SystemError("write", on: path, errno: n < 0 ? errno : EIO) }
+        done += n
+    }
+}
