@@ -2,24 +2,28 @@ import Glibc
 import ImgFormats
 import ImgSystem
 
-/// How an image becomes a disk that grub-install accepts. The device-mapper and isolated (VM)
-/// strategies of DESIGN.md plug in here as further conformances and cases.
+/// How an image becomes a disk that grub-install accepts. Running the whole job in a throwaway
+/// VM (`Isolation`) is orthogonal: there the VM's kernel presents the disk with one of these.
 public enum Strategy: String, Sendable, CaseIterable {
     /// A loop device with LO_FLAGS_PARTSCAN: the kernel parses the table and creates loopNpM.
     case partscan
     /// imgtool parses the table and adds each partition with BLKPG_ADD_PARTITION.
     case blkpg
+    /// The classic recipe: a device-mapper linear disk over the loop device, named like a disk
+    /// (`imgtool-<session>` unless `--disk-name` chooses), with kpartx's partition maps over it.
+    case deviceMapper = "device-mapper"
     /// A second loop device over the boot partition's byte range; GRUB's partition-map and
     /// filesystem modules must then be named explicitly.
     case offset
 
     /// The order `auto` tries them in: the most faithful first.
-    public static let automaticOrder: [Strategy] = [.partscan, .blkpg, .offset]
+    public static let automaticOrder: [Strategy] = [.partscan, .blkpg, .deviceMapper, .offset]
 
     var presentation: any DiskPresentation.Type {
         switch self {
         case .partscan: return PartscanPresentation.self
         case .blkpg: return BlkpgPresentation.self
+        case .deviceMapper: return DeviceMapperPresentation.self
         case .offset: return OffsetPresentation.self
         }
     }
@@ -45,11 +49,13 @@ protocol DiskPresentation {
     /// Presents `plan`'s image, whose whole-disk loop device is `disk`. Everything acquired is
     /// registered with `session`. Throws `PresentationUnavailable` when this kernel cannot do it
     /// (having released what it took), any other error when something failed.
-    static func present(disk: LoopDevice, plan: InstallPlan, session: Session) throws -> PresentedDisk
+    static func present(disk: LoopDevice, plan: InstallPlan, options: InstallGrub.Options,
+                        session: Session) throws -> PresentedDisk
 }
 
 enum PartscanPresentation: DiskPresentation {
-    static func present(disk: LoopDevice, plan: InstallPlan, session: Session) throws -> PresentedDisk {
+    static func present(disk: LoopDevice, plan: InstallPlan, options: InstallGrub.Options,
+                        session: Session) throws -> PresentedDisk {
         guard disk.partitionScanEnabled else {
             throw PresentationUnavailable(reason: "the kernel dropped LO_FLAGS_PARTSCAN on \(disk.path)")
         }
@@ -65,7 +71,8 @@ enum PartscanPresentation: DiskPresentation {
 }
 
 enum BlkpgPresentation: DiskPresentation {
-    static func present(disk: LoopDevice, plan: InstallPlan, session: Session) throws -> PresentedDisk {
+    static func present(disk: LoopDevice, plan: InstallPlan, options: InstallGrub.Options,
+                        session: Session) throws -> PresentedDisk {
         let sectorSize = UInt64(plan.table.sectorSize)
         // Every partition, not just /boot: grub-probe and grub-install see the disk as it really is.
         // The extended container is skipped as the kernel would map only its first sectors.
@@ -96,7 +103,8 @@ enum BlkpgPresentation: DiskPresentation {
 }
 
 enum OffsetPresentation: DiskPresentation {
-    static func present(disk: LoopDevice, plan: InstallPlan, session: Session) throws -> PresentedDisk {
+    static func present(disk: LoopDevice, plan: InstallPlan, options: InstallGrub.Options,
+                        session: Session) throws -> PresentedDisk {
         let p = plan.bootPartition
         let sectorSize = UInt64(plan.table.sectorSize)
         let tag = "\(session.id):p\(p.number)"
@@ -109,5 +117,49 @@ enum OffsetPresentation: DiskPresentation {
         // which partition map and filesystem the real disk needs.
         return PresentedDisk(strategy: .offset, diskDevice: disk.path, bootDevice: loop.path,
                              extraModules: [plan.table.kind == .gpt ? "part_gpt" : "part_msdos", plan.grubFilesystemModule])
+    }
+}
+
+enum DeviceMapperPresentation: DiskPresentation {
+    /// The disk map's name when `--disk-name` does not choose one: unique per session, so
+    /// concurrent runs never collide.
+    static func defaultDiskName(session: String) -> String { "imgtool-\(session)" }
+
+    static func present(disk: LoopDevice, plan: InstallPlan, options: InstallGrub.Options,
+                        session: Session) throws -> PresentedDisk {
+        let logger = session.logger
+        do { try DeviceMapper.checkAvailable(logger: logger) } catch {
+            throw PresentationUnavailable(reason: error.description)
+        }
+        let name = try DeviceMapper.Name(options.diskName ?? defaultDiskName(session: session.id))
+        // The UUID marks the maps as ours even if the journal is lost; kpartx-style partition
+        // UUIDs ("part<N>-" + this) keep the mark.
+        let uuid = try DeviceMapper.UUID(DeviceMapper.sessionUUIDPrefix + session.id + "-disk")
+        guard let device = DeviceMapper.DeviceNumber(blockDevice: disk.path) else {
+            throw SystemError("stat", on: disk.path, errno: ENODEV)
+        }
+        // Device-mapper tables count 512-byte sectors; a tail shorter than that is left out, as the
+        // kernel's own partition code leaves it out of a disk.
+        let diskMap = try create(name: name, uuid: uuid,
+                                 target: .linear(length: plan.imageSize / 512, device: device, offset: 0), session: session)
+        var bootMap: String?
+        for map in try DeviceMapperLayout.partitionMaps(table: plan.table, diskName: name, diskUUID: uuid, disk: diskMap.device) {
+            let info = try create(name: map.name, uuid: map.uuid, target: map.target, session: session)
+            if map.number == plan.bootPartition.number { bootMap = info.path }
+        }
+        guard let bootMap else {
+            throw PresentationUnavailable(reason: "partition \(plan.bootPartition.number) has no device-mapper map")
+        }
+        return PresentedDisk(strategy: .deviceMapper, diskDevice: diskMap.path, bootDevice: bootMap, extraModules: [])
+    }
+
+    private static func create(name: DeviceMapper.Name, uuid: DeviceMapper.UUID, target: DeviceMapper.Target,
+                               session: Session) throws -> DeviceMapper.Info {
+        try session.acquiring(.deviceMapper, name.value)
+        let info = try DeviceMapper.create(name: name, uuid: uuid, targets: [target], logger: session.logger)
+        session.onClose(info.path, journal: (.deviceMapper, name.value)) {
+            try DeviceMapper.remove(name: name, logger: session.logger)
+        }
+        return info
     }
 }

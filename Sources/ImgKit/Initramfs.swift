@@ -22,6 +22,8 @@ public struct Initramfs: Sendable {
     public var executables: [String] = []
     /// Host directories to include recursively (regular files, directories, symlinks as symlinks).
     public var dataDirectories: [String] = []
+    /// Single host files to include at their paths (e.g. one package's message catalogues).
+    public var dataFiles: [String] = []
     /// Module names as modprobe takes them (`virtio_blk`, `dm_mod`, `vfat`); built-in ones are skipped.
     public var modules: [String] = []
     public var modulesRoot = "/lib/modules"
@@ -86,6 +88,9 @@ public struct Initramfs: Sendable {
 
         for directory in dataDirectories {
             try addTree(directory, to: &cpio, sources: &sources)
+        }
+        for file in dataFiles where !cpio.contains(file) {
+            try add(file: file, at: file, to: &cpio, sources: &sources)
         }
 
         // Modules in load order, each once.

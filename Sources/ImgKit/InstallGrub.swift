@@ -14,6 +14,8 @@ public enum InstallGrub {
         public var image: String
         /// nil picks the first strategy this kernel supports (`Strategy.automaticOrder`).
         public var strategy: Strategy?
+        /// The device-mapper disk's name (strategy device-mapper); nil: `imgtool-<session>`.
+        public var diskName: String?
         /// The partition for /boot/grub; nil finds it.
         public var bootPartition: Int?
         /// More GRUB modules to build into core.img.
@@ -21,10 +23,11 @@ public enum InstallGrub {
         /// Passes each line grub-install prints to the logger at info level.
         public var showGrubOutput: Bool
 
-        public init(image: String, strategy: Strategy? = nil, bootPartition: Int? = nil,
+        public init(image: String, strategy: Strategy? = nil, diskName: String? = nil, bootPartition: Int? = nil,
                     modules: [String] = [], showGrubOutput: Bool = false) {
             self.image = image
             self.strategy = strategy
+            self.diskName = diskName
             self.bootPartition = bootPartition
             self.modules = modules
             self.showGrubOutput = showGrubOutput
@@ -60,7 +63,7 @@ public enum InstallGrub {
         defer { withExtendedLifetime(lock) {} }
         guard geteuid() == 0 else { throw .notRoot(path: options.image) }
 
-        let order = try strategies(for: options.strategy, logger: logger)
+        let order = try strategies(for: options.strategy ?? (options.diskName != nil ? .deviceMapper : nil), logger: logger)
         logger.info("\(plan.table.kind.rawValue) label, /boot on partition \(plan.bootPartition.number) (\(plan.bootFilesystem.type)), core.img goes into \(plan.embeddingDescription)")
 
         let session: Session
@@ -113,14 +116,17 @@ public enum InstallGrub {
     private static func strategies(for requested: Strategy?, logger: Logger) throws(InstallGrubError) -> [Strategy] {
         let hasUdevadm = Subprocess.find("udevadm") != nil
         if let requested {
-            try GrubTools.requireInstalled(needsUdevadm: requested != .offset)
+            // grub-probe finds a partition's disk through udevadm for kernel partitions; device-mapper
+            // maps it reads through libdevmapper.
+            try GrubTools.requireInstalled(needsUdevadm: requested == .partscan || requested == .blkpg)
             return [requested]
         }
         try GrubTools.requireInstalled(needsUdevadm: false)
         if !hasUdevadm {
-            // grub-probe locates partitions through udevadm; without it only `offset` works.
-            logger.debug("udevadm not found: using the offset strategy")
-            return [.offset]
+            // grub-probe locates kernel partitions through udevadm; without it, only the strategies
+            // that need no kernel partitions work.
+            logger.debug("udevadm not found: trying device-mapper, then offset")
+            return [.deviceMapper, .offset]
         }
         return Strategy.automaticOrder
     }
@@ -136,7 +142,7 @@ public enum InstallGrub {
             session.onClose(disk.path, journal: (.loop, disk.tag)) { try disk.detach() }
             session.logger.info("attached \(plan.imagePath) as \(disk.path)")
 
-            let presented = try present(disk: disk, plan: plan, order: order, session: session)
+            let presented = try present(disk: disk, plan: plan, options: options, order: order, session: session)
             session.logger.info("strategy \(presented.strategy.rawValue): boot partition is \(presented.bootDevice)")
             try session.checkpoint()
 
@@ -182,12 +188,12 @@ public enum InstallGrub {
         }
     }
 
-    private static func present(disk: LoopDevice, plan: InstallPlan, order: [Strategy],
+    private static func present(disk: LoopDevice, plan: InstallPlan, options: Options, order: [Strategy],
                                 session: Session) throws -> PresentedDisk {
         var reasons: [String] = []
         for strategy in order {
             do {
-                return try strategy.presentation.present(disk: disk, plan: plan, session: session)
+                return try strategy.presentation.present(disk: disk, plan: plan, options: options, session: session)
             } catch let unavailable as PresentationUnavailable {
                 session.logger.debug("strategy \(strategy.rawValue) unavailable: \(unavailable.reason)")
                 reasons.append(unavailable.reason)

@@ -62,6 +62,8 @@ public enum IsolatedVM {
         public var executables: [String] = []
         /// Host directories to include at their paths (e.g. /usr/lib/grub/i386-pc).
         public var dataDirectories: [String] = []
+        /// Host files to include at their paths.
+        public var dataFiles: [String] = []
         /// Modules to load besides `baseModules` (e.g. "dm_mod", "loop", "vfat").
         public var modules: [String] = []
         public var accelerator: Accelerator = .automatic
@@ -173,6 +175,7 @@ public enum IsolatedVM {
         initramfs.executables = (program.hasPrefix("/") && access(program, X_OK) == 0 && program != options.busybox ? [program] : [])
         for e in options.executables where !initramfs.executables.contains(e) { initramfs.executables.append(e) }
         initramfs.dataDirectories = options.dataDirectories
+        initramfs.dataFiles = options.dataFiles
         initramfs.modules = [options.machine.virtioTransportModule] + baseModules + options.modules
         let assembleStarted = monotonicNow()
         let archive = try initramfs.assemble().archive

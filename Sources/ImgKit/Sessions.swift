@@ -42,6 +42,16 @@ public enum Sessions {
                     holds.insert(Resource(kind: .partition, name: entry.name), at: 0)
                 }
             }
+            // A device-mapper name in the journal counts only while the device carries our UUID:
+            // a later device of the same name (--disk-name hda) is somebody else's.
+            for entry in journal?.held ?? [] where entry.kind == .deviceMapper {
+                let resource = Resource(kind: .deviceMapper, name: entry.name)
+                if !holds.contains(resource), let name = try? DeviceMapper.Name(entry.name),
+                   let info = (try? DeviceMapper.info(name: name, logger: quiet)) ?? nil,
+                   info.uuid.flatMap({ sessionID(deviceMapperUUID: $0.value) }) == id {
+                    holds.append(resource)
+                }
+            }
             return Session(id: id, live: journal?.live ?? false, pid: journal?.pid, image: journal?.image,
                            journal: journal?.path, holds: holds)
         }
@@ -59,7 +69,8 @@ public enum Sessions {
     }
 
     /// Releases what stale sessions hold (all of them, or only `id`), in the order a session
-    /// would: mounts, partitions, loop devices, directories, then the journal. Never touches a
+    /// would: mounts, device-mapper maps (partitions before their disk), partitions, loop devices,
+    /// directories, then the journal. Never touches a
     /// live session's resources. With `force`, a mount still busy after retries is detached
     /// lazily (MNT_DETACH); without it, the pids holding it are reported.
     public static func cleanup(session id: String? = nil, force: Bool = false, logger: Logger) -> CleanupResult {
@@ -78,7 +89,7 @@ public enum Sessions {
             }
             defer { if lock >= 0 { close(lock) } }
             let before = (result.failed.count, result.pending.count)
-            let order: [SessionJournal.Kind] = [.mount, .partition, .loop, .directory]
+            let order: [SessionJournal.Kind] = [.mount, .deviceMapper, .partition, .loop, .directory]
             var lazilyDetached = false
             for kind in order {
                 for resource in session.holds where resource.kind == kind {
@@ -106,6 +117,7 @@ public enum Sessions {
         switch r.kind {
         case .loop: return "loop device \(r.name)"
         case .partition: return "partition \(r.name.split(separator: " ").joined(separator: " number "))"
+        case .deviceMapper: return "device-mapper device \(r.name)"
         case .mount: return "mount \(r.name)"
         case .directory: return "directory \(r.name)"
         }
@@ -143,6 +155,14 @@ public enum Sessions {
             do { try BlockPartitions.remove(diskPath: disk, number: number, logger: logger) } catch {
                 throw ReleaseError(description: error.description)
             }
+        case .deviceMapper:
+            do throws(DeviceMapper.Error) {
+                try DeviceMapper.remove(name: DeviceMapper.Name(r.name), logger: logger)
+            } catch .notFound {
+                return .now
+            } catch {
+                throw ReleaseError(description: error.description)
+            }
         case .loop:
             do {
                 try LoopDevice.adopt(r.name, logger: logger)?.detach()
@@ -177,6 +197,20 @@ public enum Sessions {
             }
             found[id, default: []].append(Resource(kind: .loop, name: device))
         }
+        // Partition maps first: each holds its disk map open. Nothing to do where the kernel has
+        // no device mapper.
+        if (try? DeviceMapper.checkAvailable(logger: quiet)) != nil {
+            var disks: [(String, Resource)] = []
+            for entry in (try? DeviceMapper.list(logger: quiet)) ?? [] {
+                guard let info = (try? DeviceMapper.info(name: entry.name, logger: quiet)) ?? nil,
+                      let uuid = info.uuid?.value, let id = sessionID(deviceMapperUUID: uuid) else { continue }
+                let resource = Resource(kind: .deviceMapper, name: entry.name.value)
+                if uuid.hasPrefix(DeviceMapper.sessionUUIDPrefix) { disks.append((id, resource)) } else {
+                    found[id, default: []].append(resource)
+                }
+            }
+            for (id, resource) in disks { found[id, default: []].append(resource) }
+        }
         for name in directoryEntries(TemporaryDirectory.defaultParent) {
             if let id = sessionID(mountDirectory: name) {
                 found[id, default: []].append(Resource(kind: .directory, name: parent + name))
@@ -184,6 +218,21 @@ public enum Sessions {
         }
         return found
     }
+
+    /// "mpath-IMGTOOL-0a1b2c3d-disk" or kpartx's "part1-mpath-IMGTOOL-0a1b2c3d-disk" -> "0a1b2c3d".
+    static func sessionID(deviceMapperUUID uuid: String) -> String? {
+        var rest = Substring(uuid)
+        if rest.hasPrefix("part"), let dash = rest.firstIndex(of: "-"),
+           rest[rest.index(rest.startIndex, offsetBy: 4)..<dash].allSatisfy(\.isASCII) {
+            rest = rest[rest.index(after: dash)...]
+        }
+        guard rest.hasPrefix(DeviceMapper.sessionUUIDPrefix) else { return nil }
+        let id = rest.dropFirst(DeviceMapper.sessionUUIDPrefix.count).prefix { $0 != "-" }
+        return id.count == 8 && id.allSatisfy(\.isHexDigit) ? String(id) : nil
+    }
+
+    /// libdm's log while looking around: nothing a user should see.
+    static let quiet = Logger(label: "imgtool.sessions", factory: { _ in SwiftLogNoOpLogHandler() })
 
     /// "mnt-0a1b2c3d-Xy12Zq" -> "0a1b2c3d".
     static func sessionID(mountDirectory name: String) -> String? {

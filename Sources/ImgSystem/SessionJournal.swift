@@ -20,6 +20,8 @@ public final class SessionJournal {
         case loop
         /// A BLKPG partition: "<disk> <number>".
         case partition
+        /// A device-mapper device, by name; its UUID carries the session (see `DeviceMapper.sessionUUIDPrefix`).
+        case deviceMapper = "dm"
         /// A mount point.
         case mount
         /// A directory (mount points are made under /run/imgtool).

@@ -35,6 +35,11 @@ struct CommandSpec: Sendable {
     let discussion: String
     let positionals: [PositionalSpec]
     let options: [OptionSpec]
+    /// Commands on an image take `--isolate` (with `--kernel` and, where the command has no
+    /// `--timeout` of its own, `--timeout`): they then run in a throwaway VM with this purpose.
+    let isolation: Isolation.Purpose?
+    /// Options that mean something only with `--isolate`.
+    let isolationOnly: Set<String>
     /// Runs the command; returns the exit code. Errors other than usage errors are printed by the
     /// command itself.
     let run: @Sendable (ParsedArguments) throws(UsageError) -> Int32
@@ -43,6 +48,30 @@ struct CommandSpec: Sendable {
 /// A command line that does not fit the command's table; exit code 64 (EX_USAGE).
 struct UsageError: Error {
     let message: String
+}
+
+extension CommandSpec {
+    init(name: String, abstract: String, discussion: String, positionals: [PositionalSpec], options: [OptionSpec],
+         isolation: Isolation.Purpose? = nil, run: @escaping @Sendable (ParsedArguments) throws(UsageError) -> Int32) {
+        self.name = name
+        self.abstract = abstract
+        self.discussion = discussion
+        self.positionals = positionals
+        self.isolation = isolation
+        self.run = run
+        guard isolation != nil else { self.options = options; isolationOnly = []; return }
+        var all = options + [
+            .flag("isolate", help: "Run inside a throwaway VM (Debian's cloud kernel under qemu) instead of on this machine's kernel; the image is the VM's disk\(isolation == .readOnly ? ", read-only" : ""). Needs no root where qemu runs unprivileged."),
+            .option("kernel", "<path>", help: "With --isolate: the VM's kernel (default: the newest /boot/vmlinuz-*-cloud-amd64)."),
+        ]
+        var only: Set<String> = ["kernel"]
+        if !options.contains(where: { $0.long == "timeout" }) {
+            only.insert("timeout")
+            all.append(.option("timeout", "<seconds>", help: "With --isolate: stop the VM and fail when it has not finished within this (default \(Int(IsolatedVM.defaultTimeout)))."))
+        }
+        self.options = all
+        isolationOnly = only
+    }
 }
 
 struct ParsedArguments {
@@ -105,6 +134,20 @@ struct ParsedArguments {
         values[spec.long, default: []].append(value)
     }
 
+    /// The command line again, without the options in `dropping`: options in table order as
+    /// `--name=value` (a value may start with '-'), then `--` and the positionals.
+    func forwarded(dropping: Set<String>) -> [String] {
+        var out: [String] = []
+        for option in command.options where !dropping.contains(option.long) {
+            if option.value == nil {
+                if flags.contains(option.long) { out.append("--\(option.long)") }
+            } else {
+                for value in values[option.long] ?? [] { out.append("--\(option.long)=\(value)") }
+            }
+        }
+        return out + ["--"] + positionals
+    }
+
     func flag(_ long: String) -> Bool { flags.contains(long) }
 
     func value(_ long: String) -> String? { values[long]?.last }
@@ -156,8 +199,15 @@ struct CommandLineTool {
             writeAll(1, Array(help(command).utf8))
             return 0
         }
-        do {
-            return try command.run(try ParsedArguments(command, rest))
+        do throws(UsageError) {
+            let parsed = try ParsedArguments(command, rest)
+            if let purpose = command.isolation {
+                if parsed.flag("isolate") { return try runIsolated(command, parsed, purpose: purpose) }
+                for option in command.isolationOnly.sorted() where parsed.value(option) != nil {
+                    throw UsageError(message: "'--\(option)' goes with '--isolate'.")
+                }
+            }
+            return try command.run(parsed)
         } catch {
             return usage(error.message, command)
         }

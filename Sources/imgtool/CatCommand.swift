@@ -15,6 +15,7 @@ let catCommand = CommandSpec(
         PositionalSpec(name: "path", optional: false, help: "The file inside the filesystem."),
     ],
     options: [partitionOption],
+    isolation: .readOnly,
     run: { arguments throws(UsageError) in
         let image = arguments.positional(0)!, path = arguments.positional(1)!, number = try partition(arguments)
         let opened: ImageFiles.Opened

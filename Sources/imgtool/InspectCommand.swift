@@ -10,6 +10,7 @@ let inspectCommand = CommandSpec(
         .flag("json", help: "Print the report as JSON on stdout."),
         .flag("verbose", short: "v", help: "More detail on stderr."),
     ],
+    isolation: .readOnly,
     run: { InspectCommand(image: $0.positional(0)!, json: $0.flag("json"), verbose: $0.flag("verbose")).run() })
 
 struct InspectCommand {

@@ -10,22 +10,31 @@ let installGrubCommand = CommandSpec(
         Attaches the image as a loop device, presents its partitions to the kernel, mounts the \
         boot partition, runs grub-install and releases everything again, also on error or signal. \
         Strategies: partscan (the kernel parses the table), blkpg (imgtool adds the partitions), \
-        offset (a loop device per partition; GRUB's modules are named explicitly).
+        device-mapper (the classic recipe: a device-mapper disk with kpartx-style partition maps, \
+        device.map naming it (hd0)), offset (a loop device per partition; GRUB's modules are named \
+        explicitly).
         """,
     positionals: [PositionalSpec(name: "image", optional: false, help: "The raw disk image (or block device).")],
     options: [
-        .option("strategy", "<name>", help: "partscan, blkpg or offset (default: the first this kernel supports)."),
+        .option("strategy", "<name>", help: "partscan, blkpg, device-mapper or offset (default: the first this kernel supports, in that order)."),
+        .option("disk-name", "<name>", help: "Name of the device-mapper disk (implies --strategy device-mapper; default imgtool-<session>, unique per run)."),
         .option("boot-partition", "<n>", help: "Partition number for /boot/grub (default: found)."),
         .option("modules", "<module>", repeatable: true, help: "Extra GRUB module to build into core.img (repeatable)."),
         .flag("json", help: "Print a JSON result object on stdout."),
         .flag("verbose", short: "v", help: "Show grub-install's output and more detail."),
         .flag("quiet", short: "q", help: "Print only errors."),
     ],
+    isolation: .installGrub,
     run: { arguments throws(UsageError) in
-        InstallGrubCommand(
+        let strategy = try arguments.value("strategy", as: Strategy.self,
+                                           expected: Strategy.allCases.map(\.rawValue).joined(separator: ", "))
+        let diskName = arguments.values("disk-name").last
+        if diskName != nil, let strategy, strategy != .deviceMapper {
+            throw UsageError(message: "'--disk-name' names a device-mapper disk; it does not go with '--strategy \(strategy)'.")
+        }
+        return InstallGrubCommand(
             image: arguments.positional(0)!,
-            strategy: try arguments.value("strategy", as: Strategy.self,
-                                          expected: Strategy.allCases.map(\.rawValue).joined(separator: ", ")),
+            strategy: strategy, diskName: diskName,
             bootPartition: try arguments.value("boot-partition", as: Int.self, expected: "a partition number"),
             modules: arguments.values("modules"), json: arguments.flag("json"),
             verbose: arguments.flag("verbose"), quiet: arguments.flag("quiet")
@@ -35,6 +44,7 @@ let installGrubCommand = CommandSpec(
 struct InstallGrubCommand {
     let image: String
     let strategy: Strategy?
+    let diskName: String?
     let bootPartition: Int?
     let modules: [String]
     let json: Bool
@@ -49,7 +59,7 @@ struct InstallGrubCommand {
         let result: InstallGrub.Result
         do {
             result = try InstallGrub.run(
-                .init(image: image, strategy: strategy, bootPartition: bootPartition, modules: modules,
+                .init(image: image, strategy: strategy, diskName: diskName, bootPartition: bootPartition, modules: modules,
                       showGrubOutput: verbose),
                 logger: logger, interruption: interruption)
         } catch {

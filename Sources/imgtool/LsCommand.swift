@@ -19,6 +19,7 @@ let lsCommand = CommandSpec(
         .flag("long", short: "l", help: "Long format: mode, owner, group, size, modification time (UTC), name."),
         .flag("json", help: "Print a JSON array of entries."),
     ],
+    isolation: .readOnly,
     run: { arguments throws(UsageError) in
         LsCommand(image: arguments.positional(0)!, path: arguments.positional(1) ?? "/",
                   partition: try partition(arguments), long: arguments.flag("long"), json: arguments.flag("json")).run()

@@ -22,6 +22,7 @@ let verifyCommand = CommandSpec(
         .flag("json", help: "Print the report as JSON on stdout."),
         .flag("verbose", short: "v", help: "More detail on stderr."),
     ],
+    isolation: .readOnly,
     run: { arguments throws(UsageError) in
         let timeout = try arguments.value("timeout", as: Double.self, expected: "a number of seconds") ?? 30
         guard timeout > 0, timeout.isFinite else { throw UsageError(message: "'--timeout' must be a positive number of seconds.") }

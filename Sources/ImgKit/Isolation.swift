@@ -1,0 +1,133 @@
+import Glibc
+import ImgSystem
+import Logging
+
+/// `--isolate`: an imgtool command run inside a throwaway VM (`IsolatedVM`) instead of on the host
+/// kernel, so that the host never parses or mounts the image. The same imgtool executable runs
+/// in the guest with the same arguments; the image is the guest's virtio disk, reachable there at
+/// the path it has on the host (a symbolic link to /dev/vda in the same directory, and the guest
+/// starts in the host's working directory), so reports and messages name the host's path.
+/// stdout, stderr and the exit status come back exactly.
+///
+/// ```swift
+/// let r = try Isolation().run(["inspect", "--json", "disk.img"], image: "disk.img", purpose: .readOnly)
+/// ```
+public struct Isolation: Sendable {
+    /// What the guest needs.
+    public enum Purpose: Sendable {
+        /// inspect, verify, ls, cat: imgtool alone, the disk read-only.
+        case readOnly
+        /// install-grub: GRUB's tools and files, loop and device-mapper modules, filesystems; the
+        /// disk writable.
+        case installGrub
+    }
+
+    /// The imgtool executable to run in the guest; nil: this process's own if it is imgtool, else
+    /// `imgtool` in PATH.
+    public var executable: String?
+    /// The guest kernel; nil: the newest /boot/vmlinuz-*-cloud-amd64.
+    public var kernel: String?
+    /// Bound on the whole run: boot, command, power-off.
+    public var timeout: Double
+    public var vm: IsolatedVM.Options
+
+    public init(kernel: String? = nil, timeout: Double = IsolatedVM.defaultTimeout, executable: String? = nil,
+                interruption: Interruption? = nil) {
+        self.kernel = kernel
+        self.timeout = timeout
+        self.executable = executable
+        vm = IsolatedVM.Options()
+        vm.interruption = interruption
+    }
+
+    /// Kernel modules install-grub may need in the guest: loop devices, device mapper, and the
+    /// filesystems the kernel mounts /boot with (GRUB's list, as far as the cloud kernel has them).
+    public static let installGrubModules = ["loop", "dm_mod", "ext4", "vfat", "xfs", "btrfs"]
+    /// Host programs install-grub runs in the guest (those installed): grub-install and the tools
+    /// imgtool itself calls.
+    static let installGrubPrograms = ["grub-install", "grub-probe", "grub-mkimage", "grub-bios-setup", "grub-editenv",
+                                      "setpriv", "udevadm"]
+
+    /// Runs `imgtool arguments...` in a fresh VM with `image` as its disk.
+    public func run(_ arguments: [String], image: String, purpose: Purpose,
+                    logger: Logger = Logger(label: "imgtool.isolation")) throws(IsolatedVM.Error) -> IsolatedVM.Result {
+        guard let imgtool = executable ?? Self.currentExecutable() else {
+            throw .executableMissing("imgtool (not found in PATH)")
+        }
+        var options = vm
+        options.executables.append(imgtool)
+        if purpose == .installGrub {
+            options.executables += Self.installGrubPrograms.compactMap { Subprocess.find($0) }
+            options.dataDirectories += [GrubTools.moduleDirectory, "/usr/share/grub"].filter { access($0, R_OK) == 0 }
+            options.dataFiles += Self.grubMessageCatalogues()
+            options.modules += Self.installGrubModules.filter { Self.moduleAvailable($0, kernel: kernel) }
+            // grub-install and a loop device's page cache want more than a bare command.
+            options.memoryMiB = max(options.memoryMiB, 512)
+        }
+        let cwd = Self.workingDirectory() ?? "/"
+        let absolute = image.hasPrefix("/") ? image : (cwd == "/" ? "" : cwd) + "/" + image
+        return try IsolatedVM.run(command: ["sh", "-c", Self.guestScript, "imgtool-isolated", absolute, cwd, imgtool] + arguments,
+                                  image: image, readOnly: purpose == .readOnly, timeout: timeout, kernel: kernel,
+                                  options: options, logger: logger)
+    }
+
+    /// Puts the disk at the image's host path and runs the command from the host's working
+    /// directory. A path the guest already has is refused rather than shadowed.
+    static let guestScript = """
+        img=$1 cwd=$2; shift 2
+        if ! [ "$img" -ef /dev/vda ]; then
+            if [ -e "$img" ] || [ -L "$img" ]; then
+                echo "imgtool: error: $img exists inside the isolated VM itself; copy or link the image to another path and run again." >&2
+                exit 70
+            fi
+            mkdir -p "${img%/*}/" && ln -s /dev/vda "$img" || exit 71
+        fi
+        mkdir -p "$cwd" && cd "$cwd" || exit 71
+        exec "$@"
+        """
+
+    /// This process's executable when it is imgtool, else imgtool in PATH.
+    public static func currentExecutable() -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        if n > 0 {
+            let path = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if path.split(separator: "/").last == "imgtool" { return path }
+        }
+        return Subprocess.find("imgtool")
+    }
+
+    static func workingDirectory() -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&buffer, buffer.count) != nil, let end = buffer.firstIndex(of: 0) else { return nil }
+        return String(decoding: buffer[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// /usr/share/locale/*/LC_MESSAGES/grub.mo: grub-install copies them into boot/grub/locale.
+    static func grubMessageCatalogues() -> [String] {
+        directoryEntries("/usr/share/locale").sorted().map { "/usr/share/locale/\($0)/LC_MESSAGES/grub.mo" }
+            .filter { access($0, R_OK) == 0 }
+    }
+
+    /// Whether the guest kernel has `module` as a loadable module (built-in ones need no loading,
+    /// and a module the kernel lacks is left out rather than failing the run).
+    static func moduleAvailable(_ module: String, kernel: String?) -> Bool {
+        guard let path = kernel ?? (try? IsolatedVM.newestCloudKernel()),
+              let release = try? IsolatedVM.kernelRelease(path) else { return true }
+        return (try? Initramfs.moduleDependencies(module, release: release, root: "/lib/modules")) != nil
+    }
+}
+
+extension IsolatedVM.Error {
+    /// The exit code of a command that could not run isolated, as for a local run's failures.
+    public var exitCode: Int32 {
+        switch self {
+        case .kernelMissing, .modulesMissing, .moduleMissing, .busyboxMissing, .executableMissing, .libraryMissing,
+             .toolMissing, .qemuMissing:
+            return ExitStatus.unavailable.rawValue
+        case .image: return ExitStatus.noInput.rawValue
+        case .interrupted(let signal): return 128 + signal
+        case .initramfs, .emptyCommand, .qemuFailed, .noStatus, .timedOut, .system: return ExitStatus.failure.rawValue
+        }
+    }
+}
