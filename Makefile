@@ -15,8 +15,9 @@ RUN_PKGS := grub-pc-bin grub2-common udev e2fsprogs util-linux
 # Building test images (sfdisk, sgdisk, parted, mkfs/debugfs) and booting them (qemu, SeaBIOS);
 # kpartx to check imgtool's partition maps against, dmsetup for the udev rules of the dm VM test.
 TEST_PKGS := kpartx dmsetup linux-image-cloud-amd64 busybox-static cpio fdisk gdisk parted qemu-system-x86 python3 xorriso isolinux syslinux-common dosfstools mtools grub-efi-amd64-bin ovmf exfatprogs syslinux extlinux
-# The benchmarks' measuring tools: peak memory (time) and bytes read (strace).
-BENCH_PKGS := time strace
+# The benchmarks' measuring tools: peak memory (time) and bytes read (strace); libguestfs's
+# appliance (virt-filesystems), the reference for --isolate.
+BENCH_PKGS := time strace libguestfs-tools
 
 .PHONY: all build demo test fuzz bench deps-build deps-run deps-test deps-bench clean
 
@@ -82,6 +83,7 @@ deps-bench: deps-test
 bench: deps-bench build
 	IMGTOOL=$(CURDIR)/.build/release/imgtool Tests/bench/install-grub.sh
 	IMGTOOL=$(CURDIR)/.build/release/imgtool Tests/bench/inspect.sh
+	IMGTOOL=$(CURDIR)/.build/release/imgtool Tests/bench/isolate.sh
 
 clean:
 	rm -rf .build $(OUT)

@@ -22,9 +22,12 @@ public enum InstallGrub {
         public var modules: [String]
         /// Passes each line grub-install prints to the logger at info level.
         public var showGrubOutput: Bool
+        /// Run the whole job inside a throwaway VM instead of on this kernel (`Isolation`).
+        public var isolation: Isolation?
 
         public init(image: String, strategy: Strategy? = nil, diskName: String? = nil, bootPartition: Int? = nil,
-                    modules: [String] = [], showGrubOutput: Bool = false) {
+                    modules: [String] = [], showGrubOutput: Bool = false, isolation: Isolation? = nil) {
+            self.isolation = isolation
             self.image = image
             self.strategy = strategy
             self.diskName = diskName
@@ -48,12 +51,40 @@ public enum InstallGrub {
         public let target: String
         public let grubInstallVersion: String?
         public let seconds: Double
+
+        /// Reads back what `json` printed.
+        public init?(json: JSONValue) {
+            guard let image = json["image"]?.stringValue, let strategy = json["strategy"]?.stringValue.flatMap(Strategy.init(rawValue:)),
+                  let disk = json["diskDevice"]?.stringValue, let boot = json["bootPartition"],
+                  let number = boot["number"]?.int64Value, let device = boot["device"]?.stringValue,
+                  let filesystem = boot["filesystem"]?.stringValue, let target = json["target"]?.stringValue,
+                  let seconds = json["seconds"]?.doubleValue else { return nil }
+            self.image = image
+            self.strategy = strategy
+            diskDevice = disk
+            bootPartition = BootPartition(number: Int(number), device: device, filesystem: filesystem, uuid: boot["uuid"]?.stringValue)
+            self.target = target
+            grubInstallVersion = json["grubInstallVersion"]?.stringValue
+            self.seconds = seconds
+        }
+
+        init(image: String, strategy: Strategy, diskDevice: String, bootPartition: BootPartition, target: String,
+             grubInstallVersion: String?, seconds: Double) {
+            self.image = image
+            self.strategy = strategy
+            self.diskDevice = diskDevice
+            self.bootPartition = bootPartition
+            self.target = target
+            self.grubInstallVersion = grubInstallVersion
+            self.seconds = seconds
+        }
     }
 
     /// Runs the whole job. `interruption` lets a signal handler or another thread stop it; the
     /// teardown still runs. Wraps grub-install(8).
     public static func run(_ options: Options, logger: Logger,
                            interruption: Interruption = Interruption()) throws(InstallGrubError) -> Result {
+        if let isolation = options.isolation { return try runIsolated(options, isolation: isolation, logger: logger) }
         let started = monotonicNow()
         logger.info("checking \(options.image)")
         let plan = try InstallPlan.make(image: options.image, bootPartition: options.bootPartition,
@@ -96,6 +127,36 @@ public enum InstallGrub {
         }
     }
 
+    /// The job in a throwaway VM: the same imgtool runs install-grub there with these options,
+    /// and its JSON result is read back. Its log lines reach `logger`.
+    static func runIsolated(_ options: Options, isolation: Isolation, logger: Logger) throws(InstallGrubError) -> Result {
+        var arguments = ["install-grub", "--json"] + (options.showGrubOutput ? ["--verbose"] : [])
+        if let s = options.strategy { arguments.append("--strategy=\(s.rawValue)") }
+        if let d = options.diskName { arguments.append("--disk-name=\(d)") }
+        if let n = options.bootPartition { arguments.append("--boot-partition=\(n)") }
+        arguments += options.modules.map { "--modules=\($0)" } + ["--", options.image]
+        let r: IsolatedVM.Result
+        do { r = try isolation.run(arguments, image: options.image, purpose: .installGrub, logger: logger) } catch {
+            throw .isolation(error)
+        }
+        let errorPrefix = "imgtool: error: "
+        var message: [String] = []
+        for line in String(decoding: r.stderr, as: UTF8.self).split(separator: "\n").map(String.init) {
+            if line.hasPrefix(errorPrefix) || !message.isEmpty {
+                message.append(message.isEmpty ? String(line.dropFirst(errorPrefix.count)) : line)
+            } else {
+                logger.info("\(line.hasPrefix("imgtool: ") ? String(line.dropFirst("imgtool: ".count)) : line)")
+            }
+        }
+        guard r.status == 0 else {
+            throw .isolated(status: r.status, message: message.isEmpty ? "install-grub failed in the isolated VM (exit \(r.status))" : message.joined(separator: "\n"))
+        }
+        guard let json = try? JSONValue.parse(r.stdout), let result = Result(json: json) else {
+            throw .kernel("the isolated VM's install-grub succeeded but its result could not be read: \(String(decoding: r.stdout.prefix(200), as: UTF8.self))")
+        }
+        return result
+    }
+
     /// grub-install fsyncs every file it copies (over 300), and each fsync of a journalling
     /// filesystem on a loop device makes the loop driver flush the whole image file: half of
     /// grub-install's time. Without barriers those flushes go away, and one fsync of the image once
@@ -119,6 +180,12 @@ public enum InstallGrub {
             // grub-probe finds a partition's disk through udevadm for kernel partitions; device-mapper
             // maps it reads through libdevmapper.
             try GrubTools.requireInstalled(needsUdevadm: requested == .partscan || requested == .blkpg)
+            if requested == .deviceMapper {
+                // Before anything is attached: the usual reason is a kernel without device mapper.
+                do { try DeviceMapper.checkAvailable(logger: logger) } catch {
+                    throw .strategyUnavailable(requested, reason: error.description)
+                }
+            }
             return [requested]
         }
         try GrubTools.requireInstalled(needsUdevadm: false)

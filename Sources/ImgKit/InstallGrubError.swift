@@ -26,6 +26,10 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case grubToolFailed(tool: String, status: Int32, stderr: String)
     case interrupted(signal: Int32)
     case cleanupFailed([Session.CleanupFailure], after: String?)
+    /// The isolated VM could not run the job (`Isolation`).
+    case isolation(IsolatedVM.Error)
+    /// The job failed inside the isolated VM: its exit code and its error message.
+    case isolated(status: Int32, message: String)
 
     public var exitStatus: ExitStatus {
         switch self {
@@ -39,13 +43,19 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         case .toolMissing, .strategyUnavailable: return .unavailable
         case .kernel, .grubToolFailed, .cleanupFailed: return .failure
         case .interrupted: return .failure
+        case .isolation(let e): return ExitStatus(rawValue: e.exitCode) ?? .failure
+        case .isolated(let status, _): return ExitStatus(rawValue: status) ?? .failure
         }
     }
 
     /// The process exit code: `exitStatus`, or 128 + signal after an interruption.
     public var exitCode: Int32 {
-        if case .interrupted(let signal) = self { return 128 + signal }
-        return exitStatus.rawValue
+        switch self {
+        case .interrupted(let signal): return 128 + signal
+        case .isolation(let e): return e.exitCode
+        case .isolated(let status, _) where status > 128: return status
+        default: return exitStatus.rawValue
+        }
     }
 
     public var description: String {
@@ -97,6 +107,10 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
             return "\(tool) failed (exit \(status)):\n\(trimmed)"
         case .interrupted(let signal):
             return Session.Interrupted(signal: signal).description
+        case .isolation(let e):
+            return e.description
+        case .isolated(_, let message):
+            return message
         case .cleanupFailed(let failures, let after):
             let list = failures.map { "  - \($0)" }.joined(separator: "\n")
             let first = after.map { "\($0)\nThen cleanup failed too:\n" } ?? "cleanup failed:\n"

@@ -15,12 +15,15 @@ func runIsolated(_ command: CommandSpec, _ arguments: ParsedArguments, purpose: 
     let trap = SignalTrap(interruption)
     defer { withExtendedLifetime(trap) {} }
     let isolation = Isolation(kernel: arguments.value("kernel"), timeout: timeout, interruption: interruption)
-    let logger = makeLogger(label: "imgtool.isolate", verbose: arguments.flag("verbose"), quiet: true)
+    let verbose = arguments.flag("verbose")
+    let logger = makeLogger(label: "imgtool.isolate", verbose: verbose, quiet: !verbose)
     let forwarded = arguments.forwarded(dropping: command.isolationOnly.union(["isolate"]))
     do {
         let r = try isolation.run([command.name] + forwarded, image: image, purpose: purpose, logger: logger)
         writeAll(1, r.stdout)
         writeAll(2, r.stderr)
+        logger.debug("isolated VM finished", metadata: ["seconds": "\(r.seconds)", "qemu": "\(r.vmSeconds)",
+                                                         "accelerator": "\(r.accelerator)"])
         return r.status
     } catch {
         printError(error.description)

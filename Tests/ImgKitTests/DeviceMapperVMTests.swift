@@ -31,6 +31,8 @@ enum DeviceMapperVM {
         let stderr: String
         let status: Int32
         let seconds: Double
+        /// Whether the image booted afterwards, for runs that check that.
+        var booted: Bool?
         subscript(_ key: String) -> String? { lines[key] }
 
         init(_ r: IsolatedVM.Result) {

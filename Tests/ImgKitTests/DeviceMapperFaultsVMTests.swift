@@ -1,0 +1,145 @@
+import Glibc
+@testable import ImgKit
+import ImgSystem
+import Testing
+import TestSupport
+
+/// Issue 6's guarantees for the device-mapper strategy, which only a kernel with device mapper can
+/// run: inside one throwaway VM, install-grub --strategy device-mapper (the debug build, with its
+/// fault hook) fails at each acquisition and each release in turn, and is killed with SIGKILL at
+/// random points; after each, what is left of ours is checked in the VM (mounts under
+/// /run/imgtool, maps in /dev/mapper, loop devices, journals). A last, unfaulted run installs GRUB,
+/// and the host boots the image.
+enum DeviceMapperFaultsVM {
+    static let kills = 20
+
+    static let script = """
+        set -u
+        img=/dev/vda
+        dd if=$img of=/tmp/pristine bs=1M 2>/dev/null
+        pristine=$(sha256sum </tmp/pristine | cut -c1-64)
+        head_pristine=$(head -c 1048576 /tmp/pristine | sha256sum | cut -c1-64)
+        restore() { dd if=/tmp/pristine of=$img bs=1M conv=fsync 2>/dev/null; blockdev --flushbufs $img; }
+        left() {
+            out=
+            grep -q " /run/imgtool/" /proc/mounts && out="$out mounts"
+            maps=$(ls /dev/mapper | grep -v '^control$' | tr '\\n' ' ')
+            [ -n "$maps" ] && out="$out maps:$maps"
+            [ -n "$(losetup -a)" ] && out="$out loops:$(losetup -a | tr '\\n' ' ')"
+            [ -n "$(ls /run/imgtool/sessions 2>/dev/null)" ] && out="$out journals"
+            [ -n "$(ls /run/imgtool 2>/dev/null | grep -v '^sessions$')" ] && out="$out directories"
+            echo "${out:-none}"
+        }
+        install() { imgtool install-grub --strategy device-mapper "$@" $img; }
+        for point in acquire release; do
+            k=1
+            while [ $k -le 20 ]; do
+                restore
+                IMGTOOL_INJECT_FAULT=$point:$k install >/dev/null 2>/tmp/err
+                st=$?
+                if [ $st = 0 ]; then echo "$point.steps: $((k - 1))"; break; fi
+                echo "$point.$k.status: $st"
+                echo "$point.$k.reported: $(grep -c "injected fault ($point:$k)" /tmp/err)"
+                echo "$point.$k.error: $(grep 'imgtool: error' /tmp/err | head -1)"
+                if [ $point = release ]; then
+                    echo "$point.$k.stale: $(imgtool status --json | grep -c '"live": false')"
+                    imgtool cleanup --all >/dev/null 2>/tmp/cleanup; echo "$point.$k.cleanup: $?"
+                fi
+                echo "$point.$k.left: $(left)"
+                blockdev --flushbufs $img
+                echo "$point.$k.unchanged: $([ "$(sha256sum <$img | cut -c1-64)" = $pristine ] && echo yes || echo no)"
+                echo "$point.$k.head: $([ "$(head -c 1048576 $img | sha256sum | cut -c1-64)" = $head_pristine ] && echo yes || echo no)"
+                e2fsck -fn "$img?offset=1048576" >/dev/null 2>&1; echo "$point.$k.fsck: $?"
+                k=$((k + 1))
+            done
+        done
+        i=1
+        while [ $i -le \(kills) ]; do
+            restore
+            imgtool install-grub --strategy device-mapper $img >/dev/null 2>&1 &
+            pid=$!
+            usleep $(( $(od -An -N2 -tu2 /dev/urandom) * 60 ))
+            kill -9 $pid 2>/dev/null
+            wait $pid; st=$?
+            echo "kill.$i.midrun: $([ $st = 137 ] && echo yes || echo no)"
+            imgtool cleanup --all >/dev/null 2>&1; echo "kill.$i.cleanup: $?"
+            echo "kill.$i.left: $(left)"
+            i=$((i + 1))
+        done
+        restore
+        install --disk-name hda >/dev/null 2>/tmp/err; echo "final.status: $?"
+        echo "final.left: $(left)"
+        """
+
+    static let run: Result<DeviceMapperVM.Run, TestFailure> = {
+        do {
+            let scratch = try Scratch()
+            defer { withExtendedLifetime(scratch) {} }
+            _ = try makeDisk(scratch.file("dm.img"), ["--label", "dos", "--size-mib", "32", "--marker", "IMGTOOL-DM-FAULTS"])
+            var isolation = Isolation(timeout: 900, executable: imgtoolPath)
+            isolation.vm.executables = ["/sbin/e2fsck"]
+            isolation.vm.cacheDirectory = scratch.file("cache")
+            let options = isolation.vmOptions(for: .installGrub, imgtool: imgtoolPath)
+            let r = try IsolatedVM.run(command: ["sh", "-c", script], image: scratch.file("dm.img"), readOnly: false,
+                                       timeout: isolation.timeout, options: options)
+            print("device-mapper faults and kills in the VM: \(r.seconds) s wall (\(r.accelerator))")
+            let booted = try boot(scratch.file("dm.img"), expect: "IMGTOOL-DM-FAULTS")
+            var run = DeviceMapperVM.Run(r)
+            run.booted = booted.found
+            return .success(run)
+        } catch {
+            return .failure(TestFailure("the VM run failed: \(error)"))
+        }
+    }()
+}
+
+@Suite(.serialized, .enabled(if: DeviceMapperVM.blocked == nil, "\(DeviceMapperVM.blocked ?? "")"))
+struct DeviceMapperFaultsVMTests {
+    func run() throws -> DeviceMapperVM.Run { try DeviceMapperFaultsVM.run.get() }
+
+    @Test("each acquisition fails in turn: reported, nothing left, image intact")
+    func acquisitions() throws {
+        let r = try run()
+        let steps = try #require(r["acquire.steps"].flatMap { Int($0) }, "\(r.context)")
+        // loop, disk map, partition map, mount directory, mount, grub-install
+        #expect(steps >= 6, "\(r.context)")
+        for k in 1...max(1, steps) {
+            #expect(r["acquire.\(k).status"] == "1", "step \(k): \(r.context)")
+            #expect(r["acquire.\(k).reported"] == "1", "step \(k): \(r["acquire.\(k).error"] ?? "")")
+            #expect(r["acquire.\(k).left"] == "none", "step \(k)")
+            #expect(r["acquire.\(k).head"] == "yes", "step \(k) changed the MBR or the gap before grub-install")
+            #expect(r["acquire.\(k).fsck"] == "0", "step \(k): the filesystem is damaged")
+            let beforeMount = !(r["acquire.\(k).error"] ?? "").contains(") on mount ") && !(r["acquire.\(k).error"] ?? "").contains(") on grub-install")
+            if beforeMount { #expect(r["acquire.\(k).unchanged"] == "yes", "step \(k) changed the image before the mount") }
+        }
+    }
+
+    @Test("each release fails in turn: reported, the session stays stale, cleanup releases the rest")
+    func releases() throws {
+        let r = try run()
+        let steps = try #require(r["release.steps"].flatMap { Int($0) }, "\(r.context)")
+        #expect(steps >= 5, "\(r.context)")
+        for k in 1...max(1, steps) {
+            #expect(r["release.\(k).status"] == "1", "release \(k): \(r.context)")
+            #expect(r["release.\(k).stale"] == "1", "release \(k)")
+            #expect(r["release.\(k).cleanup"] == "0", "release \(k)")
+            #expect(r["release.\(k).left"] == "none", "release \(k)")
+            #expect(r["release.\(k).fsck"] == "0", "release \(k)")
+        }
+    }
+
+    @Test("SIGKILL at random points: cleanup --all leaves nothing; a last run installs an image that boots")
+    func kills() throws {
+        let r = try run()
+        var midrun = 0
+        for i in 1...DeviceMapperFaultsVM.kills {
+            #expect(r["kill.\(i).cleanup"] == "0", "kill \(i): \(r.context)")
+            #expect(r["kill.\(i).left"] == "none", "kill \(i)")
+            if r["kill.\(i).midrun"] == "yes" { midrun += 1 }
+        }
+        print("device-mapper kills: \(midrun) of \(DeviceMapperFaultsVM.kills) landed mid-run")
+        #expect(midrun >= DeviceMapperFaultsVM.kills / 2, "too few kills landed mid-run")
+        #expect(r["final.status"] == "0" && r["final.left"] == "none", "\(r.context)")
+        #expect(r.booted == true)
+    }
+}

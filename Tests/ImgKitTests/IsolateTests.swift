@@ -1,0 +1,177 @@
+import Foundation
+import Glibc
+@testable import ImgKit
+import ImgSystem
+import Testing
+import TestSupport
+
+/// `--isolate`: the command runs in a throwaway VM (Debian's cloud kernel under qemu), which has
+/// the device mapper and partition parsing this host's kernel lacks. install-grub there, with the
+/// classic device-mapper recipe and with partscan, leaves an image that boots; inspect, verify, ls
+/// and cat print what a local run prints; failures are reported with the VM's console; nothing of
+/// ours is left on the host.
+@Suite(.serialized, .enabled(if: isolatedVMBlocked ?? kernelTestsBlocked == nil, "\(isolatedVMBlocked ?? kernelTestsBlocked ?? "")"))
+final class IsolateTests {
+    let scratch: Scratch
+
+    init() throws {
+        scratch = try Scratch()
+    }
+
+    deinit {
+        #expect(leftovers() == [], "after the test")
+        #expect(IsolatedVMTests.leftovers() == [], "after the test")
+    }
+
+    struct Case: CustomTestStringConvertible, Sendable {
+        let label: String
+        let arguments: [String]
+        var testDescription: String { "\(label) \(arguments.joined(separator: " "))" }
+    }
+
+    @Test("install-grub --isolate leaves an image that boots, with device mapper and with partscan", arguments: [
+        Case(label: "dos", arguments: ["--strategy", "device-mapper"]),
+        Case(label: "gpt", arguments: ["--strategy", "device-mapper"]),
+        Case(label: "dos", arguments: ["--disk-name", "hda"]),
+        Case(label: "dos", arguments: ["--strategy", "partscan"]),
+        Case(label: "gpt", arguments: []),
+    ])
+    func installsAndBoots(_ c: Case) throws {
+        let marker = "IMGTOOL-ISOLATED-\(c.label)-\(c.arguments.last ?? "auto")".uppercased()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", c.label, "--marker", marker])
+        let r = try imgtool(["install-grub", "--isolate", "--json"] + c.arguments + [image])
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        let json = try JSONValue.parse(r.output)
+        let result = try #require(InstallGrub.Result(json: json), "\(r.stdout)")
+        // The report names the host's path, not the VM's disk.
+        #expect(result.image == image)
+        // make-disk.sh's GPT layout has a BIOS boot partition first.
+        let bootNumber = c.label == "gpt" ? 2 : 1
+        #expect(result.bootPartition.number == bootNumber)
+        let expected = c.arguments.isEmpty || c.arguments.last == "partscan" ? "partscan" : "device-mapper"
+        #expect(result.strategy.rawValue == expected)
+        if expected == "device-mapper" {
+            let disk = c.arguments.first == "--disk-name" ? "hda" : try #require(result.diskDevice.split(separator: "/").last.map(String.init))
+            #expect(result.diskDevice == "/dev/mapper/\(disk)")
+            #expect(result.bootPartition.device == "/dev/mapper/\(DeviceMapperLayout.partitionName(disk: disk, number: bootNumber))")
+            if c.arguments.first != "--disk-name" { #expect(disk.hasPrefix("imgtool-")) }
+        } else {
+            #expect(result.bootPartition.device == result.diskDevice + "p\(bootNumber)")
+        }
+        #expect(r.stderr.contains("nothing left attached"), "\(r.stderr)")
+        let booted = try boot(image, expect: marker)
+        #expect(booted.found, "GRUB did not print \(marker); console:\n\(booted.console)")
+    }
+
+    @Test("the library's InstallGrub.Options.isolation gives the typed result and boots")
+    func libraryIsolation() throws {
+        let marker = "IMGTOOL-ISOLATED-LIBRARY"
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "gpt", "--marker", marker])
+        let isolation = Isolation(executable: imgtoolPath)
+        let result = try InstallGrub.run(.init(image: image, strategy: .deviceMapper, diskName: "sda", isolation: isolation),
+                                         logger: .init(label: "test"))
+        #expect(result.image == image && result.strategy == .deviceMapper && result.diskDevice == "/dev/mapper/sda")
+        #expect(result.bootPartition.device == "/dev/mapper/sda2", "GPT: BIOS boot partition 1, /boot on 2")
+        #expect(try boot(image, expect: marker).found)
+
+        // A failure inside comes back as the local run's error and exit code.
+        let bare = scratch.file("bare.img")
+        try run(["truncate", "-s", "8M", bare])
+        do {
+            _ = try InstallGrub.run(.init(image: bare, isolation: isolation), logger: .init(label: "test"))
+            Issue.record("an image without a partition table was accepted")
+        } catch {
+            #expect(error.exitCode == ExitStatus.badImage.rawValue, "\(error)")
+            #expect(error.description.contains("no partition table"), "\(error)")
+        }
+    }
+
+    @Test("isolated inspect, verify, ls and cat print exactly what local runs print")
+    func sameAsLocal() throws {
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "gpt", "--marker", "IMGTOOL-SAME"])
+        #expect(try imgtool(["install-grub", "-q", image]).status == 0)
+        // A relative path, from the image's directory: the VM starts in the same directory.
+        let commands: [[String]] = [
+            ["inspect", "--json", "disk.img"], ["inspect", "disk.img"], ["verify", "--json", "disk.img"],
+            ["verify", "disk.img"], ["ls", "-l", "disk.img", "/boot/grub"], ["cat", "disk.img", "/boot/grub/grub.cfg"],
+            ["cat", "disk.img", "/no/such/file"], ["ls", "--partition", "9", "disk.img"],
+        ]
+        for command in commands {
+            let local = try Subprocess.run(["sh", "-c", "cd \"$1\" && shift && exec \"$@\"", "sh", scratch.path, imgtoolPath] + command)
+            let isolated = try Subprocess.run(["sh", "-c", "cd \"$1\" && shift && exec \"$@\"", "sh", scratch.path, imgtoolPath]
+                                              + [command[0], "--isolate"] + command.dropFirst())
+            #expect(isolated.status == local.status, "\(command): \(isolated.stderr)")
+            #expect(isolated.stdout == local.stdout, "\(command)")
+            #expect(isolated.stderr == local.stderr, "\(command)")
+        }
+        // Read-only: the isolated runs changed nothing.
+        let before = try sha256(image)
+        _ = try imgtool(["inspect", "--isolate", image])
+        #expect(try sha256(image) == before)
+    }
+
+    @Test("errors: no device mapper here suggests --isolate; a missing kernel or qemu names its package")
+    func errors() throws {
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
+        let before = try sha256(image)
+        if (try? DeviceMapper.checkAvailable(logger: .init(label: "test"))) == nil {
+            let r = try imgtool(["install-grub", "--strategy", "device-mapper", image])
+            #expect(r.status == ExitStatus.unavailable.rawValue)
+            #expect(r.stderr.contains("--isolate"), "\(r.stderr)")
+        }
+        let kernel = try imgtool(["install-grub", "--isolate", "--kernel", "/nonexistent/vmlinuz", image])
+        #expect(kernel.status == ExitStatus.unavailable.rawValue)
+        #expect(kernel.stderr.contains("linux-image-cloud-amd64"), "\(kernel.stderr)")
+
+        let noQemu = try Subprocess.run(["env", "PATH=/nonexistent", imgtoolPath, "inspect", "--isolate", image])
+        #expect(noQemu.status == ExitStatus.unavailable.rawValue)
+        #expect(noQemu.stderr.contains("qemu-system-x86"), "\(noQemu.stderr)")
+
+        let misplaced = try imgtool(["inspect", "--kernel", "/boot/vmlinuz", image])
+        #expect(misplaced.status == ExitStatus.usage.rawValue && misplaced.stderr.contains("--isolate"), "\(misplaced.stderr)")
+        let both = try imgtool(["install-grub", "--strategy", "blkpg", "--disk-name", "hda", image])
+        #expect(both.status == ExitStatus.usage.rawValue, "\(both.stderr)")
+        #expect(try sha256(image) == before)
+    }
+
+    @Test("a VM that does not finish within --timeout is killed and reported with its console")
+    func timeout() throws {
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
+        let before = try sha256(image)
+        let started = monotonicNow()
+        let r = try imgtool(["install-grub", "--isolate", "--timeout", "1", image])
+        #expect(monotonicNow() - started < 15)
+        #expect(r.status == ExitStatus.failure.rawValue)
+        #expect(r.stderr.contains("within 1 s and was killed. Its console ended with:"), "\(r.stderr)")
+        #expect(try sha256(image) == before)
+    }
+
+    @Test("SIGINT stops the VM at once: exit 130, nothing left, image unchanged")
+    func interrupt() throws {
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
+        let before = try sha256(image)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: imgtoolPath)
+        p.arguments = ["install-grub", "--isolate", image]
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        usleep(1_000_000)
+        let sent = monotonicNow()
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        #expect(monotonicNow() - sent < 5)
+        #expect(p.terminationStatus == 130)
+        #expect(try sha256(image) == before)
+    }
+
+    @Test("runs unprivileged: no root needed where qemu runs as a user")
+    func unprivileged() throws {
+        let nobody: UInt32 = 65534
+        chmod(scratch.path, 0o755)
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos", "--marker", "IMGTOOL-UNPRIVILEGED"])
+        #expect(chown(image, nobody, nobody) == 0)
+        let r = try imgtool(["install-grub", "--isolate", "--strategy", "device-mapper", image], user: nobody)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try boot(image, expect: "IMGTOOL-UNPRIVILEGED").found)
+    }
+}
