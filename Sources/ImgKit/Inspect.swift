@@ -141,6 +141,11 @@ public struct InspectReport: Sendable {
         public let description: String
         public let details: [String: String]
         init(_ b: BootCode) { kind = b.kind.rawValue; description = b.description; details = b.details }
+        init(kind: String, description: String, details: [String: String]) {
+            self.kind = kind
+            self.description = description
+            self.details = details
+        }
     }
 
     public struct FindingEntry: Sendable {

@@ -131,3 +131,58 @@ extension Sessions.Session: JSONRepresentable {
         ])
     }
 }
+
+// Reading `verify --json` back: how a run in an isolated VM hands its report to the host.
+
+extension VerifyReport {
+    /// The report `json` printed; nil if `value` is not such a document.
+    public init?(json value: JSONValue) {
+        guard let image = value["image"]?.stringValue, let code = value["bootCode"],
+              let kind = code["kind"]?.stringValue, let description = code["description"]?.stringValue,
+              case .object(let detailValues)? = code["details"],
+              let problems = Self.findings(value["problems"]) else { return nil }
+        var details: [String: String] = [:]
+        for (key, detail) in detailValues {
+            guard let text = detail.stringValue else { return nil }
+            details[key] = text
+        }
+        var grub: Grub?
+        if let g = value["grub"], !g.isNull {
+            guard let core = g["coreImage"], let sector = core["sector"]?.uint64Value, let sectors = core["sectors"]?.uint64Value,
+                  let modules = Self.strings(g["modules"]) else { return nil }
+            grub = Grub(coreImage: .init(sector: sector, sectors: sectors), modules: modules,
+                        prefix: g["prefix"]?.stringValue, config: g["config"]?.stringValue)
+        }
+        var efi: EFI?
+        if let e = value["efi"], !e.isNull {
+            guard let partition = e["partition"]?.int64Value, let efiProblems = Self.findings(e["problems"]) else { return nil }
+            var efiGrub: EFI.Grub?
+            if let g = e["grub"], !g.isNull {
+                guard let modules = Self.strings(g["modules"]) else { return nil }
+                efiGrub = EFI.Grub(modules: modules, prefix: g["prefix"]?.stringValue, config: g["config"]?.stringValue)
+            }
+            efi = EFI(partition: Int(partition), loader: e["loader"]?.stringValue, machine: e["machine"]?.stringValue,
+                      subsystem: e["subsystem"]?.stringValue, grub: efiGrub, bootable: e["bootable"]?.boolValue,
+                      problems: efiProblems)
+        }
+        self.init(image: image, bootable: value["bootable"]?.boolValue, biosBootable: value["bios"]?["bootable"]?.boolValue,
+                  bootCode: .init(kind: kind, description: description, details: details), grub: grub,
+                  problems: problems, efi: efi)
+    }
+
+    private static func strings(_ value: JSONValue?) -> [String]? {
+        guard let items = value?.arrayValue else { return nil }
+        let strings = items.compactMap(\.stringValue)
+        return strings.count == items.count ? strings : nil
+    }
+
+    private static func findings(_ value: JSONValue?) -> [InspectReport.FindingEntry]? {
+        guard let items = value?.arrayValue else { return nil }
+        var out: [InspectReport.FindingEntry] = []
+        for item in items {
+            guard let severity = item["severity"]?.stringValue, let message = item["message"]?.stringValue else { return nil }
+            out.append(.init(severity: severity, message: message))
+        }
+        return out
+    }
+}

@@ -214,6 +214,7 @@ public struct VerifyReport: Sendable {
             public let prefix: String?
             public let config: String?
             init(_ image: GrubEFIImage) { modules = image.modules; prefix = image.prefix; config = image.config }
+            init(modules: [String], prefix: String?, config: String?) { self.modules = modules; self.prefix = prefix; self.config = config }
         }
         public let partition: Int
         /// \EFI\BOOT\BOOTX64.EFI when it is there.
@@ -237,6 +238,13 @@ public struct VerifyReport: Sendable {
             modules = core.modules
             prefix = core.prefix
             config = core.config
+        }
+
+        init(coreImage: CoreImage, modules: [String], prefix: String?, config: String?) {
+            self.coreImage = coreImage
+            self.modules = modules
+            self.prefix = prefix
+            self.config = config
         }
 
     }

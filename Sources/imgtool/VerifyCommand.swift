@@ -51,6 +51,12 @@ struct VerifyCommand {
             printError(error.description)
             return 2
         }
+        return finish(report, interruption: interruption)
+    }
+
+    /// --boot, then the report: also for a report made in an isolated VM (qemu boots the image on
+    /// a copy-on-write overlay, so the host kernel never reads it either way).
+    func finish(_ report: VerifyReport, interruption: Interruption) -> Int32 {
         var observation: BootObservation?
         if boot {
             do {

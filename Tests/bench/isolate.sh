@@ -117,6 +117,7 @@ fresh_copy "$BASE" "$COPY"
     { echo "isolate.sh: isolated warm-up failed:" >&2; cat "$WORK/warmup.log" >&2; exit 1; }
 check_leaks "$COPY" "isolated (warm-up)"
 ACCEL=$(grep -o 'accelerator=[a-z]*' "$WORK/warmup.log" | tail -1 | cut -d= -f2 || true)
+ACCEL=${ACCEL:+ran under $ACCEL}
 
 RESULTS=$WORK/results.txt
 : >"$RESULTS"
@@ -145,7 +146,7 @@ for side in local isolated isolated-dm; do
     rm -f "$img"
 done
 
-python3 - "$RESULTS" "$RUNS" "$TARGET" "${ACCEL:-unknown}" <<'EOF'
+python3 - "$RESULTS" "$RUNS" "$TARGET" "${ACCEL:-did not report its accelerator}" <<'EOF'
 import statistics, sys
 runs, boots = {}, {}
 for line in open(sys.argv[1]):
@@ -159,7 +160,7 @@ med = {side: statistics.median(t.values()) for side, t in runs.items()}
 print(f"isolate: {n} runs per variant, alternating, each on a fresh copy of a 64 MiB dos image (ext4 /boot),"
       " median wall time")
 print("  untimed warm-ups first: one virt-filesystems (supermin builds its appliance on first use) and one")
-print(f"  --isolate install (the kernel extraction is cached on first use); the isolated VM ran under {accel}")
+print(f"  --isolate install (the kernel extraction is cached on first use); the isolated VM {accel}")
 print(f"{'variant':17} {'median s':>9} {'min s':>7} {'max s':>7}  boot  command")
 commands = {
     "local": "imgtool install-grub -q IMG",
