@@ -72,12 +72,20 @@ public struct Isolation: Sendable {
             options.executables += Self.installGrubPrograms.compactMap { Subprocess.find($0) }
             options.dataDirectories += [GrubTools.moduleDirectory, "/usr/share/grub"].filter { access($0, R_OK) == 0 }
             options.dataFiles += Self.grubMessageCatalogues()
+            if access(Self.eatMyData, R_OK) == 0 { options.dataFiles.append(Self.eatMyData) }
             options.modules += Self.installGrubModules.filter { Self.moduleAvailable($0, kernel: kernel) }
             // grub-install and a loop device's page cache want more than a bare command.
             options.memoryMiB = max(options.memoryMiB, 512)
         }
         return options
     }
+
+    /// libeatmydata (Debian package eatmydata), preloaded into what imgtool runs in the guest when
+    /// the host has it: grub-install fsyncs each of the 300-odd files it copies, each fsync waits
+    /// for an ext4 journal commit through the loop device, and under TCG that was 1.3 s of a 3.3 s
+    /// grub-install. Nothing is lost: imgtool unmounts, detaches and flushes the disk afterwards,
+    /// and that flush reaches the host's image file (qemu passes flushes on).
+    static let eatMyData = "/usr/lib/x86_64-linux-gnu/libeatmydata.so.1"
 
     /// Puts the disk at the image's host path and runs the command from the host's working
     /// directory. A path the guest already has is refused rather than shadowed.
@@ -91,6 +99,7 @@ public struct Isolation: Sendable {
             mkdir -p "${img%/*}/" && ln -s /dev/vda "$img" || exit 71
         fi
         mkdir -p "$cwd" && cd "$cwd" || exit 71
+        [ -r \(eatMyData) ] && export LD_PRELOAD=\(eatMyData)
         exec "$@"
         """
 
