@@ -1,6 +1,7 @@
 import CLinuxShim
 import Glibc
 import Logging
+import Synchronization
 
 /// A loop device this process attached. It holds the device open, and the device carries
 /// LO_FLAGS_AUTOCLEAR, so if this process dies the kernel detaches it once nothing else holds it.
@@ -213,6 +214,14 @@ public final class LoopDevice: @unchecked Sendable {
     /// LOOP_CLR_FD alone proves nothing. Idempotent; after a `stillAttached` error a second call
     /// asks the kernel again.
     public func detach() throws(Error) {
+        try releasing.withLock { _ throws(Error) in try detachOnce() }
+    }
+
+    /// Sendable: concurrent `detach()` calls run one after the other (the state they change is
+    /// only touched under this lock, and by deinit).
+    private let releasing = Mutex(())
+
+    private func detachOnce() throws(Error) {
         guard !detached else { return }
         if !cleared {
             do {

@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import Synchronization
 
 /// A mount made by this process.
 public final class Mount: @unchecked Sendable {
@@ -45,6 +46,13 @@ public final class Mount: @unchecked Sendable {
     /// Unmounts, retrying EBUSY with backoff, and confirms in /proc/self/mountinfo. Idempotent.
     /// Wraps umount2(2).
     public func unmount() throws(Error) {
+        try releasing.withLock { _ throws(Error) in try unmountOnce() }
+    }
+
+    /// Sendable: concurrent `unmount()` calls run one after the other.
+    private let releasing = Mutex(())
+
+    private func unmountOnce() throws(Error) {
         guard mounted else { return }
         do {
             _ = try retrying([EBUSY], attempts: 25) { () throws(SystemError) in

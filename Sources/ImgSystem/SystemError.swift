@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// A failed system call, described as what was attempted on what:
 /// `ioctl(LOOP_CONFIGURE) on /dev/loop3: Device or resource busy`.
@@ -39,23 +40,25 @@ func shimCall(_ operation: @autoclosure () -> String, on path: String,
 }
 
 /// An open file descriptor that closes itself once.
-public final class FileHandle: @unchecked Sendable {
+public final class FileHandle: Sendable {
     /// -1 once closed, so a late use fails with EBADF instead of reaching a reused descriptor.
-    public private(set) var fd: Int32
+    public var fd: Int32 { descriptor.withLock { $0 } }
     public let path: String
-    private var closed = false
+    private let descriptor: Mutex<Int32>
 
     /// Opens with O_CLOEXEC added. Wraps open(2).
     public init(path: String, flags: Int32, mode: mode_t = 0) throws(SystemError) {
         self.path = path
-        self.fd = try systemCall("open", on: path) { open(path, flags | O_CLOEXEC, mode) }
+        descriptor = Mutex(try systemCall("open", on: path) { open(path, flags | O_CLOEXEC, mode) })
     }
 
+    /// Closes once, whoever calls first.
     public func close() {
-        guard !closed else { return }
-        closed = true
-        _ = Glibc.close(fd)
-        fd = -1
+        let fd = descriptor.withLock { fd in
+            defer { fd = -1 }
+            return fd
+        }
+        if fd >= 0 { _ = Glibc.close(fd) }
     }
 
     deinit { close() }

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// A private (0700) directory for mount points, under a known parent so that imgtool's own
 /// mounts are recognisable.
@@ -21,10 +22,15 @@ public final class TemporaryDirectory: @unchecked Sendable {
     /// Removes the directory with rmdir only: never recursively, so that a mount that failed to
     /// come off cannot take the image's files with it. Idempotent.
     public func remove() throws(SystemError) {
-        guard !removed else { return }
-        if rmdir(path) != 0 && errno != ENOENT { throw SystemError("rmdir", on: path, errno: errno) }
-        removed = true
+        try releasing.withLock { _ throws(SystemError) in
+            guard !removed else { return }
+            if rmdir(path) != 0 && errno != ENOENT { throw SystemError("rmdir", on: path, errno: errno) }
+            removed = true
+        }
     }
+
+    /// Sendable: concurrent `remove()` calls run one after the other.
+    private let releasing = Mutex(())
 
     deinit { if !removed { _ = rmdir(path) } }
 }

@@ -66,6 +66,18 @@ enum DeviceMapperFaultsVM {
             echo "kill.$i.left: $(left)"
             i=$((i + 1))
         done
+        # A map still open at teardown: a fake grub-install leaves a process holding the disk map.
+        mkdir -p /tmp/fakebin
+        printf '#!/bin/sh\nsleep 600 </dev/mapper/hda >/dev/null 2>&1 &\n' >/tmp/fakebin/grub-install
+        chmod 755 /tmp/fakebin/grub-install
+        restore
+        PATH=/tmp/fakebin:$PATH imgtool install-grub --disk-name hda $img >/dev/null 2>/tmp/err; echo "busy.status: $?"
+        echo "busy.error: $(grep -m1 'device-mapper device hda' /tmp/err)"
+        echo "busy.stale: $(imgtool status --json | grep -c '"live": false')"
+        for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = sleep ] && kill ${p#/proc/}; done
+        usleep 200000
+        imgtool cleanup --all >/dev/null 2>&1; echo "busy.cleanup: $?"
+        echo "busy.left: $(left)"
         restore
         install --disk-name hda >/dev/null 2>/tmp/err; echo "final.status: $?"
         echo "final.left: $(left)"
@@ -141,5 +153,15 @@ struct DeviceMapperFaultsVMTests {
         #expect(midrun >= DeviceMapperFaultsVM.kills / 2, "too few kills landed mid-run")
         #expect(r["final.status"] == "0" && r["final.left"] == "none", "\(r.context)")
         #expect(r.booted == true)
+    }
+
+    @Test("a map still open at teardown is reported with who holds it, kept for cleanup, then released")
+    func busyMap() throws {
+        let r = try run()
+        #expect(r["busy.status"] == "1", "\(r.context)")
+        let error = r["busy.error"] ?? ""
+        #expect(error.contains("hda") && error.contains("sleep"), "\(r.context)")
+        #expect(r["busy.stale"] == "1")
+        #expect(r["busy.cleanup"] == "0" && r["busy.left"] == "none", "\(r.context)")
     }
 }
