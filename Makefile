@@ -62,6 +62,10 @@ demo: deps-test build
 	.build/release/imgtool install-grub $(OUT)/demo.img
 	@echo "--- booting $(OUT)/demo.img under qemu (TCG); GRUB's serial console says:"
 	TestImages/boot.sh $(OUT)/demo.img --timeout 60 --expect "Hello from GRUB, installed by imgtool"
+	@echo "--- the classic recipe (device-mapper disk, kpartx maps) in a throwaway VM, since this kernel may lack device mapper:"
+	TestImages/make-disk.sh $(OUT)/demo-dm.img --label gpt --fs ext4 --marker "Hello from GRUB, installed through device mapper"
+	.build/release/imgtool install-grub --isolate --disk-name hda $(OUT)/demo-dm.img
+	TestImages/boot.sh $(OUT)/demo-dm.img --timeout 60 --expect "Hello from GRUB, installed through device mapper"
 
 # The whole suite, serially: kernel tests check that nothing of imgtool's is left after each run,
 # which only holds if no other test is running at the same time.
