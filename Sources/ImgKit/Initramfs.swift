@@ -12,7 +12,7 @@ import ImgSystem
 /// .ko.zst) are stored decompressed, so that busybox's insmod loads them whether or not the guest
 /// kernel can decompress modules (Debian 12's cloud kernel cannot: CONFIG_MODULE_DECOMPRESS is off).
 ///
-/// The /init it generates is command-independent (the command arrives through fw_cfg), so one
+/// The /init it generates is command-independent (the command arrives in an archive appended to it), so one
 /// archive serves every run with the same inputs; `IsolatedVM` describes the protocol.
 public struct Initramfs: Sendable {
     /// The guest kernel's release: modules come from `modulesRoot`/`kernelRelease`.

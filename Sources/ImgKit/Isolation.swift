@@ -105,13 +105,17 @@ public struct Isolation: Sendable {
 
     /// This process's executable when it is imgtool, else imgtool in PATH.
     public static func currentExecutable() -> String? {
+        if let path = processExecutable(), path.split(separator: "/").last == "imgtool" { return path }
+        return Subprocess.find("imgtool")
+    }
+
+    /// This process's executable (/proc/self/exe), whatever its name: what the imgtool command
+    /// runs in the guest.
+    public static func processExecutable() -> String? {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        if n > 0 {
-            let path = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            if path.split(separator: "/").last == "imgtool" { return path }
-        }
-        return Subprocess.find("imgtool")
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     static func workingDirectory() -> String? {
