@@ -114,6 +114,7 @@ struct DeviceMapperFaultsVMTests {
         let r = try run()
         let steps = try #require(r["acquire.steps"].flatMap { Int($0) }, "\(r.context)")
         // loop, disk map, partition map, mount directory, mount, grub-install
+        print("device-mapper fault steps: \(steps) acquisitions, \(r["release.steps"] ?? "?") releases")
         #expect(steps >= 6, "\(r.context)")
         for k in 1...max(1, steps) {
             #expect(r["acquire.\(k).status"] == "1", "step \(k): \(r.context)")
