@@ -46,9 +46,11 @@ public enum Sessions {
             // a later device of the same name (--disk-name hda) is somebody else's.
             for entry in journal?.held ?? [] where entry.kind == .deviceMapper {
                 let resource = Resource(kind: .deviceMapper, name: entry.name)
-                if !holds.contains(resource), let name = try? DeviceMapper.Name(entry.name),
-                   let info = (try? DeviceMapper.info(name: name, logger: quiet)) ?? nil,
-                   info.uuid.flatMap({ sessionID(deviceMapperUUID: $0.value) }) == id {
+                guard !holds.contains(resource), let name = try? DeviceMapper.Name(entry.name) else { continue }
+                if let info = (try? DeviceMapper.info(name: name, logger: quiet)) ?? nil {
+                    if info.uuid.flatMap({ sessionID(deviceMapperUUID: $0.value) }) == id { holds.append(resource) }
+                } else if DeviceMapper.isStaleNode(name: name, logger: quiet) {
+                    // The device is gone but its node is not (killed between the two).
                     holds.append(resource)
                 }
             }
@@ -157,9 +159,11 @@ public enum Sessions {
             }
         case .deviceMapper:
             do throws(DeviceMapper.Error) {
-                try DeviceMapper.remove(name: DeviceMapper.Name(r.name), logger: logger)
-            } catch .notFound {
-                return .now
+                let name = try DeviceMapper.Name(r.name)
+                if (try DeviceMapper.info(name: name, logger: logger)) != nil {
+                    try DeviceMapper.remove(name: name, logger: logger)
+                }
+                try DeviceMapper.removeStaleNode(name: name, logger: logger)
             } catch {
                 throw ReleaseError(description: error.description)
             }

@@ -335,6 +335,31 @@ public enum DeviceMapper {
         }
     }
 
+    /// Whether /dev/mapper/NAME is a block node left without its device: what a process killed
+    /// between the kernel's removal and libdm's unlink of the node leaves (libdm makes and removes
+    /// the nodes itself when udev does not). A node whose number some device-mapper device has is
+    /// not stale, whatever its name.
+    public static func isStaleNode(name: Name, logger: Logger) -> Bool {
+        var st = stat()
+        guard lstat("\(directory)/\(name.value)", &st) == 0, st.st_mode & S_IFMT == S_IFBLK else { return false }
+        do throws(Error) {
+            guard try info(name: name, logger: logger) == nil else { return false }
+            return try !list(logger: logger).contains { $0.device == DeviceNumber(UInt64(st.st_rdev)) }
+        } catch {
+            return false
+        }
+    }
+
+    /// Removes /dev/mapper/NAME if it is a stale node (`isStaleNode`). Wraps unlink(2).
+    public static func removeStaleNode(name: Name, logger: Logger) throws(Error) {
+        guard isStaleNode(name: name, logger: logger) else { return }
+        let path = "\(directory)/\(name.value)"
+        guard unlink(path) == 0 || errno == ENOENT else {
+            throw .failed(step: "unlink of the stale node", device: name.value, errno: errno, messages: [])
+        }
+        logger.debug("removed the stale node \(path)")
+    }
+
     /// The device's info, or nil if there is no device `name`. Wraps dm_task_run(DM_DEVICE_INFO).
     public static func info(name: Name, logger: Logger) throws(Error) -> Info? {
         try libdm(logger) { (call) throws(Error) in

@@ -11,7 +11,7 @@ import TestSupport
 /// /run/imgtool, maps in /dev/mapper, loop devices, journals). A last, unfaulted run installs GRUB,
 /// and the host boots the image.
 enum DeviceMapperFaultsVM {
-    static let kills = 20
+    static let kills = 40
 
     static let script = """
         set -u
