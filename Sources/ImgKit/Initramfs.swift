@@ -26,6 +26,8 @@ public struct Initramfs: Sendable {
     public var dataFiles: [String] = []
     /// Module names as modprobe takes them (`virtio_blk`, `dm_mod`, `vfat`); built-in ones are skipped.
     public var modules: [String] = []
+    /// Modules loaded when the kernel has them and left out when it does not.
+    public var optionalModules: [String] = []
     public var modulesRoot = "/lib/modules"
 
     public init(kernelRelease: String) {
@@ -96,9 +98,15 @@ public struct Initramfs: Sendable {
         // Modules in load order, each once.
         var loadOrder: [String] = []
         var loadLines: [String] = []
-        for module in modules {
-            for (path, options) in try Self.moduleDependencies(module, release: kernelRelease, root: modulesRoot)
-            where !loadOrder.contains(path) {
+        for module in modules + optionalModules {
+            let dependencies: [(String, [String])]
+            do throws(IsolatedVM.Error) {
+                dependencies = try Self.moduleDependencies(module, release: kernelRelease, root: modulesRoot)
+            } catch {
+                if case .moduleMissing = error, optionalModules.contains(module), !modules.contains(module) { continue }
+                throw error
+            }
+            for (path, options) in dependencies where !loadOrder.contains(path) {
                 loadOrder.append(path)
                 let stored = try addModule(path, to: &cpio, sources: &sources)
                 loadLines.append((["insmod", stored] + options).map(IsolatedVM.shellQuote).joined(separator: " ")
@@ -149,10 +157,8 @@ public struct Initramfs: Sendable {
                 case S_IFDIR: pending.append(path)
                 case S_IFREG: try add(file: path, at: path, to: &cpio, sources: &sources)
                 case S_IFLNK:
-                    var buffer = [CChar](repeating: 0, count: 4097)
-                    let n = readlink(path, &buffer, 4096)
-                    guard n > 0 else { throw .system(SystemError("readlink", on: path, errno: errno)) }
-                    let target = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                    let target: String
+                    do { target = try readSymbolicLink(path) } catch { throw .system(error) }
                     do { try cpio.addSymlink(path, target: target) } catch { throw .initramfs(error.description) }
                 default: continue
                 }

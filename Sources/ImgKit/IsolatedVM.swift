@@ -68,6 +68,8 @@ public enum IsolatedVM {
         public var dataFiles: [String] = []
         /// Modules to load besides `baseModules` (e.g. "dm_mod", "loop", "vfat").
         public var modules: [String] = []
+        /// Modules to load when the guest kernel has them, and to leave out when it does not.
+        public var optionalModules: [String] = []
         public var accelerator: Accelerator = .automatic
         public var machine: KernelVM.Machine = .q35
         /// qemu's -cpu; nil: "host" under KVM, "qemu64,+rdrand" under TCG (see `KernelVM.Configuration`).
@@ -179,6 +181,7 @@ public enum IsolatedVM {
         initramfs.dataDirectories = options.dataDirectories
         initramfs.dataFiles = options.dataFiles
         initramfs.modules = [options.machine.virtioTransportModule] + baseModules + options.modules
+        initramfs.optionalModules = options.optionalModules
         let assembleStarted = monotonicNow()
         let archive = try initramfs.assemble().archive
         logger.debug("initramfs assembled", metadata: ["bytes": "\(archive.count)",

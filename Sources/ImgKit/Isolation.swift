@@ -73,7 +73,7 @@ public struct Isolation: Sendable {
             options.dataDirectories += [GrubTools.moduleDirectory, "/usr/share/grub"].filter { access($0, R_OK) == 0 }
             options.dataFiles += Self.grubMessageCatalogues()
             if access(Self.eatMyData, R_OK) == 0 { options.dataFiles.append(Self.eatMyData) }
-            options.modules += Self.installGrubModules.filter { Self.moduleAvailable($0, kernel: kernel) }
+            options.optionalModules += Self.installGrubModules
             // grub-install and a loop device's page cache want more than a bare command.
             options.memoryMiB = max(options.memoryMiB, 512)
         }
@@ -111,12 +111,7 @@ public struct Isolation: Sendable {
 
     /// This process's executable (/proc/self/exe), whatever its name: what the imgtool command
     /// runs in the guest.
-    public static func processExecutable() -> String? {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard n > 0 else { return nil }
-        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
+    public static func processExecutable() -> String? { try? readSymbolicLink("/proc/self/exe") }
 
     static func workingDirectory() -> String? {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
@@ -128,14 +123,6 @@ public struct Isolation: Sendable {
     static func grubMessageCatalogues() -> [String] {
         directoryEntries("/usr/share/locale").sorted().map { "/usr/share/locale/\($0)/LC_MESSAGES/grub.mo" }
             .filter { access($0, R_OK) == 0 }
-    }
-
-    /// Whether the guest kernel has `module` as a loadable module (built-in ones need no loading,
-    /// and a module the kernel lacks is left out rather than failing the run).
-    static func moduleAvailable(_ module: String, kernel: String?) -> Bool {
-        guard let path = kernel ?? (try? IsolatedVM.newestCloudKernel()),
-              let release = try? IsolatedVM.kernelRelease(path) else { return true }
-        return (try? Initramfs.moduleDependencies(module, release: release, root: "/lib/modules")) != nil
     }
 }
 

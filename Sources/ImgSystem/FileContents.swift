@@ -17,6 +17,14 @@ public func readTextFile(_ path: String) throws(SystemError) -> String {
 
 /// The names in a directory, without "." and ".."; empty if it cannot be read. For /proc, /sys
 /// and imgtool's own directories.
+/// The target of the symbolic link `path`. Wraps readlink(2).
+public func readSymbolicLink(_ path: String) throws(SystemError) -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = readlink(path, &buffer, buffer.count - 1)
+    guard n >= 0 else { throw SystemError("readlink", on: path, errno: errno) }
+    return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
 public func directoryEntries(_ path: String) -> [String] {
     guard let dir = opendir(path) else { return [] }
     defer { closedir(dir) }

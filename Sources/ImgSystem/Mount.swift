@@ -77,16 +77,9 @@ public final class Mount: @unchecked Sendable {
         for name in directoryEntries("/proc") {
             guard let pid = Int32(name) else { continue }
             let links = ["cwd", "root"].map { "/proc/\(pid)/\($0)" } + directoryEntries("/proc/\(pid)/fd").map { "/proc/\(pid)/fd/\($0)" }
-            if links.contains(where: { readLink($0).map(inside) ?? false }) { pids.append(pid) }
+            if links.contains(where: { (try? readSymbolicLink($0)).map(inside) ?? false }) { pids.append(pid) }
         }
         return pids.sorted()
-    }
-
-    private static func readLink(_ path: String) -> String? {
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlink(path, &buf, buf.count - 1)
-        guard n >= 0 else { return nil }
-        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Whether the kernel lists `path` as a mount point of this mount namespace.

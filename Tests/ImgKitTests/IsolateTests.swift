@@ -104,6 +104,9 @@ final class IsolateTests {
             #expect(isolated.stdout == local.stdout, "\(command)")
             #expect(isolated.stderr == local.stderr, "\(command)")
         }
+        // They ran in the VM, not here: only an isolated run reports its VM.
+        let verbose = try imgtool(["inspect", "--isolate", "--verbose", image])
+        #expect(verbose.status == 0 && verbose.stderr.contains("isolated VM finished"), "\(verbose.stderr)")
         // Read-only: the isolated runs changed nothing.
         let before = try sha256(image)
         _ = try imgtool(["inspect", "--isolate", image])

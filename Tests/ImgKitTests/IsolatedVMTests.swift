@@ -237,6 +237,16 @@ final class IsolatedVMTests {
 
     /// Should imgtool die by SIGKILL, nobody kills qemu: the guest then powers off by itself at its
     /// deadline (the host's timeout plus a grace). Here the deadline is short and the host waits.
+    @Test("an optional module the kernel lacks is left out; a required one is an error")
+    func optionalModules() throws {
+        var initramfs = Initramfs(kernelRelease: try IsolatedVM.kernelRelease(try IsolatedVM.newestCloudKernel()))
+        initramfs.optionalModules = ["loop", "imgtool_no_such_module"]
+        let assembled = try initramfs.assemble()
+        #expect(assembled.moduleLoadOrder.contains { $0.contains("/loop.ko") })
+        initramfs.modules = ["imgtool_no_such_module"]
+        #expect(throws: IsolatedVM.Error.self) { try initramfs.assemble() }
+    }
+
     @Test("the guest powers itself off at its own deadline")
     func guestDeadline() throws {
         let kernel = try IsolatedVM.newestCloudKernel()
