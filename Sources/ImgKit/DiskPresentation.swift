@@ -5,6 +5,10 @@ import ImgSystem
 /// How an image becomes a disk that grub-install accepts. Running the whole job in a throwaway
 /// VM (`Isolation`) is orthogonal: there the VM's kernel presents the disk with one of these.
 public enum Strategy: String, Sendable, CaseIterable {
+    /// The image is itself a whole-disk block device whose partitions the kernel already has (a
+    /// real disk, or the isolated VM's virtio disk): nothing is attached, and grub-install runs on
+    /// the device as on any disk.
+    case blockDevice = "block-device"
     /// A loop device with LO_FLAGS_PARTSCAN: the kernel parses the table and creates loopNpM.
     case partscan
     /// imgtool parses the table and adds each partition with BLKPG_ADD_PARTITION.
@@ -16,11 +20,14 @@ public enum Strategy: String, Sendable, CaseIterable {
     /// filesystem modules must then be named explicitly.
     case offset
 
-    /// The order `auto` tries them in: the most faithful first.
-    public static let automaticOrder: [Strategy] = [.partscan, .blkpg, .deviceMapper, .offset]
+    /// The order `auto` tries them in: the most faithful first. block-device applies only to an
+    /// image that is a block device, and costs nothing to rule out for a file.
+    public static let automaticOrder: [Strategy] = [.blockDevice, .partscan, .blkpg, .deviceMapper, .offset]
 
-    var presentation: any DiskPresentation.Type {
+    /// The presentation over the image's loop device; nil for block-device, which attaches none.
+    var presentation: (any DiskPresentation.Type)? {
         switch self {
+        case .blockDevice: return nil
         case .partscan: return PartscanPresentation.self
         case .blkpg: return BlkpgPresentation.self
         case .deviceMapper: return DeviceMapperPresentation.self
@@ -51,6 +58,49 @@ protocol DiskPresentation {
     /// (having released what it took), any other error when something failed.
     static func present(disk: LoopDevice, plan: InstallPlan, options: InstallGrub.Options,
                         session: Session) throws -> PresentedDisk
+}
+
+enum BlockDevicePresentation {
+    /// `plan`'s image as the disk it already is. Unavailable for a file, a partition, or a disk
+    /// whose kernel partition differs from the table; an error if the boot partition is in use.
+    /// `udevadm`: whether grub-probe can ask udevadm where a partition starts; without it, it asks
+    /// the driver (HDIO_GETGEO), which loop devices do not answer.
+    static func present(plan: InstallPlan, udevadm: Bool) throws -> PresentedDisk {
+        let path = plan.imagePath
+        guard let device = DeviceMapper.DeviceNumber(blockDevice: path) else {
+            throw PresentationUnavailable(reason: "\(path) is not a block device")
+        }
+        guard !BlockDevice.isPartition(device) else {
+            throw PresentationUnavailable(reason: "\(path) is a partition, not a whole disk")
+        }
+        let disk = try realPath(path)
+        let p = plan.bootPartition
+        let scale = UInt64(plan.table.sectorSize) / 512
+        guard let range = BlockDevice.kernelPartitionRange(disk: disk, number: p.number) else {
+            throw PresentationUnavailable(reason: "the kernel has no partition \(p.number) on \(disk)")
+        }
+        guard range.start == p.startSector * scale, range.sectors == p.sectorCount * scale else {
+            throw PresentationUnavailable(reason: "the kernel's partition \(p.number) of \(disk) (sectors \(range.start)+\(range.sectors)) is not the table's (\(p.startSector * scale)+\(p.sectorCount * scale)); re-read the table with blockdev --rereadpt")
+        }
+        let boot = BlockPartitions.nodePath(disk: disk, number: p.number)
+        if let bootDevice = DeviceMapper.DeviceNumber(blockDevice: boot) {
+            let holders = DeviceMapper.holders(of: bootDevice)
+            guard holders.isEmpty else {
+                throw InstallGrubError.kernel("\(boot) is in use (\(holders.joined(separator: ", "))); unmount it or stop its users, then run again")
+            }
+        }
+        guard udevadm || BlockDevice.geometryStart(boot) == range.start else {
+            throw PresentationUnavailable(reason: "grub-probe cannot learn where \(boot) starts: no udevadm, and the driver reports no geometry")
+        }
+        return PresentedDisk(strategy: .blockDevice, diskDevice: disk, bootDevice: boot, extraModules: [])
+    }
+
+    /// `path` with every symbolic link resolved. Wraps realpath(3).
+    static func realPath(_ path: String) throws(SystemError) -> String {
+        guard let resolved = realpath(path, nil) else { throw SystemError("realpath", on: path, errno: errno) }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
 }
 
 enum PartscanPresentation: DiskPresentation {

@@ -135,6 +135,8 @@ public enum InstallGrub {
         if let d = options.diskName { arguments.append("--disk-name=\(d)") }
         if let n = options.bootPartition { arguments.append("--boot-partition=\(n)") }
         arguments += options.modules.map { "--modules=\($0)" } + ["--", options.image]
+        var isolation = isolation
+        isolation.installStrategy = options.strategy
         let r: IsolatedVM.Result
         do { r = try isolation.run(arguments, image: options.image, purpose: .installGrub, logger: logger) } catch {
             throw .isolation(error)
@@ -193,7 +195,7 @@ public enum InstallGrub {
             // grub-probe locates kernel partitions through udevadm; without it, only the strategies
             // that need no kernel partitions work.
             logger.debug("udevadm not found: trying device-mapper, then offset")
-            return [.deviceMapper, .offset]
+            return [.blockDevice, .deviceMapper, .offset]
         }
         return Strategy.automaticOrder
     }
@@ -203,13 +205,28 @@ public enum InstallGrub {
                                 session: Session) throws(InstallGrubError) -> PresentedDisk {
         do {
             try session.checkpoint()
-            try session.acquiring(.loop, LoopDevice.fileName(for: session.id))
-            let disk = try LoopDevice.attach(plan.imagePath, options: .init(
-                partitionScan: order.contains(.partscan), tag: session.id), logger: session.logger)
-            session.onClose(disk.path, journal: (.loop, disk.tag)) { try disk.detach() }
-            session.logger.info("attached \(plan.imagePath) as \(disk.path)")
-
-            let presented = try present(disk: disk, plan: plan, options: options, order: order, session: session)
+            var order = order
+            var presentedDevice: PresentedDisk?
+            if order.first == .blockDevice {
+                do {
+                    presentedDevice = try BlockDevicePresentation.present(plan: plan, udevadm: Subprocess.find("udevadm") != nil)
+                } catch let unavailable as PresentationUnavailable {
+                    if order.count == 1 { throw InstallGrubError.strategyUnavailable(.blockDevice, reason: unavailable.reason) }
+                    session.logger.debug("strategy block-device unavailable: \(unavailable.reason)")
+                    order.removeFirst()
+                }
+            }
+            let presented: PresentedDisk
+            if let presentedDevice {
+                presented = presentedDevice
+            } else {
+                try session.acquiring(.loop, LoopDevice.fileName(for: session.id))
+                let disk = try LoopDevice.attach(plan.imagePath, options: .init(
+                    partitionScan: order.contains(.partscan), tag: session.id), logger: session.logger)
+                session.onClose(disk.path, journal: (.loop, disk.tag)) { try disk.detach() }
+                session.logger.info("attached \(plan.imagePath) as \(disk.path)")
+                presented = try present(disk: disk, plan: plan, options: options, order: order, session: session)
+            }
             session.logger.info("strategy \(presented.strategy.rawValue): boot partition is \(presented.bootDevice)")
             try session.checkpoint()
 
@@ -259,8 +276,9 @@ public enum InstallGrub {
                                 session: Session) throws -> PresentedDisk {
         var reasons: [String] = []
         for strategy in order {
+            guard let presentation = strategy.presentation else { continue }
             do {
-                return try strategy.presentation.present(disk: disk, plan: plan, options: options, session: session)
+                return try presentation.present(disk: disk, plan: plan, options: options, session: session)
             } catch let unavailable as PresentationUnavailable {
                 session.logger.debug("strategy \(strategy.rawValue) unavailable: \(unavailable.reason)")
                 reasons.append(unavailable.reason)

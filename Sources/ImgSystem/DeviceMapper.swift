@@ -688,10 +688,3 @@ extension DeviceMapper.Error {
     }
 }
 
-private extension String {
-    var trimmingTrailingNewlines: String {
-        var s = Substring(self)
-        while s.last == "\n" { s = s.dropLast() }
-        return String(s)
-    }
-}

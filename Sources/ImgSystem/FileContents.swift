@@ -66,3 +66,12 @@ public func writeFully(_ fd: Int32, _ bytes: [UInt8], path: String) throws(Syste
         done += n
     }
 }
+
+extension String {
+    /// Without the newlines a sysfs or procfs value ends in.
+    var trimmingTrailingNewlines: String {
+        var s = Substring(self)
+        while s.last == "\n" { s = s.dropLast() }
+        return String(s)
+    }
+}

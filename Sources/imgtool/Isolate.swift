@@ -15,8 +15,9 @@ func runIsolated(_ command: CommandSpec, _ arguments: ParsedArguments, purpose: 
     let interruption = Interruption()
     let trap = SignalTrap(interruption)
     defer { withExtendedLifetime(trap) {} }
-    let isolation = Isolation(kernel: arguments.value("kernel"), timeout: timeout,
+    var isolation = Isolation(kernel: arguments.value("kernel"), timeout: timeout,
                               executable: Isolation.processExecutable(), interruption: interruption)
+    isolation.installStrategy = arguments.value("strategy").flatMap(Strategy.init(rawValue:))
     let verbose = arguments.flag("verbose")
     let logger = makeLogger(label: "imgtool.isolate", verbose: verbose, quiet: !verbose)
     if command.name == verifyCommand.name && arguments.flag("boot") {

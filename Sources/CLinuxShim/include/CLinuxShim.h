@@ -9,6 +9,7 @@
 #include <linux/loop.h>
 #include <linux/fs.h>
 #include <linux/blkpg.h>
+#include <linux/hdreg.h>
 
 static const unsigned long IMGTOOL_LOOP_CTL_GET_FREE = LOOP_CTL_GET_FREE;
 static const unsigned long IMGTOOL_LOOP_CONFIGURE = LOOP_CONFIGURE;
@@ -19,6 +20,7 @@ static const unsigned long IMGTOOL_LOOP_GET_STATUS64 = LOOP_GET_STATUS64;
 static const unsigned long IMGTOOL_BLKGETSIZE64 = BLKGETSIZE64;
 static const unsigned long IMGTOOL_BLKSSZGET = BLKSSZGET;
 static const unsigned long IMGTOOL_BLKPG = BLKPG;
+static const unsigned long IMGTOOL_HDIO_GETGEO = HDIO_GETGEO;
 
 static const uint32_t IMGTOOL_LO_FLAGS_READ_ONLY = LO_FLAGS_READ_ONLY;
 static const uint32_t IMGTOOL_LO_FLAGS_AUTOCLEAR = LO_FLAGS_AUTOCLEAR;
