@@ -12,8 +12,8 @@ import ImgSystem
 /// .ko.zst) are stored decompressed, so that busybox's insmod loads them whether or not the guest
 /// kernel can decompress modules (Debian 12's cloud kernel cannot: CONFIG_MODULE_DECOMPRESS is off).
 ///
-/// The /init it generates is command-independent (the command arrives in an archive appended to it), so one
-/// archive serves every run with the same inputs; `IsolatedVM` describes the protocol.
+/// The /init it generates is command-independent (the command arrives on a virtio-serial port), so
+/// one archive serves every run with the same inputs; `IsolatedVM` describes the protocol.
 public struct Initramfs: Sendable {
     /// The guest kernel's release: modules come from `modulesRoot`/`kernelRelease`.
     public var kernelRelease: String
@@ -28,6 +28,8 @@ public struct Initramfs: Sendable {
     public var modules: [String] = []
     /// Modules loaded when the kernel has them and left out when it does not.
     public var optionalModules: [String] = []
+    /// Modules /init loads only once the command has arrived (`IsolatedVM.diskModules`).
+    public var deferredModules: [String] = []
     public var modulesRoot = "/lib/modules"
 
     public init(kernelRelease: String) {
@@ -42,7 +44,7 @@ public struct Initramfs: Sendable {
         public let moduleLoadOrder: [String]
         /// Directories of the included libraries: the guest's LD_LIBRARY_PATH (there is no ld.so.cache).
         public let libraryDirectories: [String]
-        /// Every host file read, for cache keys.
+        /// Every host file read and directory listed, for cache keys.
         public let sources: [String]
     }
 
@@ -97,8 +99,8 @@ public struct Initramfs: Sendable {
 
         // Modules in load order, each once.
         var loadOrder: [String] = []
-        var loadLines: [String] = []
-        for module in modules + optionalModules {
+        var loadLines: [String] = [], deferredLoadLines: [String] = []
+        for module in modules + optionalModules + deferredModules {
             let dependencies: [(String, [String])]
             do throws(IsolatedVM.Error) {
                 dependencies = try Self.moduleDependencies(module, release: kernelRelease, root: modulesRoot)
@@ -109,14 +111,15 @@ public struct Initramfs: Sendable {
             for (path, options) in dependencies where !loadOrder.contains(path) {
                 loadOrder.append(path)
                 let stored = try addModule(path, to: &cpio, sources: &sources)
-                loadLines.append((["insmod", stored] + options).map(IsolatedVM.shellQuote).joined(separator: " ")
-                                 + " || say \(IsolatedVM.shellQuote("insmod \(stored) failed"))")
+                let line = (["insmod", stored] + options).map(IsolatedVM.shellQuote).joined(separator: " ")
+                    + " || say \(IsolatedVM.shellQuote("insmod \(stored) failed"))"
+                if deferredModules.contains(module) { deferredLoadLines.append(line) } else { loadLines.append(line) }
             }
         }
 
         let path = (executableDirectories + [Self.basePath]).joined(separator: ":")
         let script = IsolatedVM.initScript(path: path, libraryPath: libraryDirectories.joined(separator: ":"),
-                                           moduleLoading: loadLines, busybox: busybox)
+                                           moduleLoading: loadLines, deferredModuleLoading: deferredLoadLines, busybox: busybox)
         do { try cpio.addFile("init", data: Array(script.utf8), mode: 0o755) } catch { throw .initramfs(error.description) }
         return Assembled(archive: cpio.finish(), moduleLoadOrder: loadOrder, libraryDirectories: libraryDirectories,
                          sources: sources)
@@ -143,6 +146,7 @@ public struct Initramfs: Sendable {
         while let dir = pending.popLast() {
             guard stat(dir, &st) == 0 else { throw .system(SystemError("stat", on: dir, errno: errno)) }
             do { try cpio.addDirectory(dir, mode: UInt32(st.st_mode) & 0o7777) } catch { throw .initramfs(error.description) }
+            sources.append(dir)  // its change time moves when an entry comes or goes
             guard let d = opendir(dir) else { throw .system(SystemError("opendir", on: dir, errno: errno)) }
             var names: [String] = []
             while let e = readdir(d) {

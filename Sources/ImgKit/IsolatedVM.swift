@@ -36,8 +36,15 @@ public enum IsolatedVM {
     public static let defaultTimeout = 60.0
     /// The virtio-serial port names of the protocol above.
     public static let stdoutPort = "imgtool.stdout", stderrPort = "imgtool.stderr", statusPort = "imgtool.status"
-    /// Modules every VM loads, besides the machine's virtio transport.
-    public static let baseModules = ["virtio_blk", "virtio_console"]
+    /// The host → guest port that carries the command.
+    public static let commandPort = "imgtool.command"
+    /// Modules every VM loads at boot, besides the machine's virtio transport.
+    public static let baseModules = ["virtio_console"]
+    /// Modules loaded once the command has arrived: the disk driver, so that a VM resumed from a
+    /// saved state probes the disk it has now, not the one it was saved with.
+    public static let diskModules = ["virtio_blk"]
+    /// What /init prints when it waits for the command: a VM is saved at that point.
+    static let waitingMarker = "imgtool-vm: waiting for the command"
     /// Debian's kernels for this, newest first: /boot/vmlinuz-*-cloud-amd64.
     public static let kernelPattern = (prefix: "vmlinuz-", suffix: "-cloud-amd64")
 
@@ -51,6 +58,8 @@ public enum IsolatedVM {
         /// Of that, qemu's lifetime.
         public let vmSeconds: Double
         public let accelerator: KernelVM.Accelerator
+        /// Whether the VM was resumed from a saved state (`VMSnapshot`) rather than booted.
+        public var resumed = false
     }
 
     public enum Accelerator: String, Sendable {
@@ -80,6 +89,9 @@ public enum IsolatedVM {
         public var cacheDirectory: String? = IsolatedVM.defaultCacheDirectory
         /// Boot the uncompressed ELF kernel (cached) when possible.
         public var uncompressedKernel = true
+        /// Resume a VM saved in the cache, booted with the same kernel, qemu and files, instead of
+        /// booting (saving one on the first run): see `VMSnapshot`.
+        public var snapshots = true
         /// Added to the kernel command line.
         public var kernelArguments: [String] = []
         public var interruption: Interruption?
@@ -182,10 +194,17 @@ public enum IsolatedVM {
         initramfs.dataFiles = options.dataFiles
         initramfs.modules = [options.machine.virtioTransportModule] + baseModules + options.modules
         initramfs.optionalModules = options.optionalModules
-        let assembleStarted = monotonicNow()
-        let archive = try initramfs.assemble().archive
-        logger.debug("initramfs assembled", metadata: ["bytes": "\(archive.count)",
-                                                        "seconds": "\(monotonicNow() - assembleStarted)"])
+        initramfs.deferredModules = diskModules
+        var assembled: Initramfs.Assembled?
+        func assemble() throws(Error) -> Initramfs.Assembled {
+            if let assembled { return assembled }
+            let assembleStarted = monotonicNow()
+            let a = try initramfs.assemble()
+            logger.debug("initramfs assembled", metadata: ["bytes": "\(a.archive.count)",
+                                                            "seconds": "\(monotonicNow() - assembleStarted)"])
+            assembled = a
+            return a
+        }
 
         let cache = options.cacheDirectory.flatMap { prepareCacheDirectory($0) ? $0 : nil }
         var bootKernel = kernelPath
@@ -193,20 +212,57 @@ public enum IsolatedVM {
             bootKernel = elf
         }
 
-        var configuration = KernelVM.Configuration(kernel: bootKernel,
-                                                   initrd: .bytes(archive + commandArchive(command, deadline: timeout + guestGrace)),
-                                                   commandLine: commandLine(options))
+        var configuration = KernelVM.Configuration(kernel: bootKernel, initrd: .bytes([]), commandLine: commandLine(options))
         configuration.machine = options.machine
         configuration.memoryMiB = options.memoryMiB
         configuration.cpu = options.cpu
         configuration.outputPorts = [stdoutPort, stderrPort, statusPort]
+        configuration.inputPorts = [(commandPort, commandMessage(command, deadline: timeout + guestGrace))]
         if let image { configuration.disks = [KernelVM.Disk(path: image, readOnly: readOnly)] }
-        configuration.accelerator = try chooseAccelerator(options.accelerator, configuration: configuration, archive: archive,
+        configuration.accelerator = try chooseAccelerator(options.accelerator, configuration: configuration, archive: { () throws(Error) in try assemble().archive },
                                                           kernel: kernelPath, cache: cache, options: options, logger: logger)
 
-        let outcome: KernelVM.Outcome
+        let snapshot = options.snapshots ? cache.flatMap { VMSnapshot(cache: $0, initramfs: initramfs, configuration: configuration) } : nil
+        if let snapshot, snapshot.isUsable() {
+            var resumed = configuration
+            resumed.initrd = .bytes(VMSnapshot.placeholderInitrd)
+            resumed.restoreState = snapshot.statePath
+            let outcome = try runVM(resumed, timeout: timeout, interruption: options.interruption)
+            if var r = try? result(of: outcome, timeout: timeout, started: started, accelerator: configuration.accelerator) {
+                logger.debug("resumed the saved VM", metadata: ["state": "\(snapshot.statePath)"])
+                r.resumed = true
+                return r
+            }
+            if outcome.ending == .timedOut || !outcome.console.isEmpty {
+                // The VM ran and the command did not finish: its own failure, not the snapshot's.
+                return try result(of: outcome, timeout: timeout, started: started, accelerator: configuration.accelerator)
+            }
+            // qemu refused the state: boot instead, and save a new one.
+            logger.debug("the saved VM could not be resumed; booting", metadata: ["qemu": "\(outcome.qemuErrors)"])
+            snapshot.remove()
+        }
+
+        configuration.initrd = .bytes(try assemble().archive)
+        if let snapshot, let sources = assembled?.sources, snapshot.prepare(sources: sources) {
+            configuration.saveState = (snapshot.statePath, waitingMarker)
+        }
+        let outcome = try runVM(configuration, timeout: timeout, interruption: options.interruption)
+        if let snapshot, configuration.saveState != nil {
+            if let why = outcome.stateNotSaved {
+                logger.debug("the VM was not saved", metadata: ["reason": "\(why)"])
+                snapshot.remove()
+            } else {
+                logger.debug("saved the VM for later runs", metadata: ["state": "\(snapshot.statePath)"])
+            }
+        }
+        return try result(of: outcome, timeout: timeout, started: started, accelerator: configuration.accelerator)
+    }
+
+    /// `KernelVM.run` with its errors as ours.
+    static func runVM(_ configuration: KernelVM.Configuration, timeout: Double,
+                      interruption: Interruption?) throws(Error) -> KernelVM.Outcome {
         do {
-            outcome = try KernelVM.run(configuration, timeout: timeout, interruption: options.interruption)
+            return try KernelVM.run(configuration, timeout: timeout, interruption: interruption)
         } catch {
             switch error {
             case .qemuMissing: throw .qemuMissing
@@ -215,7 +271,6 @@ public enum IsolatedVM {
             case .system(let e): throw .system(e)
             }
         }
-        return try result(of: outcome, timeout: timeout, started: started, accelerator: configuration.accelerator)
     }
 
     /// Turns what came back into the command's result or the reason there is none.
@@ -258,16 +313,14 @@ public enum IsolatedVM {
         Array(("set -- " + command.map(shellQuote).joined(separator: " ") + "\ndeadline=\(Int(deadline.rounded(.up)))\n").utf8)
     }
 
-    /// Where /init finds the command file.
-    static let commandPath = "/imgtool-command"
-
-    /// A second cpio archive holding only the command file, appended to the initramfs: the kernel
-    /// unpacks concatenated archives in turn, so the main archive stays the same for every command.
-    static func commandArchive(_ command: [String], deadline: Double) -> [UInt8] {
-        var cpio = CpioWriter()
-        try? cpio.addFile(String(commandPath.dropFirst()), data: commandFile(command, deadline: deadline), mode: 0o644)
-        return cpio.finish()
+    /// What the command port carries: the command file's length in bytes, a newline, the file.
+    static func commandMessage(_ command: [String], deadline: Double) -> [UInt8] {
+        let file = commandFile(command, deadline: deadline)
+        return Array("\(file.count)\n".utf8) + file
     }
+
+    /// Where /init puts the command file.
+    static let commandPath = "/imgtool-command"
 
     /// The guest powers itself off this long after the host's timeout, so that a qemu whose parent
     /// died (SIGKILL leaves no chance to kill it) does not run on for ever.
@@ -278,14 +331,16 @@ public enum IsolatedVM {
         "'" + s.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
     }
 
-    /// The generated /init (busybox sh).
-    static func initScript(path: String, libraryPath: String, moduleLoading: [String], busybox: String = "/bin/busybox") -> String {
+    /// The generated /init (busybox sh). `moduleLoading` runs at boot, `deferredModuleLoading` once
+    /// the command has arrived.
+    static func initScript(path: String, libraryPath: String, moduleLoading: [String], deferredModuleLoading: [String],
+                           busybox: String = "/bin/busybox") -> String {
         let bb = shellQuote(busybox)
         return """
         #!\(busybox) sh
-        # Generated by imgtool (IsolatedVM). Runs the command in \(commandPath) with its
-        # stdout and stderr on the virtio-serial ports \(stdoutPort) and \(stderrPort), then writes
-        # its exit status to \(statusPort), last, and powers off.
+        # Generated by imgtool (IsolatedVM). Reads the command from the virtio-serial port
+        # \(commandPort), runs it with its stdout and stderr on the ports \(stdoutPort) and
+        # \(stderrPort), then writes its exit status to \(statusPort), last, and powers off.
         export PATH=\(shellQuote(path))
         export LD_LIBRARY_PATH=\(shellQuote(libraryPath))
         export HOME=/root IMGTOOL_ISOLATED=1
@@ -299,7 +354,7 @@ public enum IsolatedVM {
         say "init started"
         \(moduleLoading.joined(separator: "\n"))
         # Port names arrive from the host shortly after virtio_console binds.
-        out= err= st= n=0
+        out= err= st= in= n=0
         while :; do
             for p in /sys/class/virtio-ports/*; do
                 name=
@@ -308,17 +363,31 @@ public enum IsolatedVM {
                     \(stdoutPort)) out=/dev/${p##*/} ;;
                     \(stderrPort)) err=/dev/${p##*/} ;;
                     \(statusPort)) st=/dev/${p##*/} ;;
+                    \(commandPort)) in=/dev/${p##*/} ;;
                 esac
             done
-            [ -n "$out" ] && [ -n "$err" ] && [ -n "$st" ] && [ -e "$out" ] && [ -e "$err" ] && [ -e "$st" ] && break
+            [ -n "$out" ] && [ -n "$err" ] && [ -n "$st" ] && [ -n "$in" ] && [ -e "$out" ] && [ -e "$err" ] && [ -e "$st" ] && [ -e "$in" ] && break
             n=$((n + 1))
             if [ $n -ge 2000 ]; then say "the output ports did not appear"; off; fi
             $bb usleep 5000
         done
-        cmd=\(commandPath)
-        if [ ! -r $cmd ]; then say "no command in the initramfs"; off; fi
+        # A saved VM is saved here, and resumes here with another command waiting.
+        say "waiting for the command"
+        exec 3<"$in"
+        len=
+        read -r len <&3
+        case "$len" in ''|*[!0-9]*) say "the command port sent no length"; off ;; esac
+        $bb head -c "$len" <&3 >\(commandPath)
+        exec 3<&-
+        \(deferredModuleLoading.joined(separator: "\n"))
+        # devtmpfs makes the disks' nodes just after the driver's probe.
+        w=0
+        for s in /sys/block/vd* /sys/block/vd*/vd*; do
+            [ -e "$s" ] || continue
+            while [ ! -e "/dev/${s##*/}" ] && [ $w -lt 3000 ]; do w=$((w + 1)); $bb usleep 1000; done
+        done
         deadline=
-        . $cmd
+        . \(commandPath)
         cd /
         if [ -n "$deadline" ]; then ( $bb sleep "$deadline"; say "the guest's deadline of $deadline s passed"; off ) & fi
         say "running command"
@@ -425,7 +494,8 @@ public enum IsolatedVM {
     /// and still not run a Linux guest (on the CI machine qemu aborts on an MSR with -cpu host and
     /// hangs with qemu64). The verdict is cached per host kernel, qemu binary and guest kernel;
     /// without a cache there is no trial, and TCG it is.
-    static func chooseAccelerator(_ requested: Accelerator, configuration: KernelVM.Configuration, archive: [UInt8], kernel: String,
+    static func chooseAccelerator(_ requested: Accelerator, configuration: KernelVM.Configuration,
+                                  archive: () throws(Error) -> [UInt8], kernel: String,
                                   cache: String?, options: Options, logger: Logger) throws(Error) -> KernelVM.Accelerator {
         switch requested {
         case .tcg: return .tcg
@@ -445,7 +515,8 @@ public enum IsolatedVM {
         var trial = configuration
         trial.accelerator = .kvm
         trial.disks = []
-        trial.initrd = .bytes(archive + commandArchive(["true"], deadline: kvmTrialTimeout + guestGrace))
+        trial.initrd = .bytes(try archive())
+        trial.inputPorts = [(commandPort, commandMessage(["true"], deadline: kvmTrialTimeout + guestGrace))]
         let started = monotonicNow()
         var usable = false
         var why = ""

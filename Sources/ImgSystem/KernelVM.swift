@@ -54,6 +54,17 @@ public enum KernelVM {
         /// Names of virtio-serial ports (guest → host), each captured byte for byte into a file.
         /// The guest finds them by name in /sys/class/virtio-ports/*/name.
         public var outputPorts: [String] = []
+        /// Host → guest virtio-serial ports: the guest reads `contents` from the port `name`, and
+        /// then nothing more (a further read blocks). Each goes through a FIFO that holds all of it:
+        /// at most `maxInputBytes`.
+        public var inputPorts: [(name: String, contents: [UInt8])] = []
+        /// Resume the VM saved in this file (by `saveState`, with this configuration but other disk
+        /// files) instead of booting.
+        public var restoreState: String?
+        /// Boot, and once the console shows `marker`, save the VM's state into `path` (whole or
+        /// not at all), then fill the input ports and let it go on: the saved guest is one that
+        /// waits for its input.
+        public var saveState: (path: String, marker: String)?
         /// fw_cfg files, visible in the guest (module qemu_fw_cfg) as
         /// /sys/firmware/qemu_fw_cfg/by_name/opt/imgtool/NAME/raw.
         public var firmwareFiles: [(name: String, contents: FileSource)] = []
@@ -88,6 +99,8 @@ public enum KernelVM {
         public let qemuErrors: String
         /// From starting qemu to its end.
         public let seconds: Double
+        /// With `saveState`: nil once the state was saved, else why it was not (the run went on).
+        public let stateNotSaved: String?
 
         /// The last `count` non-empty console lines, control characters but tab dropped.
         public func consoleTail(_ count: Int) -> [String] {
@@ -130,23 +143,48 @@ public enum KernelVM {
         do { dir = try QemuBoot.makeTemporaryDirectory(prefix: temporaryPrefix) } catch { throw .system(error) }
         defer { QemuBoot.removeTemporaryDirectory(dir) }
 
-        let arguments: [String]
+        var arguments: [String]
         do { arguments = try qemuArguments(qemu, configuration, dir: dir) } catch { throw .system(error) }
+        let inputs: [Int32]
+        do { inputs = try openInputPorts(configuration, dir: dir) } catch { throw .system(error) }
+        defer { inputs.forEach { close($0) } }
+        if configuration.saveState == nil {
+            do { try fillInputPorts(configuration, inputs) } catch { throw .system(error) }
+        }
+        var state: FileHandle?
+        if let restore = configuration.restoreState {
+            do { state = try FileHandle(path: restore, flags: O_RDONLY) } catch { throw .system(error) }
+            arguments += ["-incoming", "fd:\(stateDescriptor)"]
+        }
+        var monitor: QemuMonitor?
+        if configuration.saveState != nil {
+            do { monitor = try QemuMonitor() } catch { throw .system(error) }
+            arguments += QemuMonitor.qemuArguments
+        }
 
         let started = monotonicNow()
         let pid: pid_t
         do {
             pid = try Subprocess.spawnInOwnGroup(qemu, arguments) { actions in
-                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-                posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+                if let monitor {
+                    monitor.redirect(&actions)
+                } else {
+                    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+                    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+                }
                 posix_spawn_file_actions_addopen(&actions, 2, "\(dir)/qemu.err", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+                if let state { posix_spawn_file_actions_adddup2(&actions, state.fd, stateDescriptor) }
             }
         } catch { throw .system(error) }
+        monitor?.didSpawn()
+        state?.close()
         interruption?.register(child: pid)
         defer { interruption?.unregister(child: pid) }
 
         var ending: Outcome.Ending?
         var interruptedBy: Int32?
+        var stateNotSaved: String? = configuration.saveState == nil ? nil : "the console never showed the marker"
+        var savePending = configuration.saveState != nil
         while ending == nil {
             var status: Int32 = 0
             let r = waitpid(pid, &status, WNOHANG)
@@ -155,6 +193,14 @@ public enum KernelVM {
                 break
             }
             if r < 0 && errno != EINTR { ending = .exited(status: -1); break }
+            if savePending, let save = configuration.saveState, let monitor,
+               contains(readFileBytes("\(dir)/console.log", limit: 1 << 20), Array(save.marker.utf8)) {
+                savePending = false
+                stateNotSaved = saveState(monitor, to: save.path, deadline: started + timeout, interruption: interruption)
+                do { try fillInputPorts(configuration, inputs) } catch { stateNotSaved = stateNotSaved ?? "\(error)" }
+                // The guest was paused for the save (qemu's "postmigrate"); it runs on either way.
+                _ = try? monitor.command("{\"execute\":\"cont\"}", deadline: started + timeout, interruption: interruption)
+            }
             if let signal = interruption?.signal { interruptedBy = signal }
             let late = monotonicNow() >= started + timeout
             if interruptedBy != nil || late {
@@ -174,7 +220,86 @@ public enum KernelVM {
         }
         let errors = String(decoding: readFileBytes("\(dir)/qemu.err", limit: 4096), as: UTF8.self)
         return Outcome(ending: ending!, ports: ports, console: readFileBytes("\(dir)/console.log", limit: 1 << 20, fromEnd: true),
-                       qemuErrors: errors, seconds: seconds)
+                       qemuErrors: errors, seconds: seconds, stateNotSaved: stateNotSaved)
+    }
+
+    /// The descriptor qemu reads a saved state from (`-incoming fd:3`).
+    static let stateDescriptor: Int32 = 3
+    /// What an input port can carry: the FIFO's buffer, grown with F_SETPIPE_SZ, holds all of it.
+    public static let maxInputBytes = 1 << 20
+
+    /// Makes each input port's FIFOs (qemu's pipe chardev opens NAME.in and NAME.out) and opens
+    /// NAME.in read-write, so it lives before qemu opens it and after the guest has read it.
+    static func openInputPorts(_ c: Configuration, dir: String) throws(SystemError) -> [Int32] {
+        var fds: [Int32] = []
+        do {
+            for i in c.inputPorts.indices {
+                for end in ["in", "out"] {
+                    let path = "\(dir)/in\(i).\(end)"
+                    _ = try systemCall("mkfifo", on: path) { mkfifo(path, 0o600) }
+                }
+                let path = "\(dir)/in\(i).in"
+                fds.append(try systemCall("open", on: path) { open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC) })
+            }
+        } catch {
+            fds.forEach { close($0) }
+            throw error
+        }
+        return fds
+    }
+
+    /// Writes each input port's contents into its FIFO at once.
+    static func fillInputPorts(_ c: Configuration, _ fds: [Int32]) throws(SystemError) {
+        for (i, port) in c.inputPorts.enumerated() {
+            let path = "input port \(port.name)"
+            guard port.contents.count <= maxInputBytes else { throw SystemError("write", on: path, errno: EFBIG) }
+            let fSetPipeSize: Int32 = 1031  // F_SETPIPE_SZ, which Glibc's overlay does not export
+            if port.contents.count > 65536 { _ = try systemCall("fcntl(F_SETPIPE_SZ)", on: path) { fcntl(fds[i], fSetPipeSize, Int32(maxInputBytes)) } }
+            try writeFully(fds[i], port.contents, path: path)
+        }
+    }
+
+    /// Saves the running VM into `path` with QMP's migrate (to a temp file beside it, renamed into
+    /// place once complete). Returns nil on success, else what went wrong. The VM stays paused.
+    static func saveState(_ monitor: QemuMonitor, to path: String, deadline: Double, interruption: Interruption?) -> String? {
+        let temporary = "\(path).tmp-\(getpid())"
+        do throws(QemuMonitor.Error) {
+            try monitor.handshake(deadline: deadline, interruption: interruption)
+            // qemu's default cap is 128 MiB/s; a file takes whatever comes.
+            try monitor.command("{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"max-bandwidth\":\(UInt64(1) << 40)}}",
+                                deadline: deadline, interruption: interruption)
+            let uri = "exec:cat > '\(temporary)'"
+            try monitor.command("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\(jsonString(uri))}}",
+                                deadline: deadline, interruption: interruption)
+            while true {
+                let reply = try monitor.command("{\"execute\":\"query-migrate\"}", deadline: deadline, interruption: interruption)
+                let status = QemuMonitor.stringMember("status", in: reply)
+                if status == "completed" { break }
+                if status == "failed" || status == "cancelled" {
+                    unlink(temporary)
+                    return "qemu's migration \(status!): \(QemuMonitor.stringMember("error-desc", in: reply) ?? "")"
+                }
+                usleep(5_000)
+            }
+        } catch {
+            unlink(temporary)
+            switch error {
+            case .monitor(let what): return "qemu's QMP monitor \(what)"
+            case .interrupted(let signal): return "interrupted by signal \(signal)"
+            }
+        }
+        // cat made it with qemu's umask: the state holds the guest's memory, which is ours alone.
+        guard chmod(temporary, 0o600) == 0, rename(temporary, path) == 0 else {
+            let e = errno
+            unlink(temporary)
+            return "cannot rename \(temporary): \(String(cString: strerror(e)))"
+        }
+        return nil
+    }
+
+    private static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        guard !needle.isEmpty, haystack.count >= needle.count else { return needle.isEmpty }
+        return (0...(haystack.count - needle.count)).contains { haystack[$0..<($0 + needle.count)].elementsEqual(needle) }
     }
 
     /// Whether /dev/kvm can be opened read-write and speaks KVM API version 12. Says nothing about
@@ -214,12 +339,16 @@ public enum KernelVM {
                     + "readonly=\(disk.readOnly ? "on" : "off")",
                   "-device", "\(c.machine.blockDevice),drive=disk\(i)"]
         }
-        if !c.outputPorts.isEmpty {
+        if !c.outputPorts.isEmpty || !c.inputPorts.isEmpty {
             a += ["-device", "\(c.machine.serialBus),id=ports"]
             for (i, name) in c.outputPorts.enumerated() {
                 a += ["-chardev", "file,id=port\(i),path=\(escape(dir))/port\(i)",
                       // nr 0 is reserved for a console port.
                       "-device", "virtserialport,bus=ports.0,nr=\(i + 1),chardev=port\(i),name=\(escape(name))"]
+            }
+            for (i, port) in c.inputPorts.enumerated() {
+                a += ["-chardev", "pipe,id=in\(i),path=\(escape(dir))/in\(i)",
+                      "-device", "virtserialport,bus=ports.0,nr=\(c.outputPorts.count + i + 1),chardev=in\(i),name=\(escape(port.name))"]
             }
         }
         for (i, file) in c.firmwareFiles.enumerated() {

@@ -310,16 +310,15 @@ public enum QemuBoot {
 /// One running qemu: its pid (and process group) and the QMP connection on its stdio.
 private final class VM {
     let pid: pid_t
-    let monitor: Int32
+    let monitor: QemuMonitor
     let dumpPath: String
     let serialPath: String
     let errorPath: String
     let interruption: Interruption?
     private var exited = false
     private var status: Int32 = 0
-    private var buffer: [UInt8] = []
 
-    private init(pid: pid_t, monitor: Int32, dir: String, interruption: Interruption?) {
+    private init(pid: pid_t, monitor: QemuMonitor, dir: String, interruption: Interruption?) {
         self.pid = pid
         self.monitor = monitor
         self.dumpPath = "\(dir)/screen.bin"
@@ -330,11 +329,8 @@ private final class VM {
 
     static func start(qemu: String, image: String, dir: String, firmware: QemuBoot.Firmware,
                       interruption: Interruption?) throws(QemuBoot.Error) -> VM {
-        var pair: [Int32] = [-1, -1]
-        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        guard socketpair(AF_UNIX, type, 0, &pair) == 0 else {
-            throw .system(SystemError("socketpair", on: qemu, errno: errno))
-        }
+        let monitor: QemuMonitor
+        do { monitor = try QemuMonitor() } catch { throw .system(error) }
         // file.driver=file keeps qemu from reading a protocol ("nbd:", "json:") into the path;
         // qemu's option syntax escapes a comma as two.
         let path = image.replacingAll(",", with: ",,")
@@ -342,8 +338,7 @@ private final class VM {
             qemu, "-accel", "tcg", "-m", firmware == .efi ? "256" : "128", "-nodefaults", "-no-user-config",
             "-display", "none", "-vga", "std", "-no-reboot", "-nic", "none",
             "-drive", "file.driver=file,file.filename=\(path),format=raw,if=ide,snapshot=on",
-            "-chardev", "stdio,id=qmp,signal=off", "-mon", "chardev=qmp,mode=control",
-        ]
+        ] + QemuMonitor.qemuArguments
         if firmware == .efi {
             // The variable store is written by the firmware: a private copy, removed with the dir.
             let variables = "\(dir)/ovmf-vars.fd"
@@ -372,17 +367,15 @@ private final class VM {
         let pid: pid_t
         do {
             pid = try Subprocess.spawnInOwnGroup(qemu, arguments, environment: environment) { actions in
-                posix_spawn_file_actions_adddup2(&actions, pair[1], 0)
-                posix_spawn_file_actions_adddup2(&actions, pair[1], 1)
+                monitor.redirect(&actions)
                 posix_spawn_file_actions_addopen(&actions, 2, "\(dir)/qemu.err", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
             }
         } catch {
-            close(pair[0]); close(pair[1])
             throw .system(error)
         }
-        close(pair[1])
+        monitor.didSpawn()
         interruption?.register(child: pid)
-        return VM(pid: pid, monitor: pair[0], dir: dir, interruption: interruption)
+        return VM(pid: pid, monitor: monitor, dir: dir, interruption: interruption)
     }
 
     /// Kills the whole process group and reaps qemu. SIGKILL at once: the guest's state is
@@ -395,7 +388,6 @@ private final class VM {
             exited = true
         }
         interruption?.unregister(child: pid)
-        close(monitor)
     }
 
     /// Whether qemu has exited, waiting up to `seconds` for it.
@@ -417,15 +409,12 @@ private final class VM {
 
     /// Reads the greeting and leaves QMP's negotiation mode.
     func handshake(deadline: Double, interruption: Interruption?) throws(QemuBoot.Error) {
-        do throws(QemuBoot.Error) {
-            let greeting = try readLine(deadline: deadline, interruption: interruption)
-            guard greeting.hasPrefix("{\"QMP\"") else { throw QemuBoot.Error.monitor("sent no greeting") }
-            try command("{\"execute\":\"qmp_capabilities\"}", deadline: deadline, interruption: interruption)
-        } catch .monitor(let what) {
+        do { try monitor.handshake(deadline: deadline, interruption: interruption) } catch {
+            if case .interrupted(let signal) = error { throw .interrupted(signal: signal) }
             // Most often qemu refused its arguments or the image; its stderr says why.
             for _ in 0..<50 where !hasExited() { usleep(20_000) }
             if hasExited() { throw .qemuFailed(status: status, stderr: errorOutput()) }
-            throw .monitor(what)
+            if case .monitor(let what) = error { throw .monitor(what) }
         }
     }
 
@@ -445,47 +434,12 @@ private final class VM {
         readFileBytes(serialPath, limit: 1 << 20, fromEnd: true)
     }
 
-    /// Sends one command and waits for its reply, skipping asynchronous events.
     private func command(_ json: String, deadline: Double, interruption: Interruption?) throws(QemuBoot.Error) {
-        let bytes = Array((json + "\n").utf8)
-        var sent = 0
-        while sent < bytes.count {
-            // MSG_NOSIGNAL: a dead qemu must give EPIPE, not kill us with SIGPIPE.
-            let n = bytes.withUnsafeBytes { send(monitor, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw .monitor("could not be written to (\(String(cString: strerror(errno))))") }
-            sent += n
-        }
-        while true {
-            let line = try readLine(deadline: deadline, interruption: interruption)
-            if line.hasPrefix("{\"return\"") { return }
-            if line.hasPrefix("{\"error\"") { throw .monitor("refused a command: \(line.prefix(300))") }
-            // Anything else is an event ({"timestamp": ..., "event": ...}).
-        }
-    }
-
-    private static let maxLine = 65536
-
-    private func readLine(deadline: Double, interruption: Interruption?) throws(QemuBoot.Error) -> String {
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            if let nl = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = String(decoding: buffer[..<nl], as: UTF8.self)
-                buffer.removeSubrange(...nl)
-                return line
+        do { try monitor.command(json, deadline: deadline, interruption: interruption) } catch {
+            switch error {
+            case .monitor(let what): throw .monitor(what)
+            case .interrupted(let signal): throw .interrupted(signal: signal)
             }
-            guard buffer.count <= Self.maxLine else { throw .monitor("sent a line longer than \(Self.maxLine) bytes") }
-            if let signal = interruption?.signal { throw .interrupted(signal: signal) }
-            let remaining = deadline - monotonicNow()
-            guard remaining > 0 else { throw .monitor("did not answer in time") }
-            var fds = [pollfd(fd: monitor, events: Int16(POLLIN), revents: 0)]
-            let ready = poll(&fds, 1, Int32(min(remaining, 0.1) * 1000) + 1)
-            if ready < 0 && errno != EINTR { throw .monitor("could not be polled (\(String(cString: strerror(errno))))") }
-            if ready <= 0 { continue }
-            let n = read(monitor, &chunk, chunk.count)
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw .monitor("closed the connection") }
-            buffer += chunk[..<n]
         }
     }
 
@@ -496,22 +450,6 @@ private final class VM {
         return String(decoding: bytes[..<max(n, 0)], as: UTF8.self)
             .split(separator: "\n").joined(separator: " ")
     }
-}
-
-/// A JSON string literal for `s`.
-private func jsonString(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case _ where u.value < 0x20:
-            let hex = String(u.value, radix: 16)
-            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-        default: out.unicodeScalars.append(u)
-        }
-    }
-    return out + "\""
 }
 
 private extension String {

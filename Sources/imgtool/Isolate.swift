@@ -34,7 +34,7 @@ func runIsolated(_ command: CommandSpec, _ arguments: ParsedArguments, purpose: 
         writeAll(1, r.stdout)
         writeAll(2, r.stderr)
         logger.debug("isolated VM finished", metadata: ["seconds": "\(r.seconds)", "qemu": "\(r.vmSeconds)",
-                                                         "accelerator": "\(r.accelerator)"])
+                                                         "accelerator": "\(r.accelerator)", "resumed": "\(r.resumed)"])
         return r.status
     } catch {
         printError(error.description)

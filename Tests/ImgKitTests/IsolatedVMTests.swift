@@ -252,9 +252,10 @@ final class IsolatedVMTests {
         let kernel = try IsolatedVM.newestCloudKernel()
         var initramfs = Initramfs(kernelRelease: try IsolatedVM.kernelRelease(kernel))
         initramfs.modules = ["virtio_pci"] + IsolatedVM.baseModules
-        let archive = try initramfs.assemble().archive + IsolatedVM.commandArchive(["sleep", "300"], deadline: 2)
+        let archive = try initramfs.assemble().archive
         var c = KernelVM.Configuration(kernel: kernel, initrd: .bytes(archive), commandLine: IsolatedVM.commandLine(options))
         c.outputPorts = [IsolatedVM.stdoutPort, IsolatedVM.stderrPort, IsolatedVM.statusPort]
+        c.inputPorts = [(IsolatedVM.commandPort, IsolatedVM.commandMessage(["sleep", "300"], deadline: 2))]
         let outcome = try KernelVM.run(c, timeout: 60)
         #expect(outcome.ending == .exited(status: 0))
         #expect(outcome.seconds < 30)
