@@ -57,6 +57,8 @@ struct VMSnapshot {
     func prepare(sources: [String]) -> Bool {
         let paths = sources + Self.extraSources
         guard let hash = Self.hash(paths) else { return false }
+        // An older state under this key goes first: with the new manifest it would pass for current.
+        unlink(statePath)
         removeStale()
         return IsolatedVM.storeAtomically(Array(([hash] + paths).joined(separator: "\n").utf8), at: manifestPath)
     }

@@ -48,9 +48,12 @@ final class IsolateTests {
         // make-disk.sh's GPT layout has a BIOS boot partition first.
         let bootNumber = c.label == "gpt" ? 2 : 1
         #expect(result.bootPartition.number == bootNumber)
-        let expected = c.arguments.isEmpty || c.arguments.last == "partscan" ? "partscan" : "device-mapper"
+        // By default the VM's own disk needs nothing attached: block-device, /dev/vda.
+        let expected = c.arguments.isEmpty ? "block-device" : c.arguments.last == "partscan" ? "partscan" : "device-mapper"
         #expect(result.strategy.rawValue == expected)
-        if expected == "device-mapper" {
+        if expected == "block-device" {
+            #expect(result.diskDevice == "/dev/vda" && result.bootPartition.device == "/dev/vda\(bootNumber)")
+        } else if expected == "device-mapper" {
             let disk = c.arguments.first == "--disk-name" ? "hda" : try #require(result.diskDevice.split(separator: "/").last.map(String.init))
             #expect(result.diskDevice == "/dev/mapper/\(disk)")
             #expect(result.bootPartition.device == "/dev/mapper/\(DeviceMapperLayout.partitionName(disk: disk, number: bootNumber))")
@@ -158,7 +161,9 @@ final class IsolateTests {
         p.arguments = ["install-grub", "--isolate", image]
         p.standardError = FileHandle.nullDevice
         try p.run()
-        usleep(1_000_000)
+        // Early enough that the VM (resumed or booting) has not started the install, which
+        // writes at about 1 s at the soonest.
+        usleep(300_000)
         let sent = monotonicNow()
         kill(p.processIdentifier, SIGINT)
         p.waitUntilExit()

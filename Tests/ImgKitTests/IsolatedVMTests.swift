@@ -276,6 +276,91 @@ final class IsolatedVMTests {
         #expect(Self.leftovers() == [])
     }
 
+    /// The saved VMs in this test's cache.
+    func savedStates() throws -> [String] {
+        try Self.names(in: options.cacheDirectory!).filter { $0.hasPrefix(VMSnapshot.prefix) && $0.hasSuffix(".state") }
+    }
+
+    @Test("the first run saves the booted VM; later runs resume it and see the disk they are given")
+    func resumesSavedVM() throws {
+        let small = scratch.file("small.img"), large = scratch.file("large.img")
+        try writeFile(small, Array("SMALL".utf8) + [UInt8](repeating: 0, count: (8 << 20) - 5))
+        try writeFile(large, Array("LARGE".utf8) + [UInt8](repeating: 0, count: (24 << 20) - 5))
+        let script = "blockdev --getsize64 /dev/vda; head -c 5 /dev/vda"
+
+        let first = try sh(script, image: small)
+        #expect(first.status == 0 && !first.resumed)
+        #expect(String(decoding: first.stdout, as: UTF8.self) == "\(8 << 20)\nSMALL")
+        let states = try savedStates()
+        #expect(states.count == 1)
+        var st = stat()
+        #expect(stat("\(options.cacheDirectory!)/\(states.first ?? "")", &st) == 0 && st.st_mode & 0o777 == 0o600)
+
+        // Another image, three times the size: the resumed guest probes it only now.
+        let second = try sh(script, image: large)
+        #expect(second.status == 0 && second.resumed)
+        #expect(String(decoding: second.stdout, as: UTF8.self) == "\(24 << 20)\nLARGE")
+        let third = try sh(script, image: small)
+        #expect(third.resumed && String(decoding: third.stdout, as: UTF8.self) == "\(8 << 20)\nSMALL")
+        print("IsolatedVM.run: booted and saved \(first.seconds) s, resumed \(second.seconds) s and \(third.seconds) s")
+        #expect(try savedStates() == states)
+    }
+
+    @Test("a saved VM qemu cannot resume is replaced by a boot, and saved again")
+    func corruptSavedVM() throws {
+        #expect(try sh("true").status == 0)
+        let states = try savedStates()
+        #expect(states.count == 1)
+        let path = "\(options.cacheDirectory!)/\(states.first ?? "")"
+        #expect(truncate(path, 4096) == 0)
+
+        let booted = try sh("echo ok")
+        #expect(booted.status == 0 && !booted.resumed && String(decoding: booted.stdout, as: UTF8.self) == "ok\n")
+        let resumed = try sh("echo ok")
+        #expect(resumed.status == 0 && resumed.resumed)
+    }
+
+    @Test("a changed file in the VM retires its saved state")
+    func changedFileRetiresSavedVM() throws {
+        let data = scratch.file("data")
+        #expect(mkdir(data, 0o755) == 0)
+        try writeFile("\(data)/note", Array("one".utf8))
+        var o = options
+        o.dataDirectories = [data]
+        let first = try sh("cat \(data)/note", options: o)
+        #expect(String(decoding: first.stdout, as: UTF8.self) == "one" && !first.resumed)
+
+        unlink("\(data)/note")
+        try writeFile("\(data)/note", Array("two!".utf8))
+        let second = try sh("cat \(data)/note", options: o)
+        #expect(String(decoding: second.stdout, as: UTF8.self) == "two!" && !second.resumed)
+        // A file added to the directory changes it too.
+        try writeFile("\(data)/more", Array("three".utf8))
+        let third = try sh("cat \(data)/more", options: o)
+        #expect(String(decoding: third.stdout, as: UTF8.self) == "three" && !third.resumed)
+        let fourth = try sh("cat \(data)/more", options: o)
+        #expect(fourth.resumed)
+        #expect(try savedStates().count == 1)
+    }
+
+    @Test("a resumed VM whose command overruns the timeout is killed and reported")
+    func resumedTimeout() throws {
+        #expect(try sh("true").status == 0)
+        let started = monotonicNow()
+        do {
+            _ = try sh("echo started; sleep 300", timeout: 8)
+            Issue.record("sleep 300 finished in an 8 s VM")
+        } catch {
+            guard case .timedOut(_, let commandStarted, _) = error else {
+                Issue.record("ended with \(error)")
+                return
+            }
+            #expect(commandStarted)
+        }
+        #expect(monotonicNow() - started < 15)
+        #expect(Self.leftovers() == [])
+    }
+
     @Test("missing pieces are named with the Debian package to install")
     func missingPieces() throws {
         #expect(throws: IsolatedVM.Error.emptyCommand) { try IsolatedVM.run(command: [], options: self.options) }
