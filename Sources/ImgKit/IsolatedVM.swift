@@ -14,11 +14,10 @@ import Logging
 /// print(r.status, String(decoding: r.stdout, as: UTF8.self))
 /// ```
 ///
-/// **The channel.** The command line goes in as a second cpio archive appended to the initramfs
-/// (/imgtool-command: a `set -- 'a' 'b'` line /init sources), so /init and the main archive do not
-/// depend on it. (qemu's fw_cfg carried it before; the guest finds fw_cfg only through ACPI, which
-/// costs half a second of boot under TCG.) Results come back on three
-/// virtio-serial ports, each captured by qemu into its own file: imgtool.stdout and imgtool.stderr
+/// **The channel.** The command line arrives on the virtio-serial port imgtool.command (its length,
+/// a newline, then a `set -- 'a' 'b'` file /init sources), filled before qemu starts or, when the
+/// VM is being saved (`VMSnapshot`), right after; so /init and the initramfs do not depend on it.
+/// Results come back on three virtio-serial ports, each captured by qemu into its own file: imgtool.stdout and imgtool.stderr
 /// are the command's stdout and stderr as they are (no tty, no line discipline: byte-exact, binary
 /// included); imgtool.status gets the exit status as decimal text, written only after the command
 /// ended and both its outputs are closed. A guest's blocking write to a port returns only once qemu
@@ -30,8 +29,9 @@ import Logging
 /// opened read-only by qemu itself (readonly=on, the guest sees a read-only disk) when asked. KVM
 /// when a trial boot shows it works (its verdict is cached per host, qemu and kernel), else TCG.
 /// Under TCG the kernel boots from its uncompressed ELF (PVH entry), extracted once into the cache:
-/// the bzImage's decompressor costs about a second there. Timeouts and an `Interruption` kill qemu's
-/// process group; its temp dir goes in every case.
+/// the bzImage's decompressor costs about a second there. With a cache, the booted VM is saved once and
+/// resumed by later runs (`VMSnapshot`). Timeouts and an `Interruption` kill qemu's process group; its
+/// temp dir goes in every case.
 public enum IsolatedVM {
     public static let defaultTimeout = 60.0
     /// The virtio-serial port names of the protocol above.
