@@ -41,15 +41,20 @@ struct VMSnapshot {
     }
 
     static let prefix = "vm-"
+    /// Saved VMs kept at most, the least recently used dropped first: each kind of VM (read-only
+    /// commands, install-grub, install-grub with udevadm) of one imgtool has its own.
+    static let maxSaved = 3
     /// Files whose change can change what the initramfs holds without changing a file in it.
     static let extraSources = ["/etc/ld.so.cache"]
     /// What a resumed VM gets as its initrd: qemu loads -initrd at start, and the saved guest
     /// already has its files; the kernel must stay (its option ROM is part of the saved machine).
     static let placeholderInitrd: [UInt8] = { var cpio = CpioWriter(); return cpio.finish() }()
 
-    /// Whether the state is there and every file it was made from is unchanged.
+    /// Whether the state is there and every file it was made from is unchanged. Marks it used.
     func isUsable() -> Bool {
-        access(statePath, R_OK) == 0 && Self.manifestValid(manifestPath)
+        guard access(statePath, R_OK) == 0, Self.manifestValid(manifestPath) else { return false }
+        utimensat(AT_FDCWD, manifestPath, nil, 0)  // now: the least recently used goes first
+        return true
     }
 
     /// Writes the manifest for `sources` (before the state, which appears whole by rename), and
@@ -70,8 +75,19 @@ struct VMSnapshot {
 
     /// Snapshots in the cache whose files have changed (an imgtool, grub or kernel upgrade): they
     /// would never be used again.
-    /// Also removes states without a manifest, and temp files of saves whose process is gone.
+    /// Also removes states without a manifest, temp files of saves whose process is gone, and the
+    /// least recently used states beyond `maxSaved` (counting this one).
     func removeStale() {
+        var kept: [(path: String, used: Int)] = []
+        for name in directoryEntries(cache) where name.hasPrefix(Self.prefix) && name.hasSuffix(".sources") {
+            let path = "\(cache)/\(name)"
+            var st = stat()
+            if path != manifestPath, Self.manifestValid(path), stat(path, &st) == 0 { kept.append((path, st.st_mtim.tv_sec)) }
+        }
+        for old in kept.sorted(by: { $0.used > $1.used }).dropFirst(Self.maxSaved - 1) {
+            unlink(String(old.path.dropLast(".sources".count)) + ".state")
+            unlink(old.path)
+        }
         let names = directoryEntries(cache).filter { $0.hasPrefix(Self.prefix) }
         for name in names {
             let path = "\(cache)/\(name)"

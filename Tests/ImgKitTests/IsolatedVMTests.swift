@@ -343,6 +343,33 @@ final class IsolatedVMTests {
         #expect(try savedStates().count == 1)
     }
 
+    @Test("at most three saved VMs are kept, the least recently used dropped first")
+    func savedVMsAreBounded() throws {
+        // Four kinds of VM, each with another data file: four keys.
+        var kinds: [IsolatedVM.Options] = []
+        for i in 0..<4 {
+            let file = scratch.file("kind\(i)")
+            try writeFile(file, Array("\(i)".utf8))
+            var o = options
+            o.dataFiles = [file]
+            kinds.append(o)
+        }
+        // Use times are kept in seconds: a second between uses orders them.
+        for i in 0..<3 {
+            #expect(try !sh("true", options: kinds[i]).resumed)
+            sleep(1)
+        }
+        #expect(try sh("true", options: kinds[0]).resumed)
+        sleep(1)
+        // 1 is now the least recently used, and goes when 3 is saved.
+        #expect(try !sh("true", options: kinds[3]).resumed)
+        #expect(try savedStates().count == 3)
+        #expect(try sh("true", options: kinds[0]).resumed)
+        #expect(try sh("true", options: kinds[2]).resumed)
+        #expect(try sh("true", options: kinds[3]).resumed)
+        #expect(try !sh("true", options: kinds[1]).resumed)
+    }
+
     @Test("a resumed VM whose command overruns the timeout is killed and reported")
     func resumedTimeout() throws {
         #expect(try sh("true").status == 0)
