@@ -66,14 +66,7 @@ enum BlockDevicePresentation {
     /// `udevadm`: whether grub-probe can ask udevadm where a partition starts; without it, it asks
     /// the driver (HDIO_GETGEO), which loop devices do not answer.
     static func present(plan: InstallPlan, udevadm: Bool) throws -> PresentedDisk {
-        let path = plan.imagePath
-        guard let device = DeviceMapper.DeviceNumber(blockDevice: path) else {
-            throw PresentationUnavailable(reason: "\(path) is not a block device")
-        }
-        guard !BlockDevice.isPartition(device) else {
-            throw PresentationUnavailable(reason: "\(path) is a partition, not a whole disk")
-        }
-        let disk = try realPath(path)
+        let disk = try wholeDisk(plan.imagePath)
         let p = plan.bootPartition
         let scale = UInt64(plan.table.sectorSize) / 512
         guard let range = BlockDevice.kernelPartitionRange(disk: disk, number: p.number) else {
@@ -93,6 +86,17 @@ enum BlockDevicePresentation {
             throw PresentationUnavailable(reason: "grub-probe cannot learn where \(boot) starts: no udevadm, and the driver reports no geometry")
         }
         return PresentedDisk(strategy: .blockDevice, diskDevice: disk, bootDevice: boot, extraModules: [])
+    }
+
+    /// The device node `path` names, if it is a whole-disk block device.
+    static func wholeDisk(_ path: String) throws -> String {
+        guard let device = DeviceMapper.DeviceNumber(blockDevice: path) else {
+            throw PresentationUnavailable(reason: "\(path) is not a block device")
+        }
+        guard !BlockDevice.isPartition(device) else {
+            throw PresentationUnavailable(reason: "\(path) is a partition, not a whole disk")
+        }
+        return try realPath(path)
     }
 
     /// `path` with every symbolic link resolved. Wraps realpath(3).
@@ -177,6 +181,13 @@ enum DeviceMapperPresentation: DiskPresentation {
 
     static func present(disk: LoopDevice, plan: InstallPlan, options: InstallGrub.Options,
                         session: Session) throws -> PresentedDisk {
+        try present(diskPath: disk.path, plan: plan, options: options, session: session)
+    }
+
+    /// The maps over `diskPath`: the image's loop device, or the image itself when it is a
+    /// whole-disk block device (the isolated VM's virtio disk), which needs no loop device.
+    static func present(diskPath: String, plan: InstallPlan, options: InstallGrub.Options,
+                        session: Session) throws -> PresentedDisk {
         let logger = session.logger
         do { try DeviceMapper.checkAvailable(logger: logger) } catch {
             throw PresentationUnavailable(reason: error.description)
@@ -185,8 +196,8 @@ enum DeviceMapperPresentation: DiskPresentation {
         // The UUID marks the maps as ours even if the journal is lost; kpartx-style partition
         // UUIDs ("part<N>-" + this) keep the mark.
         let uuid = try DeviceMapper.UUID(DeviceMapper.sessionUUIDPrefix + session.id + "-disk")
-        guard let device = DeviceMapper.DeviceNumber(blockDevice: disk.path) else {
-            throw SystemError("stat", on: disk.path, errno: ENODEV)
+        guard let device = DeviceMapper.DeviceNumber(blockDevice: diskPath) else {
+            throw SystemError("stat", on: diskPath, errno: ENODEV)
         }
         // Device-mapper tables count 512-byte sectors; a tail shorter than that is left out, as the
         // kernel's own partition code leaves it out of a disk.

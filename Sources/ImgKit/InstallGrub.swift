@@ -216,6 +216,16 @@ public enum InstallGrub {
                     order.removeFirst()
                 }
             }
+            // The classic recipe's maps can go straight onto a whole-disk block device.
+            if presentedDevice == nil, order.first == .deviceMapper, let disk = try? BlockDevicePresentation.wholeDisk(plan.imagePath) {
+                do {
+                    presentedDevice = try DeviceMapperPresentation.present(diskPath: disk, plan: plan, options: options, session: session)
+                } catch let unavailable as PresentationUnavailable {
+                    if order.count == 1 { throw InstallGrubError.strategyUnavailable(.deviceMapper, reason: unavailable.reason) }
+                    session.logger.debug("strategy device-mapper unavailable: \(unavailable.reason)")
+                    order.removeFirst()
+                }
+            }
             let presented: PresentedDisk
             if let presentedDevice {
                 presented = presentedDevice
