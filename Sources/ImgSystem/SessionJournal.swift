@@ -115,7 +115,7 @@ public final class SessionJournal {
         return records.sorted { $0.id < $1.id }
     }
 
-    /// Parses the journal at `path`; nil if it is not one.
+    /// Parses the journal at `path`; nil if it cannot be read.
     public static func read(_ path: String) -> Record? {
         guard let text = try? readTextFile(path) else { return nil }
         var id: String?, pid: Int32?, image: String?
@@ -136,7 +136,12 @@ public final class SessionJournal {
             default: continue
             }
         }
-        guard let id else { return nil }
+        // No session line: killed between creating the file and writing it. Nothing was acquired
+        // yet, and the file's name still says whose it was.
+        let name = path.split(separator: "/").last.map(String.init) ?? ""
+        guard let id = id ?? (name.hasSuffix(suffix) && name.count > suffix.count ? String(name.dropLast(suffix.count)) : nil) else {
+            return nil
+        }
         return Record(id: id, pid: pid, image: image, held: held, path: path, live: isLocked(path))
     }
 

@@ -65,6 +65,22 @@ struct SessionsTests {
         #expect(leftovers() == [])
     }
 
+    /// A kill between creating the journal and writing its first line left an empty journal that
+    /// cleanup did not recognise (found by the random kills below, at kill 41 of 50).
+    @Test("a journal killed before its first line is a stale session that cleanup removes")
+    func emptyJournal() throws {
+        for dir in [TemporaryDirectory.defaultParent, SessionJournal.directory] { mkdir(dir, 0o700) }
+        let path = SessionJournal.directory + "/0badc0de.journal"
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        #expect(fd >= 0)
+        close(fd)
+        let stale = try status().first { $0["id"] as? String == "0badc0de" }
+        #expect(stale?["live"] as? Bool == false, "\(String(describing: stale))")
+        #expect(try imgtool(["cleanup", "--all"]).status == 0)
+        #expect(access(path, F_OK) != 0)
+        #expect(leftovers() == [])
+    }
+
     @Test("a live session is never touched: cleanup --all leaves it, and it ends cleanly by itself")
     func liveSessionUntouched() throws {
         let scratch = try Scratch()
