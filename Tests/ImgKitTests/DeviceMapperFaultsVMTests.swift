@@ -62,12 +62,20 @@ enum DeviceMapperFaultsVM {
         img=/tmp/disk.img
         faults file.
         img=/dev/vda
+        # The kills spread over 90% of an unfaulted run's time, in microseconds (/proc/uptime
+        # counts centiseconds).
+        restore
+        read t0 rest </proc/uptime
+        install >/dev/null 2>&1
+        read t1 rest </proc/uptime
+        cs() { echo $(( ${1%.*} * 100 + 1${1#*.} - 100 )); }  # "12.05" -> 1205, never octal
+        span=$(( ($(cs $t1) - $(cs $t0)) * 9000 ))
         i=1
         while [ $i -le \(kills) ]; do
             restore
             imgtool install-grub --strategy device-mapper $img >/dev/null 2>&1 &
             pid=$!
-            usleep $(( $(od -An -N2 -tu2 /dev/urandom) * 60 ))
+            usleep $(( $(od -An -N2 -tu2 /dev/urandom) * span / 65535 ))
             kill -9 $pid 2>/dev/null
             wait $pid; st=$?
             echo "kill.$i.midrun: $([ $st = 137 ] && echo yes || echo no)"
