@@ -24,10 +24,9 @@ public enum Strategy: String, Sendable, CaseIterable {
     /// image that is a block device, and costs nothing to rule out for a file.
     public static let automaticOrder: [Strategy] = [.blockDevice, .partscan, .blkpg, .deviceMapper, .offset]
 
-    /// The presentation over the image's loop device; nil for block-device, which attaches none.
-    var presentation: (any DiskPresentation.Type)? {
+    var presentation: any DiskPresentation.Type {
         switch self {
-        case .blockDevice: return nil
+        case .blockDevice: return BlockDevicePresentation.self
         case .partscan: return PartscanPresentation.self
         case .blkpg: return BlkpgPresentation.self
         case .deviceMapper: return DeviceMapperPresentation.self
@@ -53,20 +52,54 @@ struct PresentationUnavailable: Error, CustomStringConvertible {
 }
 
 protocol DiskPresentation {
-    /// Presents `plan`'s image, whose whole-disk loop device is `disk`. Everything acquired is
-    /// registered with `session`. Throws `PresentationUnavailable` when this kernel cannot do it
-    /// (having released what it took), any other error when something failed.
-    static func present(disk: LoopDevice, plan: InstallPlan, options: InstallGrub.Options,
+    /// Presents `plan`'s image, whose whole disk is `disk`. Everything acquired is registered with
+    /// `session`. Throws `PresentationUnavailable` when this kernel cannot do it (having released
+    /// what it took), any other error when something failed.
+    static func present(disk: ImageDisk, plan: InstallPlan, options: InstallGrub.Options,
                         session: Session) throws -> PresentedDisk
 }
 
-enum BlockDevicePresentation {
+/// The image as a whole disk, for the presentations: the image itself when it is a whole-disk
+/// block device, and a loop device over it, attached (and registered with the session) when a
+/// presentation first asks for one. A file never needs the first; a block device may never need
+/// the second.
+final class ImageDisk {
+    let plan: InstallPlan
+    let session: Session
+    let partitionScan: Bool
+    /// The image's own node, when it is a whole-disk block device.
+    let wholeDisk: String?
+    private var loop: LoopDevice?
+
+    init(plan: InstallPlan, session: Session, partitionScan: Bool) {
+        self.plan = plan
+        self.session = session
+        self.partitionScan = partitionScan
+        wholeDisk = try? BlockDevicePresentation.wholeDisk(plan.imagePath)
+    }
+
+    /// The loop device over the image, attached on first use.
+    func loopDevice() throws -> LoopDevice {
+        if let loop { return loop }
+        try session.acquiring(.loop, LoopDevice.fileName(for: session.id))
+        let disk = try LoopDevice.attach(plan.imagePath, options: .init(partitionScan: partitionScan, tag: session.id),
+                                         logger: session.logger)
+        session.onClose(disk.path, journal: (.loop, disk.tag)) { try disk.detach() }
+        session.logger.info("attached \(plan.imagePath) as \(disk.path)")
+        loop = disk
+        return disk
+    }
+}
+
+enum BlockDevicePresentation: DiskPresentation {
     /// `plan`'s image as the disk it already is. Unavailable for a file, a partition, or a disk
     /// whose kernel partition differs from the table; an error if the boot partition is in use.
-    /// `udevadm`: whether grub-probe can ask udevadm where a partition starts; without it, it asks
-    /// the driver (HDIO_GETGEO), which loop devices do not answer.
-    static func present(plan: InstallPlan, udevadm: Bool) throws -> PresentedDisk {
-        let disk = try wholeDisk(plan.imagePath)
+    /// grub-probe asks udevadm where a partition starts, or without it the driver (HDIO_GETGEO),
+    /// which loop devices do not answer.
+    static func present(disk image: ImageDisk, plan: InstallPlan, options: InstallGrub.Options,
+                        session: Session) throws -> PresentedDisk {
+        let disk = try image.wholeDisk ?? wholeDisk(plan.imagePath)  // the second throws why not
+        let udevadm = Subprocess.find("udevadm") != nil
         let p = plan.bootPartition
         let scale = UInt64(plan.table.sectorSize) / 512
         guard let range = BlockDevice.kernelPartitionRange(disk: disk, number: p.number) else {
@@ -108,8 +141,9 @@ enum BlockDevicePresentation {
 }
 
 enum PartscanPresentation: DiskPresentation {
-    static func present(disk: LoopDevice, plan: InstallPlan, options: InstallGrub.Options,
+    static func present(disk image: ImageDisk, plan: InstallPlan, options: InstallGrub.Options,
                         session: Session) throws -> PresentedDisk {
+        let disk = try image.loopDevice()
         guard disk.partitionScanEnabled else {
             throw PresentationUnavailable(reason: "the kernel dropped LO_FLAGS_PARTSCAN on \(disk.path)")
         }
@@ -125,8 +159,9 @@ enum PartscanPresentation: DiskPresentation {
 }
 
 enum BlkpgPresentation: DiskPresentation {
-    static func present(disk: LoopDevice, plan: InstallPlan, options: InstallGrub.Options,
+    static func present(disk image: ImageDisk, plan: InstallPlan, options: InstallGrub.Options,
                         session: Session) throws -> PresentedDisk {
+        let disk = try image.loopDevice()
         let sectorSize = UInt64(plan.table.sectorSize)
         // Every partition, not just /boot: grub-probe and grub-install see the disk as it really is.
         // The extended container is skipped as the kernel would map only its first sectors.
@@ -157,8 +192,9 @@ enum BlkpgPresentation: DiskPresentation {
 }
 
 enum OffsetPresentation: DiskPresentation {
-    static func present(disk: LoopDevice, plan: InstallPlan, options: InstallGrub.Options,
+    static func present(disk image: ImageDisk, plan: InstallPlan, options: InstallGrub.Options,
                         session: Session) throws -> PresentedDisk {
+        let disk = try image.loopDevice()
         let p = plan.bootPartition
         let sectorSize = UInt64(plan.table.sectorSize)
         let tag = "\(session.id):p\(p.number)"
@@ -179,19 +215,15 @@ enum DeviceMapperPresentation: DiskPresentation {
     /// concurrent runs never collide.
     static func defaultDiskName(session: String) -> String { "imgtool-\(session)" }
 
-    static func present(disk: LoopDevice, plan: InstallPlan, options: InstallGrub.Options,
-                        session: Session) throws -> PresentedDisk {
-        try present(diskPath: disk.path, plan: plan, options: options, session: session)
-    }
-
-    /// The maps over `diskPath`: the image's loop device, or the image itself when it is a
-    /// whole-disk block device (the isolated VM's virtio disk), which needs no loop device.
-    static func present(diskPath: String, plan: InstallPlan, options: InstallGrub.Options,
+    /// The maps go straight onto the image when it is a whole-disk block device (the isolated
+    /// VM's virtio disk), else onto its loop device.
+    static func present(disk image: ImageDisk, plan: InstallPlan, options: InstallGrub.Options,
                         session: Session) throws -> PresentedDisk {
         let logger = session.logger
         do { try DeviceMapper.checkAvailable(logger: logger) } catch {
             throw PresentationUnavailable(reason: error.description)
         }
+        let diskPath = try image.wholeDisk ?? image.loopDevice().path
         let name = try DeviceMapper.Name(options.diskName ?? defaultDiskName(session: session.id))
         // The UUID marks the maps as ours even if the journal is lost; kpartx-style partition
         // UUIDs ("part<N>-" + this) keep the mark.

@@ -205,38 +205,8 @@ public enum InstallGrub {
                                 session: Session) throws(InstallGrubError) -> PresentedDisk {
         do {
             try session.checkpoint()
-            var order = order
-            var presentedDevice: PresentedDisk?
-            if order.first == .blockDevice {
-                do {
-                    presentedDevice = try BlockDevicePresentation.present(plan: plan, udevadm: Subprocess.find("udevadm") != nil)
-                } catch let unavailable as PresentationUnavailable {
-                    if order.count == 1 { throw InstallGrubError.strategyUnavailable(.blockDevice, reason: unavailable.reason) }
-                    session.logger.debug("strategy block-device unavailable: \(unavailable.reason)")
-                    order.removeFirst()
-                }
-            }
-            // The classic recipe's maps can go straight onto a whole-disk block device.
-            if presentedDevice == nil, order.first == .deviceMapper, let disk = try? BlockDevicePresentation.wholeDisk(plan.imagePath) {
-                do {
-                    presentedDevice = try DeviceMapperPresentation.present(diskPath: disk, plan: plan, options: options, session: session)
-                } catch let unavailable as PresentationUnavailable {
-                    if order.count == 1 { throw InstallGrubError.strategyUnavailable(.deviceMapper, reason: unavailable.reason) }
-                    session.logger.debug("strategy device-mapper unavailable: \(unavailable.reason)")
-                    order.removeFirst()
-                }
-            }
-            let presented: PresentedDisk
-            if let presentedDevice {
-                presented = presentedDevice
-            } else {
-                try session.acquiring(.loop, LoopDevice.fileName(for: session.id))
-                let disk = try LoopDevice.attach(plan.imagePath, options: .init(
-                    partitionScan: order.contains(.partscan), tag: session.id), logger: session.logger)
-                session.onClose(disk.path, journal: (.loop, disk.tag)) { try disk.detach() }
-                session.logger.info("attached \(plan.imagePath) as \(disk.path)")
-                presented = try present(disk: disk, plan: plan, options: options, order: order, session: session)
-            }
+            let disk = ImageDisk(plan: plan, session: session, partitionScan: order.contains(.partscan))
+            let presented = try present(disk: disk, plan: plan, options: options, order: order, session: session)
             session.logger.info("strategy \(presented.strategy.rawValue): boot partition is \(presented.bootDevice)")
             try session.checkpoint()
 
@@ -282,13 +252,12 @@ public enum InstallGrub {
         }
     }
 
-    private static func present(disk: LoopDevice, plan: InstallPlan, options: Options, order: [Strategy],
+    private static func present(disk: ImageDisk, plan: InstallPlan, options: Options, order: [Strategy],
                                 session: Session) throws -> PresentedDisk {
         var reasons: [String] = []
         for strategy in order {
-            guard let presentation = strategy.presentation else { continue }
             do {
-                return try presentation.present(disk: disk, plan: plan, options: options, session: session)
+                return try strategy.presentation.present(disk: disk, plan: plan, options: options, session: session)
             } catch let unavailable as PresentationUnavailable {
                 session.logger.debug("strategy \(strategy.rawValue) unavailable: \(unavailable.reason)")
                 reasons.append(unavailable.reason)
