@@ -161,19 +161,27 @@ struct SessionsTests {
     func randomKills() throws {
         let scratch = try Scratch()
         let pristine = try makeDisk(scratch.file("pristine.img"), ["--label", "dos", "--marker", "KILLTEST"])
-        // How long a whole run takes here, to spread the kills over it.
+        // How long each strategy's run takes here, to spread the kills over it: the fastest of three
+        // warm runs. One cold run of the default strategy overstated it, and too many kills (26 of 50
+        // in one CI run) came after the run had ended.
         let image = scratch.file("disk.img")
-        try run(["cp", pristine, image])
-        let started = Date()
-        #expect(try imgtool(["install-grub", image, "-q"]).status == 0)
-        let duration = Date().timeIntervalSince(started)
+        let strategies = ["blkpg", "offset"]
+        var duration: [String: TimeInterval] = [:]
+        for strategy in strategies {
+            for _ in 0..<3 {
+                try run(["cp", pristine, image])
+                let started = Date()
+                #expect(try imgtool(["install-grub", image, "-q", "--strategy", strategy]).status == 0)
+                duration[strategy] = min(duration[strategy] ?? .infinity, Date().timeIntervalSince(started))
+            }
+        }
         var generator = SystemRandomNumberGenerator()
         var killedMidway = 0
         for i in 0..<50 {
             try run(["cp", pristine, image])
-            let strategy = i % 2 == 0 ? "blkpg" : "offset"
+            let strategy = strategies[i % 2]
             let process = try startInstall(image, strategy: strategy)
-            usleep(UInt32(Double.random(in: 0...(0.9 * duration), using: &generator) * 1_000_000))
+            usleep(UInt32(Double.random(in: 0...(0.9 * duration[strategy]!), using: &generator) * 1_000_000))
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             if process.terminationReason == .uncaughtSignal { killedMidway += 1 }
@@ -183,8 +191,9 @@ struct SessionsTests {
             #expect(try imgtool(["install-grub", image, "-q", "--strategy", strategy]).status == 0, "rerun \(i)")
             #expect(try boot(image, expect: "KILLTEST", timeout: 30).found, "boot after kill \(i)")
         }
+        print("random kills: \(killedMidway) of 50 landed mid-run (blkpg \(duration["blkpg"]!) s, offset \(duration["offset"]!) s)")
         // Not vacuous: the kills must mostly land while the run is still going.
-        #expect(killedMidway >= 25, "only \(killedMidway) of 50 kills landed before the run ended")
+        #expect(killedMidway >= 40, "only \(killedMidway) of 50 kills landed before the run ended")
     }
 }
 
