@@ -6,6 +6,8 @@
 # env: IMGTOOL (default .build/release/imgtool), BENCH_RUNS (default 30). No root needed.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=Tests/bench/lib.sh
+. "$ROOT/Tests/bench/lib.sh"
 IMGTOOL=${IMGTOOL:-$ROOT/.build/release/imgtool}
 RUNS=${BENCH_RUNS:-30}
 [[ -x $IMGTOOL ]] || { echo "inspect.sh: no imgtool at $IMGTOOL (swift build -c release)" >&2; exit 2; }
@@ -33,7 +35,6 @@ sgdisk -e -d 4 -n 4:0:0 -t 4:8300 -u 4:494D4754-0000-4000-8000-000000000004 "$BI
 sync
 OFFSETS=$(sfdisk -J "$BIG" | python3 -c 'import json,sys; print(" ".join(str(p["start"] * 512) for p in json.load(sys.stdin)["partitiontable"]["partitions"]))')
 
-now_us() { echo "${EPOCHREALTIME/./}"; }
 pipeline() { sfdisk -J "$1" >/dev/null; for o in $OFFSETS; do blkid -p -O "$o" "$1" >/dev/null || true; done; }
 inspect() { "$IMGTOOL" inspect --json "$1" >/dev/null; }
 

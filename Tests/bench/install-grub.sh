@@ -7,6 +7,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=Tests/bench/lib.sh
+. "$ROOT/Tests/bench/lib.sh"
 IMGTOOL=${IMGTOOL:-$ROOT/.build/release/imgtool}
 RUNS=${BENCH_RUNS:-15}
 MAKE_DISK=$ROOT/TestImages/make-disk.sh
@@ -33,12 +35,7 @@ release_all() {
         for dev in $(losetup -n -O NAME -j "$img"); do losetup -d "$dev" 2>/dev/null || true; done
     done
 }
-cleanup() { release_all; rm -rf "$WORK"; }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-now_us() { echo "${EPOCHREALTIME/./}"; }   # bash 5 builtin: no fork inside the timed region
+bench_traps
 
 # The manual recipe. Offsets come from the partition table, read once outside the timing.
 recipe() {   # IMG OFFSET SIZE PARTMAP
@@ -68,9 +65,6 @@ check_leaks() {   # IMG WHO
     echo "install-grub.sh: $2 left loop devices or mounts behind:" >&2
     losetup -j "$1" >&2; findmnt -rn | grep -F "$WORK/" >&2 || true
     LEAKS=1; release_all
-}
-fresh_copy() {   # BASE DEST: copied and flushed, so neither side pays for the other's dirty pages
-    rm -f "$2"; cp --sparse=always "$1" "$2"; sync "$2"
 }
 
 RESULTS=$WORK/results.txt

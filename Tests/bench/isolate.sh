@@ -11,6 +11,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=Tests/bench/lib.sh
+. "$ROOT/Tests/bench/lib.sh"
 if [[ -z ${IMGTOOL:-} ]]; then
     IMGTOOL=$ROOT/.build/release/imgtool
     [[ -x $IMGTOOL ]] || IMGTOOL=$(command -v imgtool || true)
@@ -62,12 +64,7 @@ release_all() {
         done
     done
 }
-cleanup() { release_all; rm -rf "$WORK"; }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-now_us() { echo "${EPOCHREALTIME/./}"; }   # bash 5 builtin: no fork inside the timed region
+bench_traps
 
 # After every run, asked of the kernel: no loop device over the image, no qemu of ours, and no
 # mount directory in /run/imgtool. Waits briefly (autoclear detaches on last close, qemu exits
@@ -98,9 +95,6 @@ run_side() {   # SIDE IMG
         isolated-dm) "$IMGTOOL" install-grub -q --isolate --strategy device-mapper "$2" ;;
         virt-filesystems) virt-filesystems -a "$2" --all --long ;;
     esac >"$log" 2>&1 || { echo "isolate.sh: $1 failed:" >&2; cat "$log" >&2; return 1; }
-}
-fresh_copy() {   # BASE DEST: copied and flushed, so no side pays for another's dirty pages
-    rm -f "$2"; cp --sparse=always "$1" "$2"; sync "$2"
 }
 
 BASE=$WORK/base.img COPY=$WORK/copy.img
