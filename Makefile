@@ -48,11 +48,14 @@ deps-run: deps-build
 deps-test: deps-run
 	$(call apt_install,$(TEST_PKGS))
 
+# Every swift command runs with a private TMPDIR (Scripts/with-private-tmp.sh): SwiftPM leaves
+# empty TemporaryDirectory.* behind in /tmp otherwise; the test run also fails on a test's leftovers.
+
 # A fully static executable: no dynamic loader, no relocations, so it starts in about a
 # millisecond, like a C tool (linked dynamically it took 3 ms before doing anything). Stripped:
 # 11 MB instead of 20, which --isolate copies into every VM.
 build: deps-build
-	$(SWIFT) build -c release --product imgtool -Xswiftc -static-executable -Xlinker --strip-all
+	Scripts/with-private-tmp.sh $(SWIFT) build -c release --product imgtool -Xswiftc -static-executable -Xlinker --strip-all
 
 # Makes a sample image with TestImages' script, installs GRUB with imgtool, boots it under qemu
 # and shows what GRUB printed on the serial console.
@@ -71,16 +74,16 @@ demo: deps-test build
 # which only holds if no other test is running at the same time.
 test: deps-test
 	TestImages/make-corpus.sh
-	$(SWIFT) build --build-tests
-	IMGTOOL=$(CURDIR)/.build/debug/imgtool $(SWIFT) test --skip-build --no-parallel
+	Scripts/with-private-tmp.sh $(SWIFT) build --build-tests
+	IMGTOOL=$(CURDIR)/.build/debug/imgtool Scripts/with-private-tmp.sh --check $(SWIFT) test --skip-build --no-parallel
 	@# After the suite, asked of the kernel: no loop device over a test image, no mount of ours.
 	@if losetup -l -n -O NAME,BACK-FILE | grep -F /tmp/imgtool-test-; then echo "loop devices left behind" >&2; exit 1; fi
 	@if grep -E ' /run/imgtool/| /tmp/imgtool-test-' /proc/self/mounts; then echo "mounts left behind" >&2; exit 1; fi
 	@echo "after the suite: no loop device or mount of imgtool's left"
-	Fuzz/run.sh $(FUZZ_SECONDS)
+	Scripts/with-private-tmp.sh Fuzz/run.sh $(FUZZ_SECONDS)
 
 fuzz:
-	Fuzz/run.sh $(FUZZ_SECONDS)
+	Scripts/with-private-tmp.sh Fuzz/run.sh $(FUZZ_SECONDS)
 
 # Ratios against what a user would otherwise run, measured in the same run.
 deps-bench: deps-test
