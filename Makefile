@@ -76,10 +76,12 @@ test: deps-test
 	TestImages/make-corpus.sh
 	Scripts/with-private-tmp.sh $(SWIFT) build --build-tests
 	IMGTOOL=$(CURDIR)/.build/debug/imgtool Scripts/with-private-tmp.sh --check $(SWIFT) test --skip-build --no-parallel
-	@# After the suite, asked of the kernel: no loop device over a test image, no mount of ours.
+	@# After the suite, asked of the kernel: no loop device over a test image, no mount of ours;
+	@# and no scratch directory (Scratch, which holds the test images, is not under TMPDIR).
 	@if losetup -l -n -O NAME,BACK-FILE | grep -F /tmp/imgtool-test-; then echo "loop devices left behind" >&2; exit 1; fi
 	@if grep -E ' /run/imgtool/| /tmp/imgtool-test-' /proc/self/mounts; then echo "mounts left behind" >&2; exit 1; fi
-	@echo "after the suite: no loop device or mount of imgtool's left"
+	@if ls -d /tmp/imgtool-test-* 2>/dev/null; then echo "test scratch directories left behind" >&2; exit 1; fi
+	@echo "after the suite: no loop device, mount or scratch directory of imgtool's left"
 	Scripts/with-private-tmp.sh Fuzz/run.sh $(FUZZ_SECONDS)
 
 fuzz:

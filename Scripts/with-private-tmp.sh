@@ -8,7 +8,7 @@ set -uo pipefail
 check=0
 if [[ ${1:-} == --check ]]; then check=1; shift; fi
 dir=$(mktemp -d /tmp/imgtool-tmpdir.XXXXXX) || exit 2
-trap 'rm -rf "$dir"' EXIT
+trap 'rm -rf --one-file-system "$dir"' EXIT   # never into a mount a test left there
 chmod 1777 "$dir"
 TMPDIR=$dir "$@"
 status=$?

@@ -67,15 +67,15 @@ final class ImageDisk {
     let plan: InstallPlan
     let session: Session
     let partitionScan: Bool
-    /// The image's own node, when it is a whole-disk block device.
-    let wholeDisk: String?
+    /// The image's own node if it is a whole-disk block device, else why not.
+    let wholeDisk: Result<String, any Error>
     private var loop: LoopDevice?
 
     init(plan: InstallPlan, session: Session, partitionScan: Bool) {
         self.plan = plan
         self.session = session
         self.partitionScan = partitionScan
-        wholeDisk = try? BlockDevicePresentation.wholeDisk(plan.imagePath)
+        wholeDisk = Result { try BlockDevicePresentation.wholeDisk(plan.imagePath) }
     }
 
     /// The loop device over the image, attached on first use.
@@ -98,7 +98,7 @@ enum BlockDevicePresentation: DiskPresentation {
     /// which loop devices do not answer.
     static func present(disk image: ImageDisk, plan: InstallPlan, options: InstallGrub.Options,
                         session: Session) throws -> PresentedDisk {
-        let disk = try image.wholeDisk ?? wholeDisk(plan.imagePath)  // the second throws why not
+        let disk = try image.wholeDisk.get()
         let udevadm = Subprocess.find("udevadm") != nil
         let p = plan.bootPartition
         let scale = UInt64(plan.table.sectorSize) / 512
@@ -223,7 +223,7 @@ enum DeviceMapperPresentation: DiskPresentation {
         do { try DeviceMapper.checkAvailable(logger: logger) } catch {
             throw PresentationUnavailable(reason: error.description)
         }
-        let diskPath = try image.wholeDisk ?? image.loopDevice().path
+        let diskPath = try (try? image.wholeDisk.get()) ?? image.loopDevice().path
         let name = try DeviceMapper.Name(options.diskName ?? defaultDiskName(session: session.id))
         // The UUID marks the maps as ours even if the journal is lost; kpartx-style partition
         // UUIDs ("part<N>-" + this) keep the mark.

@@ -69,32 +69,25 @@ struct VMSnapshot {
     }
 
     func remove() {
-        unlink(statePath)
-        unlink(manifestPath)
+        Self.remove(manifest: manifestPath)
     }
 
     /// Snapshots in the cache whose files have changed (an imgtool, grub or kernel upgrade): they
-    /// would never be used again.
-    /// Also removes states without a manifest, temp files of saves whose process is gone, and the
-    /// least recently used states beyond `maxSaved` (counting this one).
+    /// would never be used again. Also removes states without a manifest, temp files of saves whose
+    /// process is gone, and the least recently used states beyond `maxSaved` (counting this one).
     func removeStale() {
-        var kept: [(path: String, used: Int)] = []
-        for name in directoryEntries(cache) where name.hasPrefix(Self.prefix) && name.hasSuffix(".sources") {
-            let path = "\(cache)/\(name)"
-            var st = stat()
-            if path != manifestPath, Self.manifestValid(path), stat(path, &st) == 0 { kept.append((path, st.st_mtim.tv_sec)) }
-        }
-        for old in kept.sorted(by: { $0.used > $1.used }).dropFirst(Self.maxSaved - 1) {
-            unlink(String(old.path.dropLast(".sources".count)) + ".state")
-            unlink(old.path)
-        }
         let names = directoryEntries(cache).filter { $0.hasPrefix(Self.prefix) }
+        var current: [(path: String, used: Int)] = []
         for name in names {
             let path = "\(cache)/\(name)"
             if name.hasSuffix(".sources") {
-                guard path != manifestPath, !Self.manifestValid(path) else { continue }
-                unlink(String(path.dropLast(".sources".count)) + ".state")
-                unlink(path)
+                guard path != manifestPath else { continue }
+                var st = stat()
+                if Self.manifestValid(path), stat(path, &st) == 0 {
+                    current.append((path, st.st_mtim.tv_sec))
+                } else {
+                    Self.remove(manifest: path)
+                }
             } else if name.hasSuffix(".state") {
                 if !names.contains(String(name.dropLast(".state".count)) + ".sources") { unlink(path) }
             } else if let dash = name.lastIndex(of: "-"), name[..<dash].hasSuffix(".tmp"),
@@ -102,6 +95,15 @@ struct VMSnapshot {
                 unlink(path)
             }
         }
+        for old in current.sorted(by: { $0.used > $1.used }).dropFirst(Self.maxSaved - 1) {
+            Self.remove(manifest: old.path)
+        }
+    }
+
+    /// Removes the manifest at `path` and the state beside it.
+    private static func remove(manifest path: String) {
+        unlink(String(path.dropLast(".sources".count)) + ".state")
+        unlink(path)
     }
 
     /// A manifest: the hash of its files' keys, then the files, one per line.

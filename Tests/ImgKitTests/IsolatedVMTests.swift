@@ -378,11 +378,13 @@ final class IsolatedVMTests {
             _ = try sh("echo started; sleep 300", timeout: 8)
             Issue.record("sleep 300 finished in an 8 s VM")
         } catch {
-            guard case .timedOut(_, let commandStarted, _) = error else {
+            guard case .timedOut(_, let commandStarted, let console) = error else {
                 Issue.record("ended with \(error)")
                 return
             }
             #expect(commandStarted)
+            // Resumed, not booted: /init said it was waiting before the VM was saved, not since.
+            #expect(!console.contains { $0.contains(IsolatedVM.waitingMarker) }, "\(console)")
         }
         #expect(monotonicNow() - started < 15)
         #expect(Self.leftovers() == [])
