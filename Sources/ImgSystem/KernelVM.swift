@@ -182,7 +182,6 @@ public enum KernelVM {
         defer { interruption?.unregister(child: pid) }
 
         var ending: Outcome.Ending?
-        var interruptedBy: Int32?
         var stateNotSaved: String? = configuration.saveState == nil ? nil : "the console never showed the marker"
         var savePending = configuration.saveState != nil
         while ending == nil {
@@ -201,9 +200,7 @@ public enum KernelVM {
                 // The guest was paused for the save (qemu's "postmigrate"); it runs on either way.
                 _ = try? monitor.command("{\"execute\":\"cont\"}", deadline: started + timeout, interruption: interruption)
             }
-            if let signal = interruption?.signal { interruptedBy = signal }
-            let late = monotonicNow() >= started + timeout
-            if interruptedBy != nil || late {
+            if interruption?.signal != nil || monotonicNow() >= started + timeout {
                 kill(-pid, SIGKILL)
                 while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
                 ending = .timedOut
@@ -212,7 +209,8 @@ public enum KernelVM {
             usleep(5_000)
         }
         let seconds = monotonicNow() - started
-        if let interruptedBy { throw .interrupted(signal: interruptedBy) }
+        // Also when qemu was seen exiting first: the interruption's SIGTERM may be what ended it.
+        if let signal = interruption?.signal { throw .interrupted(signal: signal) }
 
         var ports: [String: [UInt8]] = [:]
         for (i, name) in configuration.outputPorts.enumerated() {

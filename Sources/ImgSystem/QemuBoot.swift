@@ -116,6 +116,8 @@ public enum QemuBoot {
         while true {
             if let signal = interruption?.signal { throw .interrupted(signal: signal) }
             if vm.hasExited() {
+                // The interruption's SIGTERM may be what ended qemu since the check above.
+                if let signal = interruption?.signal { throw .interrupted(signal: signal) }
                 // A guest that powers off or reboots (-no-reboot) ends the run; judge its last screen.
                 let c = classify(screen: last)
                 return observation(c?.outcome ?? .other, c)

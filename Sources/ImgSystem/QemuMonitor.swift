@@ -59,7 +59,7 @@ final class QemuMonitor {
             // MSG_NOSIGNAL: a dead qemu must give EPIPE, not kill us with SIGPIPE.
             let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw .monitor("could not be written to (\(String(cString: strerror(errno))))") }
+            guard n > 0 else { throw lost("could not be written to (\(String(cString: strerror(errno))))", interruption) }
             sent += n
         }
         while true {
@@ -81,6 +81,11 @@ final class QemuMonitor {
         return String(decoding: rest[..<end], as: UTF8.self)
     }
 
+    /// A connection that died: an interruption's SIGTERM to qemu kills it too, and is the reason then.
+    private func lost(_ what: String, _ interruption: Interruption?) -> Error {
+        interruption?.signal.map { .interrupted(signal: $0) } ?? .monitor(what)
+    }
+
     private func readLine(deadline: Double, interruption: Interruption?) throws(Error) -> String {
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
@@ -99,7 +104,7 @@ final class QemuMonitor {
             if ready <= 0 { continue }
             let n = read(fd, &chunk, chunk.count)
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw .monitor("closed the connection") }
+            guard n > 0 else { throw lost("closed the connection", interruption) }
             buffer += chunk[..<n]
         }
     }

@@ -276,6 +276,29 @@ final class IsolatedVMTests {
         #expect(Self.leftovers() == [])
     }
 
+    @Test("an interruption that ends qemu before the run sees it is still reported as the interruption")
+    func interruptionEndsQemuFirst() throws {
+        // A qemu that dies the instant the interruption's SIGTERM reaches it, so its exit is
+        // usually seen before the interruption is (CI saw it once with the real qemu). PATH is
+        // process-wide: this holds because the suite runs serialized, as the whole test run does.
+        let bin = scratch.file("bin")
+        #expect(mkdir(bin, 0o755) == 0)
+        try writeFile("\(bin)/\(KernelVM.qemuProgram)", Array("#!/bin/sh\nexec sleep 300\n".utf8), mode: 0o755)
+        let path = String(cString: getenv("PATH"))
+        setenv("PATH", "\(bin):\(path)", 1)
+        defer { setenv("PATH", path, 1) }
+        let c = KernelVM.Configuration(kernel: "/proc/self/exe", initrd: .bytes([]), commandLine: "")
+        for attempt in 1...20 {
+            let interruption = Interruption()
+            let thread = JoinableThread { usleep(UInt32.random(in: 100_000...150_000)); interruption.interrupt(signal: SIGINT) }
+            defer { thread.join() }
+            #expect(throws: KernelVM.Error.interrupted(signal: SIGINT), "attempt \(attempt)") {
+                try KernelVM.run(c, timeout: 30, interruption: interruption)
+            }
+        }
+        #expect(Self.leftovers() == [])
+    }
+
     /// The saved VMs in this test's cache.
     func savedStates() throws -> [String] {
         try Self.names(in: options.cacheDirectory!).filter { $0.hasPrefix(VMSnapshot.prefix) && $0.hasSuffix(".state") }
