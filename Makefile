@@ -6,9 +6,11 @@ SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 OUT := out
 
-# What each job needs from Debian. Build: the C libraries the Swift targets link, and what
-# Scripts/build-libdevmapper.sh needs to build a static libdevmapper from Debian's lvm2 source.
-BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev liblzma-dev dpkg-dev gcc make debian-archive-keyring
+# What each job needs from Debian. Build: the C libraries the Swift targets link (what a package
+# depending on ImgKit needs too); static: what Scripts/build-libdevmapper.sh needs to build the
+# static libdevmapper.a that only the CLI's static build (`make build`) links.
+BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev liblzma-dev libdevmapper-dev
+STATIC_PKGS := dpkg-dev gcc make
 # install-grub at run time: grub-install and GRUB's i386-pc files; udevadm, which grub-probe asks
 # where a partition starts; util-linux for setpriv; eatmydata, preloaded into grub-install in
 # the --isolate VM (see Isolation.eatMyData).
@@ -20,12 +22,10 @@ TEST_PKGS := kpartx dmsetup linux-image-cloud-amd64 busybox-static cpio fdisk gd
 # appliance (virt-filesystems), the reference for --isolate.
 BENCH_PKGS := time strace libguestfs-tools
 
-.PHONY: all build demo test fuzz bench deps-build deps-run deps-test deps-bench clean
+.PHONY: all build demo test fuzz bench deps-build deps-static deps-run deps-test deps-bench clean
 
-# Where deps-build puts the static libdevmapper and its imgtool-devmapper.pc; every swift
-# invocation below finds it through this.
+# Where deps-static puts the static libdevmapper.a for the CLI's static link.
 DEPS := $(CURDIR)/.build/deps
-export PKG_CONFIG_PATH := $(DEPS)/lib/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
 
 all: build
 
@@ -39,9 +39,12 @@ define apt_install
 	fi
 endef
 
-# Debian ships no libdevmapper.a: build one from Debian's own lvm2 source (skipped when built).
 deps-build:
 	$(call apt_install,$(BUILD_PKGS))
+# Debian ships no libdevmapper.a: build one from the installed libdevmapper-dev's lvm2 source
+# (skipped when built).
+deps-static: deps-build
+	$(call apt_install,$(STATIC_PKGS))
 	Scripts/build-libdevmapper.sh $(DEPS)
 deps-run: deps-build
 	$(call apt_install,$(RUN_PKGS))
@@ -53,9 +56,11 @@ deps-test: deps-run
 
 # A fully static executable: no dynamic loader, no relocations, so it starts in about a
 # millisecond, like a C tool (linked dynamically it took 3 ms before doing anything). Stripped:
-# 11 MB instead of 20, which --isolate copies into every VM.
-build: deps-build
-	Scripts/with-private-tmp.sh $(SWIFT) build -c release --product imgtool -Xswiftc -static-executable -Xlinker --strip-all
+# 11 MB instead of 20, which --isolate copies into every VM. -L: the -ldevmapper that pkg-config
+# gives finds deps-static's libdevmapper.a (a static link takes no .so).
+build: deps-static
+	Scripts/with-private-tmp.sh $(SWIFT) build -c release --product imgtool -Xswiftc -static-executable \
+		-Xlinker -L$(DEPS)/lib -Xlinker --strip-all
 
 # Makes a sample image with TestImages' script, installs GRUB with imgtool, boots it under qemu
 # and shows what GRUB printed on the serial console.

@@ -19,10 +19,10 @@ let package = Package(
         .target(name: "CExt2fsFdIO", dependencies: ["CExt2fs"]),
         // liblzma decodes GRUB's core.img: pure computation, so the formats layer may use it.
         .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
-        // libdevmapper, static, built from Debian's lvm2 source into .build/deps by
-        // Scripts/build-libdevmapper.sh (`make deps-build`); swift finds it through
-        // PKG_CONFIG_PATH=.build/deps/lib/pkgconfig, which the Makefile sets. Debian ships no .a.
-        .systemLibrary(name: "CDevMapper", pkgConfig: "imgtool-devmapper"),
+        // The distribution's libdevmapper (libdevmapper-dev), so a package depending on ImgKit
+        // builds with plain `swift build`. The CLI's static build (`make build`) links a static
+        // libdevmapper.a of the same version instead: see Scripts/build-libdevmapper.sh.
+        .systemLibrary(name: "CDevMapper", pkgConfig: "devmapper", providers: [.apt(["libdevmapper-dev"])]),
         // libdm's variadic log callback, formatted in C for a Swift function pointer.
         .target(name: "CDevMapperShim", dependencies: ["CDevMapper"]),
         .target(name: "ImgFormats", dependencies: ["CLzma"]),

@@ -5,7 +5,7 @@
 #define IMGTOOL_CDEVMAPPERSHIM_H
 
 #include <stdint.h>
-#include <imgtool-devmapper.h>  // libdevmapper.h of Scripts/build-libdevmapper.sh
+#include <libdevmapper.h>
 
 /// The longest message passed on, terminating NUL included; longer ones are cut and end in "...".
 #define IMGTOOL_DM_LOG_MAX 1024
