@@ -81,6 +81,8 @@ test: deps-test
 	TestImages/make-corpus.sh
 	Scripts/with-private-tmp.sh $(SWIFT) build --build-tests
 	IMGTOOL=$(CURDIR)/.build/debug/imgtool Scripts/with-private-tmp.sh --check $(SWIFT) test --skip-build --no-parallel
+	@# An embedder's package (Examples/installer), built as a user's package would be and run.
+	SWIFT=$(SWIFT) Examples/test.sh
 	@# After the suite, asked of the kernel: no loop device over a test image, no mount of ours;
 	@# and no scratch directory (Scratch, which holds the test images, is not under TMPDIR).
 	@if losetup -l -n -O NAME,BACK-FILE | grep -F /tmp/imgtool-test-; then echo "loop devices left behind" >&2; exit 1; fi

@@ -1,5 +1,6 @@
 import Glibc
 import ImgSystem
+import Synchronization
 
 /// The repository's top directory, found from this file's path.
 public let repositoryRoot: String = {
@@ -84,9 +85,40 @@ public var imgtoolPath: String {
 
 /// Runs imgtool with `arguments`; `user` runs it as that uid/gid via setpriv.
 public func imgtool(_ arguments: [String], user: UInt32? = nil) throws -> Subprocess.Result {
-    let prefix = user.map { ["setpriv", "--reuid=\($0)", "--regid=\($0)", "--clear-groups", "--"] } ?? []
-    return try Subprocess.run(prefix + [imgtoolPath] + arguments)
+    guard let user else { return try Subprocess.run([imgtoolPath] + arguments) }
+    return try Subprocess.run(asUser(user) + [try imgtoolPath(reachableBy: user)] + arguments)
 }
+
+/// setpriv's prefix that runs a command as `user` (uid and gid), without supplementary groups.
+public func asUser(_ user: UInt32) -> [String] {
+    ["setpriv", "--reuid=\(user)", "--regid=\(user)", "--clear-groups", "--"]
+}
+
+/// `imgtoolPath`, or where `user` can run it: a clone in a directory others cannot enter (a
+/// fresh `mktemp -d`, /root) hides the built executable from them, so it is copied once per test
+/// process into a world-readable directory, removed when the process exits.
+public func imgtoolPath(reachableBy user: UInt32) throws -> String {
+    let check = try Subprocess.run(asUser(user) + ["test", "-x", imgtoolPath, "-a", "-r", imgtoolPath])
+    if check.succeeded { return imgtoolPath }
+    return try reachableCopy.withLock { path throws -> String in
+        if let path { return path }
+        var template = Array("/tmp/imgtool-test-exe-XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+            throw TestFailure("mkdtemp for a copy of imgtool: \(String(cString: strerror(errno)))")
+        }
+        let dir = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        reachableCopyDirectory = dir
+        atexit { if let dir = reachableCopyDirectory { _ = try? Subprocess.run(["rm", "-rf", dir]) } }
+        chmod(dir, 0o755)
+        try run(["install", "-m", "0755", imgtoolPath, dir + "/imgtool"])
+        path = dir + "/imgtool"
+        return dir + "/imgtool"
+    }
+}
+
+private let reachableCopy = Mutex<String?>(nil)
+/// The copy's directory, for the exit handler, which can capture nothing.
+nonisolated(unsafe) private var reachableCopyDirectory: String?
 
 public func sha256(_ path: String) throws -> String {
     String(try run(["sha256sum", path]).stdout.prefix(64))
