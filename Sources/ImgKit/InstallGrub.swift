@@ -101,7 +101,7 @@ public enum InstallGrub {
         do {
             session = try Session(logger: logger, interruption: interruption, journalFor: plan.imagePath)
         } catch {
-            throw .kernel("cannot start the session journal (\(error)); check that /run/imgtool is writable")
+            throw .sessionJournal(error)
         }
         let outcome: Swift.Result<PresentedDisk, InstallGrubError>
         do {
@@ -154,7 +154,7 @@ public enum InstallGrub {
             throw .isolated(status: r.status, message: message.isEmpty ? "install-grub failed in the isolated VM (exit \(r.status))" : message.joined(separator: "\n"))
         }
         guard let json = try? JSONValue.parse(r.stdout), let result = Result(json: json) else {
-            throw .kernel("the isolated VM's install-grub succeeded but its result could not be read: \(String(decoding: r.stdout.prefix(200), as: UTF8.self))")
+            throw .isolatedResultUnreadable(output: String(decoding: r.stdout.prefix(200), as: UTF8.self))
         }
         return result
     }
@@ -172,7 +172,7 @@ public enum InstallGrub {
             let h = try FileHandle(path: path, flags: O_RDONLY)
             try systemCall("fsync", on: path) { fsync(h.fd) }
         } catch {
-            throw .kernel("\(error)")
+            throw .system(error)
         }
     }
 
@@ -211,7 +211,7 @@ public enum InstallGrub {
             try session.checkpoint()
 
             // The directory's name is random past its prefix: the journal names the prefix.
-            let prefix = "mnt-\(session.id)-"
+            let prefix = ResourceMarks.mountDirectoryPrefix(session: session.id)
             try session.acquiring(.directory, TemporaryDirectory.defaultParent + "/" + prefix)
             let mountPoint = try TemporaryDirectory(prefix: prefix)
             session.onClose(mountPoint.path, journal: (.directory, TemporaryDirectory.defaultParent + "/" + prefix)) {
@@ -248,7 +248,7 @@ public enum InstallGrub {
         } catch let e as Session.Interrupted {
             throw .interrupted(signal: e.signal)
         } catch {
-            throw .kernel("\(error)")
+            throw InstallGrubError(wrapping: error)
         }
     }
 
@@ -264,7 +264,7 @@ public enum InstallGrub {
                 if order.count == 1 { throw InstallGrubError.strategyUnavailable(strategy, reason: unavailable.reason) }
             }
         }
-        throw InstallGrubError.kernel("no strategy can present \(plan.imagePath) as a disk: \(reasons.joined(separator: "; "))")
+        throw InstallGrubError.noStrategyWorked(path: plan.imagePath, reasons: reasons)
     }
 }
 

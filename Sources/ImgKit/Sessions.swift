@@ -48,7 +48,7 @@ public enum Sessions {
                 let resource = Resource(kind: .deviceMapper, name: entry.name)
                 guard !holds.contains(resource), let name = try? DeviceMapper.Name(entry.name) else { continue }
                 if let info = (try? DeviceMapper.info(name: name, logger: quiet)) ?? nil {
-                    if info.uuid.flatMap({ sessionID(deviceMapperUUID: $0.value) }) == id { holds.append(resource) }
+                    if info.uuid.flatMap({ ResourceMarks.sessionID(deviceMapperUUID: $0.value) }) == id { holds.append(resource) }
                 } else if DeviceMapper.isStaleNode(name: name, logger: quiet) {
                     // The device is gone but its node is not (killed between the two).
                     holds.append(resource)
@@ -135,23 +135,21 @@ public enum Sessions {
     private static func release(_ r: Resource, force: Bool, logger: Logger) throws(ReleaseError) -> Released {
         switch r.kind {
         case .mount:
-            var attempt = 0
-            while Mount.isMountPoint(r.name) {
-                if umount2(r.name, Int32(UMOUNT_NOFOLLOW)) == 0 { continue }
-                let e = errno
-                attempt += 1
-                if e == EBUSY && attempt < 25 { backoffSleep(attempt: attempt); continue }
-                if e == EBUSY && force {
-                    guard umount2(r.name, Int32(UMOUNT_NOFOLLOW) | Int32(MNT_DETACH)) == 0 else {
-                        throw ReleaseError(description: "lazy umount2: \(String(cString: strerror(errno)))")
-                    }
-                    logger.warning("\(r.name) was busy; detached lazily (--force): it goes away when its last user does")
-                    return .lazily
+            // Mounts stacked on one point come off one by one, the top first.
+            for _ in 0..<8 {
+                guard let mount = Mount.adopt(r.name, logger: logger) else { return .now }
+                do throws(Mount.Error) {
+                    if try mount.unmount(detachingIfBusy: force) == .detached { return .lazily }
+                } catch .stillMounted {
+                    continue
+                } catch .busy(_, let holders) {
+                    throw ReleaseError(description: "umount2: \(String(cString: strerror(EBUSY)))"
+                        + (holders.isEmpty ? "" : "; held by pid \(holders.map(String.init).joined(separator: ", ")); stop them, or use --force for a lazy unmount"))
+                } catch {
+                    throw ReleaseError(description: error.description)
                 }
-                let holders = e == EBUSY ? Mount.users(of: r.name) : []
-                throw ReleaseError(description: "umount2: \(String(cString: strerror(e)))"
-                    + (holders.isEmpty ? "" : "; held by pid \(holders.map(String.init).joined(separator: ", ")); stop them, or use --force for a lazy unmount"))
             }
+            if Mount.isMountPoint(r.name) { throw ReleaseError(description: "\(r.name) is still mounted after 8 unmounts") }
         case .partition:
             guard let (disk, number) = partition(r.name) else { return .now }
             do { try BlockPartitions.remove(diskPath: disk, number: number, logger: logger) } catch {
@@ -188,14 +186,12 @@ public enum Sessions {
         var found: [String: [Resource]] = [:]
         let parent = TemporaryDirectory.defaultParent + "/"
         for point in Mount.mountPoints() where point.hasPrefix(parent) {
-            if let id = sessionID(mountDirectory: String(point.dropFirst(parent.count))) {
+            if let id = ResourceMarks.sessionID(mountDirectory: String(point.dropFirst(parent.count))) {
                 found[id, default: []].append(Resource(kind: .mount, name: point))
             }
         }
         for device in loopDevices() {
-            guard let tag = try? LoopDevice.fileName(ofDevice: device), tag.hasPrefix(LoopDevice.tagPrefix) else { continue }
-            let id = String(tag.dropFirst(LoopDevice.tagPrefix.count).prefix { $0 != ":" })
-            guard !id.isEmpty else { continue }
+            guard let tag = try? LoopDevice.fileName(ofDevice: device), let id = ResourceMarks.sessionID(loopFileName: tag) else { continue }
             for number in BlockPartitions.kernelPartitions(disk: device) {
                 found[id, default: []].append(Resource(kind: .partition, name: "\(device) \(number)"))
             }
@@ -207,43 +203,24 @@ public enum Sessions {
             var disks: [(String, Resource)] = []
             for entry in (try? DeviceMapper.list(logger: quiet)) ?? [] {
                 guard let info = (try? DeviceMapper.info(name: entry.name, logger: quiet)) ?? nil,
-                      let uuid = info.uuid?.value, let id = sessionID(deviceMapperUUID: uuid) else { continue }
+                      let uuid = info.uuid?.value, let id = ResourceMarks.sessionID(deviceMapperUUID: uuid) else { continue }
                 let resource = Resource(kind: .deviceMapper, name: entry.name.value)
-                if uuid.hasPrefix(DeviceMapper.sessionUUIDPrefix) { disks.append((id, resource)) } else {
+                if ResourceMarks.isDeviceMapperDisk(uuid: uuid) { disks.append((id, resource)) } else {
                     found[id, default: []].append(resource)
                 }
             }
             for (id, resource) in disks { found[id, default: []].append(resource) }
         }
         for name in directoryEntries(TemporaryDirectory.defaultParent) {
-            if let id = sessionID(mountDirectory: name) {
+            if let id = ResourceMarks.sessionID(mountDirectory: name) {
                 found[id, default: []].append(Resource(kind: .directory, name: parent + name))
             }
         }
         return found
     }
 
-    /// "mpath-IMGTOOL-0a1b2c3d-disk" or kpartx's "part1-mpath-IMGTOOL-0a1b2c3d-disk" -> "0a1b2c3d".
-    static func sessionID(deviceMapperUUID uuid: String) -> String? {
-        var rest = Substring(uuid)
-        if rest.hasPrefix("part"), let dash = rest.firstIndex(of: "-"),
-           rest[rest.index(rest.startIndex, offsetBy: 4)..<dash].allSatisfy(\.isASCII) {
-            rest = rest[rest.index(after: dash)...]
-        }
-        guard rest.hasPrefix(DeviceMapper.sessionUUIDPrefix) else { return nil }
-        let id = rest.dropFirst(DeviceMapper.sessionUUIDPrefix.count).prefix { $0 != "-" }
-        return id.count == 8 && id.allSatisfy(\.isHexDigit) ? String(id) : nil
-    }
-
     /// libdm's log while looking around: nothing a user should see.
     static let quiet = Logger(label: "imgtool.sessions", factory: { _ in SwiftLogNoOpLogHandler() })
-
-    /// "mnt-0a1b2c3d-Xy12Zq" -> "0a1b2c3d".
-    static func sessionID(mountDirectory name: String) -> String? {
-        let parts = name.split(separator: "-")
-        guard parts.count == 3, parts[0] == "mnt", parts[1].count == 8, parts[1].allSatisfy(\.isHexDigit) else { return nil }
-        return String(parts[1])
-    }
 
     static func loopDevices() -> [String] {
         directoryEntries("/sys/block").filter { $0.hasPrefix("loop") && Int($0.dropFirst(4)) != nil }

@@ -30,13 +30,11 @@ public struct TestFailure: Error, CustomStringConvertible {
 /// remove anything while a mount sits below it.
 public final class Scratch: @unchecked Sendable {
     public let path: String
+    private let directory: TemporaryDirectory
 
     public init() throws {
-        var template = Array("/tmp/imgtool-test-XXXXXX".utf8CString)
-        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
-            throw TestFailure("mkdtemp failed")
-        }
-        path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        directory = try TemporaryDirectory(parent: "/tmp", prefix: "imgtool-test-")
+        path = directory.path
         chmod(path, 0o755)  // so the non-root tests can reach images in here
     }
 
@@ -102,13 +100,10 @@ public func imgtoolPath(reachableBy user: UInt32) throws -> String {
     if check.succeeded { return imgtoolPath }
     return try reachableCopy.withLock { path throws -> String in
         if let path { return path }
-        var template = Array("/tmp/imgtool-test-exe-XXXXXX".utf8CString)
-        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
-            throw TestFailure("mkdtemp for a copy of imgtool: \(String(cString: strerror(errno)))")
-        }
-        let dir = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        reachableCopyDirectory = dir
-        atexit { if let dir = reachableCopyDirectory { _ = try? Subprocess.run(["rm", "-rf", dir]) } }
+        let directory = try TemporaryDirectory(parent: "/tmp", prefix: "imgtool-test-exe-")
+        let dir = directory.path
+        reachableCopyDirectory = directory
+        atexit { if let dir = reachableCopyDirectory?.path { _ = try? Subprocess.run(["rm", "-rf", dir]) } }
         chmod(dir, 0o755)
         try run(["install", "-m", "0755", imgtoolPath, dir + "/imgtool"])
         path = dir + "/imgtool"
@@ -117,8 +112,9 @@ public func imgtoolPath(reachableBy user: UInt32) throws -> String {
 }
 
 private let reachableCopy = Mutex<String?>(nil)
-/// The copy's directory, for the exit handler, which can capture nothing.
-nonisolated(unsafe) private var reachableCopyDirectory: String?
+/// The copy's directory, kept for the process's life and removed by the exit handler, which can
+/// capture nothing.
+nonisolated(unsafe) private var reachableCopyDirectory: TemporaryDirectory?
 
 public func sha256(_ path: String) throws -> String {
     String(try run(["sha256sum", path]).stdout.prefix(64))
@@ -128,15 +124,10 @@ public func sha256(_ path: String) throws -> String {
 /// directories under /run/imgtool.
 public func leftovers() -> [String] {
     var found: [String] = []
-    if let dir = opendir("/sys/block") {
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            guard name.hasPrefix("loop"), Int(name.dropFirst(4)) != nil else { continue }
-            if let tag = try? LoopDevice.fileName(ofDevice: "/dev/\(name)"), tag.hasPrefix(LoopDevice.tagPrefix) {
-                found.append("loop device /dev/\(name) (\(tag))")
-            }
+    for name in directoryEntries("/sys/block") where name.hasPrefix("loop") && Int(name.dropFirst(4)) != nil {
+        if let tag = try? LoopDevice.fileName(ofDevice: "/dev/\(name)"), tag.hasPrefix(ResourceMarks.loopTagPrefix) {
+            found.append("loop device /dev/\(name) (\(tag))")
         }
-        closedir(dir)
     }
     found += Mount.mountPoints().filter { $0.hasPrefix(TemporaryDirectory.defaultParent + "/") }.map { "mount \($0)" }
     for name in directoryEntries(TemporaryDirectory.defaultParent) {
