@@ -43,7 +43,7 @@ echo "--- Ctrl-C during grub-install: exit 130, nothing left behind"
 mbr=$(head -c 440 "$work/slow.img" | sha256sum)
 # A grub-install that never finishes, first in PATH: the interruption has to stop it.
 mkdir "$work/bin"
-printf '#!/bin/sh\nsleep 600\n' > "$work/bin/grub-install"
+printf '#!/bin/sh\nexec sleep 600\n' > "$work/bin/grub-install"
 chmod 755 "$work/bin/grub-install"
 PATH=$work/bin:$PATH "$installer" "$work/slow.img" >"$work/slow.log" 2>&1 &
 pid=$!

@@ -7,15 +7,24 @@ import Logging
 /// filesystems in it, its boot code and the OS inside. The image is opened O_RDONLY; nothing is
 /// attached or mounted and no root is needed.
 public enum Inspect {
+    /// What to inspect.
+    public struct Options: Sendable, Equatable {
+        /// The image file or block device.
+        public var image: String
+
+        public init(image: String) { self.image = image }
+    }
+
     /// Reads everything the report needs. Problems with the image's contents are findings in the
     /// report, not errors; only an image that cannot be opened at all is an error.
-    public static func run(image path: String, logger: Logger) throws(ImageOpenError) -> InspectReport {
+    public static func run(_ options: Options, logger: Logger) throws(ImageOpenError) -> InspectReport {
+        let path = options.image
         let source = try ImageSource.open(path)
         var findings: [Finding] = []
         let sectorSize: Int
         var tableReport: InspectReport.Table
         var bare: InspectReport.Filesystem?
-        var filesystems: [(partition: Int?, offset: UInt64)] = []
+        var filesystems: [OSInspection.Filesystem] = []
 
         if source.size == 0 { findings.append(Finding(.error, "the image is empty (0 bytes)")) }
         let table: PartitionTable?
@@ -35,7 +44,7 @@ public enum Inspect {
                 if p.kind != .extended, let length = boundedLength(p, sectorSize: sectorSize, imageSize: source.size) {
                     let offset = p.startSector * UInt64(sectorSize)
                     fs = try? FilesystemProbe.probe(fd: source.fd, path: path, offset: offset, length: length)
-                    if let fs, ["ext2", "ext3", "ext4"].contains(fs.type) { filesystems.append((p.number, offset)) }
+                    if let fs, ["ext2", "ext3", "ext4"].contains(fs.type) { filesystems.append(.init(partition: p.number, offset: offset)) }
                 }
                 partitions.append(InspectReport.Partition(p, filesystem: fs))
             }
@@ -52,7 +61,7 @@ public enum Inspect {
             tableReport = InspectReport.Table(type: label, id: nil, parsed: false, partitions: [], unallocated: [])
             if source.size > 0, let fs = try? FilesystemProbe.probe(fd: source.fd, path: path, offset: 0, length: source.size) {
                 bare = InspectReport.Filesystem(fs)
-                if ["ext2", "ext3", "ext4"].contains(fs.type) { filesystems.append((nil, 0)) }
+                if ["ext2", "ext3", "ext4"].contains(fs.type) { filesystems.append(.init(partition: nil, offset: 0)) }
             }
         }
 

@@ -87,8 +87,7 @@ public enum InstallGrub {
         if let isolation = options.isolation { return try runIsolated(options, isolation: isolation, logger: logger) }
         let started = monotonicNow()
         logger.info("checking \(options.image)")
-        let plan = try InstallPlan.make(image: options.image, bootPartition: options.bootPartition,
-                                        extraModules: options.modules, logger: logger)
+        let plan = try InstallPlan.run(options, logger: logger)
         let lock: ImageLock
         do { lock = try ImageLock(path: options.image) } catch { throw .busy(error) }
         defer { withExtendedLifetime(lock) {} }

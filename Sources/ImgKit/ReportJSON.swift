@@ -122,7 +122,7 @@ extension InstallGrub.Result: JSONRepresentable, Encodable {
     public func encode(to encoder: any Encoder) throws { try json.encode(to: encoder) }
 }
 
-extension Sessions.Session: JSONRepresentable {
+extension SessionStatus: JSONRepresentable {
     public var json: JSONValue {
         .object([
             "id": .string(id), "live": .bool(live), "pid": pid.map { .int(Int64($0)) } ?? .null, "image": JSONValue(image),

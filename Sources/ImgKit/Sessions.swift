@@ -2,30 +2,134 @@ import Glibc
 import ImgSystem
 import Logging
 
-/// imgtool's sessions as the system shows them: their journals (SessionJournal) and the marks their
-/// resources carry in the kernel (loop tags "imgtool:<id>", mount points and directories named
-/// /run/imgtool/mnt-<id>-*), so that ours are found even when a journal is lost. A session is live
-/// while its journal is locked; everything else is stale and `cleanup` may release it.
-public enum Sessions {
-    public struct Resource: Sendable, Equatable {
+/// An imgtool session as the system shows it (`imgtool status`): from its journal and from the
+/// marks its resources carry in the kernel (`ResourceMarks`). A session is live while its journal
+/// is locked; otherwise it is stale and `Cleanup` may release what it holds.
+public struct SessionStatus: Sendable, Equatable {
+    /// Something the kernel holds for a session.
+    public struct Resource: Sendable, Equatable, CustomStringConvertible {
+        /// What kind of kernel object it is.
         public let kind: SessionJournal.Kind
         /// /dev/loop3, "/dev/loop3 1", /run/imgtool/mnt-0a1b2c3d-Xy12Zq.
         public let name: String
+
+        public init(kind: SessionJournal.Kind, name: String) {
+            self.kind = kind
+            self.name = name
+        }
+
+        /// "loop device /dev/loop3", "partition /dev/loop3 number 1", "mount /run/imgtool/mnt-...".
+        public var description: String {
+            switch kind {
+            case .loop: return "loop device \(name)"
+            case .partition: return "partition \(name.split(separator: " ").joined(separator: " number "))"
+            case .deviceMapper: return "device-mapper device \(name)"
+            case .mount: return "mount \(name)"
+            case .directory: return "directory \(name)"
+            }
+        }
     }
 
-    public struct Session: Sendable {
-        public let id: String
-        public let live: Bool
-        public let pid: Int32?
-        public let image: String?
-        /// The journal's path; nil when only kernel marks remain.
-        public let journal: String?
-        /// What the kernel holds for it now.
-        public let holds: [Resource]
+    /// The session id, 8 hex digits.
+    public let id: String
+    /// Whether its process still runs (it holds its journal's lock).
+    public let live: Bool
+    /// Its process, from the journal.
+    public let pid: Int32?
+    /// The image it works on, from the journal.
+    public let image: String?
+    /// The journal's path; nil when only kernel marks remain.
+    public let journal: String?
+    /// What the kernel holds for it now.
+    public let holds: [Resource]
+
+    public init(id: String, live: Bool, pid: Int32?, image: String?, journal: String?, holds: [Resource]) {
+        self.id = id
+        self.live = live
+        self.pid = pid
+        self.image = image
+        self.journal = journal
+        self.holds = holds
     }
+}
+
+/// `imgtool status`: every imgtool session, live or stale, and what each holds.
+public enum Status {
+    /// Nothing to choose yet: every session is listed.
+    public struct Options: Sendable, Equatable {
+        public init() {}
+    }
+
+    /// Every session with a journal or with something in the kernel, sorted by id. Needs no root
+    /// to read; device-mapper maps are seen only by root.
+    public static func run(_ options: Options = .init(), logger: Logger) -> [SessionStatus] {
+        Sessions.list()
+    }
+}
+
+/// `imgtool cleanup`: releases what stale sessions hold, never a live session's. Needs root.
+public enum Cleanup {
+    /// Which sessions to clean up, and how hard.
+    public struct Options: Sendable, Equatable {
+        /// Only this session; nil: every stale session.
+        public var session: String?
+        /// Detach a mount that stays busy lazily (MNT_DETACH) instead of reporting its holders.
+        public var force: Bool
+
+        public init(session: String? = nil, force: Bool = false) {
+            self.session = session
+            self.force = force
+        }
+    }
+
+    /// Something that could not be released, and why (for a busy mount: who holds it).
+    public struct Failure: Sendable, Equatable {
+        public let resource: String
+        public let reason: String
+
+        public init(resource: String, reason: String) {
+            self.resource = resource
+            self.reason = reason
+        }
+    }
+
+    /// What a cleanup did.
+    public struct Result: Sendable, Equatable {
+        /// What was released, as `SessionStatus.Resource.description` words it, and journals.
+        public var released: [String] = []
+        /// What could not be released.
+        public var failed: [Failure] = []
+        /// Sessions left alone because they are live.
+        public var live: [String] = []
+        /// Still in use behind a lazily detached mount (--force): they go when its last user does,
+        /// and a later cleanup finishes the job.
+        public var pending: [String] = []
+
+        public init(released: [String] = [], failed: [Failure] = [], live: [String] = [], pending: [String] = []) {
+            self.released = released
+            self.failed = failed
+            self.live = live
+            self.pending = pending
+        }
+    }
+
+    /// Releases what stale sessions hold (all of them, or only `options.session`), in the order a
+    /// session would: mounts, device-mapper maps (partitions before their disk), partitions, loop
+    /// devices, directories, then the journal. With `force`, a mount still busy after retries is
+    /// detached lazily; without it, the pids holding it are reported.
+    public static func run(_ options: Options, logger: Logger) -> Result {
+        Sessions.cleanup(session: options.session, force: options.force, logger: logger)
+    }
+}
+
+/// How sessions are found and released: their journals (SessionJournal) and the marks their
+/// resources carry in the kernel (`ResourceMarks`), so that ours are found even when a journal is
+/// lost.
+enum Sessions {
+    typealias Resource = SessionStatus.Resource
 
     /// Every session with a journal or with something in the kernel, sorted by id.
-    public static func list() -> [Session] {
+    static func list() -> [SessionStatus] {
         let journals = SessionJournal.all()
         let found = kernelResources()
         var ids = Set(journals.map(\.id))
@@ -54,20 +158,9 @@ public enum Sessions {
                     holds.append(resource)
                 }
             }
-            return Session(id: id, live: journal?.live ?? false, pid: journal?.pid, image: journal?.image,
-                           journal: journal?.path, holds: holds)
+            return SessionStatus(id: id, live: journal?.live ?? false, pid: journal?.pid, image: journal?.image,
+                                 journal: journal?.path, holds: holds)
         }
-    }
-
-    public struct CleanupResult: Sendable {
-        public var released: [String] = []
-        /// What could not be released, and why (for a busy mount: who holds it).
-        public var failed: [(resource: String, reason: String)] = []
-        /// Sessions left alone because they are live.
-        public var live: [String] = []
-        /// Still in use behind a lazily detached mount (--force): they go when its last user does,
-        /// and a later cleanup finishes the job.
-        public var pending: [String] = []
     }
 
     /// Releases what stale sessions hold (all of them, or only `id`), in the order a session
@@ -75,8 +168,8 @@ public enum Sessions {
     /// directories, then the journal. Never touches a
     /// live session's resources. With `force`, a mount still busy after retries is detached
     /// lazily (MNT_DETACH); without it, the pids holding it are reported.
-    public static func cleanup(session id: String? = nil, force: Bool = false, logger: Logger) -> CleanupResult {
-        var result = CleanupResult()
+    static func cleanup(session id: String?, force: Bool, logger: Logger) -> Cleanup.Result {
+        var result = Cleanup.Result()
         for session in list() where id == nil || session.id == id {
             guard !session.live else { result.live.append(session.id); continue }
             // Lock the journal ourselves, so that two cleanups do not race over one session.
@@ -97,11 +190,11 @@ public enum Sessions {
                 for resource in session.holds where resource.kind == kind {
                     do {
                         if try release(resource, force: force, logger: logger) == .lazily { lazilyDetached = true }
-                        result.released.append(describe(resource))
+                        result.released.append(resource.description)
                     } catch {
                         // What sits under a lazily detached mount stays busy until its users go.
-                        if lazilyDetached { result.pending.append(describe(resource)) } else {
-                            result.failed.append((describe(resource), error.description))
+                        if lazilyDetached { result.pending.append(resource.description) } else {
+                            result.failed.append(.init(resource: resource.description, reason: error.description))
                         }
                     }
                 }
@@ -112,17 +205,6 @@ public enum Sessions {
             }
         }
         return result
-    }
-
-    /// "loop device /dev/loop3", "partition /dev/loop3 number 1", "mount /run/imgtool/mnt-...".
-    public static func describe(_ r: Resource) -> String {
-        switch r.kind {
-        case .loop: return "loop device \(r.name)"
-        case .partition: return "partition \(r.name.split(separator: " ").joined(separator: " number "))"
-        case .deviceMapper: return "device-mapper device \(r.name)"
-        case .mount: return "mount \(r.name)"
-        case .directory: return "directory \(r.name)"
-        }
     }
 
     struct ReleaseError: Error, CustomStringConvertible {

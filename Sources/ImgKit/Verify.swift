@@ -6,8 +6,17 @@ import Logging
 /// Whether an image will boot with BIOS, decided from its bytes alone: the boot code, GRUB's
 /// core.img (decoded), and what core.img needs from the partition it names. Read-only, no root.
 public enum Verify {
+    /// What to verify.
+    public struct Options: Sendable, Equatable {
+        /// The image file or block device.
+        public var image: String
+
+        public init(image: String) { self.image = image }
+    }
+
     /// Reads the image and gives the verdict. Only an image that cannot be opened is an error.
-    public static func run(image path: String, logger: Logger) throws(ImageOpenError) -> VerifyReport {
+    public static func run(_ options: Options, logger: Logger) throws(ImageOpenError) -> VerifyReport {
+        let path = options.image
         let source = try ImageSource.open(path)
         let sector0 = (try? source.read(at: 0, count: Int(min(512, source.size)))) ?? []
         let bootCode = BootCode.identify(sector0: sector0)

@@ -19,7 +19,7 @@ let catCommand = CommandSpec(
     run: { arguments throws(UsageError) in
         let image = arguments.positional(0)!, path = arguments.positional(1)!, number = try partition(arguments)
         let opened: ImageFiles.Opened
-        do throws(ImageFiles.Error) { opened = try ImageFiles.open(image: image, partition: number) } catch { return fail(error) }
+        do throws(ImageFiles.Error) { opened = try ImageFiles.run(.init(image: image, partition: number)) } catch { return fail(error) }
         do {
             try opened.filesystem.read(path) { chunk in try writeChunk(chunk) }
         } catch let error as Ext2Filesystem.Error {

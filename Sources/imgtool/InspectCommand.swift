@@ -22,7 +22,7 @@ struct InspectCommand {
         let logger = makeLogger(label: "imgtool.inspect", verbose: verbose, quiet: !verbose)
         let report: InspectReport
         do {
-            report = try Inspect.run(image: image, logger: logger)
+            report = try Inspect.run(.init(image: image), logger: logger)
         } catch {
             printError(error.description)
             return error.exitStatus.rawValue

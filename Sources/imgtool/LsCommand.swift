@@ -43,7 +43,7 @@ struct LsCommand {
 
     func run() -> Int32 {
         let opened: ImageFiles.Opened
-        do { opened = try ImageFiles.open(image: image, partition: partition) } catch { return fail(error) }
+        do { opened = try ImageFiles.run(.init(image: image, partition: partition)) } catch { return fail(error) }
         let fs = opened.filesystem
         let entries: [Ext2Filesystem.Entry]
         let directory: String?

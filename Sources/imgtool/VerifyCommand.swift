@@ -46,7 +46,7 @@ struct VerifyCommand {
         let logger = makeLogger(label: "imgtool.verify", verbose: verbose, quiet: !verbose)
         let report: VerifyReport
         do {
-            report = try Verify.run(image: image, logger: logger)
+            report = try Verify.run(.init(image: image), logger: logger)
         } catch {
             printError(error.description)
             return 2

@@ -72,7 +72,7 @@ struct CLIJSONPinTests {
           .disabled(if: kernelTestsBlocked != nil, "\(kernelTestsBlocked ?? "")"))
     func statusAndCleanup() throws {
         let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos", "--fs", "ext4"])
-        let bin = try fakeGrubInstall(scratch, script: "touch \(scratch.file("started")); sleep 600")
+        let bin = try fakeGrubInstall(scratch, script: "touch \(scratch.file("started")); exec sleep 600")
         // timeout(1) kills imgtool well after it reached the fake grub-install, which never ends.
         let killed = try Subprocess.run(["env", "PATH=\(bin):/usr/sbin:/usr/bin:/sbin:/bin", "timeout", "-s", "KILL", "5",
                                          imgtoolPath, "install-grub", "-q", "--strategy", "blkpg", image])

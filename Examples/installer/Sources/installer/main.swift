@@ -28,14 +28,14 @@ func fail(_ message: String, exitCode: Int32) -> Never {
 }
 
 do {
-    let report = try Inspect.run(image: image, logger: logger)
+    let report = try Inspect.run(.init(image: image), logger: logger)
     let table = report.partitionTable.type ?? "no"
     print("\(image): \(report.size) bytes, \(table) partition table, \(report.partitionTable.partitions.count) partitions, boot code: \(report.bootCode.description)")
 
     let result = try InstallGrub.run(.init(image: image), logger: logger, interruption: interruption)
     print("installed GRUB (\(result.target)) with strategy \(result.strategy), /boot on partition \(result.bootPartition.number) (\(result.bootPartition.filesystem))")
 
-    let verdict = try Verify.run(image: image, logger: logger)
+    let verdict = try Verify.run(.init(image: image), logger: logger)
     for problem in verdict.problems { print("\(problem.severity): \(problem.message)") }
     guard verdict.bootable == true else {
         fail("\(image) does not look bootable after the install", exitCode: verdict.exitCode)
