@@ -4,3 +4,9 @@
 @_exported import struct Logging.Logger
 @_exported import class ImgSystem.Interruption
 @_exported import class ImgSystem.SignalTrap
+// The values reports are made of, defined by the formats layer.
+@_exported import struct ImgFormats.Finding
+@_exported import struct ImgFormats.BootCode
+@_exported import struct ImgFormats.SectorRange
+@_exported import struct ImgFormats.GUID
+@_exported import struct ImgFormats.PEImage

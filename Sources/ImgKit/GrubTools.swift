@@ -4,7 +4,7 @@ import Logging
 
 /// The distribution's GRUB tools, as install-grub uses them.
 enum GrubTools {
-    static let target = "i386-pc"
+    static let target = GrubTarget.i386PC
     static let moduleDirectory = "/usr/lib/grub/i386-pc"
 
     /// Fails with the Debian package to install when a tool or GRUB's i386-pc files are missing.
@@ -53,10 +53,12 @@ enum GrubTools {
         defer { unlink(path); close(fd) }
         let r: Subprocess.Result
         do {
-            r = try Subprocess.run(["grub-mkimage", "-O", target, "-d", moduleDirectory, "-p", "(,msdos1)/boot/grub",
+            r = try Subprocess.run(["grub-mkimage", "-O", target.rawValue, "-d", moduleDirectory, "-p", "(,msdos1)/boot/grub",
                                     "-o", path] + modules)
-        } catch {
+        } catch let error as Subprocess.Error {
             throw .subprocess(tool: "grub-mkimage", error)
+        } catch {
+            throw InstallGrubError(wrapping: error)
         }
         guard r.succeeded else { throw .grubToolFailed(tool: "grub-mkimage", status: r.status, stderr: r.stderr) }
         var st = stat()

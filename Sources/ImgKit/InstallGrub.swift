@@ -37,39 +37,40 @@ public enum InstallGrub {
         }
     }
 
+    /// What an install did, and what `imgtool install-grub --json` prints (its Codable form).
     public struct Result: Sendable, Equatable {
+        /// Where /boot/grub went.
         public struct BootPartition: Sendable, Equatable {
             public let number: Int
+            /// The node grub-install saw it as (/dev/loop0p1, /dev/mapper/hda1, /dev/vda1).
             public let device: String
-            public let filesystem: String
+            public let filesystem: FilesystemKind
+            /// The filesystem's UUID.
             public let uuid: String?
+
+            public init(number: Int, device: String, filesystem: FilesystemKind, uuid: String?) {
+                self.number = number
+                self.device = device
+                self.filesystem = filesystem
+                self.uuid = uuid
+            }
         }
+
+        /// The path as given.
         public let image: String
+        /// How the image was presented as a disk.
         public let strategy: Strategy
+        /// The whole-disk node grub-install got (/dev/loop0, /dev/mapper/imgtool-0a1b2c3d, /dev/vda).
         public let diskDevice: String
         public let bootPartition: BootPartition
-        public let target: String
+        public let target: GrubTarget
+        /// grub-install's package version ("2.06-13+deb12u2"), when it can be read.
         public let grubInstallVersion: String?
+        /// Wall time of the whole run.
         public let seconds: Double
 
-        /// Reads back what `json` printed.
-        public init?(json: JSONValue) {
-            guard let image = json["image"]?.stringValue, let strategy = json["strategy"]?.stringValue.flatMap(Strategy.init(rawValue:)),
-                  let disk = json["diskDevice"]?.stringValue, let boot = json["bootPartition"],
-                  let number = boot["number"]?.int64Value, let device = boot["device"]?.stringValue,
-                  let filesystem = boot["filesystem"]?.stringValue, let target = json["target"]?.stringValue,
-                  let seconds = json["seconds"]?.doubleValue else { return nil }
-            self.image = image
-            self.strategy = strategy
-            diskDevice = disk
-            bootPartition = BootPartition(number: Int(number), device: device, filesystem: filesystem, uuid: boot["uuid"]?.stringValue)
-            self.target = target
-            grubInstallVersion = json["grubInstallVersion"]?.stringValue
-            self.seconds = seconds
-        }
-
-        init(image: String, strategy: Strategy, diskDevice: String, bootPartition: BootPartition, target: String,
-             grubInstallVersion: String?, seconds: Double) {
+        public init(image: String, strategy: Strategy, diskDevice: String, bootPartition: BootPartition,
+                    target: GrubTarget, grubInstallVersion: String?, seconds: Double) {
             self.image = image
             self.strategy = strategy
             self.diskDevice = diskDevice
@@ -117,8 +118,8 @@ public enum InstallGrub {
             return Result(
                 image: plan.imagePath, strategy: presented.strategy, diskDevice: presented.diskDevice,
                 bootPartition: .init(number: plan.bootPartition.number, device: presented.bootDevice,
-                                     filesystem: plan.bootFilesystem.type, uuid: plan.bootFilesystem.uuid),
-                target: GrubTools.target, grubInstallVersion: GrubTools.version(),
+                                     filesystem: FilesystemKind(plan.bootFilesystem.type), uuid: plan.bootFilesystem.uuid),
+                target: .i386PC, grubInstallVersion: GrubTools.version(),
                 seconds: monotonicNow() - started)
         case .failure(let error):
             guard failures.isEmpty else { throw .cleanupFailed(failures, after: error.description) }

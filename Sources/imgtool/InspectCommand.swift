@@ -45,11 +45,11 @@ struct InspectCommand {
             var rows = [["#", "boot", "start", "end", "sectors", "size", "type", "filesystem"]]
             for p in t.partitions {
                 let fs = p.filesystem.map { f in
-                    [f.type, f.label.map { "\"\($0)\"" }, f.uuid].compactMap { $0 }.joined(separator: " ")
+                    [f.type.description, f.label.map { "\"\($0)\"" }, f.uuid].compactMap { $0 }.joined(separator: " ")
                 } ?? ""
                 rows.append(["\(p.number)", p.bootable ? "*" : "", "\(p.start)", "\(p.start + p.size - (p.size > 0 ? 1 : 0))",
                              "\(p.size)", humanSize(p.size * UInt64(r.sectorSize)),
-                             p.typeName.map { "\($0) (\(p.type))" } ?? p.type, fs])
+                             p.typeName.map { "\($0) (\(p.type))" } ?? p.type.description, fs])
             }
             out += table(rows)
         }

@@ -55,10 +55,7 @@ let cleanupCommand = CommandSpec(
         let logger = makeLogger(label: "imgtool.cleanup", verbose: false, quiet: false)
         let result = Cleanup.run(.init(session: id, force: arguments.flag("force")), logger: logger)
         if arguments.flag("json") {
-            printJSON(.object([
-                "released": JSONValue(result.released), "live": JSONValue(result.live), "pending": JSONValue(result.pending),
-                "failed": .array(result.failed.map { .object(["resource": .string($0.resource), "reason": .string($0.reason)]) }),
-            ]))
+            printJSON(result.json)
         } else {
             var out = result.released.map { "released \($0)\n" }.joined()
             out += result.live.map { "left alone: session \($0) is live\n" }.joined()

@@ -80,7 +80,7 @@ struct VerifyCommand {
 
     /// Boot the way the image is made to boot: BIOS when sector 0 has boot code, else UEFI if it can.
     func defaultFirmware(_ r: VerifyReport) -> QemuBoot.Firmware {
-        r.bootCode.kind == "none" && r.efi != nil ? .efi : .bios
+        r.bootCode.kind == .none && r.efi != nil ? .efi : .bios
     }
 
     func render(_ r: VerifyReport, _ boot: BootObservation?) -> String {
