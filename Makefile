@@ -25,6 +25,8 @@ BENCH_PKGS := time strace libguestfs-tools
 # install it into; man-db, bash-completion, zsh, fish and groff to try the page and completions;
 # fdisk for the test image, python3 to read the apt sources.
 DIST_PKGS := lintian debootstrap man-db bash-completion zsh fish groff fdisk python3
+# ImgtoolTests renders the generated man page with groff -ww.
+TEST_PKGS += groff-base
 
 # `make install PREFIX=... DESTDIR=...`: the static executable, imgtool(1) and the completions.
 PREFIX ?= /usr/local

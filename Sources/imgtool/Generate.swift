@@ -89,7 +89,7 @@ extension CommandLineTool {
     }
 
     private func manItem(_ option: OptionSpec, onlyWithIsolate: Bool = false) -> String {
-        var head = (option.short.map { "\\fB\\-\($0)\\fR, " } ?? "") + "\\fB\\-\\-\(roff(option.long))\\fR"
+        var head = (option.short.map { "\\fB\\-\($0)\\fR, " } ?? "") + "\\fB\(roff("--" + option.long))\\fR"
         if let value = option.value { head += " \\fI\(roff(placeholder(value)))\\fR" }
         var text = roff(option.help)
         if option.repeatable && !option.help.contains("repeatable") { text += " May be repeated." }
