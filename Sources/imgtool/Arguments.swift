@@ -277,10 +277,9 @@ struct CommandLineTool {
         if !command.discussion.isEmpty { out += wrap(command.discussion, indent: 0) + "\n\n" }
         out += usageLine(command) + "\n"
         var rows = command.positionals.map { ("<\($0.name)>", $0.help) }
-        rows += command.options.map { o in
+        rows += documentedOptions(command).map { o in
             ((o.short.map { "-\($0), " } ?? "") + "--\(o.long)" + (o.value.map { " \($0)" } ?? ""), o.help)
         }
-        rows.append(("-h, --help", "Show this help."))
         let width = min(28, (rows.map(\.0.count).max() ?? 0) + 2)
         out += "\n"
         for (left, text) in rows {

@@ -24,7 +24,8 @@ extension CommandLineTool {
         return 0
     }
 
-    /// A command's options as help lists them, -h/--help included.
+    /// A command's options as help, the man page and the completions list them: -h/--help,
+    /// which main answers for every command, included.
     func documentedOptions(_ command: CommandSpec) -> [OptionSpec] {
         command.options + [.flag("help", short: "h", help: "Show this help.")]
     }
@@ -135,8 +136,6 @@ extension CommandLineTool {
         return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
     }
 
-    // MARK: completions
-
     /// `<n>` -> `n`: a value's name without help's brackets.
     private func placeholder(_ value: String) -> String {
         value.hasPrefix("<") && value.hasSuffix(">") ? String(value.dropFirst().dropLast()) : value
@@ -154,6 +153,8 @@ extension CommandLineTool {
         if lowercased, let letter = first.first { first = letter.lowercased() + first.dropFirst() }
         return first
     }
+
+    // MARK: completions
 
     private var commandNames: [String] { commands.map(\.name) }
 
@@ -229,13 +230,8 @@ extension CommandLineTool {
         }
     }
 
-    private func bashKind(_ completion: ValueCompletion) -> String {
-        switch completion {
-        case .none: return "text"
-        case .file: return "file"
-        case .choices: return "text"
-        }
-    }
+    /// Which positionals the bash function completes as files; the others get nothing.
+    private func bashKind(_ completion: ValueCompletion) -> String { completion == .file ? "file" : "text" }
 
     func zshCompletion() -> String {
         var out = """
