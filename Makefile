@@ -127,8 +127,10 @@ deps-dist:
 
 # Installs the package with apt-get into a clean Debian root and runs the installed tool there;
 # lintian, the man page and the three completions too (see Tests/package/deb-test.sh).
-test-deb: deps-dist deb
-	Scripts/with-private-tmp.sh --check Tests/package/deb-test.sh $(OUT)/imgtool_*_$$(dpkg --print-architecture).deb
+# make-deb.sh names the package it built (out/ may hold other versions).
+test-deb: deps-dist build
+	deb=$$(Scripts/make-deb.sh .build/release/imgtool $(OUT)) && \
+		Scripts/with-private-tmp.sh --check Tests/package/deb-test.sh "$$deb"
 
 clean:
 	rm -rf .build $(OUT)

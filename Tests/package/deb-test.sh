@@ -8,6 +8,7 @@
 # small image. The root lives under $TMPDIR and is removed on any exit.
 set -euo pipefail
 if [ $# -ne 1 ] || [ ! -f "$1" ]; then echo "usage: $0 <imgtool .deb>" >&2; exit 64; fi
+if [ "$(id -u)" != 0 ]; then echo "$0: needs root (debootstrap, chroot, mounting /proc in the root)." >&2; exit 77; fi
 deb=$(realpath "$1")
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 started=$SECONDS
@@ -22,6 +23,8 @@ cleanup() {
 	rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
 
 version=$(dpkg-deb -f "$deb" Version)
 upstream=${version%-*}
@@ -88,8 +91,9 @@ if [ -z "$(find "$base" -mtime -7 2>/dev/null)" ]; then
 	step "debootstrap --variant=minbase $suite $mirror (cached in $base)"
 	debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 \
 		|| { tail -20 "$work/debootstrap.log" >&2; fail "debootstrap $suite $mirror failed"; }
-	rm -rf "$root"/var/cache/apt/archives/*.deb
-	tar -C "$root" -cf "$base.new" . && mv "$base.new" "$base"
+	rm -rf "$root"/var/cache/apt/archives/*.deb "$cache"/archives/*.deb
+	# A private name until complete: a concurrent run only ever sees a whole tarball.
+	tar -C "$root" -cf "$base.$$" . && mv "$base.$$" "$base"
 else
 	step "unpacking the cached $suite root"
 	mkdir "$root"
