@@ -238,20 +238,20 @@ extension CommandLineTool {
             #compdef \(name)
             # zsh completion for \(name) \(version), generated from its argument table by '\(name) \(Self.generateCommand) zsh'.
             local curcontext=$curcontext state line ret=1
-            local -a commands
+            local -a commands others
             commands=(
 
             """
         for command in commands { out += "    \(zshQuoted(command.name + ":" + zshDescribe(command.abstract)))\n" }
-        out += "    'help:Show a command'\\''s options'\n    'version:Print the version'\n"
-        out += ")\n_arguments -C \\\n"
+        // help and version are words of the command line, not commands: `help` does not offer them.
+        out += ")\nothers=('help:Show a command'\\''s options' 'version:Print the version')\n_arguments -C \\\n"
         for option in Self.globalOptions { out += "    \(zshSpec(option, exclusive: true)) \\\n" }
         out += """
                 '1: :->command' \\
                 '*:: :->arguments' && ret=0
             case $state in
             command)
-                _describe -t commands '\(name) command' commands && ret=0
+                _describe -t commands '\(name) command' commands -- others && ret=0
                 ;;
             arguments)
                 case $words[1] in

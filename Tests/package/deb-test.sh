@@ -1,7 +1,7 @@
 #!/bin/bash
 # Usage: deb-test.sh <imgtool .deb>   (root; `make test-deb` builds the package and runs this)
 # The package as a user gets it. First lintian, the man page under groff -ww, the zsh and fish
-# completions (they parse; fish offers install-grub for 'imgtool ins'). Then apt-get installs the
+# completions (they parse, and zsh and fish offer install-grub for 'imgtool ins'). Then apt-get installs the
 # .deb into a clean Debian root (debootstrap --variant=minbase from this machine's own apt mirror
 # and suite; the dependencies come from the archive), and the installed tool runs there:
 # --version, `man imgtool`, bash completion through bash-completion's loader, and inspect on a
@@ -44,6 +44,16 @@ page=$work/files/usr/share/man/man1/imgtool.1.gz
 warnings=$(zcat "$page" | groff -man -Tutf8 -ww -z 2>&1)
 [ -z "$warnings" ] || fail "groff warns about imgtool(1): $warnings"
 zsh -n "$work/files/usr/share/zsh/vendor-completions/_imgtool" || fail "zsh cannot parse _imgtool"
+# What zsh's completion system offers, sorted, on one line (see zsh-complete.zsh).
+zsh_offers() {
+	timeout 30 zsh -f "$repo/Tests/package/zsh-complete.zsh" "$work/files/usr/share/zsh/vendor-completions" "$@" \
+		| LC_ALL=C sort | paste -sd' '
+}
+[ "$(zsh_offers imgtool ins)" = "inspect install-grub" ] || fail "zsh completes 'imgtool ins' to '$(zsh_offers imgtool ins)'"
+[ "$(zsh_offers imgtool install-grub --str)" = "--strategy" ] \
+	|| fail "zsh completes 'imgtool install-grub --str' to '$(zsh_offers imgtool install-grub --str)'"
+[ "$(zsh_offers imgtool verify --firmware=)" = "bios efi" ] \
+	|| fail "zsh completes 'imgtool verify --firmware=' to '$(zsh_offers imgtool verify --firmware=)'"
 fish_file=$work/files/usr/share/fish/vendor_completions.d/imgtool.fish
 fish --no-config -n "$fish_file" || fail "fish cannot parse imgtool.fish"
 offered=$(fish --no-config -c "source '$fish_file'; complete -C'imgtool ins'" | cut -f1)
