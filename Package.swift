@@ -51,6 +51,9 @@ let package = Package(
         .testTarget(
             name: "ImgKitTests",
             dependencies: ["ImgKit", "ImgFormats", "ImgSystem", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+        // The CLI's own table (@testable import of the executable) against the man page and the
+        // completions it generates.
+        .testTarget(name: "ImgtoolTests", dependencies: ["imgtool", "ImgSystem", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

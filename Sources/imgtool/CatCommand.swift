@@ -11,7 +11,7 @@ let catCommand = CommandSpec(
         Symbolic links are followed inside the image's filesystem, never on the host.
         """,
     positionals: [
-        PositionalSpec(name: "image", optional: false, help: "The disk image (or a bare filesystem image, or a block device)."),
+        PositionalSpec(name: "image", optional: false, completion: .file, help: "The disk image (or a bare filesystem image, or a block device)."),
         PositionalSpec(name: "path", optional: false, help: "The file inside the filesystem."),
     ],
     options: [partitionOption],

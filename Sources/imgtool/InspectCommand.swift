@@ -5,7 +5,7 @@ let inspectCommand = CommandSpec(
     name: "inspect",
     abstract: "Show what a disk image holds: partitions, filesystems, boot code, OS. Read-only, no root.",
     discussion: "Opens the image read-only; attaches and mounts nothing. Problems found in the image are listed as findings; the exit code is 0 whenever a report could be made.",
-    positionals: [PositionalSpec(name: "image", optional: false, help: "The raw disk image (or block device).")],
+    positionals: [PositionalSpec(name: "image", optional: false, completion: .file, help: "The raw disk image (or block device).")],
     options: [
         .flag("json", help: "Print the report as JSON on stdout."),
         .flag("verbose", short: "v", help: "More detail on stderr."),

@@ -11,7 +11,7 @@ let lsCommand = CommandSpec(
         the host. A path that is not a directory is shown by itself.
         """,
     positionals: [
-        PositionalSpec(name: "image", optional: false, help: "The disk image (or a bare filesystem image, or a block device)."),
+        PositionalSpec(name: "image", optional: false, completion: .file, help: "The disk image (or a bare filesystem image, or a block device)."),
         PositionalSpec(name: "path", optional: true, help: "The path inside the filesystem (default /)."),
     ],
     options: [
