@@ -103,11 +103,13 @@ public struct ISO9660Volume: Sendable {
 
     /// The record at `path` ("/isolinux/isolinux.cfg"); the first match in each directory wins.
     public func lookup(_ path: String) throws(Problem) -> Record {
-        let parts = path.split(separator: "/")
+        // Split on the scalar "/", not on Characters: a name starting with a combining mark would
+        // otherwise merge with the slash before it.
+        let parts = path.unicodeScalars.split(separator: "/").map { String(String.UnicodeScalarView($0)) }
         guard parts.count <= Self.maximumPathDepth else { throw .pathTooDeep(path) }
         var current = root
         for (i, part) in parts.enumerated() {
-            guard current.isDirectory else { throw .notADirectory(parts[..<i].joined(separator: "/")) }
+            guard current.isDirectory else { throw .notADirectory("/" + parts[..<i].joined(separator: "/")) }
             let name = part.lowercased()
             guard let entry = try list(current).first(where: { $0.name.lowercased() == name }) else { throw .notFound(path) }
             current = entry
