@@ -90,6 +90,19 @@ struct ISO9660Tests {
         #expect(throws: ISO9660Volume.Problem.pathTooDeep(deep)) { try volume.lookup(deep) }
     }
 
+    /// Paths split on the scalar "/": a name that starts with a combining mark is still found, and
+    /// one with a "/" in it (which no path can spell) is listed but not reachable.
+    @Test func namesWithCombiningMarksAndSlashes() throws {
+        var iso = ISOBuilder(blocks: 2)
+        iso.descriptor(at: 0, root: 1)
+        iso.directory(at: 1, parent: 1, [ISOBuilder.file("\u{301}X;1", block: 0, size: 0), ISOBuilder.file("A/\u{315}B;1", block: 0, size: 0)])
+        let volume = try ISO9660Volume(iso.source, descriptorBlock: 0)
+        #expect(try volume.list(volume.root).map(\.name) == ["\u{301}X", "A/\u{315}B"])
+        #expect(volume.isFile("/\u{301}x"))
+        #expect(!volume.isFile("/A/\u{315}B"))
+        FuzzCorpusTests.expectListedNamesAreFound(volume, "built")
+    }
+
     /// Records never cross a block: a zero or short length, or one that would cross, ends the block.
     @Test func recordsSkipTheRestOfABlock() {
         let a = ISOBuilder.file("A;1", block: 5, size: 1), b = ISOBuilder.file("B;1", block: 6, size: 2)
