@@ -36,8 +36,10 @@ public struct IsolinuxBootInfoTable: Sendable, Equatable {
         self.checksum = checksum
     }
 
-    /// The block the primary volume descriptor is in: ISO 9660 puts it at 16 when the table says 0.
-    public var descriptorBlock: UInt64 { primaryVolumeDescriptorBlock == 0 ? 16 : UInt64(primaryVolumeDescriptorBlock) }
+    /// The block the primary volume descriptor is in: ISO 9660's usual one when the table says 0.
+    public var descriptorBlock: UInt64 {
+        primaryVolumeDescriptorBlock == 0 ? ISO9660Volume.primaryDescriptorBlock : UInt64(primaryVolumeDescriptorBlock)
+    }
 
     /// The sector the isohybrid MBR `sector0` loads isolinux.bin from; nil when it is not a whole MBR.
     public static func isolinuxSector(hybridMBR sector0: [UInt8]) -> UInt64? {

@@ -62,7 +62,7 @@ public struct SyslinuxPatchArea: Sendable, Equatable {
             case .tooShort(let bytes):
                 return "the file is \(bytes) bytes, shorter than ldlinux.sys's first sector"
             case .noMagic:
-                return "there is no LDLINUX_MAGIC (FE 02 B2 3E) in its first \(SyslinuxPatchArea.magicSearchBytes) bytes: it is not an ldlinux.sys of SYSLINUX 4 or later"
+                return "there is no LDLINUX_MAGIC (FE 02 B2 3E) with a whole patch area after it in its first \(SyslinuxPatchArea.magicSearchBytes) bytes: it is not an ldlinux.sys of SYSLINUX 4 or later"
             case .dataSectorsInvalid(let sectors, let fileBytes):
                 return "the patch area counts \(sectors) data sectors, which a \(fileBytes)-byte file does not have"
             case .checksumRangeInvalid(let words, let dataSectors):
