@@ -28,7 +28,7 @@ let package = Package(
         .target(name: "ImgFormats", dependencies: ["CLzma"]),
         .target(
             name: "ImgSystem",
-            dependencies: ["CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", "CDevMapper", "CDevMapperShim",
+            dependencies: ["ImgFormats", "CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", "CDevMapper", "CDevMapperShim",
                            .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "ImgKit",
