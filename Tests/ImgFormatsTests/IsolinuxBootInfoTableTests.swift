@@ -1,4 +1,5 @@
 import Foundation
+import ImgSystem
 import TestSupport
 import Testing
 
