@@ -32,7 +32,7 @@ TEST_PKGS += groff-base
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all build demo test fuzz bench deps-build deps-static deps-run deps-test deps-bench clean install deb deps-dist test-deb
+.PHONY: all build demo test docs fuzz bench deps-build deps-static deps-run deps-test deps-bench clean install deb deps-dist test-deb
 
 # Where deps-static puts the static libdevmapper.a for the CLI's static link.
 DEPS := $(CURDIR)/.build/deps
@@ -93,6 +93,7 @@ test: deps-test
 	IMGTOOL=$(CURDIR)/.build/debug/imgtool Scripts/with-private-tmp.sh --check $(SWIFT) test --skip-build --no-parallel
 	@# An embedder's package (Examples/installer), built as a user's package would be and run.
 	SWIFT=$(SWIFT) Examples/test.sh
+	$(MAKE) docs
 	@# After the suite, asked of the kernel: no loop device over a test image, no mount of ours;
 	@# and no scratch directory (Scratch, which holds the test images, is not under TMPDIR).
 	@if losetup -l -n -O NAME,BACK-FILE | grep -F /tmp/imgtool-test-; then echo "loop devices left behind" >&2; exit 1; fi
@@ -101,6 +102,12 @@ test: deps-test
 	@echo "after the suite: no loop device, mount or scratch directory of imgtool's left"
 	Scripts/with-private-tmp.sh Fuzz/run.sh $(FUZZ_SECONDS)
 	$(MAKE) test-deb
+
+# ImgKit's DocC catalog (Sources/ImgKit/ImgKit.docc) and its symbols' doc comments, as HTML in
+# out/docs; a broken link or reference fails it. make test runs it too.
+docs: deps-build
+	Scripts/with-private-tmp.sh $(SWIFT) package --disable-sandbox generate-documentation --target ImgKit \
+		--warnings-as-errors --output-path $(OUT)/docs
 
 fuzz:
 	Scripts/with-private-tmp.sh Fuzz/run.sh $(FUZZ_SECONDS)
