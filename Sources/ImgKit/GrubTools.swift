@@ -52,13 +52,11 @@ enum GrubTools {
         let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         defer { unlink(path); close(fd) }
         let r: Subprocess.Result
-        do {
+        do throws(Subprocess.Error) {
             r = try Subprocess.run(["grub-mkimage", "-O", target.rawValue, "-d", moduleDirectory, "-p", "(,msdos1)/boot/grub",
                                     "-o", path] + modules)
-        } catch let error as Subprocess.Error {
-            throw .subprocess(tool: "grub-mkimage", error)
         } catch {
-            throw InstallGrubError(wrapping: error)
+            throw .subprocess(tool: "grub-mkimage", error)
         }
         guard r.succeeded else { throw .grubToolFailed(tool: "grub-mkimage", status: r.status, stderr: r.stderr) }
         var st = stat()
