@@ -88,7 +88,7 @@ public final class LoopDevice: @unchecked Sendable {
             device = try retrying([EBUSY], attempts: 32) { () throws(SystemError) in
                 // The lock serialises allocation with other cooperating tools (systemd does the same).
                 try systemCall("flock(LOCK_EX)", on: control.path) { flock(control.fd, LOCK_EX) }
-                defer { _ = flock(control.fd, LOCK_UN) }
+                defer { bestEffort { flock(control.fd, LOCK_UN) } }  // closing the control node drops it anyway
                 let n = try shimCall("ioctl(LOOP_CTL_GET_FREE)", on: control.path,
                                      imgtool_ioctl_int(control.fd, IMGTOOL_LOOP_CTL_GET_FREE, 0))
                 return try configure(number: Int(n), backing: backing, options: options, logger: logger)
