@@ -20,9 +20,9 @@ enum BootDirectory {
         return boot
     }
 
+    /// Whether there is something at `path`, a symbolic link included. Wraps lstat(2).
     static func exists(_ path: String) -> Bool {
-        var st = stat()
-        return lstat(path, &st) == 0
+        (try? fileStatus(path, followingLinks: false)) != nil
     }
 
     /// Writes grub/device.map for grub-install and puts back what was there before (or nothing)
@@ -36,8 +36,9 @@ enum BootDirectory {
         try writeFile(path, Array(map.text.utf8))
     }
 
+    /// Whether `path` is a directory and not a symbolic link to one. Wraps lstat(2).
     static func isDirectory(_ path: String) -> Bool {
-        var st = stat()
-        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+        guard let st = try? fileStatus(path, followingLinks: false) else { return false }
+        return (st.st_mode & S_IFMT) == S_IFDIR
     }
 }
