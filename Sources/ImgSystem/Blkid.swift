@@ -103,6 +103,7 @@ public struct FilesystemProbe: Sendable, Equatable {
     }
 
     /// Runs `body` with libblkid's superblock probers `names` filtered out, then lifts the filter.
+    /// Wraps blkid_probe_filter_superblocks_type(3).
     private static func withoutProbers(_ names: [String], _ pr: blkid_probe, _ body: () -> Int32) -> Int32 {
         guard !names.isEmpty else { return body() }
         var cNames: [UnsafeMutablePointer<CChar>?] = names.map { strdup($0) } + [nil]

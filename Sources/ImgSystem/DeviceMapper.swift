@@ -627,7 +627,7 @@ public enum DeviceMapper {
                         targetCount: Int(i.target_count))
         }
 
-        /// One DM_DEVICE_REMOVE, without retries.
+        /// One DM_DEVICE_REMOVE, without retries. Wraps dm_task_run(3).
         func removeNow(_ name: Name) throws(Error) {
             let task = try task(DM_DEVICE_REMOVE, "remove", name)
             try check(dm_task_set_name(task.handle, name.value), "remove (name)", name)

@@ -318,6 +318,7 @@ public final class Ext2Filesystem: @unchecked Sendable {
     private struct LibraryCode: Swift.Error { let code: errcode_t }
 
     /// The whole on-disk inode (up to the large layout), zeroed beyond what the filesystem stores.
+    /// Wraps ext2fs_read_inode_full(3).
     private func readInode(_ ino: ext2_ino_t) throws(LibraryCode) -> ext2_inode_large {
         var inode = ext2_inode_large()
         let err = withUnsafeMutablePointer(to: &inode) { large in
@@ -359,7 +360,7 @@ public final class Ext2Filesystem: @unchecked Sendable {
     }
 
     /// Reads `node` through an ext2_file_t, handing over at most `limit` bytes in chunks of at
-    /// most `chunkBytes` until `body` returns false. Holes read as zeros.
+    /// most `chunkBytes` until `body` returns false. Holes read as zeros. Wraps ext2fs_file_read(3).
     private func readFile(_ node: Node, path: String, limit: Int,
                           _ body: (UnsafeRawBufferPointer) -> Bool) throws(Error) {
         var file: ext2_file_t?

@@ -78,7 +78,7 @@ public final class LoopDevice: @unchecked Sendable {
     /// Attaches `backingPath` to a free loop device: lock /dev/loop-control, LOOP_CTL_GET_FREE,
     /// LOOP_CONFIGURE (falling back to LOOP_SET_FD + LOOP_SET_STATUS64), then read the status back.
     /// Another process may grab the same free device between GET_FREE and CONFIGURE; that is EBUSY,
-    /// and we pick again after a jittered backoff.
+    /// and we pick again after a jittered backoff. Wraps flock(2) and ioctl(2).
     public static func attach(_ backingPath: String, options: Options = Options(),
                               logger: Logger) throws(Error) -> LoopDevice {
         let device: LoopDevice
@@ -195,6 +195,7 @@ public final class LoopDevice: @unchecked Sendable {
     }
 
     /// The status and lo_file_name of the device open at `fd`; nil when it is not bound (ENXIO).
+    /// Wraps ioctl(2) with LOOP_GET_STATUS64.
     private static func boundStatus(_ fd: Int32, path: String) throws(SystemError) -> (info: loop_info64, name: String)? {
         var info = loop_info64()
         let r = imgtool_ioctl_ptr(fd, IMGTOOL_LOOP_GET_STATUS64, &info)
