@@ -51,14 +51,14 @@ enum GrubTools {
         var template = Array("/tmp/imgtool-core-XXXXXX".utf8CString)
         let fd: Int32
         do {
-            fd = try systemCall("mkostemp", on: "/tmp") { template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) } }
+            fd = try systemCall("mkstemp", on: "/tmp") { template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) } }
         } catch {
             throw .system(error)
         }
         let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         defer { bestEffort { unlink(path) }; closeDescriptor(fd) }
         do {
-            try systemCall("mkostemp", on: "/tmp") { fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            try systemCall("fcntl(F_SETFD, FD_CLOEXEC)", on: path) { fcntl(fd, F_SETFD, FD_CLOEXEC) }
         } catch {
             throw .system(error)
         }

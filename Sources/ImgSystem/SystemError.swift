@@ -36,8 +36,8 @@ public func systemCall(_ operation: @autoclosure () -> String, on path: String,
 /// `systemCall` for calls that report failure with some other value and errno, such as a nil
 /// pointer (opendir, mkdtemp, realpath): `failed` tells a failed result. The one EINTR loop.
 @discardableResult
-public func systemCall<Result>(_ operation: @autoclosure () -> String, on path: String,
-                               failed: (Result) -> Bool, _ body: () -> Result) throws(SystemError) -> Result {
+public func systemCall<T>(_ operation: @autoclosure () -> String, on path: String,
+                          failed: (T) -> Bool, _ body: () -> T) throws(SystemError) -> T {
     while true {
         let r = body()
         let e = Glibc.errno  // before anything else can change it
