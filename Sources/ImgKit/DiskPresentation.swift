@@ -134,7 +134,7 @@ enum BlockDevicePresentation: DiskPresentation {
 
     /// `path` with every symbolic link resolved. Wraps realpath(3).
     static func realPath(_ path: String) throws(SystemError) -> String {
-        guard let resolved = realpath(path, nil) else { throw SystemError("realpath", on: path, errno: errno) }
+        let resolved = try systemCall("realpath", on: path, failed: { $0 == nil }) { realpath(path, nil) }!
         defer { free(resolved) }
         return String(cString: resolved)
     }

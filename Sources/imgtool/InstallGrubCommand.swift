@@ -80,13 +80,8 @@ func printError(_ message: String) {
     writeAll(2, Array("imgtool: error: \(message)\n".utf8))
 }
 
-/// write(2) until done; output is best effort once the pipe is gone.
+/// Writes all of `bytes` to `fd`, best effort: once the reader is gone there is nobody left to
+/// tell. Wraps write(2).
 func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
-    var done = 0
-    while done < bytes.count {
-        let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { return }
-        done += n
-    }
+    try? writeFully(fd, bytes, path: "descriptor \(fd)")
 }
