@@ -21,7 +21,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case busy(ImageLock.Error)
     case notRoot(path: String)
     case toolMissing(tool: String, package: String)
-    case strategyUnavailable(Strategy, reason: String)
+    case strategyUnavailable(InstallGrub.Strategy, reason: String)
     /// No strategy could present the image as a disk; the reason each one gave.
     case noStrategyWorked(path: String, reasons: [String])
     /// The block device's boot partition is held by mounts, stacked devices or openers.
