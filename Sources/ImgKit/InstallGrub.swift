@@ -85,7 +85,9 @@ public enum InstallGrub {
     /// teardown still runs. Wraps grub-install(8).
     public static func run(_ options: Options, logger: Logger,
                            interruption: Interruption = Interruption()) throws(InstallGrubError) -> Result {
-        if let isolation = options.isolation { return try runIsolated(options, isolation: isolation, logger: logger) }
+        if let isolation = options.isolation {
+            return try runIsolated(options, isolation: isolation, logger: logger, interruption: interruption)
+        }
         let started = monotonicNow()
         logger.info("checking \(options.image)")
         let plan = try InstallPlan.run(options, logger: logger)
@@ -127,33 +129,39 @@ public enum InstallGrub {
         }
     }
 
-    /// The job in a throwaway VM: the same imgtool runs install-grub there with these options,
-    /// and its JSON result is read back. Its log lines reach `logger`.
-    static func runIsolated(_ options: Options, isolation: Isolation, logger: Logger) throws(InstallGrubError) -> Result {
-        var arguments = ["install-grub", "--json"] + (options.showGrubOutput ? ["--verbose"] : [])
-        if let s = options.strategy { arguments.append("--strategy=\(s.rawValue)") }
-        if let d = options.diskName { arguments.append("--disk-name=\(d)") }
-        if let n = options.bootPartition { arguments.append("--boot-partition=\(n)") }
-        arguments += options.modules.map { "--modules=\($0)" } + ["--", options.image]
+    /// The job in a throwaway VM: the same imgtool runs it there through ImgKit, from a structured
+    /// request, and hands back the result or the typed error (`IsolatedRequest`). Its log lines
+    /// reach `logger`; `interruption` stops the VM as it stops a local run.
+    static func runIsolated(_ options: Options, isolation: Isolation, logger: Logger,
+                            interruption: Interruption) throws(InstallGrubError) -> Result {
+        var local = options
+        local.isolation = nil
+        let request = IsolatedRequest(.installGrub(local), logLevel: logger.logLevel)
         var isolation = isolation
         isolation.installStrategy = options.strategy
+        isolation.vm.interruption = interruption
         let r: IsolatedVM.Result
-        do { r = try isolation.run(arguments, image: options.image, purpose: .installGrub, logger: logger) } catch {
+        do {
+            r = try isolation.run([IsolatedRequest.command, request.json.rendered()], image: options.image,
+                                  purpose: .installGrub, logger: logger)
+        } catch {
             throw .isolation(error)
         }
-        let errorPrefix = "imgtool: error: "
-        var message: [String] = []
-        for line in String(decoding: r.stderr, as: UTF8.self).split(separator: "\n").map(String.init) {
-            if line.hasPrefix(errorPrefix) || !message.isEmpty {
-                message.append(message.isEmpty ? String(line.dropFirst(errorPrefix.count)) : line)
-            } else {
-                logger.info("\(line.hasPrefix("imgtool: ") ? String(line.dropFirst("imgtool: ".count)) : line)")
+        // The guest's step lines, as the local run would have logged them.
+        for line in String(decoding: r.stderr, as: UTF8.self).split(separator: "\n") {
+            logger.info("\(line.hasPrefix("imgtool: ") ? line.dropFirst("imgtool: ".count) : line)")
+        }
+        guard let response = try? JSONValue.parse(r.stdout) else {
+            // No response at all: the guest died before it could answer (its console is in the log).
+            guard r.status == 0 else {
+                throw .isolated(status: r.status, message: "install-grub stopped in the isolated VM with exit \(r.status) before it reported a result")
             }
+            throw .isolatedResultUnreadable(output: String(decoding: r.stdout.prefix(200), as: UTF8.self))
         }
-        guard r.status == 0 else {
-            throw .isolated(status: r.status, message: message.isEmpty ? "install-grub failed in the isolated VM (exit \(r.status))" : message.joined(separator: "\n"))
+        if let error = response["error"] {
+            throw InstallGrubError(json: error) ?? .isolatedResultUnreadable(output: error.rendered())
         }
-        guard let json = try? JSONValue.parse(r.stdout), let result = Result(json: json) else {
+        guard let result = response["result"].flatMap(Result.init(json:)) else {
             throw .isolatedResultUnreadable(output: String(decoding: r.stdout.prefix(200), as: UTF8.self))
         }
         return result

@@ -219,6 +219,8 @@ struct CommandLineTool {
         }
         // Hidden: the man page and shell completions, written by `make install` and `make deb`.
         if first == Self.generateCommand { return generate(Array(rest)) }
+        // Hidden: what runs inside an isolated VM for a structured request (`IsolatedRequest`).
+        if first == IsolatedRequest.command { return serveIsolatedRequest(Array(rest)) }
         if first == "help" {
             guard let name = rest.first else {
                 writeAll(1, Array(help().utf8))

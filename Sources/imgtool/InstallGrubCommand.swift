@@ -25,21 +25,7 @@ let installGrubCommand = CommandSpec(
         .flag("quiet", short: "q", help: "Print only errors."),
     ],
     isolation: .installGrub,
-    run: { arguments throws(UsageError) in
-        let strategy = try arguments.value("strategy", as: InstallGrub.Strategy.self,
-                                           expected: InstallGrub.Strategy.allCases.map(\.rawValue).joined(separator: ", "))
-        let diskName = arguments.values("disk-name").last
-        if diskName != nil, let strategy, strategy != .deviceMapper {
-            throw UsageError(message: "'--disk-name' names a device-mapper disk; it does not go with '--strategy \(strategy)'.")
-        }
-        return InstallGrubCommand(
-            image: arguments.positional(0)!,
-            strategy: strategy, diskName: diskName,
-            bootPartition: try arguments.value("boot-partition", as: Int.self, expected: "a partition number"),
-            modules: arguments.values("modules"), json: arguments.flag("json"),
-            verbose: arguments.flag("verbose"), quiet: arguments.flag("quiet")
-        ).run()
-    })
+    run: { arguments throws(UsageError) in try InstallGrubCommand(arguments).run() })
 
 struct InstallGrubCommand {
     let image: String
@@ -50,6 +36,25 @@ struct InstallGrubCommand {
     let json: Bool
     let verbose: Bool
     let quiet: Bool
+    /// --isolate: the library runs the job in a throwaway VM (a structured request and result).
+    var isolation: Isolation?
+
+    init(_ arguments: ParsedArguments) throws(UsageError) {
+        let strategy = try arguments.value("strategy", as: InstallGrub.Strategy.self,
+                                           expected: InstallGrub.Strategy.allCases.map(\.rawValue).joined(separator: ", "))
+        let diskName = arguments.values("disk-name").last
+        if diskName != nil, let strategy, strategy != .deviceMapper {
+            throw UsageError(message: "'--disk-name' names a device-mapper disk; it does not go with '--strategy \(strategy)'.")
+        }
+        image = arguments.positional(0)!
+        self.strategy = strategy
+        self.diskName = diskName
+        bootPartition = try arguments.value("boot-partition", as: Int.self, expected: "a partition number")
+        modules = arguments.values("modules")
+        json = arguments.flag("json")
+        verbose = arguments.flag("verbose")
+        quiet = arguments.flag("quiet")
+    }
 
     func run() -> Int32 {
         let interruption = Interruption()
@@ -60,7 +65,7 @@ struct InstallGrubCommand {
         do {
             result = try InstallGrub.run(
                 .init(image: image, strategy: strategy, diskName: diskName, bootPartition: bootPartition, modules: modules,
-                      showGrubOutput: verbose),
+                      showGrubOutput: verbose, isolation: isolation),
                 logger: logger, interruption: interruption)
         } catch {
             printError(error.description)

@@ -3,14 +3,21 @@ import ImgKit
 import ImgSystem
 import Logging
 
-/// `--isolate`: the same command line, minus the isolation options, run by the same executable
-/// inside a throwaway VM; its stdout, stderr and exit code become ours.
+/// `--isolate`. install-grub goes through the library (`InstallGrub.Options.isolation`): a
+/// structured request into the VM and a result or typed error back. The read-only commands run
+/// the same command line, minus the isolation options, in the VM; their stdout, stderr and exit
+/// code become ours.
 func runIsolated(_ command: CommandSpec, _ arguments: ParsedArguments, purpose: Isolation.Purpose) throws(UsageError) -> Int32 {
     guard let image = arguments.positional(0) else { throw UsageError(message: "missing argument <image>.") }
     var timeout = IsolatedVM.defaultTimeout
     if command.isolationOnly.contains("timeout") {
         timeout = try arguments.value("timeout", as: Double.self, expected: "a number of seconds") ?? timeout
         guard timeout > 0, timeout.isFinite else { throw UsageError(message: "'--timeout' must be a positive number of seconds.") }
+    }
+    if command.name == installGrubCommand.name {
+        var install = try InstallGrubCommand(arguments)
+        install.isolation = Isolation(kernel: arguments.value("kernel"), timeout: timeout, executable: Isolation.processExecutable())
+        return install.run()
     }
     let interruption = Interruption()
     let trap = SignalTrap(interruption)

@@ -100,4 +100,22 @@ struct WorkflowAPITests {
         #expect(try decodeCLI(Cleanup.Result.self, ["cleanup", "--all", "--json"]) == result)
         #expect(try decodeCLI([SessionStatus].self, ["status", "--json"]).filter { !$0.live }.isEmpty)
     }
+
+    @Test("InstallGrub.run in an isolated VM: the Interruption passed to run stops it (exit 130), nothing is left",
+          .enabled(if: isolatedVMBlocked == nil && kernelTestsBlocked == nil, "\(isolatedVMBlocked ?? kernelTestsBlocked ?? "")"))
+    func isolatedInterruption() throws {
+        let image = try makeDisk(scratch.file("vm.img"), ["--label", "dos", "--fs", "ext4"])
+        let interruption = Interruption()
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) { interruption.interrupt(signal: SIGINT) }
+        let started = Date()
+        do {
+            _ = try InstallGrub.run(.init(image: image, isolation: Isolation(executable: imgtoolPath)), logger: logger,
+                                    interruption: interruption)
+            Issue.record("the isolated install was not stopped")
+        } catch {
+            #expect(error.exitCode == 128 + SIGINT, "\(error)")
+        }
+        #expect(Date().timeIntervalSince(started) < 10)
+        #expect(IsolatedVMTests.leftovers().isEmpty, "\(IsolatedVMTests.leftovers())")
+    }
 }
