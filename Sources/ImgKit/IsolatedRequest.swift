@@ -125,10 +125,11 @@ extension InstallGrubError {
             let values = items.compactMap(\.stringValue)
             return values.count == items.count ? values : nil
         }
-        guard let p = string("path") ?? string("device") ?? string("tool") ?? (name == "isolated" || name == "interrupted"
-                                                                                || name == "system" || name == "sessionJournal"
-                                                                                || name == "strategyUnavailable" ? "" : nil)
-        else { return nil }
+        // Every case but these names the image; a document without the path it needs is not ours.
+        let pathless: Set<String> = ["toolMissing", "strategyUnavailable", "bootPartitionInUse", "sessionJournal", "system",
+                                     "grubToolFailed", "interrupted", "isolated"]
+        let p = string("path") ?? ""
+        guard pathless.contains(name) || !p.isEmpty else { return nil }
         switch name {
         case "imageMissing": self = .imageMissing(path: p)
         case "notAnImage": guard let k = string("kind") else { return nil }; self = .notAnImage(path: p, kind: k)
@@ -156,17 +157,22 @@ extension InstallGrubError {
             guard let number = int("number"), let free = uint("free"), let n = uint("needed") else { return nil }
             self = .bootFilesystemFull(path: p, number: number, free: free, needed: n)
         case "notRoot": self = .notRoot(path: p)
-        case "toolMissing": guard let pkg = string("package") else { return nil }; self = .toolMissing(tool: p, package: pkg)
+        case "toolMissing":
+            guard let tool = string("tool"), let pkg = string("package") else { return nil }
+            self = .toolMissing(tool: tool, package: pkg)
         case "strategyUnavailable":
             guard let s = string("strategy").flatMap(InstallGrub.Strategy.init(rawValue:)), let r = string("reason") else { return nil }
             self = .strategyUnavailable(s, reason: r)
         case "noStrategyWorked": guard let r = strings("reasons") else { return nil }; self = .noStrategyWorked(path: p, reasons: r)
-        case "bootPartitionInUse": guard let h = strings("holders") else { return nil }; self = .bootPartitionInUse(device: p, holders: h)
+        case "bootPartitionInUse":
+            guard let device = string("device"), let h = strings("holders") else { return nil }
+            self = .bootPartitionInUse(device: device, holders: h)
         case "sessionJournal": guard let e = SystemError(json: json) else { return nil }; self = .sessionJournal(e)
         case "system": guard let e = SystemError(json: json) else { return nil }; self = .system(e)
         case "grubToolFailed":
-            guard let status = json["status"]?.int64Value.flatMap({ Int32(exactly: $0) }), let e = string("stderr") else { return nil }
-            self = .grubToolFailed(tool: p, status: status, stderr: e)
+            guard let tool = string("tool"), let status = json["status"]?.int64Value.flatMap({ Int32(exactly: $0) }),
+                  let e = string("stderr") else { return nil }
+            self = .grubToolFailed(tool: tool, status: status, stderr: e)
         case "interrupted":
             guard let signal = json["signal"]?.int64Value.flatMap({ Int32(exactly: $0) }) else { return nil }
             self = .interrupted(signal: signal)
