@@ -4,10 +4,14 @@ import Synchronization
 /// A failed system call, described as what was attempted on what:
 /// `ioctl(LOOP_CONFIGURE) on /dev/loop3: Device or resource busy`.
 public struct SystemError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// What was attempted: the call and its argument, such as "ioctl(LOOP_CONFIGURE)".
     public let operation: String
+    /// What it was attempted on: a path, or a name such as a dm device.
     public let path: String
+    /// The errno value the call left, captured before anything else could change it.
     public let errno: Int32
 
+    /// Makes the error for `operation` on `path` failing with `errno`.
     public init(_ operation: String, on path: String, errno: Int32) {
         self.operation = operation
         self.path = path
@@ -43,6 +47,7 @@ func shimCall(_ operation: @autoclosure () -> String, on path: String,
 public final class FileHandle: Sendable {
     /// -1 once closed, so a late use fails with EBADF instead of reaching a reused descriptor.
     public var fd: Int32 { descriptor.withLock { $0 } }
+    /// The path the descriptor was opened from; errors name it.
     public let path: String
     private let descriptor: Mutex<Int32>
 

@@ -4,7 +4,9 @@ import Synchronization
 /// A private (0700) directory for mount points, under a known parent so that imgtool's own
 /// mounts are recognisable.
 public final class TemporaryDirectory: @unchecked Sendable {
+    /// Where directories are made unless the caller says otherwise: /run/imgtool.
     public static let defaultParent = ResourceMarks.runDirectory
+    /// The directory's absolute path.
     public let path: String
     private var removed = false
 
