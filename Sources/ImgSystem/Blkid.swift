@@ -119,7 +119,7 @@ public struct FilesystemProbe: Sendable, Equatable {
 
 /// The partition-table type libblkid recognises ("dos", "gpt", "sun", "bsd", "atari", ...), for
 /// labels imgtool does not parse itself. Wraps blkid_do_safeprobe(3) with only partition probing.
-public func partitionTableType(fd: Int32, path: String, size: UInt64) throws(SystemError) -> String? {
+package func partitionTableType(fd: Int32, path: String, size: UInt64) throws(SystemError) -> String? {
     guard let pr = blkid_new_probe() else { throw SystemError("blkid_new_probe", on: path, errno: ENOMEM) }
     defer { blkid_free_probe(pr) }
     if blkid_probe_set_device(pr, fd, 0, blkid_loff_t(size)) != 0 {

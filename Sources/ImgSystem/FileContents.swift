@@ -3,7 +3,7 @@ import Glibc
 // Whole-file reads and writes and directory listings: the one copy of each, for every layer above.
 
 /// Reads a whole file. Wraps open(2) and read(2).
-public func readFile(_ path: String) throws(SystemError) -> [UInt8] {
+package func readFile(_ path: String) throws(SystemError) -> [UInt8] {
     let h = try FileHandle(path: path, flags: O_RDONLY)
     var data: [UInt8] = []
     var buf = [UInt8](repeating: 0, count: 65536)
@@ -15,14 +15,14 @@ public func readFile(_ path: String) throws(SystemError) -> [UInt8] {
 }
 
 /// Reads a whole (small) text file: /proc, /sys, configuration.
-public func readTextFile(_ path: String) throws(SystemError) -> String {
+package func readTextFile(_ path: String) throws(SystemError) -> String {
     String(decoding: try readFile(path), as: UTF8.self)
 }
 
 /// Writes `bytes` as the whole content of `path`, created or truncated, with exactly `mode`
 /// whatever the umask. A symbolic link at `path` is refused (O_NOFOLLOW): a link planted in an
 /// image must not steer a write onto the host. Wraps open(2), write(2) and fchmod(2).
-public func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SystemError) {
+package func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SystemError) {
     let h = try FileHandle(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: mode)
     try writeFully(h.fd, bytes, path: path)
     try systemCall("fchmod", on: path) { fchmod(h.fd, mode) }
@@ -30,7 +30,7 @@ public func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) th
 
 /// The names in a directory, without "." and "..", in the order the filesystem gives them.
 /// Wraps opendir(3) and readdir(3).
-public func listDirectory(_ path: String) throws(SystemError) -> [String] {
+func listDirectory(_ path: String) throws(SystemError) -> [String] {
     guard let dir = opendir(path) else { throw SystemError("opendir", on: path, errno: errno) }
     defer { closedir(dir) }
     var names: [String] = []
@@ -43,12 +43,12 @@ public func listDirectory(_ path: String) throws(SystemError) -> [String] {
 
 /// `listDirectory`, or empty if the directory cannot be read: for /proc, /sys and imgtool's own
 /// directories, where a missing one means there is nothing to list.
-public func directoryEntries(_ path: String) -> [String] {
+package func directoryEntries(_ path: String) -> [String] {
     (try? listDirectory(path)) ?? []
 }
 
 /// The target of the symbolic link `path`. Wraps readlink(2).
-public func readSymbolicLink(_ path: String) throws(SystemError) -> String {
+package func readSymbolicLink(_ path: String) throws(SystemError) -> String {
     var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     let n = readlink(path, &buffer, buffer.count - 1)
     guard n >= 0 else { throw SystemError("readlink", on: path, errno: errno) }
@@ -76,7 +76,7 @@ func readFileBytes(_ path: String, limit: Int, fromEnd: Bool = false) -> [UInt8]
 }
 
 /// Writes all of `bytes` to `fd`, through short writes and EINTR; `path` names it in errors.
-public func writeFully(_ fd: Int32, _ bytes: [UInt8], path: String) throws(SystemError) {
+package func writeFully(_ fd: Int32, _ bytes: [UInt8], path: String) throws(SystemError) {
     var done = 0
     while done < bytes.count {
         let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }

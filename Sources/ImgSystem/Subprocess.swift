@@ -162,7 +162,7 @@ public enum Subprocess {
 }
 
 /// Seconds on CLOCK_MONOTONIC, for durations.
-public func monotonicNow() -> Double {
+package func monotonicNow() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9

@@ -44,21 +44,21 @@ func shimCall(_ operation: @autoclosure () -> String, on path: String,
 }
 
 /// An open file descriptor that closes itself once.
-public final class FileHandle: Sendable {
+package final class FileHandle: Sendable {
     /// -1 once closed, so a late use fails with EBADF instead of reaching a reused descriptor.
-    public var fd: Int32 { descriptor.withLock { $0 } }
+    package var fd: Int32 { descriptor.withLock { $0 } }
     /// The path the descriptor was opened from; errors name it.
-    public let path: String
+    package let path: String
     private let descriptor: Mutex<Int32>
 
     /// Opens with O_CLOEXEC added. Wraps open(2).
-    public init(path: String, flags: Int32, mode: mode_t = 0) throws(SystemError) {
+    package init(path: String, flags: Int32, mode: mode_t = 0) throws(SystemError) {
         self.path = path
         descriptor = Mutex(try systemCall("open", on: path) { open(path, flags | O_CLOEXEC, mode) })
     }
 
     /// Closes once, whoever calls first.
-    public func close() {
+    package func close() {
         let fd = descriptor.withLock { fd in
             defer { fd = -1 }
             return fd
@@ -70,7 +70,7 @@ public final class FileHandle: Sendable {
 }
 
 /// Sleeps for a backoff step with jitter, so that racing processes do not retry in lockstep.
-public func backoffSleep(attempt: Int, baseMicroseconds: UInt32 = 5_000, capMicroseconds: UInt32 = 200_000) {
+func backoffSleep(attempt: Int, baseMicroseconds: UInt32 = 5_000, capMicroseconds: UInt32 = 200_000) {
     let exp = min(capMicroseconds, baseMicroseconds << UInt32(min(attempt, 8)))
     usleep(exp / 2 + UInt32.random(in: 0...(exp / 2)))
 }

@@ -3,15 +3,15 @@ import Synchronization
 
 /// A private (0700) directory for mount points, under a known parent so that imgtool's own
 /// mounts are recognisable.
-public final class TemporaryDirectory: @unchecked Sendable {
+package final class TemporaryDirectory: @unchecked Sendable {
     /// Where directories are made unless the caller says otherwise: /run/imgtool.
-    public static let defaultParent = ResourceMarks.runDirectory
+    package static let defaultParent = ResourceMarks.runDirectory
     /// The directory's absolute path.
-    public let path: String
+    package let path: String
     private var removed = false
 
     /// Wraps mkdtemp(3).
-    public init(parent: String = TemporaryDirectory.defaultParent, prefix: String) throws(SystemError) {
+    package init(parent: String = TemporaryDirectory.defaultParent, prefix: String) throws(SystemError) {
         if mkdir(parent, 0o700) != 0 && errno != EEXIST {
             throw SystemError("mkdir", on: parent, errno: errno)
         }
@@ -23,7 +23,7 @@ public final class TemporaryDirectory: @unchecked Sendable {
 
     /// Removes the directory with rmdir only: never recursively, so that a mount that failed to
     /// come off cannot take the image's files with it. Idempotent.
-    public func remove() throws(SystemError) {
+    package func remove() throws(SystemError) {
         try releasing.withLock { _ throws(SystemError) in
             guard !removed else { return }
             if rmdir(path) != 0 && errno != ENOENT { throw SystemError("rmdir", on: path, errno: errno) }
