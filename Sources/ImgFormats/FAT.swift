@@ -8,7 +8,7 @@
 /// input yields a `Problem`, never a trap, an unbounded loop or an unbounded allocation.
 public struct FATFilesystem: Sendable {
     /// The FAT variant, by cluster count as the specification decides it (not by the BPB's type string).
-    public enum Kind: String, Sendable { /** The raw value is the name mkfs.fat and blkid print. */ case fat12 = "FAT12", fat16 = "FAT16", fat32 = "FAT32" }
+    public enum Kind: String, Sendable { /** The raw value is the variant's usual name ("FAT32"). */ case fat12 = "FAT12", fat16 = "FAT16", fat32 = "FAT32" }
 
     /// One directory entry; "." and "..", volume labels and deleted entries are never returned.
     public struct Entry: Sendable, Equatable {
@@ -18,7 +18,7 @@ public struct FATFilesystem: Sendable {
         public let shortName: String
         /// Whether the entry is a subdirectory (attribute 0x10).
         public let isDirectory: Bool
-        /// The file size in bytes from the directory entry; 0 for a directory.
+        /// The file size in bytes from the directory entry; 0 for a directory, whose size FAT does not record.
         public let size: UInt32
         /// 0 for an empty file.
         public let firstCluster: UInt32

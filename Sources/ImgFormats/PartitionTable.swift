@@ -82,7 +82,7 @@ public struct PartitionTable: Sendable {
         case dos, gpt
     }
 
-    /// MBR (`dos`) or GPT; a protective MBR alone reads as `gpt`.
+    /// MBR (`dos`) or GPT; a protective MBR reads as `gpt` even when both GPT headers are unusable.
     public let kind: Kind
     /// 512, or 4096 for a GPT whose header was found at byte 4096.
     public let sectorSize: Int
