@@ -32,7 +32,7 @@ TEST_PKGS += groff-base
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all build demo test fuzz bench deps-build deps-static deps-run deps-test deps-bench clean install deb deps-dist test-deb
+.PHONY: all build demo test docs fuzz bench deps-build deps-static deps-run deps-test deps-bench clean install deb deps-dist test-deb
 
 # Where deps-static puts the static libdevmapper.a for the CLI's static link.
 DEPS := $(CURDIR)/.build/deps
@@ -55,7 +55,7 @@ deps-build:
 # (skipped when built).
 deps-static: deps-build
 	$(call apt_install,$(STATIC_PKGS))
-	Scripts/build-libdevmapper.sh $(DEPS)
+	Scripts/build-libdevmapper.sh "$(DEPS)"
 deps-run: deps-build
 	$(call apt_install,$(RUN_PKGS))
 deps-test: deps-run
@@ -70,7 +70,7 @@ deps-test: deps-run
 # gives finds deps-static's libdevmapper.a (a static link takes no .so).
 build: deps-static
 	Scripts/with-private-tmp.sh $(SWIFT) build -c release --product imgtool -Xswiftc -static-executable \
-		-Xlinker -L$(DEPS)/lib -Xlinker --strip-all
+		-Xlinker "-L$(DEPS)/lib" -Xlinker --strip-all
 
 # Makes a sample image with TestImages' script, installs GRUB with imgtool, boots it under qemu
 # and shows what GRUB printed on the serial console.
@@ -90,9 +90,10 @@ demo: deps-test build
 test: deps-test
 	TestImages/make-corpus.sh
 	Scripts/with-private-tmp.sh $(SWIFT) build --build-tests
-	IMGTOOL=$(CURDIR)/.build/debug/imgtool Scripts/with-private-tmp.sh --check $(SWIFT) test --skip-build --no-parallel
+	IMGTOOL="$(CURDIR)/.build/debug/imgtool" Scripts/with-private-tmp.sh --check $(SWIFT) test --skip-build --no-parallel
 	@# An embedder's package (Examples/installer), built as a user's package would be and run.
 	SWIFT=$(SWIFT) Examples/test.sh
+	$(MAKE) docs
 	@# After the suite, asked of the kernel: no loop device over a test image, no mount of ours;
 	@# and no scratch directory (Scratch, which holds the test images, is not under TMPDIR).
 	@if losetup -l -n -O NAME,BACK-FILE | grep -F /tmp/imgtool-test-; then echo "loop devices left behind" >&2; exit 1; fi
@@ -102,6 +103,13 @@ test: deps-test
 	Scripts/with-private-tmp.sh Fuzz/run.sh $(FUZZ_SECONDS)
 	$(MAKE) test-deb
 
+# ImgKit's DocC catalog (Sources/ImgKit/ImgKit.docc) and its symbols' doc comments, as HTML in
+# out/docs; a broken link or reference fails it. make test runs it too.
+docs: deps-build
+	@mkdir -p $(OUT)
+	Scripts/with-private-tmp.sh $(SWIFT) package --disable-sandbox generate-documentation --target ImgKit \
+		--warnings-as-errors --output-path $(OUT)/docs
+
 fuzz:
 	Scripts/with-private-tmp.sh Fuzz/run.sh $(FUZZ_SECONDS)
 
@@ -110,9 +118,9 @@ deps-bench: deps-test
 	$(call apt_install,$(BENCH_PKGS))
 
 bench: deps-bench build
-	IMGTOOL=$(CURDIR)/.build/release/imgtool Tests/bench/install-grub.sh
-	IMGTOOL=$(CURDIR)/.build/release/imgtool Tests/bench/inspect.sh
-	IMGTOOL=$(CURDIR)/.build/release/imgtool Tests/bench/isolate.sh
+	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/install-grub.sh
+	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/inspect.sh
+	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/isolate.sh
 
 # The man page and the completions are written by the built executable from its own argument
 # table (`imgtool __generate`), and the package's version is what it prints for --version: the

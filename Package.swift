@@ -11,6 +11,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // `swift package generate-documentation --target ImgKit` (make docs): ImgKit.docc.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         .target(name: "CLinuxShim"),
@@ -53,7 +55,12 @@ let package = Package(
             dependencies: ["ImgKit", "ImgFormats", "ImgSystem", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         // The CLI's own table (@testable import of the executable) against the man page and the
         // completions it generates.
-        .testTarget(name: "ImgtoolTests", dependencies: ["imgtool", "ImgSystem", "TestSupport"]),
+        // The CLI's integration tests: they run the imgtool executable as scripts do (and the
+        // generators of its man page and completions through @testable import).
+        .testTarget(
+            name: "ImgtoolTests",
+            dependencies: ["imgtool", "ImgKit", "ImgFormats", "ImgSystem", "TestSupport",
+                           .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
 )

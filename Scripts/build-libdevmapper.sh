@@ -105,8 +105,10 @@ while read -r _ name _ hash; do
 done <<<"$uris" | sha256sum --quiet -c - \
     || { echo "build-libdevmapper: downloaded lvm2 files do not match the repository's signed index" >&2; exit 1; }
 
-build=$work/build
-rm -rf "$build"
+# lvm2's configure and makefiles split paths at spaces (a clone under "My Projects" broke the
+# build), so the build happens in a private directory under /tmp, removed however the script ends.
+build=$(mktemp -d /tmp/imgtool-libdevmapper-XXXXXX)
+trap 'rm -rf "$build"' EXIT
 mkdir -p "$build/udev/include" "$build/udev/lib"
 dpkg-source -x "$downloads/$dsc" "$build/lvm2" >>"$log" 2>&1 \
     || { cat "$log" >&2; echo "build-libdevmapper: dpkg-source -x $dsc failed" >&2; exit 1; }

@@ -7,6 +7,7 @@ enum BootDirectory {
     /// `<mnt>/boot` on a root filesystem, `<mnt>` on a separate /boot filesystem (which holds
     /// `grub/` at its top and no `boot/`). Creates `boot/grub` where missing. A symbolic link on
     /// the way is refused: the image's links must not steer grub-install's writes onto the host.
+    /// Wraps lstat(2) and mkdir(2).
     static func prepare(mountPoint: String, plan: InstallPlan) throws(InstallGrubError) -> String {
         let boot = isDirectory("\(mountPoint)/grub") && !exists("\(mountPoint)/boot")
             ? mountPoint : "\(mountPoint)/boot"
@@ -20,13 +21,14 @@ enum BootDirectory {
         return boot
     }
 
+    /// Whether there is something at `path`, a symbolic link included. Wraps lstat(2).
     static func exists(_ path: String) -> Bool {
-        var st = stat()
-        return lstat(path, &st) == 0
+        (try? fileStatus(path, followingLinks: false)) != nil
     }
 
     /// Writes grub/device.map for grub-install and puts back what was there before (or nothing)
     /// when the session closes: a map naming /dev/loopN means nothing once the image is detached.
+    /// Wraps open(2), write(2) and unlink(2).
     static func writeDeviceMap(_ map: DeviceMap, bootDirectory: String, session: Session) throws(SystemError) {
         let path = "\(bootDirectory)/grub/device.map"
         let previous = try? readTextFile(path)
@@ -36,8 +38,9 @@ enum BootDirectory {
         try writeFile(path, Array(map.text.utf8))
     }
 
+    /// Whether `path` is a directory and not a symbolic link to one. Wraps lstat(2).
     static func isDirectory(_ path: String) -> Bool {
-        var st = stat()
-        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+        guard let st = try? fileStatus(path, followingLinks: false) else { return false }
+        return (st.st_mode & S_IFMT) == S_IFDIR
     }
 }

@@ -2,35 +2,37 @@ import Glibc
 import ImgFormats
 import ImgSystem
 
-/// How an image becomes a disk that grub-install accepts. Running the whole job in a throwaway
-/// VM (`Isolation`) is orthogonal: there the VM's kernel presents the disk with one of these.
-public enum Strategy: String, Sendable, CaseIterable {
-    /// The image is itself a whole-disk block device whose partitions the kernel already has (a
-    /// real disk, or the isolated VM's virtio disk): nothing is attached, and grub-install runs on
-    /// the device as on any disk.
-    case blockDevice = "block-device"
-    /// A loop device with LO_FLAGS_PARTSCAN: the kernel parses the table and creates loopNpM.
-    case partscan
-    /// imgtool parses the table and adds each partition with BLKPG_ADD_PARTITION.
-    case blkpg
-    /// The classic recipe: a device-mapper linear disk over the loop device, named like a disk
-    /// (`imgtool-<session>` unless `--disk-name` chooses), with kpartx's partition maps over it.
-    case deviceMapper = "device-mapper"
-    /// A second loop device over the boot partition's byte range; GRUB's partition-map and
-    /// filesystem modules must then be named explicitly.
-    case offset
+extension InstallGrub {
+    /// How an image becomes a disk that grub-install accepts. Running the whole job in a throwaway
+    /// VM (`Isolation`) is orthogonal: there the VM's kernel presents the disk with one of these.
+    public enum Strategy: String, Sendable, CaseIterable {
+        /// The image is itself a whole-disk block device whose partitions the kernel already has (a
+        /// real disk, or the isolated VM's virtio disk): nothing is attached, and grub-install runs on
+        /// the device as on any disk.
+        case blockDevice = "block-device"
+        /// A loop device with LO_FLAGS_PARTSCAN: the kernel parses the table and creates loopNpM.
+        case partscan
+        /// imgtool parses the table and adds each partition with BLKPG_ADD_PARTITION.
+        case blkpg
+        /// The classic recipe: a device-mapper linear disk over the loop device, named like a disk
+        /// (`imgtool-<session>` unless `--disk-name` chooses), with kpartx's partition maps over it.
+        case deviceMapper = "device-mapper"
+        /// A second loop device over the boot partition's byte range; GRUB's partition-map and
+        /// filesystem modules must then be named explicitly.
+        case offset
 
-    /// The order `auto` tries them in: the most faithful first. block-device applies only to an
-    /// image that is a block device, and costs nothing to rule out for a file.
-    public static let automaticOrder: [Strategy] = [.blockDevice, .partscan, .blkpg, .deviceMapper, .offset]
+        /// The order `auto` tries them in: the most faithful first. block-device applies only to an
+        /// image that is a block device, and costs nothing to rule out for a file.
+        public static let automaticOrder: [Strategy] = [.blockDevice, .partscan, .blkpg, .deviceMapper, .offset]
 
-    var presentation: any DiskPresentation.Type {
-        switch self {
-        case .blockDevice: return BlockDevicePresentation.self
-        case .partscan: return PartscanPresentation.self
-        case .blkpg: return BlkpgPresentation.self
-        case .deviceMapper: return DeviceMapperPresentation.self
-        case .offset: return OffsetPresentation.self
+        var presentation: any DiskPresentation.Type {
+            switch self {
+            case .blockDevice: return BlockDevicePresentation.self
+            case .partscan: return PartscanPresentation.self
+            case .blkpg: return BlkpgPresentation.self
+            case .deviceMapper: return DeviceMapperPresentation.self
+            case .offset: return OffsetPresentation.self
+            }
         }
     }
 }
@@ -38,7 +40,7 @@ public enum Strategy: String, Sendable, CaseIterable {
 /// The image as a disk: the device grub-install writes boot.img to, and the device that holds
 /// the boot filesystem.
 struct PresentedDisk {
-    let strategy: Strategy
+    let strategy: InstallGrub.Strategy
     let diskDevice: String
     let bootDevice: String
     /// Modules grub-install cannot find out by itself with this presentation.
@@ -134,7 +136,7 @@ enum BlockDevicePresentation: DiskPresentation {
 
     /// `path` with every symbolic link resolved. Wraps realpath(3).
     static func realPath(_ path: String) throws(SystemError) -> String {
-        guard let resolved = realpath(path, nil) else { throw SystemError("realpath", on: path, errno: errno) }
+        let resolved = try systemCall("realpath", on: path, failed: { $0 == nil }) { realpath(path, nil) }!
         defer { free(resolved) }
         return String(cString: resolved)
     }

@@ -8,9 +8,10 @@ enum GrubTools {
     static let moduleDirectory = "/usr/lib/grub/i386-pc"
 
     /// Fails with the Debian package to install when a tool or GRUB's i386-pc files are missing.
+    /// Wraps access(2).
     static func requireInstalled(needsUdevadm: Bool) throws(InstallGrubError) {
         if Subprocess.find("grub-install") == nil { throw .toolMissing(tool: "grub-install", package: "grub2-common") }
-        if access("\(moduleDirectory)/boot.img", R_OK) != 0 {
+        if !accessible("\(moduleDirectory)/boot.img", R_OK) {
             throw .toolMissing(tool: "GRUB's i386-pc boot files (\(moduleDirectory))", package: "grub-pc-bin")
         }
         if needsUdevadm && Subprocess.find("udevadm") == nil {
@@ -19,11 +20,12 @@ enum GrubTools {
     }
 
     /// Bytes of the regular files in GRUB's i386-pc directory: what grub-install copies at least.
+    /// Wraps lstat(2).
     static func moduleFilesBytes() -> UInt64 {
         var total: UInt64 = 0
-        var st = stat()
         for name in directoryEntries(moduleDirectory) {
-            guard lstat("\(moduleDirectory)/\(name)", &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
+            guard let st = try? fileStatus("\(moduleDirectory)/\(name)", followingLinks: false),
+                  (st.st_mode & S_IFMT) == S_IFREG else { continue }
             total += UInt64(st.st_size)
         }
         return total
@@ -43,26 +45,33 @@ enum GrubTools {
 
     /// Size in sectors of the core.img grub-install would embed with `modules`, measured by
     /// building it into an unlinked-at-once temp file (grub-mkimage fsyncs, so no pipe). The prefix
-    /// string's length barely matters; use a typical one.
+    /// string's length barely matters; use a typical one. Wraps mkstemp(3), fcntl(2) and fstat(2).
     static func coreImageSectors(modules: [String], logger: Logger) throws(InstallGrubError) -> UInt64 {
         guard Subprocess.find("grub-mkimage") != nil else { throw .toolMissing(tool: "grub-mkimage", package: "grub-common") }
         var template = Array("/tmp/imgtool-core-XXXXXX".utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else { throw .system(SystemError("mkostemp", on: "/tmp", errno: errno)) }
-        let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        defer { unlink(path); close(fd) }
-        let r: Subprocess.Result
+        let fd: Int32
         do {
+            fd = try systemCall("mkstemp", on: "/tmp") { template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) } }
+        } catch {
+            throw .system(error)
+        }
+        let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        defer { bestEffort { unlink(path) }; closeDescriptor(fd) }
+        do {
+            try systemCall("fcntl(F_SETFD, FD_CLOEXEC)", on: path) { fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        } catch {
+            throw .system(error)
+        }
+        let r: Subprocess.Result
+        do throws(Subprocess.Error) {
             r = try Subprocess.run(["grub-mkimage", "-O", target.rawValue, "-d", moduleDirectory, "-p", "(,msdos1)/boot/grub",
                                     "-o", path] + modules)
-        } catch let error as Subprocess.Error {
-            throw .subprocess(tool: "grub-mkimage", error)
         } catch {
-            throw InstallGrubError(wrapping: error)
+            throw .subprocess(tool: "grub-mkimage", error)
         }
         guard r.succeeded else { throw .grubToolFailed(tool: "grub-mkimage", status: r.status, stderr: r.stderr) }
-        var st = stat()
-        fstat(fd, &st)
+        let st: stat
+        do { st = try fileStatus(fd: fd, path: path) } catch { throw .system(error) }
         let sectors = (UInt64(st.st_size) + 511) / 512
         logger.debug("core.img would take \(sectors) sectors", metadata: ["modules": "\(modules)"])
         return sectors

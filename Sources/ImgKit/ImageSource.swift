@@ -33,10 +33,12 @@ public struct ImageOpenError: Error, CustomStringConvertible, Sendable {
 /// size needs an ioctl).
 enum ImageSource {
     static func open(_ path: String) throws(ImageOpenError) -> FileByteSource {
-        var st = stat()
-        guard stat(path, &st) == 0 else {
-            if errno == ENOENT || errno == ENOTDIR { throw ImageOpenError(path: path, problem: .missing) }
-            throw ImageOpenError(path: path, problem: .unreadable(reason: String(cString: strerror(errno))))
+        let st: stat
+        do {
+            st = try fileStatus(path)
+        } catch {
+            if error.errno == ENOENT || error.errno == ENOTDIR { throw ImageOpenError(path: path, problem: .missing) }
+            throw ImageOpenError(path: path, problem: .unreadable(reason: String(cString: strerror(error.errno))))
         }
         let type = st.st_mode & S_IFMT
         guard type == S_IFREG || type == S_IFBLK else {

@@ -40,7 +40,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     /// A program the install needs is not in PATH; `package` is the Debian package that has it.
     case toolMissing(tool: String, package: String)
     /// The strategy asked for cannot work on this kernel; `reason` says why.
-    case strategyUnavailable(Strategy, reason: String)
+    case strategyUnavailable(InstallGrub.Strategy, reason: String)
     /// No strategy could present the image as a disk; the reason each one gave.
     case noStrategyWorked(path: String, reasons: [String])
     /// The block device's boot partition is held by mounts, stacked devices or openers.

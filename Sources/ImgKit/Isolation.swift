@@ -34,7 +34,7 @@ public struct Isolation: Sendable {
     /// for those that need it (partscan, blkpg). The guest's image is its virtio disk, whose
     /// partition starts grub-probe learns from the driver (HDIO_GETGEO) without udevadm; with it,
     /// grub-install ran udevadm six times, 0.5 s under TCG.
-    public var installStrategy: Strategy?
+    public var installStrategy: InstallGrub.Strategy?
 
     public init(kernel: String? = nil, timeout: Double = IsolatedVM.defaultTimeout, executable: String? = nil,
                 interruption: Interruption? = nil) {

@@ -267,7 +267,7 @@ extension InstallGrub.Result: JSONDocument {
     }
 
     public init?(json: JSONValue) {
-        guard let image = json["image"]?.stringValue, let strategy = json["strategy"]?.stringValue.flatMap(Strategy.init(rawValue:)),
+        guard let image = json["image"]?.stringValue, let strategy = json["strategy"]?.stringValue.flatMap(InstallGrub.Strategy.init(rawValue:)),
               let disk = json["diskDevice"]?.stringValue, let boot = json["bootPartition"],
               let number = boot["number"].flatMap(int), let device = boot["device"]?.stringValue,
               let filesystem = boot["filesystem"]?.stringValue, let uuid = optional(boot["uuid"], \.stringValue),

@@ -181,16 +181,16 @@ enum Sessions {
         for session in list() where id == nil || session.id == id {
             guard !session.live else { result.live.append(session.id); continue }
             // Lock the journal ourselves, so that two cleanups do not race over one session.
-            var lock: Int32 = -1
-            if let journal = session.journal {
-                lock = open(journal, O_RDONLY | O_CLOEXEC)
-                if lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) != 0 {
-                    close(lock)
+            // A journal that cannot be opened (removed meanwhile) is not locked by anyone either.
+            var lock: FileHandle?
+            if let journal = session.journal, let file = try? FileHandle(path: journal, flags: O_RDONLY) {
+                guard (try? systemCall("flock", on: journal, { flock(file.fd, LOCK_EX | LOCK_NB) })) != nil else {
                     result.live.append(session.id)
                     continue
                 }
+                lock = file
             }
-            defer { if lock >= 0 { close(lock) } }
+            defer { lock?.close() }
             let before = (result.failed.count, result.pending.count)
             let order: [SessionJournal.Kind] = [.mount, .deviceMapper, .partition, .loop, .directory]
             var lazilyDetached = false
@@ -208,7 +208,7 @@ enum Sessions {
                 }
             }
             if let journal = session.journal, (result.failed.count, result.pending.count) == before {
-                unlink(journal)
+                bestEffort { unlink(journal) }  // a journal left holds nothing: the next cleanup removes it
                 result.released.append("journal \(journal)")
             }
         }
@@ -262,8 +262,11 @@ enum Sessions {
                 throw ReleaseError(description: error.description)
             }
         case .directory:
-            if rmdir(r.name) != 0 && errno != ENOENT {
-                throw ReleaseError(description: "rmdir: \(String(cString: strerror(errno)))")
+            do throws(SystemError) {
+                try systemCall("rmdir", on: r.name) { rmdir(r.name) }
+            } catch where error.errno == ENOENT {
+            } catch {
+                throw ReleaseError(description: "rmdir: \(String(cString: strerror(error.errno)))")
             }
         }
         return .now

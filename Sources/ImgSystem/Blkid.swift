@@ -37,7 +37,7 @@ public struct FilesystemProbe: Sendable, Equatable {
         blkid_probe_enable_superblocks(pr, 1)
         blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_UUID | BLKID_SUBLKS_LABEL | BLKID_SUBLKS_VERSION)
         blkid_probe_enable_partitions(pr, 0)
-        let r = withoutProbers(probersThatCannotMatch(fd: fd, offset: offset, length: length), pr) {
+        let r = withoutProbers(probersThatCannotMatch(fd: fd, path: path, offset: offset, length: length), pr) {
             blkid_do_safeprobe(pr)
         }
         if r < 0 { throw SystemError("blkid_do_safeprobe at \(offset)", on: path, errno: errno == 0 ? EIO : errno) }
@@ -55,8 +55,8 @@ public struct FilesystemProbe: Sendable, Equatable {
     /// and skipping it leaves the result exactly blkid -p's. The ranges are taken generously (the
     /// first 512 KiB and the last MiB) so label placement does not matter, and only data extents
     /// are read: on a sparse image the rest are holes, which read as zeros. Returns the probers
-    /// that cannot match.
-    static func probersThatCannotMatch(fd: Int32, offset: UInt64, length: UInt64) -> [String] {
+    /// that cannot match. Wraps lseek(2) and pread(2).
+    static func probersThatCannotMatch(fd: Int32, path: String, offset: UInt64, length: UInt64) -> [String] {
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard !overflow, end <= UInt64(off_t.max) else { return [] }
         let head = offset..<offset + min(length, 512 * 1024)
@@ -67,18 +67,24 @@ public struct FilesystemProbe: Sendable, Equatable {
         for area in areas {
             var position = area.lowerBound
             while position < area.upperBound {
-                let data = lseek(fd, off_t(position), IMGTOOL_SEEK_DATA)
-                if data < 0 { if errno == ENXIO { break } else { return [] } }
+                let data: Int
+                do {
+                    data = try systemCall("lseek(SEEK_DATA)", on: path) { lseek(fd, off_t(position), IMGTOOL_SEEK_DATA) }
+                } catch {
+                    if error.errno == ENXIO { break } else { return [] }  // ENXIO: no data past `position`
+                }
                 guard UInt64(data) < area.upperBound else { break }
-                let hole = lseek(fd, off_t(data), IMGTOOL_SEEK_HOLE)
-                guard hole > data else { return [] }
+                guard let hole = try? systemCall("lseek(SEEK_HOLE)", on: path, { lseek(fd, off_t(data), IMGTOOL_SEEK_HOLE) }),
+                      hole > data else { return [] }
                 let extentEnd = min(UInt64(hole), area.upperBound)
                 // From the sector boundary (counted from `offset`) at or before the data.
                 position = offset + (UInt64(data) - offset) / 512 * 512
                 while position < extentEnd {
                     let count = Int(min(UInt64(buffer.count), (extentEnd - position + 511) / 512 * 512))
-                    let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(position)) }
-                    guard n > 0 else { return [] }
+                    let n = try? buffer.withUnsafeMutableBytes { b throws(SystemError) in
+                        try readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: b[..<count]), at: position, path: path)
+                    }
+                    guard let n, n > 0 else { return [] }
                     scanSectorStarts(buffer, count: n, zfs: &zfs, xfsLog: &xfsLog)
                     position += UInt64(n)
                 }
@@ -98,6 +104,7 @@ public struct FilesystemProbe: Sendable, Equatable {
     }
 
     /// Runs `body` with libblkid's superblock probers `names` filtered out, then lifts the filter.
+    /// Wraps blkid_probe_filter_superblocks_type(3).
     private static func withoutProbers(_ names: [String], _ pr: blkid_probe, _ body: () -> Int32) -> Int32 {
         guard !names.isEmpty else { return body() }
         var cNames: [UnsafeMutablePointer<CChar>?] = names.map { strdup($0) } + [nil]

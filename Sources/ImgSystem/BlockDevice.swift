@@ -33,6 +33,6 @@ public enum BlockDevice {
 
     /// Whether the block device numbered `device` is a partition rather than a whole disk.
     public static func isPartition(_ device: DeviceMapper.DeviceNumber) -> Bool {
-        access("/sys/dev/block/\(device)/partition", F_OK) == 0
+        accessible("/sys/dev/block/\(device)/partition")
     }
 }

@@ -21,8 +21,7 @@ public enum BlockPartitions {
         let node = nodePath(disk: disk.path, number: number)
         do {
             _ = try retrying([ENOENT], attempts: 12) { () throws(SystemError) in
-                var st = stat()
-                try systemCall("stat", on: node) { stat(node, &st) }
+                _ = try fileStatus(node)
             }
         } catch {
             _ = try? remove(disk: disk, number: number, logger: logger)

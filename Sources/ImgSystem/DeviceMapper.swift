@@ -107,10 +107,9 @@ public enum DeviceMapper {
             major = UInt32(truncatingIfNeeded: ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff))
             minor = UInt32(truncatingIfNeeded: (dev & 0xff) | ((dev >> 12) & ~0xff))
         }
-        /// The number of the block device at `path` (stat(2)); nil if it is not a block device.
+        /// The number of the block device at `path`; nil if it is not a block device. Wraps stat(2).
         public init?(blockDevice path: String) {
-            var st = stat()
-            guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFBLK else { return nil }
+            guard let st = try? fileStatus(path), st.st_mode & S_IFMT == S_IFBLK else { return nil }
             self.init(UInt64(st.st_rdev))
         }
         public var description: String { "\(major):\(minor)" }
@@ -362,10 +361,10 @@ public enum DeviceMapper {
     /// Whether /dev/mapper/NAME is a block node left without its device: what a process killed
     /// between the kernel's removal and libdm's unlink of the node leaves (libdm makes and removes
     /// the nodes itself when udev does not). A node whose number some device-mapper device has is
-    /// not stale, whatever its name.
+    /// not stale, whatever its name. Wraps lstat(2).
     public static func isStaleNode(name: Name, logger: Logger) -> Bool {
-        var st = stat()
-        guard lstat("\(directory)/\(name.value)", &st) == 0, st.st_mode & S_IFMT == S_IFBLK else { return false }
+        guard let st = try? fileStatus("\(directory)/\(name.value)", followingLinks: false),
+              st.st_mode & S_IFMT == S_IFBLK else { return false }
         do throws(Error) {
             guard try info(name: name, logger: logger) == nil else { return false }
             return try !list(logger: logger).contains { $0.device == DeviceNumber(UInt64(st.st_rdev)) }
@@ -378,8 +377,11 @@ public enum DeviceMapper {
     public static func removeStaleNode(name: Name, logger: Logger) throws(Error) {
         guard isStaleNode(name: name, logger: logger) else { return }
         let path = "\(directory)/\(name.value)"
-        guard unlink(path) == 0 || errno == ENOENT else {
-            throw .failed(step: "unlink of the stale node", device: name.value, errno: errno, messages: [])
+        do {
+            try systemCall("unlink", on: path) { unlink(path) }
+        } catch where error.errno == ENOENT {
+        } catch {
+            throw .failed(step: "unlink of the stale node", device: name.value, errno: error.errno, messages: [])
         }
         logger.debug("removed the stale node \(path)")
     }
@@ -443,7 +445,7 @@ public enum DeviceMapper {
     /// Who holds the block device `device` open, as far as this process can see: processes with a
     /// descriptor on it (/proc/PID/fd), devices stacked on it (/sys/dev/block/M:m/holders) and
     /// mounts of it (/proc/self/mountinfo). An opener in another mount namespace's mount table or
-    /// a loop device over it is not found.
+    /// a loop device over it is not found. Wraps stat(2).
     public static func holders(of device: DeviceNumber) -> [String] {
         var found: [String] = []
         for holder in directoryEntries("/sys/dev/block/\(device)/holders") {
@@ -466,9 +468,8 @@ public enum DeviceMapper {
             guard let pid = Int32(pidName) else { continue }
             let fdDirectory = "/proc/\(pid)/fd"
             let holds = directoryEntries(fdDirectory).contains { fd in
-                var st = stat()
-                return stat("\(fdDirectory)/\(fd)", &st) == 0 && st.st_mode & S_IFMT == S_IFBLK
-                    && DeviceNumber(UInt64(st.st_rdev)) == device
+                guard let st = try? fileStatus("\(fdDirectory)/\(fd)") else { return false }
+                return st.st_mode & S_IFMT == S_IFBLK && DeviceNumber(UInt64(st.st_rdev)) == device
             }
             guard holds else { continue }
             let comm = (try? readTextFile("/proc/\(pid)/comm"))?.trimmingTrailingNewlines ?? "?"
@@ -555,12 +556,13 @@ public enum DeviceMapper {
         /// report either as "Failure to communicate with kernel device-mapper driver".
         func available() throws(Error) {
             if DeviceMapper.knownAvailable { return }
-            let fd = open(DeviceMapper.controlPath, O_RDWR | O_CLOEXEC)
-            let e = errno
-            if fd >= 0 {
-                close(fd)
+            let e: Int32
+            do {
+                _ = try FileHandle(path: DeviceMapper.controlPath, flags: O_RDWR)  // closed at once
                 DeviceMapper.knownAvailable = true
                 return
+            } catch {
+                e = error.errno
             }
             let listed = (try? readTextFile("/proc/misc"))?.split(separator: "\n")
                 .contains { $0.hasSuffix(" device-mapper") } ?? false
@@ -657,7 +659,7 @@ public enum DeviceMapper {
                         targetCount: Int(i.target_count))
         }
 
-        /// One DM_DEVICE_REMOVE, without retries.
+        /// One DM_DEVICE_REMOVE, without retries. Wraps dm_task_run(3).
         func removeNow(_ name: Name) throws(Error) {
             let task = try task(DM_DEVICE_REMOVE, "remove", name)
             try check(dm_task_set_name(task.handle, name.value), "remove (name)", name)
@@ -692,10 +694,10 @@ public enum DeviceMapper {
     }
 
     /// udev sync is usable when udevd runs (what libudev checks: /run/udev/control) and has device
-    /// mapper's rules: without 95-dm-notify.rules nothing would ever complete a cookie.
+    /// mapper's rules: without 95-dm-notify.rules nothing would ever complete a cookie. Wraps access(2).
     static func udevSyncUsable(_ logger: Logger) -> Bool {
-        guard access("/run/udev/control", F_OK) == 0 else { return false }
-        if udevRulesDirectories.contains(where: { access("\($0)/95-dm-notify.rules", F_OK) == 0 }) { return true }
+        guard accessible("/run/udev/control") else { return false }
+        if udevRulesDirectories.contains(where: { accessible("\($0)/95-dm-notify.rules") }) { return true }
         logger.debug("udevd runs but has no device-mapper rules (95-dm-notify.rules, package dmsetup); libdevmapper makes the /dev/mapper nodes itself")
         return false
     }

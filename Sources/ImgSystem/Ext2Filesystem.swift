@@ -25,17 +25,16 @@ public final class Ext2Filesystem: @unchecked Sendable {
     /// The unit of streaming reads.
     public static let chunkBytes = 64 * 1024
 
-    /// The image, open read-only; libext2fs reads through it (see CExt2fsFdIO).
-    private let fd: Int32
+    /// The image, open read-only; libext2fs reads through it (see CExt2fsFdIO). Closed after
+    /// ext2fs_close_free, when the stored properties go.
+    private let file: FileHandle
 
     /// Opens the filesystem at byte `offset` of `image`, read-only. Wraps ext2fs_open2(3) with an
     /// I/O manager that reads through this descriptor and can neither write nor fsync.
     public init(image: String, offset: UInt64) throws(SystemError) {
-        fd = open(image, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError("open", on: image, errno: errno) }
-        let err = ext2fs_open2("fd:\(fd):\(offset)", nil, 0, 0, 0, imgtool_fd_io_manager(), &handle)
+        file = try FileHandle(path: image, flags: O_RDONLY)
+        let err = ext2fs_open2("fd:\(file.fd):\(offset)", nil, 0, 0, 0, imgtool_fd_io_manager(), &handle)
         guard err == 0, let fs = handle else {
-            close(fd)
             throw SystemError("ext2fs_open2 at offset \(offset) (\(Self.message(err)))",
                               on: image, errno: EIO)
         }
@@ -44,7 +43,6 @@ public final class Ext2Filesystem: @unchecked Sendable {
 
     deinit {
         ext2fs_close_free(&handle)
-        close(fd)
     }
 
     // MARK: Queries
@@ -330,6 +328,7 @@ public final class Ext2Filesystem: @unchecked Sendable {
     private struct LibraryCode: Swift.Error { let code: errcode_t }
 
     /// The whole on-disk inode (up to the large layout), zeroed beyond what the filesystem stores.
+    /// Wraps ext2fs_read_inode_full(3).
     private func readInode(_ ino: ext2_ino_t) throws(LibraryCode) -> ext2_inode_large {
         var inode = ext2_inode_large()
         let err = withUnsafeMutablePointer(to: &inode) { large in
@@ -371,7 +370,7 @@ public final class Ext2Filesystem: @unchecked Sendable {
     }
 
     /// Reads `node` through an ext2_file_t, handing over at most `limit` bytes in chunks of at
-    /// most `chunkBytes` until `body` returns false. Holes read as zeros.
+    /// most `chunkBytes` until `body` returns false. Holes read as zeros. Wraps ext2fs_file_read(3).
     private func readFile(_ node: Node, path: String, limit: Int,
                           _ body: (UnsafeRawBufferPointer) -> Bool) throws(Error) {
         var file: ext2_file_t?

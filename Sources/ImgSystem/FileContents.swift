@@ -8,13 +8,13 @@ package func readFile(_ path: String) throws(SystemError) -> [UInt8] {
     var data: [UInt8] = []
     var buf = [UInt8](repeating: 0, count: 65536)
     while true {
-        let n = try systemCall("read", on: path) { Int32(truncatingIfNeeded: read(h.fd, &buf, buf.count)) }
+        let n = try systemCall("read", on: path) { read(h.fd, &buf, buf.count) }
         if n == 0 { return data }
-        data += buf[0..<Int(n)]
+        data += buf[0..<n]
     }
 }
 
-/// Reads a whole (small) text file: /proc, /sys, configuration.
+/// Reads a whole (small) text file: /proc, /sys, configuration. Wraps open(2) and read(2).
 package func readTextFile(_ path: String) throws(SystemError) -> String {
     String(decoding: try readFile(path), as: UTF8.self)
 }
@@ -31,8 +31,9 @@ package func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) t
 /// The names in a directory, without "." and "..", in the order the filesystem gives them.
 /// Wraps opendir(3) and readdir(3).
 func listDirectory(_ path: String) throws(SystemError) -> [String] {
-    guard let dir = opendir(path) else { throw SystemError("opendir", on: path, errno: errno) }
-    defer { closedir(dir) }
+    let dir = try systemCall("opendir", on: path, failed: { $0 == nil }) { opendir(path) }!
+    // Not through bestEffort: closedir frees the DIR whatever it returns, so it is never retried.
+    defer { _ = closedir(dir) }
     var names: [String] = []
     while let e = readdir(dir) {
         let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
@@ -50,40 +51,96 @@ package func directoryEntries(_ path: String) -> [String] {
 /// The target of the symbolic link `path`. Wraps readlink(2).
 package func readSymbolicLink(_ path: String) throws(SystemError) -> String {
     var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    let n = readlink(path, &buffer, buffer.count - 1)
-    guard n >= 0 else { throw SystemError("readlink", on: path, errno: errno) }
+    let n = try systemCall("readlink", on: path) { readlink(path, &buffer, buffer.count - 1) }
     return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// Up to `limit` bytes of the file at `path` (its last ones with `fromEnd`); empty if it cannot be
-/// read. For logs and dumps of our own that may be missing or still growing.
+/// read. For logs and dumps of our own that may be missing or still growing. Wraps open(2),
+/// fstat(2), lseek(2) and read(2).
 func readFileBytes(_ path: String, limit: Int, fromEnd: Bool = false) -> [UInt8] {
-    guard let file = try? FileHandle(path: path, flags: O_RDONLY) else { return [] }
-    var st = stat()
-    guard fstat(file.fd, &st) == 0 else { return [] }
-    let size = Int(st.st_size)
-    if fromEnd, size > limit { lseek(file.fd, off_t(size - limit), SEEK_SET) }
+    guard let file = try? FileHandle(path: path, flags: O_RDONLY),
+          let size = try? Int(fileStatus(fd: file.fd, path: path).st_size) else { return [] }
+    if fromEnd, size > limit {
+        guard (try? systemCall("lseek", on: path, { lseek(file.fd, off_t(size - limit), SEEK_SET) })) != nil else { return [] }
+    }
     // One byte more than the size, so a file that grew since fstat is noticed up to `limit`.
     var bytes = [UInt8](repeating: 0, count: min(size + 1, limit))
-    var count = 0
-    while count < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { read(file.fd, $0.baseAddress! + count, $0.count - count) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { break }
-        count += n
-    }
+    let count = (try? bytes.withUnsafeMutableBytes { buffer throws(SystemError) in
+        try readFully(file.fd, into: buffer, path: path)
+    }) ?? 0
     return Array(bytes[..<count])
 }
 
-/// Writes all of `bytes` to `fd`, through short writes and EINTR; `path` names it in errors.
-package func writeFully(_ fd: Int32, _ bytes: [UInt8], path: String) throws(SystemError) {
+/// Reads into `buffer` until it is full or the file ends, through short reads and EINTR; at
+/// `offset` when given, without moving the file position. Returns the count read, less than the
+/// buffer's only at the end of the file. Wraps read(2) and pread(2).
+package func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64? = nil,
+                      path: String) throws(SystemError) -> Int {
     var done = 0
-    while done < bytes.count {
-        let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { throw SystemError("write", on: path, errno: n < 0 ? errno : EIO) }
+    while done < buffer.count {
+        let start = buffer.baseAddress! + done, count = buffer.count - done
+        let n = if let offset {
+            try systemCall("pread", on: path) { pread(fd, start, count, off_t(offset) + off_t(done)) }
+        } else {
+            try systemCall("read", on: path) { read(fd, start, count) }
+        }
+        if n == 0 { break }
         done += n
     }
+    return done
+}
+
+/// Writes all of `bytes` to `fd`, through short writes and EINTR; `path` names it in errors.
+/// Wraps write(2).
+package func writeFully(_ fd: Int32, _ bytes: [UInt8], path: String) throws(SystemError) {
+    // withUnsafeBytes rethrows untyped: carry the SystemError out as a Result.
+    try bytes.withUnsafeBytes { buffer in
+        Result { () throws(SystemError) in try writeFully(fd, buffer, path: path) }
+    }.get()
+}
+
+/// Writes all of `buffer` to `fd`, through short writes and EINTR; `path` names it in errors.
+/// Wraps write(2).
+package func writeFully(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: String) throws(SystemError) {
+    var done = 0
+    while done < buffer.count {
+        let n = try systemCall("write", on: path) { write(fd, buffer.baseAddress! + done, buffer.count - done) }
+        if n == 0 { throw SystemError("write", on: path, errno: EIO) }
+        done += n
+    }
+}
+
+/// The status of `path`; of a final symbolic link itself with `followingLinks: false`.
+/// Wraps stat(2) and lstat(2).
+package func fileStatus(_ path: String, followingLinks: Bool = true) throws(SystemError) -> stat {
+    var st = stat()
+    if followingLinks {
+        try systemCall("stat", on: path) { stat(path, &st) }
+    } else {
+        try systemCall("lstat", on: path) { lstat(path, &st) }
+    }
+    return st
+}
+
+/// The status of the file open at `fd`; `path` names it in errors. Wraps fstat(2).
+package func fileStatus(fd: Int32, path: String) throws(SystemError) -> stat {
+    var st = stat()
+    try systemCall("fstat", on: path) { fstat(fd, &st) }
+    return st
+}
+
+/// Whether `path` is there (`F_OK`) or allows `mode` (`R_OK`, `X_OK`...) to the real user.
+/// Wraps access(2).
+package func accessible(_ path: String, _ mode: Int32 = F_OK) -> Bool {
+    (try? systemCall("access", on: path) { access(path, mode) }) != nil
+}
+
+/// Creates the directory `path` with `mode` (less the umask) unless it exists. Wraps mkdir(2).
+func makeDirectory(_ path: String, mode: mode_t) throws(SystemError) {
+    do {
+        try systemCall("mkdir", on: path) { mkdir(path, mode) }
+    } catch where error.errno == EEXIST {}
 }
 
 extension String {

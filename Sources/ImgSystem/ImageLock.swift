@@ -30,12 +30,12 @@ public final class ImageLock: @unchecked Sendable {
         } catch {
             throw .system(error)
         }
-        if flock(handle.fd, LOCK_EX | LOCK_NB) != 0 {
-            let e = errno
-            guard e == EWOULDBLOCK else { throw .system(SystemError("flock", on: path, errno: e)) }
-            var st = stat()
-            fstat(handle.fd, &st)
-            throw .held(path: path, pid: Self.holder(device: st.st_dev, inode: st.st_ino))
+        do {
+            try systemCall("flock", on: path) { flock(handle.fd, LOCK_EX | LOCK_NB) }
+        } catch {
+            guard error.errno == EWOULDBLOCK else { throw .system(error) }
+            let st = try? fileStatus(fd: handle.fd, path: path)
+            throw .held(path: path, pid: st.flatMap { Self.holder(device: $0.st_dev, inode: $0.st_ino) })
         }
     }
 

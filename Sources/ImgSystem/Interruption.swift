@@ -19,21 +19,23 @@ public final class Interruption: Sendable {
     public var signal: Int32? { state.withLock { $0.signal } }
 
     /// Records the request (the first signal wins) and terminates running children's process groups.
+    /// Wraps kill(2).
     public func interrupt(signal: Int32) {
         let children = state.withLock { s -> Set<pid_t> in
             if s.signal == nil { s.signal = signal }
             return s.children
         }
-        for pid in children { kill(-pid, SIGTERM) }
+        // A group that is already gone has nothing left to stop.
+        for pid in children { bestEffort { kill(-pid, SIGTERM) } }
     }
 
-    /// Registers a child; if an interruption already came, the child is stopped at once.
+    /// Registers a child; if an interruption already came, the child is stopped at once. Wraps kill(2).
     func register(child pid: pid_t) {
         let already = state.withLock { s -> Bool in
             s.children.insert(pid)
             return s.signal != nil
         }
-        if already { kill(-pid, SIGTERM) }
+        if already { bestEffort { kill(-pid, SIGTERM) } }
     }
 
     func unregister(child pid: pid_t) {

@@ -91,7 +91,7 @@ public final class LoopDevice: @unchecked Sendable {
     /// Attaches `backingPath` to a free loop device: lock /dev/loop-control, LOOP_CTL_GET_FREE,
     /// LOOP_CONFIGURE (falling back to LOOP_SET_FD + LOOP_SET_STATUS64), then read the status back.
     /// Another process may grab the same free device between GET_FREE and CONFIGURE; that is EBUSY,
-    /// and we pick again after a jittered backoff.
+    /// and we pick again after a jittered backoff. Wraps flock(2) and ioctl(2).
     public static func attach(_ backingPath: String, options: Options = Options(),
                               logger: Logger) throws(Error) -> LoopDevice {
         let device: LoopDevice
@@ -101,7 +101,7 @@ public final class LoopDevice: @unchecked Sendable {
             device = try retrying([EBUSY], attempts: 32) { () throws(SystemError) in
                 // The lock serialises allocation with other cooperating tools (systemd does the same).
                 try systemCall("flock(LOCK_EX)", on: control.path) { flock(control.fd, LOCK_EX) }
-                defer { _ = flock(control.fd, LOCK_UN) }
+                defer { bestEffort { flock(control.fd, LOCK_UN) } }  // closing the control node drops it anyway
                 let n = try shimCall("ioctl(LOOP_CTL_GET_FREE)", on: control.path,
                                      imgtool_ioctl_int(control.fd, IMGTOOL_LOOP_CTL_GET_FREE, 0))
                 return try configure(number: Int(n), backing: backing, options: options, logger: logger)
@@ -208,6 +208,7 @@ public final class LoopDevice: @unchecked Sendable {
     }
 
     /// The status and lo_file_name of the device open at `fd`; nil when it is not bound (ENXIO).
+    /// Wraps ioctl(2) with LOOP_GET_STATUS64.
     private static func boundStatus(_ fd: Int32, path: String) throws(SystemError) -> (info: loop_info64, name: String)? {
         var info = loop_info64()
         let r = imgtool_ioctl_ptr(fd, IMGTOOL_LOOP_GET_STATUS64, &info)

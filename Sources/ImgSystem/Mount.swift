@@ -84,7 +84,7 @@ public final class Mount: @unchecked Sendable {
     }
 
     /// `unmount()`, but a mount still busy after the retries is detached lazily when
-    /// `detachingIfBusy` (cleanup's --force) instead of failing.
+    /// `detachingIfBusy` (cleanup's --force) instead of failing. Wraps umount2(2).
     public func unmount(detachingIfBusy: Bool) throws(Error) -> Release {
         try releasing.withLock { _ throws(Error) -> Release in
             do throws(Error) {

@@ -49,19 +49,18 @@ public final class SessionJournal {
     private let handle: FileHandle
     private var finished = false
 
-    /// Creates and locks the journal of session `id`.
+    /// Creates and locks the journal of session `id`. Wraps mkdir(2), open(2), flock(2) and fsync(2).
     public init(id: String, image: String) throws(SystemError) {
-        for dir in [TemporaryDirectory.defaultParent, Self.directory] where mkdir(dir, 0o700) != 0 && errno != EEXIST {
-            throw SystemError("mkdir", on: dir, errno: errno)
-        }
+        for dir in [TemporaryDirectory.defaultParent, Self.directory] { try makeDirectory(dir, mode: 0o700) }
         self.id = id
         path = Self.directory + "/" + id + Self.suffix
         handle = try FileHandle(path: path, flags: O_WRONLY | O_CREAT | O_EXCL | O_APPEND, mode: 0o600)
         try systemCall("flock(LOCK_EX)", on: path) { flock(handle.fd, LOCK_EX | LOCK_NB) }
         try append("session \(Self.escape(id)) \(getpid()) \(Self.escape(image))")
-        // The file's name must survive a crash too, not only its contents.
+        // The file's name must survive a crash too, not only its contents. Best effort: a name
+        // lost in a crash leaves nothing to clean up but what the kernel shows, which cleanup finds.
         let dir = try FileHandle(path: Self.directory, flags: O_RDONLY | O_DIRECTORY)
-        _ = fsync(dir.fd)
+        bestEffort { fsync(dir.fd) }
     }
 
     /// Records that `entry` is about to be acquired. Call before the kernel call, and do not make
@@ -76,11 +75,12 @@ public final class SessionJournal {
         try? append("release \(entry.kind.rawValue) \(Self.escape(entry.name))")
     }
 
-    /// Everything was released: removes the journal, then drops the lock.
+    /// Everything was released: removes the journal, then drops the lock. Wraps unlink(2).
     public func finish() {
         guard !finished else { return }
         finished = true
-        unlink(path)
+        // A journal left behind holds nothing: `imgtool cleanup` removes it.
+        bestEffort { unlink(path) }
         handle.close()
     }
 
@@ -88,8 +88,8 @@ public final class SessionJournal {
         let bytes = Array((line + "\n").utf8)
         // O_APPEND and one write per line: a crash leaves whole lines, or a torn last one that
         // parsing ignores.
-        let n = bytes.withUnsafeBytes { write(handle.fd, $0.baseAddress, $0.count) }
-        if n != bytes.count { throw SystemError("write", on: path, errno: n < 0 ? errno : EIO) }
+        let n = try systemCall("write", on: path) { bytes.withUnsafeBytes { write(handle.fd, $0.baseAddress, $0.count) } }
+        if n != bytes.count { throw SystemError("write", on: path, errno: EIO) }
         try systemCall("fsync", on: path) { fsync(handle.fd) }
     }
 
@@ -157,12 +157,15 @@ public final class SessionJournal {
     }
 
     /// True while some process holds the journal's lock. Opening it read-only and asking for a
-    /// shared lock without waiting does not disturb a live session's exclusive one.
+    /// shared lock without waiting does not disturb a live session's exclusive one. Wraps flock(2).
     static func isLocked(_ path: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        return flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK
+        guard let file = try? FileHandle(path: path, flags: O_RDONLY) else { return false }
+        do {
+            try systemCall("flock(LOCK_SH)", on: path) { flock(file.fd, LOCK_SH | LOCK_NB) }
+            return false  // ours, dropped when `file` closes
+        } catch {
+            return error.errno == EWOULDBLOCK
+        }
     }
 
     static func escape(_ s: String) -> String {

@@ -36,26 +36,32 @@ public enum Subprocess {
         }
     }
 
-    /// Whether `program` resolves to an executable in PATH (or is an executable path).
+    /// Whether `program` resolves to an executable in PATH (or is an executable path). Wraps access(2).
     public static func find(_ program: String) -> String? {
-        if program.contains("/") { return access(program, X_OK) == 0 ? program : nil }
+        if program.contains("/") { return accessible(program, X_OK) ? program : nil }
         let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/sbin:/usr/bin:/sbin:/bin"
-        for dir in path.split(separator: ":") where access("\(dir)/\(program)", X_OK) == 0 {
+        for dir in path.split(separator: ":") where accessible("\(dir)/\(program)", X_OK) {
             return "\(dir)/\(program)"
         }
         return nil
     }
 
     /// Runs `arguments[0]` found in PATH. `onLine` sees each line of output as it arrives (for
-    /// `--verbose`). Wraps posix_spawn(3) and waitpid(2).
+    /// `--verbose`). Wraps pipe2(2), posix_spawn(3), poll(2), read(2), kill(2) and waitpid(2).
     public static func run(_ arguments: [String], interruption: Interruption? = nil,
                            onLine: ((String) -> Void)? = nil) throws(Error) -> Result {
         guard let executable = find(arguments[0]) else { throw .notFound(program: arguments[0]) }
         var outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
-        guard imgtool_pipe_cloexec(&outPipe) == 0 else { throw .system(SystemError("pipe2", on: executable, errno: errno)) }
-        guard imgtool_pipe_cloexec(&errPipe) == 0 else {
-            close(outPipe[0]); close(outPipe[1])
-            throw .system(SystemError("pipe2", on: executable, errno: errno))
+        do throws(SystemError) {
+            try shimCall("pipe2", on: executable, imgtool_pipe_cloexec(&outPipe))
+            do {
+                try shimCall("pipe2", on: executable, imgtool_pipe_cloexec(&errPipe))
+            } catch {
+                closeDescriptor(outPipe[0]); closeDescriptor(outPipe[1])
+                throw error
+            }
+        } catch {
+            throw .system(error)
         }
 
         let pid: pid_t
@@ -66,10 +72,10 @@ public enum Subprocess {
                 posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
             }
         } catch {
-            close(outPipe[0]); close(errPipe[0]); close(outPipe[1]); close(errPipe[1])
+            (outPipe + errPipe).forEach(closeDescriptor)
             throw .system(error)
         }
-        close(outPipe[1]); close(errPipe[1])
+        closeDescriptor(outPipe[1]); closeDescriptor(errPipe[1])
         interruption?.register(child: pid)
         defer { interruption?.unregister(child: pid) }
 
@@ -79,15 +85,15 @@ public enum Subprocess {
         let escalate = {
             guard interruption?.signal != nil else { return }
             let now = monotonicNow()
-            if killAt == nil { killAt = now + killGraceSeconds } else if now >= killAt! { kill(-pid, SIGKILL) }
+            if killAt == nil { killAt = now + killGraceSeconds } else if now >= killAt! { bestEffort { kill(-pid, SIGKILL) } }
         }
         let (out, err) = drain(outPipe[0], errPipe[0], onLine: onLine, onIdle: escalate)
-        close(outPipe[0]); close(errPipe[0])
+        closeDescriptor(outPipe[0]); closeDescriptor(errPipe[0])
 
         var status: Int32 = 0
         while true {
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid || (r < 0 && errno != EINTR) { break }
+            // A failure (ECHILD) would repeat forever; there is no status to wait for.
+            guard let r = try? systemCall("waitpid", on: executable, { waitpid(pid, &status, WNOHANG) }), r != pid else { break }
             escalate()
             usleep(10_000)
         }
@@ -131,7 +137,8 @@ public enum Subprocess {
     public static let killGraceSeconds = 3.0
 
     /// Reads both pipes until both close, so neither can fill up and stall the child; `onIdle` runs
-    /// whenever nothing arrived for 100 ms.
+    /// whenever nothing arrived for 100 ms. A pipe that fails to read counts as closed. Wraps poll(2)
+    /// and read(2).
     private static func drain(_ outFD: Int32, _ errFD: Int32, onLine: ((String) -> Void)?,
                               onIdle: () -> Void) -> ([UInt8], [UInt8]) {
         var buffers: [[UInt8]] = [[], []]
@@ -140,13 +147,14 @@ public enum Subprocess {
                    pollfd(fd: errFD, events: Int16(POLLIN), revents: 0)]
         var chunk = [UInt8](repeating: 0, count: 16384)
         while fds.contains(where: { $0.fd >= 0 }) {
-            let ready = poll(&fds, nfds_t(fds.count), 100)
-            if ready < 0 { if errno == EINTR { continue } else { break } }
+            guard let ready = try? systemCall("poll", on: "the output pipes", { poll(&fds, nfds_t(fds.count), 100) }) else { break }
             if ready == 0 { onIdle(); continue }
             for i in fds.indices where fds[i].fd >= 0 && fds[i].revents != 0 {
-                let n = read(fds[i].fd, &chunk, chunk.count)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { fds[i].fd = -1; continue }
+                let fd = fds[i].fd
+                guard let n = try? systemCall("read", on: "an output pipe", { read(fd, &chunk, chunk.count) }), n > 0 else {
+                    fds[i].fd = -1
+                    continue
+                }
                 buffers[i] += chunk[0..<n]
                 guard let onLine else { continue }
                 pending[i] += chunk[0..<n]
@@ -161,7 +169,7 @@ public enum Subprocess {
     }
 }
 
-/// Seconds on CLOCK_MONOTONIC, for durations.
+/// Seconds on CLOCK_MONOTONIC, for durations. Wraps clock_gettime(2), which cannot fail with this clock.
 package func monotonicNow() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)

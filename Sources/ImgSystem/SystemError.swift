@@ -25,14 +25,42 @@ public struct SystemError: Error, CustomStringConvertible, Sendable, Equatable {
 
 /// Runs a libc call that returns -1 and sets errno, retrying EINTR; captures errno at once.
 @discardableResult
-public func systemCall(_ operation: @autoclosure () -> String, on path: String,
+package func systemCall(_ operation: @autoclosure () -> String, on path: String,
              _ body: () -> Int32) throws(SystemError) -> Int32 {
+    try systemCall(operation(), on: path, failed: { $0 < 0 }, body)
+}
+
+/// `systemCall` for calls that return ssize_t or off_t: read, write, pread, lseek, readlink.
+@discardableResult
+package func systemCall(_ operation: @autoclosure () -> String, on path: String,
+                       _ body: () -> Int) throws(SystemError) -> Int {
+    try systemCall(operation(), on: path, failed: { $0 < 0 }, body)
+}
+
+/// `systemCall` for calls that report failure with some other value and errno, such as a nil
+/// pointer (opendir, mkdtemp, realpath): `failed` tells a failed result. The one EINTR loop.
+@discardableResult
+package func systemCall<T>(_ operation: @autoclosure () -> String, on path: String,
+                          failed: (T) -> Bool, _ body: () -> T) throws(SystemError) -> T {
     while true {
         let r = body()
-        if r >= 0 { return r }
-        let e = Glibc.errno
+        let e = Glibc.errno  // before anything else can change it
+        guard failed(r) else { return r }
         if e != EINTR { throw SystemError(operation(), on: path, errno: e) }
     }
+}
+
+/// Runs a libc call whose failure is deliberately ignored (best-effort cleanup, where nobody is
+/// left to tell or the next step copes), still retrying EINTR. Not for close(2): see
+/// `closeDescriptor`.
+package func bestEffort(_ body: () -> Int32) {
+    _ = try? systemCall("", on: "", body)
+}
+
+/// Closes `fd`, ignoring failure. Never retried: Linux frees the descriptor even when close
+/// reports EINTR, so a retry could close one another thread has just been given. Wraps close(2).
+package func closeDescriptor(_ fd: Int32) {
+    _ = Glibc.close(fd)
 }
 
 /// Checks a shim call that returns -errno.
@@ -57,19 +85,20 @@ package final class FileHandle: Sendable {
         descriptor = Mutex(try systemCall("open", on: path) { open(path, flags | O_CLOEXEC, mode) })
     }
 
-    /// Closes once, whoever calls first.
+    /// Closes once, whoever calls first. Wraps close(2).
     package func close() {
         let fd = descriptor.withLock { fd in
             defer { fd = -1 }
             return fd
         }
-        if fd >= 0 { _ = Glibc.close(fd) }
+        if fd >= 0 { closeDescriptor(fd) }
     }
 
     deinit { close() }
 }
 
-/// Sleeps for a backoff step with jitter, so that racing processes do not retry in lockstep.
+/// Sleeps for a backoff step with jitter, so that racing processes do not retry in lockstep. A
+/// signal only shortens the step. Wraps usleep(3).
 func backoffSleep(attempt: Int, baseMicroseconds: UInt32 = 5_000, capMicroseconds: UInt32 = 200_000) {
     let exp = min(capMicroseconds, baseMicroseconds << UInt32(min(attempt, 8)))
     usleep(exp / 2 + UInt32.random(in: 0...(exp / 2)))

@@ -10,23 +10,22 @@ package final class TemporaryDirectory: @unchecked Sendable {
     package let path: String
     private var removed = false
 
-    /// Wraps mkdtemp(3).
+    /// Makes `parent` too if it is missing. Wraps mkdir(2) and mkdtemp(3).
     package init(parent: String = TemporaryDirectory.defaultParent, prefix: String) throws(SystemError) {
-        if mkdir(parent, 0o700) != 0 && errno != EEXIST {
-            throw SystemError("mkdir", on: parent, errno: errno)
-        }
+        try makeDirectory(parent, mode: 0o700)
         var template = Array("\(parent)/\(prefix)XXXXXX".utf8CString)
-        let r = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        guard r != nil else { throw SystemError("mkdtemp", on: parent, errno: errno) }
+        try template.withUnsafeMutableBufferPointer { t throws(SystemError) in
+            _ = try systemCall("mkdtemp", on: parent, failed: { $0 == nil }) { mkdtemp(t.baseAddress!) }
+        }
         path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 
     /// Removes the directory with rmdir only: never recursively, so that a mount that failed to
-    /// come off cannot take the image's files with it. Idempotent.
+    /// come off cannot take the image's files with it. Idempotent. Wraps rmdir(2).
     package func remove() throws(SystemError) {
         try releasing.withLock { _ throws(SystemError) in
             guard !removed else { return }
-            if rmdir(path) != 0 && errno != ENOENT { throw SystemError("rmdir", on: path, errno: errno) }
+            do throws(SystemError) { try systemCall("rmdir", on: path) { rmdir(path) } } catch where error.errno == ENOENT {}
             removed = true
         }
     }
@@ -34,5 +33,5 @@ package final class TemporaryDirectory: @unchecked Sendable {
     /// Sendable: concurrent `remove()` calls run one after the other.
     private let releasing = Mutex(())
 
-    deinit { if !removed { _ = rmdir(path) } }
+    deinit { if !removed { bestEffort { rmdir(path) } } }
 }

@@ -34,17 +34,12 @@ let catCommand = CommandSpec(
         return 0
     })
 
+/// A failed write to standard output, told apart from the filesystem's own errors.
 private struct OutputError: Error {
     let errno: Int32
 }
 
-/// write(2) until the chunk is out; unlike `writeAll`, a failure stops the copy.
+/// Writes the chunk to standard output; unlike `writeAll`, a failure stops the copy. Wraps write(2).
 private func writeChunk(_ chunk: UnsafeRawBufferPointer) throws(OutputError) {
-    var done = 0
-    while done < chunk.count {
-        let n = write(1, chunk.baseAddress! + done, chunk.count - done)
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { throw OutputError(errno: n < 0 ? errno : EIO) }
-        done += n
-    }
+    do { try writeFully(1, chunk, path: "standard output") } catch { throw OutputError(errno: error.errno) }
 }

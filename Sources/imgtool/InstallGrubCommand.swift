@@ -16,7 +16,7 @@ let installGrubCommand = CommandSpec(
         """,
     positionals: [PositionalSpec(name: "image", optional: false, completion: .file, help: "The raw disk image (or block device).")],
     options: [
-        .option("strategy", "<name>", completion: .choices(Strategy.allCases.map(\.rawValue)), help: "partscan, blkpg, device-mapper or offset (default: the first this kernel supports, in that order)."),
+        .option("strategy", "<name>", completion: .choices(InstallGrub.Strategy.allCases.map(\.rawValue)), help: "partscan, blkpg, device-mapper or offset (default: the first this kernel supports, in that order)."),
         .option("disk-name", "<name>", help: "Name of the device-mapper disk (implies --strategy device-mapper; default imgtool-<session>, unique per run)."),
         .option("boot-partition", "<n>", help: "Partition number for /boot/grub (default: found)."),
         .option("modules", "<module>", repeatable: true, help: "Extra GRUB module to build into core.img (repeatable)."),
@@ -26,8 +26,8 @@ let installGrubCommand = CommandSpec(
     ],
     isolation: .installGrub,
     run: { arguments throws(UsageError) in
-        let strategy = try arguments.value("strategy", as: Strategy.self,
-                                           expected: Strategy.allCases.map(\.rawValue).joined(separator: ", "))
+        let strategy = try arguments.value("strategy", as: InstallGrub.Strategy.self,
+                                           expected: InstallGrub.Strategy.allCases.map(\.rawValue).joined(separator: ", "))
         let diskName = arguments.values("disk-name").last
         if diskName != nil, let strategy, strategy != .deviceMapper {
             throw UsageError(message: "'--disk-name' names a device-mapper disk; it does not go with '--strategy \(strategy)'.")
@@ -43,7 +43,7 @@ let installGrubCommand = CommandSpec(
 
 struct InstallGrubCommand {
     let image: String
-    let strategy: Strategy?
+    let strategy: InstallGrub.Strategy?
     let diskName: String?
     let bootPartition: Int?
     let modules: [String]
@@ -71,7 +71,7 @@ struct InstallGrubCommand {
     }
 }
 
-extension Strategy: LosslessStringConvertible {
+extension InstallGrub.Strategy: LosslessStringConvertible {
     public init?(_ description: String) { self.init(rawValue: description) }
     public var description: String { rawValue }
 }
@@ -80,13 +80,8 @@ func printError(_ message: String) {
     writeAll(2, Array("imgtool: error: \(message)\n".utf8))
 }
 
-/// write(2) until done; output is best effort once the pipe is gone.
+/// Writes all of `bytes` to `fd`, best effort: once the reader is gone there is nobody left to
+/// tell. Wraps write(2).
 func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
-    var done = 0
-    while done < bytes.count {
-        let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { return }
-        done += n
-    }
+    try? writeFully(fd, bytes, path: "descriptor \(fd)")
 }

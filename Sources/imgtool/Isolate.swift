@@ -17,7 +17,7 @@ func runIsolated(_ command: CommandSpec, _ arguments: ParsedArguments, purpose: 
     defer { withExtendedLifetime(trap) {} }
     var isolation = Isolation(kernel: arguments.value("kernel"), timeout: timeout,
                               executable: Isolation.processExecutable(), interruption: interruption)
-    isolation.installStrategy = arguments.value("strategy").flatMap(Strategy.init(rawValue:))
+    isolation.installStrategy = arguments.value("strategy").flatMap(InstallGrub.Strategy.init(rawValue:))
     let verbose = arguments.flag("verbose")
     let logger = makeLogger(label: "imgtool.isolate", verbose: verbose, quiet: !verbose)
     if command.name == verifyCommand.name && arguments.flag("boot") {

@@ -29,7 +29,7 @@ func fail(_ message: String, exitCode: Int32) -> Never {
 
 do {
     let report = try Inspect.run(.init(image: image), logger: logger)
-    let table = report.partitionTable.type ?? "no"
+    let table = report.partitionTable.type.map(String.init(describing:)) ?? "no"
     print("\(image): \(report.size) bytes, \(table) partition table, \(report.partitionTable.partitions.count) partitions, boot code: \(report.bootCode.description)")
 
     let result = try InstallGrub.run(.init(image: image), logger: logger, interruption: interruption)
@@ -41,11 +41,11 @@ do {
         fail("\(image) does not look bootable after the install", exitCode: verdict.exitCode)
     }
     print("\(image): bootable, core.img at sector \(verdict.grub.map { String($0.coreImage.sector) } ?? "?")")
-} catch let error as InstallGrubError {
-    // The message ends with what to do next; the exit code tells a script what kind of failure it was.
+} catch let error as any ImgKitError {
+    // Every workflow's error: a message that ends with what to do next, and the exit code the
+    // imgtool command would give for it, so a script can tell an unusable image (65) from
+    // missing root (77) or Ctrl-C (130).
     fail(error.description, exitCode: error.exitCode)
-} catch let error as ImageOpenError {
-    fail(error.description, exitCode: error.exitStatus.rawValue)
 } catch {
     fail("\(error)", exitCode: ExitStatus.failure.rawValue)
 }
