@@ -76,7 +76,7 @@ public struct SectorRange: Sendable, Equatable {
 
 /// A partition table read from an image: what it says, plus what was wrong with it.
 public struct PartitionTable: Sendable {
-    /// The table's scheme.
+    /// The scheme the table was read as.
     public enum Kind: String, Sendable {
         /// MBR with its EBR chain ("dos", as sfdisk names it), or GPT.
         case dos, gpt

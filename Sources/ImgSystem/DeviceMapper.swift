@@ -155,11 +155,11 @@ public enum DeviceMapper {
 
     /// What the kernel says about an existing device (DM_DEV_STATUS).
     public struct Info: Hashable, Sendable {
-        /// The device's name.
+        /// The name the device was created with: the node is /dev/mapper/NAME.
         public let name: Name
         /// The device's UUID; nil when it was created without one.
         public let uuid: UUID?
-        /// The device's major:minor number.
+        /// Its block device number; the kernel calls the device dm-MINOR.
         public let device: DeviceNumber
         /// Openers of the device; the kernel refuses to remove it while this is above 0.
         public let openCount: Int
@@ -179,9 +179,9 @@ public enum DeviceMapper {
 
     /// One device of `list()`.
     public struct Entry: Hashable, Sendable {
-        /// The device's name.
+        /// The name the device was created with: the node is /dev/mapper/NAME.
         public let name: Name
-        /// The device's major:minor number.
+        /// Its block device number; the kernel calls the device dm-MINOR.
         public let device: DeviceNumber
     }
 
