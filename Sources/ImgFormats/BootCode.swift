@@ -4,10 +4,13 @@
 /// Identification matches string sequences and a few structural bytes, never fixed string offsets:
 /// distribution builds of the same loader move their code and messages around.
 public struct BootCode: Sendable, Equatable {
+    /// The loader found in sector 0.
     public enum Kind: String, Sendable {
+        /// `none`: the code area is all zeros; `unknown`: code that matches no known loader.
         case none, grub2, grubLegacy, syslinux, microsoft, unknown
     }
 
+    /// Which loader the code is; `details` keys depend on it.
     public let kind: Kind
     /// For people: "GRUB 2 boot.img (core.img at sector 1, boot drive from BIOS)".
     public let description: String
@@ -23,6 +26,7 @@ public struct BootCode: Sendable, Equatable {
     /// - unknown: "sha256" of the 440-byte code area (absent when the input is too short).
     public let details: [String: String]
 
+    /// Makes a value as `identify` would, for tests and for callers that identified the code themselves.
     public init(kind: Kind, description: String, details: [String: String] = [:]) {
         self.kind = kind
         self.description = description

@@ -19,6 +19,7 @@ public protocol ByteSource: Sendable {
 /// Why a read from a `ByteSource` failed. `description` is the message the user reads.
 public struct ByteSourceError: Error, CustomStringConvertible, Sendable {
     public let description: String
+    /// Makes an error whose message is `description`.
     public init(_ description: String) { self.description = description }
 }
 
@@ -49,9 +50,11 @@ private func checkRange(offset: UInt64, count: Int, size: UInt64, what: @autoclo
 
 /// An image in memory; used by tests and by callers that already hold the bytes.
 public struct MemoryByteSource: ByteSource {
+    /// The whole image, read from offset 0.
     public let bytes: [UInt8]
     public var size: UInt64 { UInt64(bytes.count) }
 
+    /// Serves reads from `bytes`; the size is `bytes.count`.
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
     public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
@@ -67,6 +70,7 @@ public struct MemoryByteSource: ByteSource {
 /// real size needs an ioctl, which this layer does not make; the caller (ImgSystem) passes `size:`.
 /// Sendable because every stored property is immutable and pread(2) does not use the file offset.
 public final class FileByteSource: ByteSource {
+    /// The path the source was opened from, as given; error messages name it.
     public let path: String
     public let size: UInt64
     /// For callers that hand the open image to a C library (libblkid) instead of reopening it.

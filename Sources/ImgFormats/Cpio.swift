@@ -11,6 +11,7 @@
 /// the name and its NUL padded to a multiple of 4, then the data padded to a multiple of 4. The
 /// archive ends with the entry "TRAILER!!!".
 public struct CpioWriter: Sendable {
+    /// Why an entry cannot be added. `description` is the message the user reads.
     public enum Error: Swift.Error, CustomStringConvertible, Sendable, Equatable {
         /// Empty, "." or "..", a NUL byte, or longer than PATH_MAX.
         case invalidPath(String)
@@ -31,7 +32,9 @@ public struct CpioWriter: Sendable {
         }
     }
 
+    /// What an entry is: the file-type bits of its mode.
     public enum Kind: Sendable, Equatable {
+        /// A directory (S_IFDIR), a regular file (S_IFREG) or a symbolic link (S_IFLNK, whose data is the target).
         case directory, file, symlink
         var typeBits: UInt32 {
             switch self {
@@ -48,11 +51,13 @@ public struct CpioWriter: Sendable {
     private var kinds: [String: Kind] = [:]
     private var nextInode: UInt32 = 1
 
+    /// An empty archive.
     public init() {}
 
     /// The paths added so far, in archive order.
     public private(set) var paths: [String] = []
 
+    /// Whether `path` (with or without a leading "/") is in the archive, implicit parent directories included.
     public func contains(_ path: String) -> Bool { kinds[Self.normalize(path) ?? ""] != nil }
 
     /// What is at `path`, if anything.

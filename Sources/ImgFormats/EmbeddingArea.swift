@@ -1,15 +1,22 @@
 /// Where GRUB (i386-pc) puts core.img on a partitioned disk: the post-MBR gap of an msdos label,
 /// or the BIOS boot partition of a GPT disk.
 public struct EmbeddingArea: Sendable, Equatable {
+    /// Which kind of area holds core.img.
     public enum Kind: Sendable, Equatable {
+        /// msdos: the sectors between the MBR and the first partition.
         case postMBRGap
+        /// GPT: the BIOS boot partition (type 21686148-...) with this partition number.
         case biosBootPartition(number: Int)
     }
 
+    /// The gap after the MBR or the BIOS boot partition.
     public let kind: Kind
+    /// The area's first sector (an LBA in the table's sector size); 1 for the post-MBR gap.
     public let startSector: UInt64
+    /// The area's length in sectors of the table's sector size.
     public let sectorCount: UInt64
 
+    /// Makes an area; nothing is checked.
     public init(kind: Kind, startSector: UInt64, sectorCount: UInt64) {
         self.kind = kind
         self.startSector = startSector
@@ -19,9 +26,11 @@ public struct EmbeddingArea: Sendable, Equatable {
     /// GRUB loads at most this many sectors of core.img (grub-setup refuses more).
     public static let maximumCoreSectors: UInt64 = 888
 
+    /// Why a table has no place for core.img.
     public enum Problem: Error, Sendable, Equatable {
         /// The first partition starts at or before sector 1: no sector is free after the MBR.
         case noPostMBRGap(firstPartitionStart: UInt64)
+        /// A GPT disk without a BIOS boot partition.
         case noBIOSBootPartition
     }
 

@@ -7,7 +7,8 @@
 /// clusters numbered from 2. Every value read from the volume is checked before use, so hostile
 /// input yields a `Problem`, never a trap, an unbounded loop or an unbounded allocation.
 public struct FATFilesystem: Sendable {
-    public enum Kind: String, Sendable { case fat12 = "FAT12", fat16 = "FAT16", fat32 = "FAT32" }
+    /// The FAT variant, by cluster count as the specification decides it (not by the BPB's type string).
+    public enum Kind: String, Sendable { /** The raw value is the variant's usual name ("FAT32"). */ case fat12 = "FAT12", fat16 = "FAT16", fat32 = "FAT32" }
 
     /// One directory entry; "." and "..", volume labels and deleted entries are never returned.
     public struct Entry: Sendable, Equatable {
@@ -15,11 +16,14 @@ public struct FATFilesystem: Sendable {
         public let name: String
         /// The 8.3 name as "NAME.EXT", lower-cased where the entry's NT case flags say so.
         public let shortName: String
+        /// Whether the entry is a subdirectory (attribute 0x10).
         public let isDirectory: Bool
+        /// The file size in bytes from the directory entry; 0 for a directory, whose size FAT does not record.
         public let size: UInt32
         /// 0 for an empty file.
         public let firstCluster: UInt32
 
+        /// Makes an entry as a directory listing returns it.
         public init(name: String, shortName: String, isDirectory: Bool, size: UInt32, firstCluster: UInt32) {
             self.name = name
             self.shortName = shortName
@@ -29,14 +33,21 @@ public struct FATFilesystem: Sendable {
         }
     }
 
+    /// FAT12, FAT16 or FAT32, decided by the cluster count.
     public let kind: Kind
+    /// From the BPB: 512, 1024, 2048 or 4096.
     public let bytesPerSector: Int
+    /// From the BPB: a power of two from 1 to 128.
     public let sectorsPerCluster: Int
+    /// Sectors before the first FAT, the boot sector included.
     public let reservedSectors: Int
+    /// Number of FAT copies (usually 2).
     public let fatCount: Int
     /// FAT12/16 root directory slots; 0 on FAT32.
     public let rootEntryCount: Int
+    /// The filesystem's size in sectors (the BPB's 16-bit count, or the 32-bit one when that is 0).
     public let totalSectors: UInt32
+    /// The size of one FAT in sectors.
     public let sectorsPerFAT: UInt32
     /// FAT32's root directory cluster; 0 on FAT12/16, whose root directory is a fixed area.
     public let rootCluster: UInt32
@@ -49,6 +60,7 @@ public struct FATFilesystem: Sendable {
     private let rootStart: UInt64
     private let dataStart: UInt64
 
+    /// Bytes per cluster: `bytesPerSector * sectorsPerCluster`.
     public var clusterSize: Int { bytesPerSector * sectorsPerCluster }
 
     /// The spec caps a directory at 65536 entries (2 MiB); longer chains are refused, not followed.
@@ -60,22 +72,39 @@ public struct FATFilesystem: Sendable {
 
     /// Why the filesystem or a path in it cannot be read. `description` is the message the user reads.
     public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
+        /// The partition's byte range does not fit in the source.
         case partitionOutsideSource(offset: UInt64, length: UInt64, sourceSize: UInt64)
+        /// The partition is too small to hold a boot sector.
         case partitionTooSmall(length: UInt64)
+        /// The source refused a read; holds its message.
         case readFailed(String)
+        /// No 0x55AA at the end of the boot sector.
         case noBootSignature
+        /// A BPB field has a value the specification does not allow; `allowed` says what would be.
         case invalidBPB(field: String, value: UInt64, allowed: String)
+        /// The BPB's sector count reaches past the end of the partition.
         case filesystemLargerThanPartition(bytes: UInt64, partitionBytes: UInt64)
+        /// No entry at this path.
         case notFound(String)
+        /// A component of the path is a file, not a directory.
         case notADirectory(String)
+        /// The path names a directory where a file was wanted.
         case isADirectory(String)
+        /// The path has more than `maximumPathDepth` components.
         case pathTooDeep(String)
+        /// The file is larger than the caller's limit (`maxBytes`).
         case fileTooLarge(path: String, size: UInt32, maxBytes: Int)
+        /// The directory has more than `maximumDirectoryEntries` entries.
         case directoryTooLarge(String)
+        /// The file's cluster chain names a cluster outside 2...`lastCluster`.
         case clusterOutOfRange(path: String, cluster: UInt32, lastCluster: UInt32)
+        /// The file's cluster chain runs through a cluster the FAT marks as free.
         case freeClusterInChain(path: String, cluster: UInt32)
+        /// The file's cluster chain runs through a cluster the FAT marks as bad.
         case badClusterInChain(path: String, cluster: UInt32)
+        /// The file's cluster chain comes back to a cluster it already visited.
         case cyclicClusterChain(path: String, cluster: UInt32)
+        /// The file's cluster chain ends before it covers the file's size.
         case clusterChainTooShort(path: String, clusters: Int, needed: Int)
 
         public var description: String {

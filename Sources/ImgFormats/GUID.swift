@@ -56,6 +56,7 @@ public struct GUID: Hashable, Sendable, CustomStringConvertible {
         self = GUID(string: string)!
     }
 
+    /// The all-zero GUID: an unused GPT entry's type.
     public static let empty = GUID(known: "00000000-0000-0000-0000-000000000000")
     /// GRUB's BIOS boot partition (sgdisk type EF02), where core.img is embedded on GPT disks.
     public static let biosBoot = GUID(known: "21686148-6449-6E6F-744E-656564454649")

@@ -9,7 +9,9 @@ public struct GrubCoreImage: Sendable, Equatable {
     public let blocklist: [SectorRange]
     /// Total core.img sectors, diskboot.img's included.
     public let sectors: UInt64
+    /// Bytes of the LZMA stream after lzma_decompress.img, from the decompressor's header.
     public let compressedSize: UInt32
+    /// Bytes the LZMA stream decompresses to (the kernel and its module info), from the decompressor's header.
     public let uncompressedSize: UInt32
     /// Names from each ELF module's `.modname` section, in the order the kernel loads them.
     public let modules: [String]
@@ -20,6 +22,7 @@ public struct GrubCoreImage: Sendable, Equatable {
     /// The type of every object that is not decoded (memdisk 1, pubkey 4, dtb 5, ...), one per object.
     public let otherObjects: [UInt32]
 
+    /// Makes a value as `decode` would, for tests and reports.
     public init(
         firstSector: UInt64, blocklist: [SectorRange], sectors: UInt64, compressedSize: UInt32,
         uncompressedSize: UInt32, modules: [String], prefix: String?, config: String?, otherObjects: [UInt32]
@@ -41,6 +44,7 @@ public struct GrubCoreImage: Sendable, Equatable {
 /// Every value read from the image is checked before use: hostile input yields a `Problem`, never a
 /// trap, an unbounded loop or an unbounded allocation.
 public enum GrubCoreDecoder {
+    /// i386-pc's sector size in bytes: boot.img and diskboot.img address 512-byte sectors.
     public static let sectorSize = 512
     /// GRUB loads at most this many sectors of core.img (grub-setup refuses more).
     public static let maximumSectors = EmbeddingArea.maximumCoreSectors
@@ -59,25 +63,45 @@ public enum GrubCoreDecoder {
 
     /// Why core.img cannot be decoded. `description` is the message the user reads.
     public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
+        /// Sector 0 does not hold GRUB 2's boot.img.
         case notGrubBootImage
+        /// The source refused a read; holds its message.
         case readFailed(String)
+        /// boot.img's kernel sector lies past the end of the image.
         case coreOutsideImage(sector: UInt64, imageSectors: UInt64)
+        /// The sector boot.img names does not hold diskboot.img.
         case notDiskboot(sector: UInt64)
+        /// diskboot.img's blocklist has no zero-length entry within `maximumBlocklistEntries`.
         case blocklistUnterminated
+        /// diskboot.img's blocklist has no entries.
         case blocklistEmpty
+        /// A blocklist entry reaches past the end of the image.
         case blocklistOutsideImage(entry: Int, range: SectorRange, imageSectors: UInt64)
+        /// A blocklist entry overlaps diskboot.img or an earlier entry.
         case blocklistOverlap(entry: Int, range: SectorRange)
+        /// A blocklist entry's load segment does not follow on from the previous one.
         case blocklistSegment(entry: Int, found: UInt16, expected: UInt16)
+        /// The blocklist adds up to more than `maximumSectors`.
         case tooManySectors(UInt64)
+        /// core.img's second sector is not lzma_decompress.img.
         case notDecompressor
+        /// The decompressor's no-Reed-Solomon length is 0xFFFF, GRUB's mark for a version mismatch.
         case versionMismatch
+        /// The compressed size is larger than what the blocklist loads after the decompressor.
         case compressedOutsideCore(compressedSize: UInt32, available: Int)
+        /// The uncompressed size is outside 12...`maximumUncompressedSize`.
         case uncompressedSizeInvalid(UInt32)
+        /// The end of the decompressor code, where the LZMA stream starts, was not found.
         case lzmaStreamNotFound
+        /// The LZMA stream ended before the expected number of bytes.
         case lzmaTruncated(decoded: Int, expected: Int)
+        /// liblzma reported corrupt data after `decoded` bytes.
         case lzmaCorrupt(decoded: Int, expected: Int)
+        /// No module info ("mimg") at the end of the decompressed kernel.
         case moduleInfoMissing
+        /// A module info entry's type, size or offset is out of range.
         case moduleEntryInvalid(entry: Int, offset: Int, reason: String)
+        /// A module's ELF has no readable `.modname` section.
         case moduleNameMissing(entry: Int, reason: String)
 
         public var description: String {

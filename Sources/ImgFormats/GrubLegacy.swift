@@ -9,6 +9,7 @@ public enum GrubLegacy {
 
     /// Why a sector is not the part of GRUB legacy it should be. `description` is the message the user reads.
     public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
+        /// Fewer than 512 bytes were given.
         case tooShort(bytes: Int)
         /// Not a start sector (the code start.S begins with, and its "Loading stage" message).
         case notStartSector(zeroed: Bool)
@@ -27,7 +28,9 @@ public enum GrubLegacy {
     /// stage1's fields after its BPB (stage1.h): 0x3E version, 0x40 boot drive, 0x42 stage2 address,
     /// 0x44 stage2 sector, 0x48 stage2 segment.
     public struct Stage1: Sendable, Equatable {
+        /// The compatibility version's major byte (0x3E); 3 in every GRUB 0.9x.
         public let versionMajor: UInt8
+        /// The compatibility version's minor byte (0x3F); 2 in every GRUB 0.9x.
         public let versionMinor: UInt8
         /// 0xFF: the drive the BIOS booted from.
         public let bootDrive: UInt8
@@ -35,8 +38,10 @@ public enum GrubLegacy {
         public let stage2Address: UInt16
         /// The start sector of stage2 or stage1.5 (an LBA).
         public let stage2Sector: UInt32
+        /// The segment stage1 loads the start sector's data to (0x48).
         public let stage2Segment: UInt16
 
+        /// Reads the fields from sector 0; throws only when `sector` is shorter than 512 bytes (the values are not checked).
         public init(_ sector: [UInt8]) throws(Problem) {
             guard sector.count >= sectorSize else { throw .tooShort(bytes: sector.count) }
             versionMajor = sector[0x3E]
@@ -50,13 +55,17 @@ public enum GrubLegacy {
 
     /// The start sector of stage2 or stage1.5 (start.S).
     public struct StartSector: Sendable, Equatable {
-        public enum Kind: String, Sendable { case stage2 = "stage2", stage1_5 = "stage1.5" }
+        /// Which stage the start sector loads, from its "Loading stage" message.
+        public enum Kind: String, Sendable { /** The raw value is the name the "Loading" message uses. */ case stage2 = "stage2", stage1_5 = "stage1.5" }
 
         /// One blocklist entry: sectors loaded in order after the start sector.
         public struct Block: Sendable, Equatable {
+            /// The first sector (an LBA in 512-byte sectors).
             public let sector: UInt64
+            /// The number of sectors.
             public let count: UInt64
 
+            /// Makes an entry.
             public init(sector: UInt64, count: UInt64) {
                 self.sector = sector
                 self.count = count
@@ -76,6 +85,7 @@ public enum GrubLegacy {
         /// Up to the first entry with count 0; empty when the first is.
         public let blocklist: [Block]
 
+        /// Reads a start sector; throws when `sector` is short or is not a GRUB legacy start sector.
         public init(_ sector: [UInt8]) throws(Problem) {
             guard sector.count >= sectorSize else { throw .tooShort(bytes: sector.count) }
             // push dx; push si; mov si, ...
@@ -118,6 +128,7 @@ public enum GrubLegacy {
         /// The file stage2 reads its menu from, or the stage2 stage1.5 loads; empty when unset.
         public let configFile: String
 
+        /// Whether this is stage1.5 (a nonzero id) rather than stage2.
         public var isStage1_5: Bool { id != 0 }
 
         /// stage1.5's file name as GRUB installs it ("e2fs_stage1_5"); nil for stage2 and unknown ids.
@@ -125,6 +136,7 @@ public enum GrubLegacy {
             (1...Self.stage1_5Filesystems.count).contains(Int(id)) ? Self.stage1_5Filesystems[Int(id) - 1] + "_stage1_5" : nil
         }
 
+        /// Reads the header; throws when `sector` is short or has no compatibility version 3.2 at byte 6.
         public init(_ sector: [UInt8]) throws(Problem) {
             guard sector.count >= sectorSize else { throw .tooShort(bytes: sector.count) }
             guard sector[6] == compatibilityVersion.major, sector[7] == compatibilityVersion.minor else {

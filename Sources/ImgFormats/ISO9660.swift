@@ -7,6 +7,7 @@
 /// Every extent and size read from the image is checked against the source, and directories and
 /// paths have hard bounds, so hostile input yields a `Problem`, never a trap or an unbounded read.
 public struct ISO9660Volume: Sendable {
+    /// The logical block size in bytes; ISOLINUX supports no other.
     public static let blockSize = 2048
     /// Where the primary volume descriptor is unless something says otherwise.
     public static let primaryDescriptorBlock: UInt64 = 16
@@ -27,8 +28,10 @@ public struct ISO9660Volume: Sendable {
         public let block: UInt32
         /// The data length in bytes.
         public let size: UInt32
+        /// Whether the record is a directory (file flag bit 1).
         public let isDirectory: Bool
 
+        /// Makes a record as a directory listing returns it.
         public init(name: String, block: UInt32, size: UInt32, isDirectory: Bool) {
             self.name = name
             self.block = block
@@ -39,13 +42,21 @@ public struct ISO9660Volume: Sendable {
 
     /// Why the volume or a path in it cannot be read. `description` is the message the user reads.
     public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
+        /// The source refused a read; holds its message.
         case readFailed(String)
+        /// The volume descriptor's block lies past the end of the source.
         case descriptorOutsideSource(block: UInt64, sourceBytes: UInt64)
+        /// The block holds no primary volume descriptor (type 1, "CD001").
         case notPrimaryDescriptor(block: UInt64)
+        /// A directory's extent reaches past the end of the source.
         case directoryOutsideSource(block: UInt32, bytes: UInt32, sourceBytes: UInt64)
+        /// A directory is larger than `maximumDirectoryBytes`.
         case directoryTooLarge(block: UInt32, bytes: UInt32)
+        /// No record at this path.
         case notFound(String)
+        /// A component of the path is a file, not a directory.
         case notADirectory(String)
+        /// The path has more than `maximumPathDepth` components.
         case pathTooDeep(String)
 
         public var description: String {

@@ -8,6 +8,7 @@ public struct IsolinuxBootInfoTable: Sendable, Equatable {
     public static let hybridMBRSectorOffset = 0x1B0
     /// isolinux.bin's hybrid signature, which isohdpfx.bin checks before jumping to it.
     public static let hybridSignatureOffset = 0x40
+    /// The value isohdpfx.bin expects at `hybridSignatureOffset`.
     public static let hybridSignature: UInt32 = 0x7078_C0FB
     /// isolinux.bin is 38 KiB in SYSLINUX 6.04; a larger length is not believed.
     public static let maximumBytes: UInt32 = 1 << 20

@@ -10,25 +10,37 @@ import CLzma
 /// payload_length at 0x248 and 0x24C (protocol 2.08 and later). The payload is the compressed
 /// vmlinux followed by its uncompressed size as a little-endian u32.
 public enum LinuxKernelImage {
+    /// How the payload (the vmlinux ELF) is compressed, from its magic bytes; only `lz4` and `xz` are decompressed.
     public enum Compression: String, Sendable, Equatable {
+        /// One of the kernel's CONFIG_KERNEL_* compressors; `unknown` when the magic matches none.
         case lz4, xz, gzip, zstd, lzma, bzip2, lzo, unknown
     }
 
+    /// The boot protocol header fields that locate the payload.
     public struct Header: Sendable, Equatable {
+        /// The boot protocol version at 0x206: major in the high byte, minor in the low (0x020F for 2.15).
         public let protocolVersion: UInt16
         /// "6.1.0-56-cloud-amd64": the first word of the kernel_version string.
         public let release: String?
         /// Byte range of the compressed payload in the file.
         public let payload: Range<Int>
+        /// The payload's compression, from its first bytes.
         public let compression: Compression
     }
 
+    /// Why a file is not a kernel this type can unpack. `description` is the message the user reads.
     public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
+        /// No "HdrS" at 0x202.
         case notBzImage
+        /// The boot protocol is older than 2.08, which has no payload fields; holds the version.
         case protocolTooOld(UInt16)
+        /// payload_offset and payload_length point outside the file.
         case payloadOutOfBounds
+        /// The payload uses a compressor this type does not decompress.
         case unsupportedCompression(Compression)
+        /// Decompression failed; holds the decompressor's message.
         case corrupt(String)
+        /// The ELF kernel has no PVH entry note, so qemu cannot boot it directly.
         case noPVHEntry
 
         public var description: String {
@@ -133,6 +145,7 @@ public enum LinuxKernelImage {
 /// LZ4 as the kernel's build compresses with `lz4 -l`: the legacy frame (magic 0x184C2102, then
 /// blocks of a little-endian u32 compressed size and an LZ4 block of at most 8 MiB uncompressed).
 public enum LZ4 {
+    /// Why an LZ4 legacy frame cannot be decoded. `description` is the message the user reads.
     public struct Problem: Error, Sendable, Equatable, CustomStringConvertible {
         public let description: String
     }
@@ -210,6 +223,7 @@ public enum LZ4 {
 
 /// xz streams (.xz files, xz-compressed kernels and modules) through liblzma.
 public enum XZ {
+    /// Why an xz stream cannot be decoded (liblzma's error, or the output limit). `description` is the message the user reads.
     public struct Problem: Error, Sendable, Equatable, CustomStringConvertible {
         public let description: String
     }

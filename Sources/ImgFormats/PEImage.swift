@@ -7,8 +7,11 @@
 /// 12, raw size at 16, raw pointer at 20, characteristics at 36). Every offset and size is checked
 /// against the file before use: hostile input yields a `Problem`, never a trap.
 public struct PEImage: Sendable, Equatable {
+    /// The CPU the image is built for (the COFF header's machine field).
     public enum Machine: Sendable, Equatable, CustomStringConvertible {
+        /// IMAGE_FILE_MACHINE_I386 (0x14C), _AMD64 (0x8664) and _ARM64 (0xAA64).
         case i386, x86_64, aarch64
+        /// Any other machine value, as stored.
         case other(UInt16)
 
         init(_ value: UInt16) {
@@ -31,10 +34,13 @@ public struct PEImage: Sendable, Equatable {
     }
 
     /// PE32 (magic 0x10B) or PE32+ (0x20B, 64-bit addresses).
-    public enum Format: Sendable, Equatable { case pe32, pe32Plus }
+    public enum Format: Sendable, Equatable { /** Magic 0x10B, or 0x20B for PE32+. */ case pe32, pe32Plus }
 
+    /// What kind of program the image is (the optional header's subsystem field).
     public enum Subsystem: Sendable, Equatable, CustomStringConvertible {
+        /// IMAGE_SUBSYSTEM_EFI_APPLICATION (10), _EFI_BOOT_SERVICE_DRIVER (11) and _EFI_RUNTIME_DRIVER (12).
         case efiApplication, efiBootServiceDriver, efiRuntimeDriver
+        /// Any other subsystem value, as stored (a Windows program, say).
         case other(UInt16)
 
         init(_ value: UInt16) {
@@ -56,19 +62,29 @@ public struct PEImage: Sendable, Equatable {
         }
     }
 
+    /// One section table entry.
     public struct Section: Sendable, Equatable {
         /// The 8-byte name up to its first NUL.
         public let name: String
+        /// The section's size in memory, in bytes.
         public let virtualSize: UInt32
+        /// The section's address in memory, relative to the image base.
         public let virtualAddress: UInt32
+        /// The section's size in the file, in bytes (SizeOfRawData).
         public let rawSize: UInt32
+        /// The section's offset in the file (PointerToRawData).
         public let rawPointer: UInt32
+        /// IMAGE_SCN_* flags (0x20 code, 0x40 initialized data, 0x20000000 executable, ...).
         public let characteristics: UInt32
     }
 
+    /// From the COFF header.
     public let machine: Machine
+    /// From the optional header's magic.
     public let format: Format
+    /// From the optional header.
     public let subsystem: Subsystem
+    /// The section table, in file order; each lies within the file.
     public let sections: [Section]
     private let bytes: [UInt8]
 
@@ -77,13 +93,21 @@ public struct PEImage: Sendable, Equatable {
 
     /// Why the bytes are not a usable PE image. `description` is the message the user reads.
     public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
+        /// No "MZ" at byte 0.
         case notMZ
+        /// e_lfanew points outside the file.
         case peHeaderOutOfRange(offset: UInt32, fileSize: Int)
+        /// No "PE\0\0" where e_lfanew points.
         case notPE(offset: UInt32)
+        /// More sections than `maximumSections`.
         case tooManySections(Int)
+        /// The COFF header, optional header or section table runs past the end of the file.
         case headersOutOfRange(end: Int, fileSize: Int)
+        /// The optional header's magic is neither 0x10B nor 0x20B.
         case unknownOptionalHeader(magic: UInt16)
+        /// The optional header is too small to hold the subsystem field.
         case optionalHeaderTooSmall(size: Int, needed: Int)
+        /// A section's raw data runs past the end of the file.
         case sectionOutOfRange(name: String, pointer: UInt32, size: UInt32, fileSize: Int)
 
         public var description: String {
@@ -178,6 +202,7 @@ public struct GrubEFIImage: Sendable, Equatable {
     /// The type of every object that is not decoded (memdisk 1, pubkey 4, dtb 5, disable_shim_lock 6, ...).
     public let otherObjects: [UInt32]
 
+    /// Makes a value as `decode` would, for tests and reports.
     public init(modules: [String], prefix: String?, config: String?, otherObjects: [UInt32]) {
         self.modules = modules
         self.prefix = prefix
@@ -189,10 +214,15 @@ public struct GrubEFIImage: Sendable, Equatable {
 
     /// Why the module list cannot be decoded. `description` is the message the user reads.
     public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
+        /// The image has no `mods` section.
         case modsSectionMissing
+        /// The `mods` section does not start with module info ("mimg").
         case moduleInfoMissing
+        /// The module info's size reaches past the end of the `mods` section.
         case moduleInfoOutOfRange(offset: UInt64, size: UInt64, sectionSize: Int)
+        /// A module info entry's type, size or offset is out of range.
         case moduleEntryInvalid(entry: Int, offset: Int, reason: String)
+        /// A module's ELF has no readable `.modname` section.
         case moduleNameMissing(entry: Int, reason: String)
 
         public var description: String {

@@ -1,15 +1,19 @@
 /// One partition as a table describes it. Positions are in units of the table's `sectorSize`.
 public struct Partition: Sendable, Equatable {
+    /// Where the entry sits in its table.
     public enum Kind: Sendable {
+        /// MBR primary (slots 1-4), the MBR extended container, a logical partition in the EBR chain, or a GPT entry.
         case primary, extended, logical, gpt
     }
 
     /// MBR: 1-4 for primaries and the extended container (the slot number), logicals from 5 in
     /// chain order. GPT: entry index + 1.
     public let number: Int
+    /// Which kind of table entry it is.
     public let kind: Kind
     /// Absolute LBA of the first sector.
     public let startSector: UInt64
+    /// Length in sectors; never 0 for a partition a table returns.
     public let sectorCount: UInt64
     /// The MBR type byte (0x83 Linux, 0x05 extended, ...); nil for GPT.
     public let mbrType: UInt8?
@@ -25,6 +29,7 @@ public struct Partition: Sendable, Equatable {
     /// type specific); nil for MBR.
     public let attributes: UInt64?
 
+    /// Makes a partition; nothing is checked. MBR-only and GPT-only fields default to nil.
     public init(
         number: Int, kind: Kind, startSector: UInt64, sectorCount: UInt64, mbrType: UInt8? = nil,
         bootable: Bool = false, typeGUID: GUID? = nil, uuid: GUID? = nil, name: String? = nil,
@@ -51,9 +56,12 @@ public struct Partition: Sendable, Equatable {
 
 /// A run of sectors: `count` sectors from `start`, in the units of the table it came from.
 public struct SectorRange: Sendable, Equatable {
+    /// The first sector.
     public let start: UInt64
+    /// The number of sectors; may be 0.
     public let count: UInt64
 
+    /// Makes a range; nothing is checked.
     public init(start: UInt64, count: UInt64) {
         self.start = start
         self.count = count
@@ -68,10 +76,13 @@ public struct SectorRange: Sendable, Equatable {
 
 /// A partition table read from an image: what it says, plus what was wrong with it.
 public struct PartitionTable: Sendable {
+    /// The scheme the table was read as.
     public enum Kind: String, Sendable {
+        /// MBR with its EBR chain ("dos", as sfdisk names it), or GPT.
         case dos, gpt
     }
 
+    /// MBR (`dos`) or GPT; a protective MBR reads as `gpt` even when both GPT headers are unusable.
     public let kind: Kind
     /// 512, or 4096 for a GPT whose header was found at byte 4096.
     public let sectorSize: Int
@@ -80,12 +91,14 @@ public struct PartitionTable: Sendable {
     public let identifier: String
     /// Ordered by number. For dos this includes the extended container (kind `.extended`).
     public let partitions: [Partition]
+    /// What was wrong or unusual with the table, in the order it was found; empty for a clean table.
     public let findings: [Finding]
     /// GPT only.
     public let firstUsableLBA: UInt64?
     /// GPT only (inclusive, as the header stores it).
     public let lastUsableLBA: UInt64?
 
+    /// Makes a table as `read` would, for tests and reports.
     public init(
         kind: Kind, sectorSize: Int, identifier: String, partitions: [Partition], findings: [Finding],
         firstUsableLBA: UInt64? = nil, lastUsableLBA: UInt64? = nil

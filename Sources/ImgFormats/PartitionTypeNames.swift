@@ -1,7 +1,9 @@
 /// Human names for the partition types one meets in practice, worded as fdisk words them so a
 /// report reads like the tools people know. Unknown types have no name rather than a guess.
 public enum PartitionTypeNames {
+    /// fdisk's name for an MBR type byte ("Linux" for 0x83), or nil for a type not in the list.
     public static func name(mbrType: UInt8) -> String? { mbr[mbrType] }
+    /// fdisk's name for a GPT type GUID ("EFI System"), or nil for a type not in the list.
     public static func name(gptType: GUID) -> String? { gpt[gptType.description] }
 
     static let mbr: [UInt8: String] = [

@@ -8,6 +8,7 @@
 public struct SyslinuxPatchArea: Sendable, Equatable {
     /// LDLINUX_MAGIC: in the boot sector at `bootSectorMagicOffset`, and at the start of the patch area.
     public static let magic: UInt32 = 0x3EB2_02FE
+    /// Where the boot sector holds LDLINUX_MAGIC (0x1F8).
     public static let bootSectorMagicOffset = 0x1F8
     /// ldlinux.sys is 58 KiB in SYSLINUX 6.04; anything much larger is not one.
     public static let maximumLdlinuxBytes = 1 << 20
@@ -24,8 +25,10 @@ public struct SyslinuxPatchArea: Sendable, Equatable {
     public struct Extent: Sendable, Equatable {
         /// Relative to the start of the partition, in 512-byte sectors.
         public let lba: UInt64
+        /// The number of contiguous 512-byte sectors.
         public let sectors: UInt16
 
+        /// Makes an extent.
         public init(lba: UInt64, sectors: UInt16) {
             self.lba = lba
             self.sectors = sectors
@@ -40,6 +43,7 @@ public struct SyslinuxPatchArea: Sendable, Equatable {
     public let checksumWords: Int
     /// Offsets in the boot sector of the low and high 32 bits of the LBA of ldlinux.sys's first sector.
     public let firstSectorPointerLow: Int
+    /// See `firstSectorPointerLow`; the high 32 bits' offset.
     public let firstSectorPointerHigh: Int
     /// The sector map for sectors 1..., up to its first empty entry.
     public let extents: [Extent]
@@ -49,12 +53,19 @@ public struct SyslinuxPatchArea: Sendable, Equatable {
 
     /// Why a file has no usable patch area. `description` is the message the user reads.
     public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
+        /// The file is shorter than a sector.
         case tooShort(bytes: Int)
+        /// No 4-aligned LDLINUX_MAGIC in the file's first 4 KiB.
         case noMagic
+        /// The data sector count is 0 or more than the file holds.
         case dataSectorsInvalid(sectors: Int, fileBytes: Int)
+        /// The checksum covers more words than the data sectors hold.
         case checksumRangeInvalid(words: Int, dataSectors: Int)
+        /// `epaoffset` points past the end of the file.
         case extendedAreaOutsideFile(offset: Int, fileBytes: Int)
+        /// The first-sector pointer's offset lies outside the 512-byte boot sector.
         case sectorPointerOutsideBootSector(offset: Int)
+        /// The sector map reaches past the end of the file.
         case sectorMapOutsideFile(offset: Int, entries: Int, fileBytes: Int)
 
         public var description: String {

@@ -21,26 +21,26 @@ import ImgSystem
 /// entry is empty uses up a number in kpartx but not in `PartitionTable` (which numbers as the
 /// kernel does), and kpartx reads the logicals of every extended container while `PartitionTable`
 /// reads only the first's. fdisk, sfdisk and parted write neither.
-public enum DeviceMapperLayout {
+package enum DeviceMapperLayout {
     /// One partition map.
-    public struct PartitionMap: Sendable, Equatable {
+    package struct PartitionMap: Sendable, Equatable {
         /// The partition number in the table (1-4 primaries and the container, 5... logicals; GPT
         /// entry index + 1).
-        public let number: Int
-        public let kind: Partition.Kind
-        public let name: DeviceMapper.Name
-        public let uuid: DeviceMapper.UUID
-        public let target: DeviceMapper.Target
+        package let number: Int
+        package let kind: Partition.Kind
+        package let name: DeviceMapper.Name
+        package let uuid: DeviceMapper.UUID
+        package let target: DeviceMapper.Target
     }
 
     /// kpartx's name for partition `number` of the disk named `disk`.
-    public static func partitionName(disk: String, number: Int) -> String {
+    package static func partitionName(disk: String, number: Int) -> String {
         let delimiter = disk.last.map { $0.isASCII && $0.isNumber } == true ? "p" : ""
         return "\(disk)\(delimiter)\(number)"
     }
 
     /// kpartx's UUID for partition `number` of a disk whose UUID is `disk`.
-    public static func partitionUUID(disk: String, number: Int) -> String {
+    package static func partitionUUID(disk: String, number: Int) -> String {
         "part\(number)-\(disk)"
     }
 
@@ -48,7 +48,7 @@ public enum DeviceMapperLayout {
     /// `diskUUID`, device number `disk`), in the order kpartx creates them: by number, the
     /// extended container as 2 sectors, logicals after the primaries. Throws when a name or UUID
     /// would exceed the kernel's limits (kpartx fails there too).
-    public static func partitionMaps(table: PartitionTable, diskName: DeviceMapper.Name,
+    package static func partitionMaps(table: PartitionTable, diskName: DeviceMapper.Name,
                                      diskUUID: DeviceMapper.UUID,
                                      disk: DeviceMapper.DeviceNumber) throws(DeviceMapper.Error) -> [PartitionMap] {
         // Device-mapper tables count 512-byte sectors whatever the disk's sector size.

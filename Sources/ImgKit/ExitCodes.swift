@@ -1,6 +1,7 @@
 /// Exit codes of the imgtool command, one per kind of failure, so scripts can tell them apart.
 /// They follow sysexits(3) where a meaning fits. Documented in README.md.
 public enum ExitStatus: Int32, Sendable, CaseIterable {
+    /// The command did what it was asked.
     case success = 0
     /// An operation failed after pre-flight checks passed: a kernel call, grub-install, a mount.
     case failure = 1

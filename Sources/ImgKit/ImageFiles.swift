@@ -8,12 +8,16 @@ import ImgSystem
 public enum ImageFiles {
     /// A partition (or the whole image, `partition` nil) and what libblkid finds there.
     public struct Location: Sendable, Equatable {
+        /// The partition number; nil for a filesystem that fills the whole image.
         public let partition: Int?
+        /// Where the filesystem starts in the image, in bytes.
         public let offset: UInt64
+        /// The partition's (or the whole image's) length in bytes.
         public let length: UInt64
         /// libblkid's TYPE ("ext4", "vfat", "swap"), nil when it finds nothing.
         public let type: String?
 
+        /// Whether libblkid found ext2, ext3 or ext4, the filesystems `open` reads.
         public var isExt: Bool { type.map(ImageFiles.extTypes.contains) ?? false }
     }
 
@@ -33,6 +37,7 @@ public enum ImageFiles {
         /// ext2/3/4 partition.
         public var partition: Int?
 
+        /// Options for `image`, and for `partition` when given.
         public init(image: String, partition: Int? = nil) {
             self.image = image
             self.partition = partition
@@ -130,13 +135,21 @@ public enum ImageFiles {
     /// Why a file could not be read from an image. `description` is the message a user reads:
     /// what is wrong and what to do next. `exitStatus` is the documented exit code.
     public enum Error: Swift.Error, CustomStringConvertible, Sendable {
+        /// The image itself could not be opened.
         case cannotOpen(ImageOpenError)
+        /// Reading the image failed; `reason` is the error's message.
         case unreadable(path: String, reason: String)
+        /// A partition was asked for, but the image has no partition table (`filesystem`: what fills it, if anything).
         case noPartitionTable(path: String, filesystem: String?)
+        /// The table has no partition `number`; `available` lists those it has.
         case noSuchPartition(path: String, number: Int, available: [Int])
+        /// The chosen partition (or whole image, `partition` nil) holds no ext2/3/4; `found` is what libblkid found there.
         case notExt(path: String, partition: Int?, found: String?)
+        /// No partition holds ext2/3/4; `found` lists what the partitions hold.
         case noExtFilesystem(path: String, found: [String])
+        /// No partition was given and several hold ext2/3/4; `candidates` names them.
         case ambiguous(path: String, candidates: [String])
+        /// libext2fs could not open the filesystem; `reason` is its message.
         case damaged(path: String, partition: Int?, reason: String)
         /// A path inside the filesystem failed.
         case file(Ext2Filesystem.Error, image: String, partition: Int?)

@@ -4,12 +4,18 @@ import ImgSystem
 
 /// Why an image could not be opened at all. `description` is the message a user reads.
 public struct ImageOpenError: Error, CustomStringConvertible, Sendable {
+    /// What is wrong with the path.
     public enum Problem: Sendable, Equatable {
+        /// Nothing exists at the path.
         case missing
+        /// The path is something other than a regular file or block device; `kind` names it ("a directory").
         case notAnImage(kind: String)
+        /// The path exists but could not be opened or read; `reason` is the system's message.
         case unreadable(reason: String)
     }
+    /// The image path as given.
     public let path: String
+    /// Why it could not be opened.
     public let problem: Problem
 
     public var exitStatus: ExitStatus { .noInput }

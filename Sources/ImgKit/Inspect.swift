@@ -12,6 +12,7 @@ public enum Inspect {
         /// The image file or block device.
         public var image: String
 
+        /// Options for inspecting `image`, an image file or block device.
         public init(image: String) { self.image = image }
     }
 

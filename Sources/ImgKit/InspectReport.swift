@@ -6,13 +6,18 @@ import ImgSystem
 public struct InspectReport: Sendable, Equatable {
     /// A filesystem libblkid recognised.
     public struct Filesystem: Sendable, Equatable {
+        /// What libblkid calls it.
         public let type: FilesystemKind
+        /// The filesystem UUID as libblkid prints it; nil when it has none.
         public let uuid: String?
+        /// The volume label; nil when unset.
         public let label: String?
         /// The filesystem's own version, where libblkid reads one ("1.0" for ext4).
         public let version: String?
+        /// The filesystem's block size in bytes, where libblkid reports one.
         public let blockSize: Int?
 
+        /// Makes a value, for an embedder's tests.
         public init(type: FilesystemKind, uuid: String?, label: String?, version: String?, blockSize: Int?) {
             self.type = type
             self.uuid = uuid
@@ -34,6 +39,7 @@ public struct InspectReport: Sendable, Equatable {
         public let start: UInt64
         /// In sectors.
         public let size: UInt64
+        /// The MBR type byte or the GPT type GUID.
         public let type: PartitionType
         /// The active flag (MBR) or the legacy-BIOS-bootable attribute (GPT).
         public let bootable: Bool
@@ -41,11 +47,13 @@ public struct InspectReport: Sendable, Equatable {
         public let uuid: String?
         /// The GPT partition's name, when not empty.
         public let name: String?
+        /// What libblkid finds in the partition; nil when it finds nothing (or the partition is an extended container).
         public let filesystem: Filesystem?
 
         /// The name people use for the type ("Linux"), when imgtool knows one.
         public var typeName: String? { type.name }
 
+        /// Makes a value, for an embedder's tests.
         public init(number: Int, start: UInt64, size: UInt64, type: PartitionType, bootable: Bool, uuid: String?,
                     name: String?, filesystem: Filesystem?) {
             self.number = number
@@ -72,6 +80,7 @@ public struct InspectReport: Sendable, Equatable {
         public let type: PartitionTableType?
         /// The MBR disk signature ("0x494d4754") or the GPT disk GUID.
         public let id: String?
+        /// Ordered by number; empty when the table is absent or not parsed.
         public let partitions: [Partition]
         /// The ranges of sectors no partition covers.
         public let unallocated: [SectorRange]
@@ -84,6 +93,7 @@ public struct InspectReport: Sendable, Equatable {
             }
         }
 
+        /// Makes a value, for an embedder's tests.
         public init(type: PartitionTableType?, id: String?, partitions: [Partition], unallocated: [SectorRange]) {
             self.type = type
             self.id = id
@@ -98,6 +108,7 @@ public struct InspectReport: Sendable, Equatable {
     public let size: UInt64
     /// The logical sector size the table is laid out for (512 without a table).
     public let sectorSize: Int
+    /// The partition table; its `type` is nil when there is none.
     public let partitionTable: Table
     /// A filesystem that fills the image (no partition table).
     public let filesystem: Filesystem?
@@ -108,6 +119,7 @@ public struct InspectReport: Sendable, Equatable {
     /// What is unusual or damaged, by severity.
     public let findings: [Finding]
 
+    /// Makes a value, for an embedder's tests.
     public init(image: String, size: UInt64, sectorSize: Int, partitionTable: Table, filesystem: Filesystem?,
                 bootCode: BootCode, os: OSReport?, findings: [Finding]) {
         self.image = image

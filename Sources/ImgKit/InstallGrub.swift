@@ -10,7 +10,9 @@ import Logging
 /// let result = try InstallGrub.run(.init(image: "disk.img"), logger: Logger(label: "installer"))
 /// ```
 public enum InstallGrub {
+    /// What to install into, and how.
     public struct Options: Sendable {
+        /// The image file or block device.
         public var image: String
         /// nil picks the first strategy this kernel supports (`Strategy.automaticOrder`).
         public var strategy: Strategy?
@@ -25,6 +27,7 @@ public enum InstallGrub {
         /// Run the whole job inside a throwaway VM instead of on this kernel (`Isolation`).
         public var isolation: Isolation?
 
+        /// Options for `image`; every other choice defaults to automatic.
         public init(image: String, strategy: Strategy? = nil, diskName: String? = nil, bootPartition: Int? = nil,
                     modules: [String] = [], showGrubOutput: Bool = false, isolation: Isolation? = nil) {
             self.isolation = isolation
@@ -41,13 +44,16 @@ public enum InstallGrub {
     public struct Result: Sendable, Equatable {
         /// Where /boot/grub went.
         public struct BootPartition: Sendable, Equatable {
+            /// The partition's number in the image's table.
             public let number: Int
             /// The node grub-install saw it as (/dev/loop0p1, /dev/mapper/hda1, /dev/vda1).
             public let device: String
+            /// The filesystem /boot/grub is on.
             public let filesystem: FilesystemKind
             /// The filesystem's UUID.
             public let uuid: String?
 
+            /// Makes a value, for an embedder's tests.
             public init(number: Int, device: String, filesystem: FilesystemKind, uuid: String?) {
                 self.number = number
                 self.device = device
@@ -62,13 +68,16 @@ public enum InstallGrub {
         public let strategy: Strategy
         /// The whole-disk node grub-install got (/dev/loop0, /dev/mapper/imgtool-0a1b2c3d, /dev/vda).
         public let diskDevice: String
+        /// The partition /boot/grub went into.
         public let bootPartition: BootPartition
+        /// The GRUB platform installed (i386-pc).
         public let target: GrubTarget
         /// grub-install's package version ("2.06-13+deb12u2"), when it can be read.
         public let grubInstallVersion: String?
         /// Wall time of the whole run.
         public let seconds: Double
 
+        /// Makes a value, for an embedder's tests.
         public init(image: String, strategy: Strategy, diskDevice: String, bootPartition: BootPartition,
                     target: GrubTarget, grubInstallVersion: String?, seconds: Double) {
             self.image = image

@@ -3,24 +3,43 @@ import ImgSystem
 /// Why install-grub refused or failed. `description` is the message a user reads: what is wrong
 /// and what to do next. `exitStatus` is the documented exit code.
 public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
+    /// Nothing exists at the path.
     case imageMissing(path: String)
+    /// The path is not a regular file or block device; `kind` names what it is.
     case notAnImage(path: String, kind: String)
+    /// The image could not be opened or read; `reason` is the system's message.
     case unreadable(path: String, reason: String)
+    /// The image is 0 bytes long.
     case empty(path: String)
+    /// The image is shorter than a sector, or a partition ends past its end; `detail` says which.
     case truncated(path: String, detail: String)
+    /// The image has no partition table (`filesystem`: what fills it instead, if anything).
     case noPartitionTable(path: String, filesystem: String?)
+    /// The partition table is unusable; `detail` is the parser's finding.
     case damagedPartitionTable(path: String, detail: String)
+    /// msdos: the first partition starts at or before sector 1, leaving no room for core.img.
     case noPostMBRGap(path: String, firstPartitionStart: UInt64)
+    /// msdos: the post-MBR gap has fewer sectors than core.img needs.
     case gapTooSmall(path: String, sectors: UInt64, needed: UInt64)
+    /// GPT: no BIOS boot partition to embed core.img in.
     case noBIOSBootPartition(path: String)
+    /// GPT: BIOS boot partition `number` has fewer sectors than core.img needs.
     case biosBootTooSmall(path: String, number: Int, sectors: UInt64, needed: UInt64)
+    /// No partition holds a filesystem for /boot/grub; `found` lists the filesystems there are.
     case noBootFilesystem(path: String, found: [String])
+    /// The partition asked for cannot hold /boot/grub; `reason` says why.
     case bootPartitionInvalid(path: String, number: Int, reason: String)
+    /// Several partitions could hold /boot/grub and none was chosen; `candidates` are their numbers.
     case ambiguousBootPartition(path: String, candidates: [Int])
+    /// The boot filesystem has less free space (bytes) than GRUB's files need.
     case bootFilesystemFull(path: String, number: Int, free: UInt64, needed: UInt64)
+    /// Another imgtool run holds the image's lock.
     case busy(ImageLock.Error)
+    /// The install runs on this kernel (no `Isolation`) and the process is not root.
     case notRoot(path: String)
+    /// A program the install needs is not in PATH; `package` is the Debian package that has it.
     case toolMissing(tool: String, package: String)
+    /// The strategy asked for cannot work on this kernel; `reason` says why.
     case strategyUnavailable(InstallGrub.Strategy, reason: String)
     /// No strategy could present the image as a disk; the reason each one gave.
     case noStrategyWorked(path: String, reasons: [String])
@@ -30,8 +49,11 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case sessionJournal(SystemError)
     /// A system call failed.
     case system(SystemError)
+    /// Attaching or detaching a loop device failed.
     case loopDevice(LoopDevice.Error)
+    /// Mounting or unmounting the boot filesystem failed.
     case mount(Mount.Error)
+    /// A device-mapper step failed.
     case deviceMapper(DeviceMapper.Error)
     /// A program imgtool runs could not be started.
     case subprocess(tool: String, Subprocess.Error)
@@ -39,8 +61,11 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case other(any Error)
     /// The isolated VM's install-grub succeeded but printed no result imgtool could read.
     case isolatedResultUnreadable(output: String)
+    /// A GRUB program (grub-install, grub-probe, ...) exited with `status`; `stderr` is what it printed.
     case grubToolFailed(tool: String, status: Int32, stderr: String)
+    /// A signal (SIGINT, SIGTERM or SIGHUP) stopped the install; everything acquired was released.
     case interrupted(signal: Int32)
+    /// Releasing resources failed; `after` is the error that ended the install first, nil when it had succeeded.
     case cleanupFailed([Session.CleanupFailure], after: String?)
     /// The isolated VM could not run the job (`Isolation`).
     case isolation(IsolatedVM.Error)

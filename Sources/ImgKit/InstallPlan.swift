@@ -6,11 +6,17 @@ import Logging
 /// Everything install-grub decides before it touches the kernel, read from the image without
 /// changing it and without root.
 public struct InstallPlan: Sendable {
+    /// The image path as given.
     public let imagePath: String
+    /// The image's size in bytes.
     public let imageSize: UInt64
+    /// The image's partition table.
     public let table: PartitionTable
+    /// Where core.img goes: the post-MBR gap or the BIOS boot partition, large enough for it.
     public let embedding: EmbeddingArea
+    /// The partition that gets /boot/grub.
     public let bootPartition: Partition
+    /// What libblkid found on `bootPartition`.
     public let bootFilesystem: FilesystemProbe
     /// GRUB's module for the boot filesystem ("ext2" for ext2/3/4).
     public let grubFilesystemModule: String

@@ -3,15 +3,15 @@
 /// nesting bounded so hostile input cannot exhaust the stack. Integers that fit are `.int`
 /// (`.uint` above Int64.max), everything else with a fraction or exponent is `.double`.
 extension JSONValue {
-    public struct ParseError: Error, CustomStringConvertible, Sendable, Equatable {
-        public let offset: Int
-        public let reason: String
-        public var description: String { "invalid JSON at byte \(offset): \(reason)" }
+    package struct ParseError: Error, CustomStringConvertible, Sendable, Equatable {
+        package let offset: Int
+        package let reason: String
+        package var description: String { "invalid JSON at byte \(offset): \(reason)" }
     }
 
-    public static let maxParseDepth = 128
+    package static let maxParseDepth = 128
 
-    public static func parse(_ text: [UInt8]) throws(ParseError) -> JSONValue {
+    package static func parse(_ text: [UInt8]) throws(ParseError) -> JSONValue {
         var p = Parser(bytes: text)
         let value = try p.value(depth: 0)
         p.skipSpace()
@@ -19,7 +19,7 @@ extension JSONValue {
         return value
     }
 
-    public static func parse(_ text: String) throws(ParseError) -> JSONValue { try parse(Array(text.utf8)) }
+    package static func parse(_ text: String) throws(ParseError) -> JSONValue { try parse(Array(text.utf8)) }
 
     /// The member `key` of an object, nil for anything else.
     public subscript(_ key: String) -> JSONValue? {
@@ -27,11 +27,11 @@ extension JSONValue {
         return nil
     }
 
-    public var stringValue: String? { if case .string(let s) = self { return s }; return nil }
-    public var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
-    public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
-    public var isNull: Bool { self == .null }
-    public var int64Value: Int64? {
+    package var stringValue: String? { if case .string(let s) = self { return s }; return nil }
+    package var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
+    package var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
+    package var isNull: Bool { self == .null }
+    package var int64Value: Int64? {
         switch self {
         case .int(let n): return n
         case .uint(let n): return Int64(exactly: n)
@@ -39,7 +39,7 @@ extension JSONValue {
         default: return nil
         }
     }
-    public var uint64Value: UInt64? {
+    package var uint64Value: UInt64? {
         switch self {
         case .int(let n): return UInt64(exactly: n)
         case .uint(let n): return n
@@ -47,7 +47,7 @@ extension JSONValue {
         default: return nil
         }
     }
-    public var doubleValue: Double? {
+    package var doubleValue: Double? {
         switch self {
         case .int(let n): return Double(n)
         case .uint(let n): return Double(n)

@@ -2,19 +2,32 @@
 /// sorted, two-space indentation. Reports build one directly rather than through Encodable,
 /// whose generic containers cost more at start-up than `imgtool inspect` spends on the image.
 public enum JSONValue: Sendable, Equatable {
+    /// JSON null; also what an absent (nil) value prints as.
     case null
+    /// true or false.
     case bool(Bool)
+    /// A signed integer.
     case int(Int64)
+    /// An unsigned integer; used for values that may exceed Int64.max (sizes, sectors).
     case uint(UInt64)
+    /// A number with a fraction or an exponent.
     case double(Double)
+    /// A string, escaped when rendered.
     case string(String)
+    /// An array, in order.
     case array([JSONValue])
+    /// An object; rendered with its keys sorted.
     case object([String: JSONValue])
 
+    /// `.string`, or `.null` for nil.
     public init(_ value: String?) { self = value.map { .string($0) } ?? .null }
+    /// `.int`, or `.null` for nil.
     public init(_ value: Int?) { self = value.map { .int(Int64($0)) } ?? .null }
+    /// `.uint`, or `.null` for nil.
     public init(_ value: UInt64?) { self = value.map { .uint($0) } ?? .null }
+    /// `.bool`.
     public init(_ value: Bool) { self = .bool(value) }
+    /// An array of `.string`s.
     public init(_ values: [String]) { self = .array(values.map { .string($0) }) }
 
     /// The document as text, without a final newline.
@@ -131,5 +144,6 @@ extension JSONValue: Codable {
 
 /// A type that reports as JSON.
 public protocol JSONRepresentable {
+    /// The value as a JSON document; the CLI prints `json.rendered()` for --json.
     var json: JSONValue { get }
 }

@@ -18,6 +18,7 @@ public struct OSReport: Sendable, Equatable {
     /// partition, sorted.
     public let kernels: [String]
 
+    /// Makes a value, for an embedder's tests.
     public init(rootPartition: Int?, id: String?, versionID: String?, prettyName: String?, hostname: String?,
                 kernels: [String]) {
         self.rootPartition = rootPartition

@@ -84,6 +84,7 @@ private func int(_ value: JSONValue) -> Int? { value.int64Value.map { Int($0) } 
 // MARK: inspect
 
 extension InspectReport: JSONDocument {
+    /// The document `imgtool inspect --json` prints.
     public var json: JSONValue {
         .object([
             "image": .string(image), "size": .uint(size), "sectorSize": JSONValue(sectorSize),
@@ -158,6 +159,7 @@ extension InspectReport.Table {
 }
 
 extension OSReport: JSONDocument {
+    /// The `os` member of `imgtool inspect --json`.
     public var json: JSONValue {
         .object([
             "rootPartition": JSONValue(rootPartition), "id": JSONValue(id), "versionID": JSONValue(versionID),
@@ -178,6 +180,7 @@ extension OSReport: JSONDocument {
 // MARK: verify
 
 extension VerifyReport: JSONDocument {
+    /// The document `imgtool verify --json` prints (without the `boot` member a boot check adds).
     public var json: JSONValue {
         .object([
             "image": .string(image), "bootable": bootable.map(JSONValue.bool) ?? .null,
@@ -251,6 +254,7 @@ extension BootObservation: JSONRepresentable {
 // MARK: install-grub
 
 extension InstallGrub.Result: JSONDocument {
+    /// The document `imgtool install-grub --json` prints.
     public var json: JSONValue {
         .object([
             "image": .string(image), "strategy": .string(strategy.rawValue), "diskDevice": .string(diskDevice),
@@ -279,6 +283,7 @@ extension InstallGrub.Result: JSONDocument {
 // MARK: status and cleanup
 
 extension SessionStatus: JSONDocument {
+    /// One element of the array `imgtool status --json` prints.
     public var json: JSONValue {
         .object([
             "id": .string(id), "live": .bool(live), "pid": pid.map { .int(Int64($0)) } ?? .null, "image": JSONValue(image),
@@ -301,6 +306,7 @@ extension SessionStatus: JSONDocument {
 }
 
 extension Cleanup.Result: JSONDocument {
+    /// The document `imgtool cleanup --json` prints.
     public var json: JSONValue {
         .object([
             "released": JSONValue(released), "live": JSONValue(live), "pending": JSONValue(pending),

@@ -7,6 +7,7 @@ import ImgFormats
 public enum PartitionTableType: Sendable, Hashable, CustomStringConvertible {
     /// MBR (msdos), as sfdisk names it.
     case dos
+    /// GPT, with its protective MBR.
     case gpt
     /// A label libblkid recognises and imgtool does not parse ("sun", "sgi", ...), by libblkid's name.
     case unparsed(String)
@@ -33,7 +34,9 @@ public enum PartitionTableType: Sendable, Hashable, CustomStringConvertible {
 
 /// A partition's type: the MBR type byte or the GPT type GUID.
 public enum PartitionType: Sendable, Hashable, CustomStringConvertible {
+    /// An MBR partition's type byte (0x83 Linux).
     case mbr(UInt8)
+    /// A GPT partition's type GUID.
     case gpt(GUID)
 
     /// From "0x83" or a GUID, as `description` prints them; nil for anything else.
@@ -66,6 +69,7 @@ public enum PartitionType: Sendable, Hashable, CustomStringConvertible {
 
 /// A filesystem, by libblkid's TYPE.
 public enum FilesystemKind: Sendable, Hashable, CustomStringConvertible {
+    /// A TYPE imgtool names: each prints as libblkid spells it ("vfat" for FAT12/16/32).
     case ext2, ext3, ext4, vfat, exfat, ntfs, xfs, btrfs, swap, iso9660, squashfs, erofs
     /// Any other TYPE libblkid reports.
     case other(String)

@@ -13,6 +13,7 @@ public struct SessionStatus: Sendable, Equatable {
         /// /dev/loop3, "/dev/loop3 1", /run/imgtool/mnt-0a1b2c3d-Xy12Zq.
         public let name: String
 
+        /// Makes a value, for an embedder's tests.
         public init(kind: SessionJournal.Kind, name: String) {
             self.kind = kind
             self.name = name
@@ -43,6 +44,7 @@ public struct SessionStatus: Sendable, Equatable {
     /// What the kernel holds for it now.
     public let holds: [Resource]
 
+    /// Makes a value, for an embedder's tests.
     public init(id: String, live: Bool, pid: Int32?, image: String?, journal: String?, holds: [Resource]) {
         self.id = id
         self.live = live
@@ -57,6 +59,7 @@ public struct SessionStatus: Sendable, Equatable {
 public enum Status {
     /// Nothing to choose yet: every session is listed.
     public struct Options: Sendable, Equatable {
+        /// The only options there are.
         public init() {}
     }
 
@@ -76,6 +79,7 @@ public enum Cleanup {
         /// Detach a mount that stays busy lazily (MNT_DETACH) instead of reporting its holders.
         public var force: Bool
 
+        /// Options for one session (`session`) or every stale one (nil), with or without `force`.
         public init(session: String? = nil, force: Bool = false) {
             self.session = session
             self.force = force
@@ -84,9 +88,12 @@ public enum Cleanup {
 
     /// Something that could not be released, and why (for a busy mount: who holds it).
     public struct Failure: Sendable, Equatable {
+        /// What could not be released, as `SessionStatus.Resource.description` words it.
         public let resource: String
+        /// Why: the error's message, or for a busy mount the pids that hold it.
         public let reason: String
 
+        /// Makes a value, for an embedder's tests.
         public init(resource: String, reason: String) {
             self.resource = resource
             self.reason = reason
@@ -105,6 +112,7 @@ public enum Cleanup {
         /// and a later cleanup finishes the job.
         public var pending: [String] = []
 
+        /// Makes a value, for an embedder's tests; every list defaults to empty.
         public init(released: [String] = [], failed: [Failure] = [], live: [String] = [], pending: [String] = []) {
             self.released = released
             self.failed = failed

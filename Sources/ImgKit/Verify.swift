@@ -11,6 +11,7 @@ public enum Verify {
         /// The image file or block device.
         public var image: String
 
+        /// Options for verifying `image`, an image file or block device.
         public init(image: String) { self.image = image }
     }
 

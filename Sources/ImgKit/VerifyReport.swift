@@ -14,6 +14,7 @@ public struct VerifyReport: Sendable, Equatable {
             /// The embedded configuration, if any.
             public let config: String?
 
+            /// Makes a value, for an embedder's tests.
             public init(modules: [String], prefix: String?, config: String?) {
                 self.modules = modules
                 self.prefix = prefix
@@ -31,12 +32,14 @@ public struct VerifyReport: Sendable, Equatable {
         public let machine: PEImage.Machine?
         /// The loader's PE subsystem (an EFI application, to be started as a loader).
         public let subsystem: PEImage.Subsystem?
+        /// What GRUB's EFI image carries; nil when the loader is not GRUB or its module list does not decode.
         public let grub: Grub?
         /// Whether UEFI boots it: nil when imgtool cannot tell.
         public let bootable: Bool?
         /// The UEFI path's problems.
         public let problems: [Finding]
 
+        /// Makes a value, for an embedder's tests.
         public init(partition: Int, loader: String?, machine: PEImage.Machine?, subsystem: PEImage.Subsystem?,
                     grub: Grub?, bootable: Bool?, problems: [Finding]) {
             self.partition = partition
@@ -53,15 +56,19 @@ public struct VerifyReport: Sendable, Equatable {
     public struct Grub: Sendable, Equatable {
         /// Where core.img lies: its first sector and its length in sectors.
         public struct CoreImage: Sendable, Equatable {
+            /// The LBA of core.img's first sector (diskboot.img), in 512-byte sectors.
             public let sector: UInt64
+            /// core.img's length in 512-byte sectors, diskboot.img's included.
             public let sectors: UInt64
 
+            /// Makes a value, for an embedder's tests.
             public init(sector: UInt64, sectors: UInt64) {
                 self.sector = sector
                 self.sectors = sectors
             }
         }
 
+        /// Where core.img lies on the disk.
         public let coreImage: CoreImage
         /// The modules built into core.img.
         public let modules: [String]
@@ -70,6 +77,7 @@ public struct VerifyReport: Sendable, Equatable {
         /// The embedded configuration, if any.
         public let config: String?
 
+        /// Makes a value, for an embedder's tests.
         public init(coreImage: CoreImage, modules: [String], prefix: String?, config: String?) {
             self.coreImage = coreImage
             self.modules = modules
@@ -99,6 +107,7 @@ public struct VerifyReport: Sendable, Equatable {
     /// nil when the image has no EFI system partition.
     public let efi: EFI?
 
+    /// Makes a value, for an embedder's tests.
     public init(image: String, bootable: Bool?, biosBootable: Bool?, bootCode: BootCode, grub: Grub?,
                 problems: [Finding], efi: EFI?) {
         self.image = image

@@ -5,13 +5,18 @@ import ImgFormats
 
 /// What libblkid finds at one place of a file or device.
 public struct FilesystemProbe: Sendable, Equatable {
+    /// The filesystem or container type libblkid reports (TYPE): "ext4", "vfat", "swap", ...
     public let type: String
+    /// The filesystem UUID as libblkid prints it (UUID); nil when it has none. For FAT, the volume serial ("ABCD-1234").
     public let uuid: String?
+    /// The volume label (LABEL); nil when unset.
     public let label: String?
+    /// The filesystem's version where libblkid reports one (VERSION: "1.0" for ext4, "FAT32" for vfat); nil otherwise.
     public let version: String?
     /// The filesystem's block size, where libblkid reports one (BLOCK_SIZE).
     public let blockSize: Int?
 
+    /// Makes a probe result, for tests and for callers that probed by other means.
     public init(type: String, uuid: String?, label: String?, version: String?, blockSize: Int? = nil) {
         self.type = type
         self.uuid = uuid
@@ -121,7 +126,7 @@ public struct FilesystemProbe: Sendable, Equatable {
 
 /// The partition-table type libblkid recognises ("dos", "gpt", "sun", "bsd", "atari", ...), for
 /// labels imgtool does not parse itself. Wraps blkid_do_safeprobe(3) with only partition probing.
-public func partitionTableType(fd: Int32, path: String, size: UInt64) throws(SystemError) -> String? {
+package func partitionTableType(fd: Int32, path: String, size: UInt64) throws(SystemError) -> String? {
     guard let pr = blkid_new_probe() else { throw SystemError("blkid_new_probe", on: path, errno: ENOMEM) }
     defer { blkid_free_probe(pr) }
     if blkid_probe_set_device(pr, fd, 0, blkid_loff_t(size)) != 0 {

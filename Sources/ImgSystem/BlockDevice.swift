@@ -1,6 +1,7 @@
 import CLinuxShim
 import Glibc
 
+/// Queries on block devices by path: size, geometry, and the kernel's partitions.
 public enum BlockDevice {
     /// Size in bytes of a block device. Wraps ioctl(BLKGETSIZE64).
     public static func size(_ path: String) throws(SystemError) -> UInt64 {

@@ -27,7 +27,9 @@ import Synchronization
 /// - Every failure names the device and the step; `.unavailable` says that the kernel has no
 ///   device mapper, which is the case on the CI machine.
 public enum DeviceMapper {
+    /// The device-mapper control node libdm opens.
     public static let controlPath = "/dev/mapper/control"
+    /// Where udev (or libdm, without udev) makes the /dev/mapper/NAME nodes.
     public static let directory = "/dev/mapper"
     /// The longest name the kernel takes, in bytes (DM_NAME_LEN less the terminating NUL).
     public static let maxNameBytes = Int(DM_NAME_LEN) - 1
@@ -43,7 +45,9 @@ public enum DeviceMapper {
     /// A device-mapper name: 1 to `maxNameBytes` bytes, no '/', no control characters, not "." or
     /// ".." (it becomes /dev/mapper/NAME).
     public struct Name: Hashable, Sendable, CustomStringConvertible, Comparable {
+        /// The name as the kernel stores it.
         public let value: String
+        /// Checks `value` against the kernel's rules; throws `.invalidName` with the reason.
         public init(_ value: String) throws(Error) {
             if let reason = DeviceMapper.problem(with: value, maxBytes: DeviceMapper.maxNameBytes) {
                 throw .invalidName(value, reason: reason)
@@ -62,7 +66,9 @@ public enum DeviceMapper {
     /// A device-mapper UUID: 1 to `maxUUIDBytes` bytes, no '/', no control characters. Not an RFC
     /// 4122 UUID: a free-form identifier ("part1-imgtool-...", "LVM-..."), unique among devices.
     public struct UUID: Hashable, Sendable, CustomStringConvertible {
+        /// The UUID as the kernel stores it.
         public let value: String
+        /// Checks `value` against the kernel's rules; throws `.invalidUUID` with the reason.
         public init(_ value: String) throws(Error) {
             if let reason = DeviceMapper.problem(with: value, maxBytes: DeviceMapper.maxUUIDBytes) {
                 throw .invalidUUID(value, reason: reason)
@@ -87,8 +93,11 @@ public enum DeviceMapper {
 
     /// A block device number, written major:minor as in dm tables.
     public struct DeviceNumber: Hashable, Sendable, CustomStringConvertible {
+        /// The major number (the driver: 7 for loop devices).
         public let major: UInt32
+        /// The minor number (the device of that driver).
         public let minor: UInt32
+        /// Makes a number from its two halves; nothing is checked.
         public init(major: UInt32, minor: UInt32) {
             self.major = major
             self.minor = minor
@@ -109,10 +118,15 @@ public enum DeviceMapper {
     /// One line of a table: `length` sectors (512 bytes) from `start`, mapped by target `type`
     /// with `params`, as `dmsetup table` prints it.
     public struct Target: Hashable, Sendable, CustomStringConvertible {
+        /// The first sector the line maps, in 512-byte sectors of the dm device.
         public var start: UInt64
+        /// How many 512-byte sectors the line maps.
         public var length: UInt64
+        /// The target type: "linear", "error", "zero", ...
         public var type: String
+        /// The target's parameters, as `dmsetup table` prints them ("7:3 2048" for linear).
         public var params: String
+        /// Makes a table line; the kernel checks it when the table is loaded.
         public init(start: UInt64, length: UInt64, type: String, params: String) {
             self.start = start
             self.length = length
@@ -128,23 +142,34 @@ public enum DeviceMapper {
 
     /// One line of `dmsetup status`: a target's range and type, and what it reports (empty for linear).
     public struct TargetStatus: Hashable, Sendable, CustomStringConvertible {
+        /// The first sector of the target, in 512-byte sectors.
         public let start: UInt64
+        /// The target's length in 512-byte sectors.
         public let length: UInt64
+        /// The target type: "linear", "error", ...
         public let type: String
+        /// The target's status text; empty for linear.
         public let status: String
         public var description: String { "\(start) \(length) \(type)" + (status.isEmpty ? "" : " \(status)") }
     }
 
     /// What the kernel says about an existing device (DM_DEV_STATUS).
     public struct Info: Hashable, Sendable {
+        /// The name the device was created with: the node is /dev/mapper/NAME.
         public let name: Name
+        /// The device's UUID; nil when it was created without one.
         public let uuid: UUID?
+        /// Its block device number; the kernel calls the device dm-MINOR.
         public let device: DeviceNumber
         /// Openers of the device; the kernel refuses to remove it while this is above 0.
         public let openCount: Int
+        /// Whether the device was created or loaded read-only.
         public let readOnly: Bool
+        /// Whether I/O to the device is suspended.
         public let suspended: Bool
+        /// Whether a table is loaded and active; false for a device created without one.
         public let hasLiveTable: Bool
+        /// Lines in the live table.
         public let targetCount: Int
         /// /dev/mapper/NAME.
         public var path: String { "\(DeviceMapper.directory)/\(name)" }
@@ -154,12 +179,17 @@ public enum DeviceMapper {
 
     /// One device of `list()`.
     public struct Entry: Hashable, Sendable {
+        /// The name the device was created with: the node is /dev/mapper/NAME.
         public let name: Name
+        /// Its block device number; the kernel calls the device dm-MINOR.
         public let device: DeviceNumber
     }
 
+    /// Why a device-mapper operation failed. `description` names the device and the step and says what to do next.
     public enum Error: Swift.Error, CustomStringConvertible, Sendable, Equatable {
+        /// The string cannot be a device-mapper name; `reason` says why.
         case invalidName(String, reason: String)
+        /// The string cannot be a device-mapper UUID; `reason` says why.
         case invalidUUID(String, reason: String)
         /// A table with no targets, or one that cannot be passed on.
         case invalidTable(device: String, reason: String)
@@ -173,7 +203,9 @@ public enum DeviceMapper {
         /// Create-with-table failed; `leftBehind` says whether the half-made device is still there
         /// after libdm's revert and ours.
         case createFailed(device: String, errno: Int32, messages: [String], leftBehind: Bool)
+        /// A device with this name already exists.
         case alreadyExists(device: String)
+        /// No device with this name exists.
         case notFound(device: String)
         /// The device is open (`openCount` openers) and so cannot be removed; `holders` are the
         /// openers found (processes, stacked devices, mounts).

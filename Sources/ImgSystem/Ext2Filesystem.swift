@@ -158,23 +158,30 @@ public final class Ext2Filesystem: @unchecked Sendable {
 
     /// One file, directory or link, as its inode describes it.
     public struct Entry: Sendable, Equatable {
+        /// What kind of inode the entry is.
         public enum Kind: String, Sendable {
+            /// A regular file, a directory, a symbolic link, or anything else (device node, FIFO, socket).
             case file, directory, symlink, other
         }
 
         /// The directory entry's name; bytes that are not UTF-8 appear as U+FFFD.
         public let name: String
+        /// The inode's type, from the type bits of `mode`.
         public let kind: Kind
         /// Bytes, as the inode records them (i_size with i_size_high).
         public let size: UInt64
         /// The type and permission bits (st_mode).
         public let mode: UInt16
+        /// The inode number.
         public let inode: UInt32
         /// Last modification, seconds since the epoch, with ext4's extra epoch bits.
         public let modified: Int64
+        /// The owner's user ID (the 32-bit value, i_uid with its high half).
         public let uid: UInt32
+        /// The owner's group ID (the 32-bit value, i_gid with its high half).
         public let gid: UInt32
 
+        /// Makes an entry as a directory listing returns it, for tests and reports.
         public init(name: String, kind: Kind, size: UInt64, mode: UInt16, inode: UInt32, modified: Int64,
                     uid: UInt32, gid: UInt32) {
             self.name = name
@@ -211,10 +218,13 @@ public final class Ext2Filesystem: @unchecked Sendable {
         case notFound(String, missing: String)
         /// `path` needs `component` to be a directory, and it is not.
         case notADirectory(String, component: String)
+        /// Reading needs a file, and `path` is a directory.
         case isADirectory(String)
         /// Reading needs a regular file; `path` is a device, FIFO or socket.
         case notARegularFile(String)
+        /// Reading a link target needs a symbolic link, and `path` is none.
         case notASymlink(String)
+        /// Following the links of `path` went past the link limit (a loop, or too long a chain).
         case symlinkLoop(String)
         /// A directory with more than `limit` entries, or a link target longer than `limit` bytes.
         case tooLarge(String, limit: Int)

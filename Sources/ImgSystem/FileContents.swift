@@ -3,7 +3,7 @@ import Glibc
 // Whole-file reads and writes and directory listings: the one copy of each, for every layer above.
 
 /// Reads a whole file. Wraps open(2) and read(2).
-public func readFile(_ path: String) throws(SystemError) -> [UInt8] {
+package func readFile(_ path: String) throws(SystemError) -> [UInt8] {
     let h = try FileHandle(path: path, flags: O_RDONLY)
     var data: [UInt8] = []
     var buf = [UInt8](repeating: 0, count: 65536)
@@ -15,14 +15,14 @@ public func readFile(_ path: String) throws(SystemError) -> [UInt8] {
 }
 
 /// Reads a whole (small) text file: /proc, /sys, configuration. Wraps open(2) and read(2).
-public func readTextFile(_ path: String) throws(SystemError) -> String {
+package func readTextFile(_ path: String) throws(SystemError) -> String {
     String(decoding: try readFile(path), as: UTF8.self)
 }
 
 /// Writes `bytes` as the whole content of `path`, created or truncated, with exactly `mode`
 /// whatever the umask. A symbolic link at `path` is refused (O_NOFOLLOW): a link planted in an
 /// image must not steer a write onto the host. Wraps open(2), write(2) and fchmod(2).
-public func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SystemError) {
+package func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SystemError) {
     let h = try FileHandle(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: mode)
     try writeFully(h.fd, bytes, path: path)
     try systemCall("fchmod", on: path) { fchmod(h.fd, mode) }
@@ -30,7 +30,7 @@ public func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) th
 
 /// The names in a directory, without "." and "..", in the order the filesystem gives them.
 /// Wraps opendir(3) and readdir(3).
-public func listDirectory(_ path: String) throws(SystemError) -> [String] {
+func listDirectory(_ path: String) throws(SystemError) -> [String] {
     let dir = try systemCall("opendir", on: path, failed: { $0 == nil }) { opendir(path) }!
     // Not through bestEffort: closedir frees the DIR whatever it returns, so it is never retried.
     defer { _ = closedir(dir) }
@@ -44,12 +44,12 @@ public func listDirectory(_ path: String) throws(SystemError) -> [String] {
 
 /// `listDirectory`, or empty if the directory cannot be read: for /proc, /sys and imgtool's own
 /// directories, where a missing one means there is nothing to list.
-public func directoryEntries(_ path: String) -> [String] {
+package func directoryEntries(_ path: String) -> [String] {
     (try? listDirectory(path)) ?? []
 }
 
 /// The target of the symbolic link `path`. Wraps readlink(2).
-public func readSymbolicLink(_ path: String) throws(SystemError) -> String {
+package func readSymbolicLink(_ path: String) throws(SystemError) -> String {
     var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     let n = try systemCall("readlink", on: path) { readlink(path, &buffer, buffer.count - 1) }
     return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -75,7 +75,7 @@ func readFileBytes(_ path: String, limit: Int, fromEnd: Bool = false) -> [UInt8]
 /// Reads into `buffer` until it is full or the file ends, through short reads and EINTR; at
 /// `offset` when given, without moving the file position. Returns the count read, less than the
 /// buffer's only at the end of the file. Wraps read(2) and pread(2).
-public func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64? = nil,
+package func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64? = nil,
                       path: String) throws(SystemError) -> Int {
     var done = 0
     while done < buffer.count {
@@ -93,7 +93,7 @@ public func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, a
 
 /// Writes all of `bytes` to `fd`, through short writes and EINTR; `path` names it in errors.
 /// Wraps write(2).
-public func writeFully(_ fd: Int32, _ bytes: [UInt8], path: String) throws(SystemError) {
+package func writeFully(_ fd: Int32, _ bytes: [UInt8], path: String) throws(SystemError) {
     // withUnsafeBytes rethrows untyped: carry the SystemError out as a Result.
     try bytes.withUnsafeBytes { buffer in
         Result { () throws(SystemError) in try writeFully(fd, buffer, path: path) }
@@ -102,7 +102,7 @@ public func writeFully(_ fd: Int32, _ bytes: [UInt8], path: String) throws(Syste
 
 /// Writes all of `buffer` to `fd`, through short writes and EINTR; `path` names it in errors.
 /// Wraps write(2).
-public func writeFully(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: String) throws(SystemError) {
+package func writeFully(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: String) throws(SystemError) {
     var done = 0
     while done < buffer.count {
         let n = try systemCall("write", on: path) { write(fd, buffer.baseAddress! + done, buffer.count - done) }
@@ -113,7 +113,7 @@ public func writeFully(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: Stri
 
 /// The status of `path`; of a final symbolic link itself with `followingLinks: false`.
 /// Wraps stat(2) and lstat(2).
-public func fileStatus(_ path: String, followingLinks: Bool = true) throws(SystemError) -> stat {
+package func fileStatus(_ path: String, followingLinks: Bool = true) throws(SystemError) -> stat {
     var st = stat()
     if followingLinks {
         try systemCall("stat", on: path) { stat(path, &st) }
@@ -124,7 +124,7 @@ public func fileStatus(_ path: String, followingLinks: Bool = true) throws(Syste
 }
 
 /// The status of the file open at `fd`; `path` names it in errors. Wraps fstat(2).
-public func fileStatus(fd: Int32, path: String) throws(SystemError) -> stat {
+package func fileStatus(fd: Int32, path: String) throws(SystemError) -> stat {
     var st = stat()
     try systemCall("fstat", on: path) { fstat(fd, &st) }
     return st
@@ -132,12 +132,12 @@ public func fileStatus(fd: Int32, path: String) throws(SystemError) -> stat {
 
 /// Whether `path` is there (`F_OK`) or allows `mode` (`R_OK`, `X_OK`...) to the real user.
 /// Wraps access(2).
-public func accessible(_ path: String, _ mode: Int32 = F_OK) -> Bool {
+package func accessible(_ path: String, _ mode: Int32 = F_OK) -> Bool {
     (try? systemCall("access", on: path) { access(path, mode) }) != nil
 }
 
 /// Creates the directory `path` with `mode` (less the umask) unless it exists. Wraps mkdir(2).
-public func makeDirectory(_ path: String, mode: mode_t) throws(SystemError) {
+func makeDirectory(_ path: String, mode: mode_t) throws(SystemError) {
     do {
         try systemCall("mkdir", on: path) { mkdir(path, mode) }
     } catch where error.errno == EEXIST {}

@@ -3,8 +3,11 @@ import Glibc
 /// An exclusive advisory lock (flock) on an image, so that two imgtool runs never work on the same
 /// image at once. Released when this object goes away or the process dies.
 public final class ImageLock: @unchecked Sendable {
+    /// Why the lock could not be taken. `description` is the message the user reads.
     public enum Error: Swift.Error, CustomStringConvertible, Sendable {
+        /// Another process holds the lock; `pid` is that process, from /proc/locks (nil when not found there).
         case held(path: String, pid: Int32?)
+        /// Opening or locking the image failed.
         case system(SystemError)
         public var description: String {
             switch self {

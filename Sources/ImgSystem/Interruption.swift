@@ -12,6 +12,7 @@ public final class Interruption: Sendable {
     }
     private let state = Mutex(State())
 
+    /// A request not yet made: `signal` is nil until `interrupt(signal:)`.
     public init() {}
 
     /// The first signal received, if any.
@@ -46,6 +47,7 @@ public final class Interruption: Sendable {
 /// action (dying mid-step with resources attached) is replaced; a second signal is recorded but
 /// does not skip the teardown. Only a program's entry point should create one.
 public final class SignalTrap: @unchecked Sendable {
+    /// The signals a trap turns into an interruption: SIGINT, SIGTERM and SIGHUP.
     public static let signals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
     private let thread: pthread_t
 

@@ -7,14 +7,19 @@ import Synchronization
 /// LO_FLAGS_AUTOCLEAR, so if this process dies the kernel detaches it once nothing else holds it.
 /// `detach()` releases it explicitly and waits until the kernel confirms.
 public final class LoopDevice: @unchecked Sendable {
+    /// How to configure the device (struct loop_config's loop_info64).
     public struct Options: Sendable {
+        /// Where in the backing file the device starts, in bytes (lo_offset).
         public var offset: UInt64 = 0
         /// 0 means up to the end of the backing file.
         public var sizeLimit: UInt64 = 0
+        /// Attach read-only (LO_FLAGS_READ_ONLY).
         public var readOnly = false
+        /// Ask the kernel to scan the partition table and make loopNpM nodes (LO_FLAGS_PARTSCAN).
         public var partitionScan = false
         /// Stored in lo_file_name (up to 63 bytes) after `ResourceMarks.loopTagPrefix`.
         public var tag = ""
+        /// Makes options; the defaults attach the whole file read-write without a partition scan.
         public init(offset: UInt64 = 0, sizeLimit: UInt64 = 0, readOnly: Bool = false,
                     partitionScan: Bool = false, tag: String = "") {
             self.offset = offset
@@ -25,9 +30,13 @@ public final class LoopDevice: @unchecked Sendable {
         }
     }
 
+    /// Why attaching or detaching failed. `description` is the message the user reads.
     public enum Error: Swift.Error, CustomStringConvertible, Sendable {
+        /// A system call failed; the error names it and the device.
         case system(SystemError)
+        /// The kernel accepted the configuration but reports other settings (`what`: the offset, size limit, autoclear or read-only flag); the device was detached again.
         case settingsIgnored(device: String, what: String)
+        /// The kernel still reports a backing file after LOOP_CLR_FD: something else holds the device open.
         case stillAttached(device: String)
 
         public var description: String {
@@ -41,8 +50,11 @@ public final class LoopDevice: @unchecked Sendable {
         }
     }
 
+    /// N of /dev/loopN.
     public let number: Int
+    /// The device node: "/dev/loopN".
     public let path: String
+    /// The options the device was attached with (what was asked for; `flags` holds what the kernel took).
     public let options: Options
     /// Flags the kernel reports after configuration (PARTSCAN may be dropped by some kernels).
     public let flags: UInt32
@@ -53,6 +65,7 @@ public final class LoopDevice: @unchecked Sendable {
     private var detached = false
     private let logger: Logger
 
+    /// Whether the kernel kept LO_FLAGS_PARTSCAN, so it made loopNpM nodes itself.
     public var partitionScanEnabled: Bool { flags & IMGTOOL_LO_FLAGS_PARTSCAN != 0 }
 
     /// The lo_file_name tag this device was given.

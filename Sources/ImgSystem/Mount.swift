@@ -5,8 +5,11 @@ import Synchronization
 /// A mount made by this process, or adopted from a run that died (`adopt`): either way released
 /// by the same `unmount`.
 public final class Mount: @unchecked Sendable {
+    /// What is mounted: a device node, or the source as mountinfo shows it for an adopted mount.
     public let source: String
+    /// The mount point, an absolute path.
     public let target: String
+    /// The filesystem type mount(2) was given ("ext4", "vfat").
     public let filesystemType: String
     private var mounted = true
     /// Made by this process: only then does deinit unmount it. An adopted mount that stays busy
@@ -14,8 +17,11 @@ public final class Mount: @unchecked Sendable {
     private let made: Bool
     private let logger: Logger
 
+    /// Why unmounting failed. `description` is the message the user reads.
     public enum Error: Swift.Error, CustomStringConvertible, Sendable {
+        /// umount2(2) failed (not with EBUSY, which retries and then becomes `busy`), or the lazy detach did.
         case system(SystemError)
+        /// umount2(2) succeeded but the target is still a mount point.
         case stillMounted(target: String)
         /// Still busy after the retries; `users` are the pids with something open inside.
         case busy(target: String, users: [Int32])
@@ -65,6 +71,7 @@ public final class Mount: @unchecked Sendable {
 
     /// How `unmount(detachingIfBusy:)` released the mount.
     public enum Release: Sendable, Equatable {
+        /// Unmounted at once: the filesystem is gone.
         case unmounted
         /// Detached lazily (MNT_DETACH): it goes away when its last user does.
         case detached

@@ -5,8 +5,11 @@ import Logging
 /// it exists and released in reverse order by `close()`, on success, on error and on interruption.
 /// Used from one thread at a time; `interruption` is the part other threads may touch.
 public final class Session {
+    /// Thrown by `checkpoint()` once the session's interruption has a signal; the caller unwinds, and `close()` releases everything.
     public struct Interrupted: Error, CustomStringConvertible, Sendable {
+        /// The signal that interrupted the work (SIGINT, SIGTERM or SIGHUP).
         public let signal: Int32
+        /// Makes the error for signal number `signal`.
         public init(signal: Int32) { self.signal = signal }
         public var description: String {
             "interrupted by \(String(cString: strsignal(signal))); everything attached was released."
@@ -15,13 +18,18 @@ public final class Session {
 
     /// A release that failed: what it was and why. The resource is still held.
     public struct CleanupFailure: Error, CustomStringConvertible, Sendable {
+        /// What could not be released, as `onClose` named it ("/dev/loop3").
         public let resource: String
+        /// Why the release failed: the underlying error's message.
         public let reason: String
         public var description: String { "could not release \(resource): \(reason)" }
     }
 
+    /// A unique identifier for the session; it appears in the journal's file name and the kernel tags of what the session holds.
     public let id: String
+    /// Where the session and the resources it holds log.
     public let logger: Logger
+    /// The stop request the session checks between steps; signal handlers and other threads set it.
     public let interruption: Interruption
     /// Where the session writes down what it is about to hold; nil for sessions that hold nothing
     /// a crash could leave behind.

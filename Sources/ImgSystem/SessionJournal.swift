@@ -10,6 +10,7 @@ import Glibc
 /// Names are percent-escaped, so any path fits on one line.
 /// Not Sendable: its session owns it and writes from one thread at a time.
 public final class SessionJournal {
+    /// Where journals live: /run/imgtool/sessions.
     public static let directory = TemporaryDirectory.defaultParent + "/sessions"
     static let suffix = ".journal"
 
@@ -28,16 +29,22 @@ public final class SessionJournal {
         case directory
     }
 
+    /// One resource a journal line names.
     public struct Entry: Sendable, Equatable, Hashable {
+        /// What kind of resource it is.
         public let kind: Kind
+        /// How to find it: a loop tag, a "<disk> <number>" pair, a dm name or a path, as `kind` says.
         public let name: String
+        /// Makes an entry; `name` may hold any characters (the journal escapes them).
         public init(_ kind: Kind, _ name: String) {
             self.kind = kind
             self.name = name
         }
     }
 
+    /// The session's identifier; the journal's file is `<id>.journal`.
     public let id: String
+    /// The journal file's absolute path.
     public let path: String
     private let handle: FileHandle
     private var finished = false
@@ -96,11 +103,15 @@ public final class SessionJournal {
 
     /// A journal as found on disk.
     public struct Record: Sendable {
+        /// The session's identifier, from the session line (or the file name when a crash left no session line).
         public let id: String
+        /// The process that ran the session; nil when the header line is missing or unreadable.
         public let pid: Int32?
+        /// The image the session worked on; nil when the header line is missing or unreadable.
         public let image: String?
         /// Acquired and not released, in acquisition order.
         public let held: [Entry]
+        /// The journal file's absolute path.
         public let path: String
         /// Whether its session still holds the lock.
         public let live: Bool

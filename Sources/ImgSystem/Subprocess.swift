@@ -6,17 +6,27 @@ import Logging
 /// signal dispositions and an empty signal mask, so that an `Interruption` can stop it and everything
 /// it started, whatever the parent blocks.
 public enum Subprocess {
+    /// How a program run ended, and what it wrote.
     public struct Result: Sendable {
+        /// The exit code, or 128 + N when signal N killed it.
         public let status: Int32          // exit code, or 128 + signal
+        /// Everything the program wrote to stdout.
         public let output: [UInt8]
+        /// Everything the program wrote to stderr.
         public let errorOutput: [UInt8]
+        /// `output` as text; bytes that are not UTF-8 appear as U+FFFD.
         public var stdout: String { String(decoding: output, as: UTF8.self) }
+        /// `errorOutput` as text; bytes that are not UTF-8 appear as U+FFFD.
         public var stderr: String { String(decoding: errorOutput, as: UTF8.self) }
+        /// Whether the exit code is 0.
         public var succeeded: Bool { status == 0 }
     }
 
+    /// Why a program could not be run (not why it failed: that is in `Result.status`).
     public enum Error: Swift.Error, CustomStringConvertible, Sendable {
+        /// No executable of this name in PATH (or at this path).
         case notFound(program: String)
+        /// Setting up or waiting for the child failed (pipe, posix_spawn, poll, waitpid).
         case system(SystemError)
         public var description: String {
             switch self {
@@ -160,7 +170,7 @@ public enum Subprocess {
 }
 
 /// Seconds on CLOCK_MONOTONIC, for durations. Wraps clock_gettime(2), which cannot fail with this clock.
-public func monotonicNow() -> Double {
+package func monotonicNow() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9

@@ -4,10 +4,14 @@ import Synchronization
 /// A failed system call, described as what was attempted on what:
 /// `ioctl(LOOP_CONFIGURE) on /dev/loop3: Device or resource busy`.
 public struct SystemError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// What was attempted: the call and its argument, such as "ioctl(LOOP_CONFIGURE)".
     public let operation: String
+    /// What it was attempted on: a path, or a name such as a dm device.
     public let path: String
+    /// The errno value the call left, captured before anything else could change it.
     public let errno: Int32
 
+    /// Makes the error for `operation` on `path` failing with `errno`.
     public init(_ operation: String, on path: String, errno: Int32) {
         self.operation = operation
         self.path = path
@@ -21,14 +25,14 @@ public struct SystemError: Error, CustomStringConvertible, Sendable, Equatable {
 
 /// Runs a libc call that returns -1 and sets errno, retrying EINTR; captures errno at once.
 @discardableResult
-public func systemCall(_ operation: @autoclosure () -> String, on path: String,
+package func systemCall(_ operation: @autoclosure () -> String, on path: String,
              _ body: () -> Int32) throws(SystemError) -> Int32 {
     try systemCall(operation(), on: path, failed: { $0 < 0 }, body)
 }
 
 /// `systemCall` for calls that return ssize_t or off_t: read, write, pread, lseek, readlink.
 @discardableResult
-public func systemCall(_ operation: @autoclosure () -> String, on path: String,
+package func systemCall(_ operation: @autoclosure () -> String, on path: String,
                        _ body: () -> Int) throws(SystemError) -> Int {
     try systemCall(operation(), on: path, failed: { $0 < 0 }, body)
 }
@@ -36,7 +40,7 @@ public func systemCall(_ operation: @autoclosure () -> String, on path: String,
 /// `systemCall` for calls that report failure with some other value and errno, such as a nil
 /// pointer (opendir, mkdtemp, realpath): `failed` tells a failed result. The one EINTR loop.
 @discardableResult
-public func systemCall<T>(_ operation: @autoclosure () -> String, on path: String,
+package func systemCall<T>(_ operation: @autoclosure () -> String, on path: String,
                           failed: (T) -> Bool, _ body: () -> T) throws(SystemError) -> T {
     while true {
         let r = body()
@@ -49,13 +53,13 @@ public func systemCall<T>(_ operation: @autoclosure () -> String, on path: Strin
 /// Runs a libc call whose failure is deliberately ignored (best-effort cleanup, where nobody is
 /// left to tell or the next step copes), still retrying EINTR. Not for close(2): see
 /// `closeDescriptor`.
-public func bestEffort(_ body: () -> Int32) {
+package func bestEffort(_ body: () -> Int32) {
     _ = try? systemCall("", on: "", body)
 }
 
 /// Closes `fd`, ignoring failure. Never retried: Linux frees the descriptor even when close
 /// reports EINTR, so a retry could close one another thread has just been given. Wraps close(2).
-public func closeDescriptor(_ fd: Int32) {
+package func closeDescriptor(_ fd: Int32) {
     _ = Glibc.close(fd)
 }
 
@@ -68,20 +72,21 @@ func shimCall(_ operation: @autoclosure () -> String, on path: String,
 }
 
 /// An open file descriptor that closes itself once.
-public final class FileHandle: Sendable {
+package final class FileHandle: Sendable {
     /// -1 once closed, so a late use fails with EBADF instead of reaching a reused descriptor.
-    public var fd: Int32 { descriptor.withLock { $0 } }
-    public let path: String
+    package var fd: Int32 { descriptor.withLock { $0 } }
+    /// The path the descriptor was opened from; errors name it.
+    package let path: String
     private let descriptor: Mutex<Int32>
 
     /// Opens with O_CLOEXEC added. Wraps open(2).
-    public init(path: String, flags: Int32, mode: mode_t = 0) throws(SystemError) {
+    package init(path: String, flags: Int32, mode: mode_t = 0) throws(SystemError) {
         self.path = path
         descriptor = Mutex(try systemCall("open", on: path) { open(path, flags | O_CLOEXEC, mode) })
     }
 
     /// Closes once, whoever calls first. Wraps close(2).
-    public func close() {
+    package func close() {
         let fd = descriptor.withLock { fd in
             defer { fd = -1 }
             return fd
@@ -94,7 +99,7 @@ public final class FileHandle: Sendable {
 
 /// Sleeps for a backoff step with jitter, so that racing processes do not retry in lockstep. A
 /// signal only shortens the step. Wraps usleep(3).
-public func backoffSleep(attempt: Int, baseMicroseconds: UInt32 = 5_000, capMicroseconds: UInt32 = 200_000) {
+func backoffSleep(attempt: Int, baseMicroseconds: UInt32 = 5_000, capMicroseconds: UInt32 = 200_000) {
     let exp = min(capMicroseconds, baseMicroseconds << UInt32(min(attempt, 8)))
     usleep(exp / 2 + UInt32.random(in: 0...(exp / 2)))
 }
