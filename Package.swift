@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Layers (see DESIGN.md): ImgFormats (pure bytes) and ImgSystem (kernel objects) know nothing of
-// each other; ImgKit composes them into workflows; the imgtool executable only parses arguments.
+// each other; ImgVM (throwaway qemu VMs) builds on both and knows nothing of GRUB; ImgKit composes
+// them into workflows; the imgtool executable only parses arguments.
 let package = Package(
     name: "imgtool",
     products: [
@@ -30,9 +31,13 @@ let package = Package(
             name: "ImgSystem",
             dependencies: ["CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", "CDevMapper", "CDevMapperShim",
                            .product(name: "Logging", package: "swift-log")]),
+        // Throwaway VMs: qemu's process, its QMP monitor, initramfs assembly, saved VMs, boot screens.
+        .target(
+            name: "ImgVM",
+            dependencies: ["ImgFormats", "ImgSystem", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "ImgKit",
-            dependencies: ["ImgFormats", "ImgSystem", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["ImgFormats", "ImgSystem", "ImgVM", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "imgtool",
             dependencies: ["ImgKit", .product(name: "Logging", package: "swift-log")]),
@@ -49,8 +54,11 @@ let package = Package(
             name: "ImgSystemTests",
             dependencies: ["ImgSystem", "ImgFormats", "TestSupport", "CDevMapper", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
+            name: "ImgVMTests",
+            dependencies: ["ImgVM", "ImgSystem", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(
             name: "ImgKitTests",
-            dependencies: ["ImgKit", "ImgFormats", "ImgSystem", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["ImgKit", "ImgFormats", "ImgSystem", "ImgVM", "TestSupport", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
 )

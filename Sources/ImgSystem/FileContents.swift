@@ -38,7 +38,7 @@ public func directoryEntries(_ path: String) -> [String] {
 
 /// Up to `limit` bytes of the file at `path` (its last ones with `fromEnd`); empty if it cannot be
 /// read. For logs and dumps of our own that may be missing or still growing.
-func readFileBytes(_ path: String, limit: Int, fromEnd: Bool = false) -> [UInt8] {
+package func readFileBytes(_ path: String, limit: Int, fromEnd: Bool = false) -> [UInt8] {
     guard let file = try? FileHandle(path: path, flags: O_RDONLY) else { return [] }
     var st = stat()
     guard fstat(file.fd, &st) == 0 else { return [] }

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 @testable import ImgKit
 import ImgSystem
+@testable import ImgVM
 import Testing
 import TestSupport
 

@@ -1,4 +1,5 @@
 import Glibc
+import ImgSystem
 
 /// What a disk image showed on its screen when booted in a throwaway VM.
 public struct BootObservation: Sendable, Equatable {

@@ -1,4 +1,5 @@
 import Glibc
+import ImgSystem
 
 /// Boots a Linux kernel directly (qemu's -kernel, -initrd and -append) in a throwaway VM with disk
 /// images as virtio disks and named virtio-serial ports whose output lands in files, and waits until

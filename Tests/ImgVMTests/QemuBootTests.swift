@@ -1,5 +1,7 @@
+import Foundation
 import Glibc
 import ImgSystem
+import ImgVM
 import Testing
 import TestSupport
 

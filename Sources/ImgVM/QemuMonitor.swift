@@ -1,4 +1,5 @@
 import Glibc
+import ImgSystem
 
 /// A QMP connection to qemu over one end of a socketpair whose other end is qemu's stdin and
 /// stdout (`-chardev stdio,id=qmp,signal=off -mon chardev=qmp,mode=control`): no socket path to
