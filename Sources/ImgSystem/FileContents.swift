@@ -56,6 +56,12 @@ package func readFileBytes(_ path: String, limit: Int, fromEnd: Bool = false) ->
     return Array(bytes[..<count])
 }
 
+/// Writes a whole new file, created exclusively with mode 0600. Wraps open(2) and write(2).
+package func writeNewFile(_ path: String, _ bytes: [UInt8]) throws(SystemError) {
+    let file = try FileHandle(path: path, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+    try writeFully(file.fd, bytes, path: path)
+}
+
 /// Writes all of `bytes` to `fd`, through short writes and EINTR; `path` names it in errors.
 public func writeFully(_ fd: Int32, _ bytes: [UInt8], path: String) throws(SystemError) {
     var done = 0

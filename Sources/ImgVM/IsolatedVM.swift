@@ -563,7 +563,7 @@ public enum IsolatedVM {
     /// sees all or nothing.
     static func storeAtomically(_ bytes: [UInt8], at path: String) -> Bool {
         let temporary = "\(path).tmp-\(getpid())"
-        do { try KernelVM.writeFile(temporary, bytes) } catch { unlink(temporary); return false }
+        do { try writeNewFile(temporary, bytes) } catch { unlink(temporary); return false }
         guard rename(temporary, path) == 0 else { unlink(temporary); return false }
         return true
     }

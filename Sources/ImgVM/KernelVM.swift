@@ -6,11 +6,10 @@ import ImgSystem
 /// the guest powers off or reboots (-no-reboot makes both end qemu), or a deadline passes.
 ///
 /// Knows qemu, not what runs inside: the protocol spoken over the ports is the caller's. qemu runs
-/// in its own process group (`Subprocess.spawnInOwnGroup`), without network, default devices or a
-/// user config; its files (console, ports, qemu's stderr, the initrd and fw_cfg blobs when given as
-/// bytes) live in a private temp dir under $TMPDIR or /tmp, removed before `run` returns, whatever
-/// happened. On the deadline and on an `Interruption` the whole process group gets SIGKILL at once:
-/// a throwaway guest's state is worth nothing.
+/// as a `QemuProcess`, without network, default devices or a user config; its files (console,
+/// ports, qemu's stderr, the initrd and fw_cfg blobs when given as bytes) live in that process's
+/// private temp dir, removed before `run` returns, whatever happened. On the deadline and on an
+/// `Interruption` the whole process group gets SIGKILL at once.
 public enum KernelVM {
     public static let qemuProgram = QemuBoot.qemuProgram
     public static let temporaryPrefix = "imgtool-vm-"
@@ -132,18 +131,16 @@ public enum KernelVM {
         }
     }
 
-    /// Boots `configuration` and waits for qemu to end, at most `timeout` seconds. Wraps posix_spawn(3),
-    /// waitpid(2) and kill(2).
+    /// Boots `configuration` and waits for qemu to end, at most `timeout` seconds.
     public static func run(_ configuration: Configuration, timeout: Double,
                            interruption: Interruption? = nil) throws(Error) -> Outcome {
         guard let qemu = Subprocess.find(qemuProgram) else { throw .qemuMissing }
         guard access(configuration.kernel, R_OK) == 0 else { throw .kernelMissing(configuration.kernel) }
         if let signal = interruption?.signal { throw .interrupted(signal: signal) }
 
-        let dir: String
-        do { dir = try QemuBoot.makeTemporaryDirectory(prefix: temporaryPrefix) } catch { throw .system(error) }
-        defer { QemuBoot.removeTemporaryDirectory(dir) }
-
+        var process: QemuProcess
+        do { process = try QemuProcess(temporaryPrefix: temporaryPrefix, interruption: interruption) } catch { throw .system(error) }
+        let dir = process.directory
         var arguments: [String]
         do { arguments = try qemuArguments(qemu, configuration, dir: dir) } catch { throw .system(error) }
         let inputs: [Int32]
@@ -157,43 +154,21 @@ public enum KernelVM {
             do { state = try FileHandle(path: restore, flags: O_RDONLY) } catch { throw .system(error) }
             arguments += ["-incoming", "fd:\(stateDescriptor)"]
         }
-        var monitor: QemuMonitor?
-        if configuration.saveState != nil {
-            do { monitor = try QemuMonitor() } catch { throw .system(error) }
-            arguments += QemuMonitor.qemuArguments
-        }
+        if configuration.saveState != nil { arguments += QemuMonitor.qemuArguments }
 
         let started = monotonicNow()
-        let pid: pid_t
         do {
-            pid = try Subprocess.spawnInOwnGroup(qemu, arguments) { actions in
-                if let monitor {
-                    monitor.redirect(&actions)
-                } else {
-                    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-                    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-                }
-                posix_spawn_file_actions_addopen(&actions, 2, "\(dir)/qemu.err", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-                if let state { posix_spawn_file_actions_adddup2(&actions, state.fd, stateDescriptor) }
-            }
+            try process.start(arguments, monitor: configuration.saveState != nil,
+                              passing: state.map { [($0.fd, stateDescriptor)] } ?? [])
         } catch { throw .system(error) }
-        monitor?.didSpawn()
         state?.close()
-        interruption?.register(child: pid)
-        defer { interruption?.unregister(child: pid) }
 
-        var ending: Outcome.Ending?
+        let ending: QemuProcess.Ending
         var stateNotSaved: String? = configuration.saveState == nil ? nil : "the console never showed the marker"
         var savePending = configuration.saveState != nil
-        while ending == nil {
-            var status: Int32 = 0
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid {
-                ending = .exited(status: exitCode(waitStatus: status))
-                break
-            }
-            if r < 0 && errno != EINTR { ending = .exited(status: -1); break }
-            if savePending, let save = configuration.saveState, let monitor,
+        while true {
+            if let e = process.ending(deadline: started + timeout) { ending = e; break }
+            if savePending, let save = configuration.saveState, let monitor = process.monitor,
                contains(readFileBytes("\(dir)/console.log", limit: 1 << 20), Array(save.marker.utf8)) {
                 savePending = false
                 stateNotSaved = saveState(monitor, to: save.path, deadline: started + timeout, interruption: interruption)
@@ -201,25 +176,23 @@ public enum KernelVM {
                 // The guest was paused for the save (qemu's "postmigrate"); it runs on either way.
                 _ = try? monitor.command("{\"execute\":\"cont\"}", deadline: started + timeout, interruption: interruption)
             }
-            if interruption?.signal != nil || monotonicNow() >= started + timeout {
-                kill(-pid, SIGKILL)
-                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-                ending = .timedOut
-                break
-            }
             usleep(5_000)
         }
         let seconds = monotonicNow() - started
-        // Also when qemu was seen exiting first: the interruption's SIGTERM may be what ended it.
-        if let signal = interruption?.signal { throw .interrupted(signal: signal) }
+        let outcomeEnding: Outcome.Ending
+        switch ending {
+        case .interrupted(let signal): throw .interrupted(signal: signal)
+        case .exited(let status): outcomeEnding = .exited(status: status)
+        case .timedOut: outcomeEnding = .timedOut
+        }
 
         var ports: [String: [UInt8]] = [:]
         for (i, name) in configuration.outputPorts.enumerated() {
             ports[name] = readFileBytes("\(dir)/port\(i)", limit: Int.max)
         }
-        let errors = String(decoding: readFileBytes("\(dir)/qemu.err", limit: 4096), as: UTF8.self)
-        return Outcome(ending: ending!, ports: ports, console: readFileBytes("\(dir)/console.log", limit: 1 << 20, fromEnd: true),
-                       qemuErrors: errors, seconds: seconds, stateNotSaved: stateNotSaved)
+        return Outcome(ending: outcomeEnding, ports: ports,
+                       console: readFileBytes("\(dir)/console.log", limit: 1 << 20, fromEnd: true),
+                       qemuErrors: process.errorOutput(limit: 4096), seconds: seconds, stateNotSaved: stateNotSaved)
     }
 
     /// The descriptor qemu reads a saved state from (`-incoming fd:3`).
@@ -319,7 +292,7 @@ public enum KernelVM {
             case .path(let p): return p
             case .bytes(let b):
                 let path = "\(dir)/\(name)"
-                try writeFile(path, b)
+                try writeNewFile(path, b)
                 return path
             }
         }
@@ -362,13 +335,6 @@ public enum KernelVM {
         var out = ""
         for c in s { if c == "," { out += ",," } else { out.append(c) } }
         return out
-    }
-
-    /// Writes a whole file, created exclusively with mode 0600. Wraps open(2) and write(2).
-    public static func writeFile(_ path: String, _ bytes: [UInt8]) throws(SystemError) {
-        let fd = try systemCall("open", on: path) { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
-        defer { close(fd) }
-        try writeFully(fd, bytes, path: path)
     }
 
 }

@@ -33,10 +33,9 @@ public struct BootObservation: Sendable, Equatable {
 /// Boots a disk image under qemu and reads what the screen shows, from the VGA text buffer rather
 /// than a serial console, so that it works for any image, whatever its grub.cfg says.
 ///
-/// qemu runs under TCG with no network and no default devices; its QMP monitor is its stdin and
-/// stdout (one end of a socketpair), so there is no socket path to race for. Every ~150 ms QMP
-/// `pmemsave` dumps the text buffer at 0xB8000 into a file in a private temp dir, which is decoded
-/// from CP437 character/attribute pairs.
+/// qemu runs as a `QemuProcess` under TCG with no network and no default devices, its QMP monitor on
+/// its stdin and stdout. Every ~150 ms QMP `pmemsave` dumps the text buffer at 0xB8000 into a file
+/// in the process's private temp dir, which is decoded from CP437 character/attribute pairs.
 public enum QemuBoot {
     public static let qemuProgram = "qemu-system-x86_64"
 
@@ -48,7 +47,7 @@ public enum QemuBoot {
     /// of which each boot gets a private copy.
     static let ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
     static let ovmfVariables = "/usr/share/OVMF/OVMF_VARS_4M.fd"
-    /// The temp dir (under $TMPDIR or /tmp) holds the dump, qemu's stderr and its snapshot overlay.
+    /// The private temp dir (`QemuProcess`) holds the dump, qemu's stderr and its snapshot overlay.
     public static let temporaryPrefix = "imgtool-qemu-"
     static let pollInterval = 0.15
     static let textBuffer = (address: 0xB8000, columns: 80, rows: 25)
@@ -98,13 +97,13 @@ public enum QemuBoot {
             close(fd)
         } catch { throw .image(error) }
 
-        let dir: String
-        do { dir = try makeTemporaryDirectory() } catch { throw .system(error) }
-        defer { removeTemporaryDirectory(dir) }
-
+        var process: QemuProcess
+        do { process = try QemuProcess(temporaryPrefix: temporaryPrefix, interruption: interruption) } catch { throw .system(error) }
         let started = monotonicNow()
-        let vm = try VM.start(qemu: qemu, image: image, dir: dir, firmware: firmware, interruption: interruption)
-        defer { vm.stop() }
+        do {
+            try process.start(try arguments(qemu: qemu, image: image, firmware: firmware, dir: process.directory), monitor: true)
+        } catch { throw .system(error) }
+        guard let monitor = process.monitor else { throw .monitor("was not started") }
 
         var last = blankScreen
         var previous: Classification?
@@ -113,12 +112,19 @@ public enum QemuBoot {
                             message: c?.message, seconds: monotonicNow() - started)
         }
 
-        try vm.handshake(deadline: started + max(timeout, 10), interruption: interruption)
+        do { try monitor.handshake(deadline: started + max(timeout, 10), interruption: interruption) } catch {
+            if case .interrupted(let signal) = error { throw .interrupted(signal: signal) }
+            // Most often qemu refused its arguments or the image; its stderr says why.
+            if process.hasExited(within: 1) {
+                throw .qemuFailed(status: process.exitStatus!,
+                                  stderr: process.errorOutput(limit: 2000).split(separator: "\n").joined(separator: " "))
+            }
+            throw Error(error)
+        }
         while true {
-            if let signal = interruption?.signal { throw .interrupted(signal: signal) }
-            if vm.hasExited() {
-                // The interruption's SIGTERM may be what ended qemu since the check above.
-                if let signal = interruption?.signal { throw .interrupted(signal: signal) }
+            // No deadline here: at the timeout the last screen is judged below.
+            if let ending = process.ending(deadline: .infinity) {
+                if case .interrupted(let signal) = ending { throw .interrupted(signal: signal) }
                 // A guest that powers off or reboots (-no-reboot) ends the run; judge its last screen.
                 let c = classify(screen: last)
                 return observation(c?.outcome ?? .other, c)
@@ -127,16 +133,18 @@ public enum QemuBoot {
             case .bios:
                 let bytes: [UInt8]
                 do {
-                    bytes = try vm.dumpTextBuffer(deadline: monotonicNow() + 5, interruption: interruption)
+                    bytes = try dumpTextBuffer(monitor, into: process.file("screen.bin"),
+                                               deadline: monotonicNow() + 5, interruption: interruption)
                 } catch .monitor(let what) {
                     // A guest that makes qemu exit closes the monitor a moment before qemu is
                     // reapable; give it that moment, then report its last screen above.
-                    if vm.hasExited(within: 1) { continue }
+                    if process.hasExited(within: 1) { continue }
                     throw .monitor(what)
                 }
                 last = decodeTextBuffer(bytes)
             case .efi:
-                last = renderTerminal(vm.serialOutput())
+                // The last MiB: a console that keeps talking only ever needs its latest screens.
+                last = renderTerminal(readFileBytes(process.file("serial.log"), limit: 1 << 20, fromEnd: true))
             }
             let c = classify(screen: last)
             // Screens are drawn a line at a time: only a classification seen twice counts as settled.
@@ -145,6 +153,40 @@ public enum QemuBoot {
             if monotonicNow() >= started + timeout { return observation(c?.outcome ?? .timeout, c) }
             usleep(UInt32(pollInterval * 1_000_000))
         }
+    }
+
+    /// qemu's command line: the image read-only through a snapshot=on overlay (in the private dir,
+    /// where QemuProcess points TMPDIR) and, for OVMF, a private copy of the variable store.
+    static func arguments(qemu: String, image: String, firmware: Firmware, dir: String) throws(SystemError) -> [String] {
+        // file.driver=file keeps qemu from reading a protocol ("nbd:", "json:") into the path.
+        var arguments = [
+            qemu, "-accel", "tcg", "-m", firmware == .efi ? "256" : "128", "-nodefaults", "-no-user-config",
+            "-display", "none", "-vga", "std", "-no-reboot", "-nic", "none",
+            "-drive", "file.driver=file,file.filename=\(KernelVM.escape(image)),format=raw,if=ide,snapshot=on",
+        ] + QemuMonitor.qemuArguments
+        if firmware == .efi {
+            // The variable store is written by the firmware: a private copy, removed with the dir.
+            let variables = "\(dir)/ovmf-vars.fd"
+            try writeNewFile(variables, readFileBytes(ovmfVariables, limit: 64 << 20))
+            arguments += [
+                "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(ovmfCode)",
+                "-drive", "if=pflash,format=raw,unit=1,file=\(variables)",
+                "-serial", "file:\(dir)/serial.log",
+            ]
+        }
+        return arguments
+    }
+
+    /// Dumps the VGA text buffer into `path` with QMP pmemsave and reads it back.
+    static func dumpTextBuffer(_ monitor: QemuMonitor, into path: String, deadline: Double,
+                               interruption: Interruption?) throws(Error) -> [UInt8] {
+        let size = textBuffer.columns * textBuffer.rows * 2
+        unlink(path)
+        do {
+            try monitor.command("{\"execute\":\"pmemsave\",\"arguments\":{\"val\":\(textBuffer.address),\"size\":\(size),"
+                                + "\"filename\":\(jsonString(path))}}", deadline: deadline, interruption: interruption)
+        } catch { throw Error(error) }
+        return readFileBytes(path, limit: size + 1)  // one more, to notice a longer file
     }
 
     // MARK: Reading the screen
@@ -283,184 +325,18 @@ public enum QemuBoot {
         while s.last == " " { s = s.dropLast() }
         return String(s)
     }
-
-    // MARK: Temp dir
-
-    /// A private directory under $TMPDIR or /tmp, named `prefix` + 6 random characters. Wraps mkdtemp(3).
-    static func makeTemporaryDirectory(prefix: String = temporaryPrefix) throws(SystemError) -> String {
-        let parent = getenv("TMPDIR").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
-        var template = Array("\(parent)/\(prefix)XXXXXX".utf8CString)
-        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
-            throw SystemError("mkdtemp", on: parent, errno: errno)
-        }
-        return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-    }
-
-    /// Removes the files directly in `dir` (the dump, qemu.err, qemu's overlay), then `dir`. Only
-    /// one level and no symlinks followed: nothing else is ever put there.
-    static func removeTemporaryDirectory(_ dir: String) {
-        if let d = opendir(dir) {
-            while let e = readdir(d) {
-                let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-                if name != "." && name != ".." { unlink("\(dir)/\(name)") }
-            }
-            closedir(d)
-        }
-        rmdir(dir)
-    }
 }
 
-/// One running qemu: its pid (and process group) and the QMP connection on its stdio.
-private final class VM {
-    let pid: pid_t
-    let monitor: QemuMonitor
-    let dumpPath: String
-    let serialPath: String
-    let errorPath: String
-    let interruption: Interruption?
-    private var exited = false
-    private var status: Int32 = 0
-
-    private init(pid: pid_t, monitor: QemuMonitor, dir: String, interruption: Interruption?) {
-        self.pid = pid
-        self.monitor = monitor
-        self.dumpPath = "\(dir)/screen.bin"
-        self.serialPath = "\(dir)/serial.log"
-        self.errorPath = "\(dir)/qemu.err"
-        self.interruption = interruption
-    }
-
-    static func start(qemu: String, image: String, dir: String, firmware: QemuBoot.Firmware,
-                      interruption: Interruption?) throws(QemuBoot.Error) -> VM {
-        let monitor: QemuMonitor
-        do { monitor = try QemuMonitor() } catch { throw .system(error) }
-        // file.driver=file keeps qemu from reading a protocol ("nbd:", "json:") into the path;
-        // qemu's option syntax escapes a comma as two.
-        let path = image.replacingAll(",", with: ",,")
-        var arguments = [
-            qemu, "-accel", "tcg", "-m", firmware == .efi ? "256" : "128", "-nodefaults", "-no-user-config",
-            "-display", "none", "-vga", "std", "-no-reboot", "-nic", "none",
-            "-drive", "file.driver=file,file.filename=\(path),format=raw,if=ide,snapshot=on",
-        ] + QemuMonitor.qemuArguments
-        if firmware == .efi {
-            // The variable store is written by the firmware: a private copy, removed with the dir.
-            let variables = "\(dir)/ovmf-vars.fd"
-            do {
-                try KernelVM.writeFile(variables, readFileBytes(QemuBoot.ovmfVariables, limit: 64 << 20))
-            } catch {
-                throw .system(error)
-            }
-            arguments += [
-                "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(QemuBoot.ovmfCode)",
-                "-drive", "if=pflash,format=raw,unit=1,file=\(variables)",
-                "-serial", "file:\(dir)/serial.log",
-            ]
+extension QemuBoot.Error {
+    init(_ error: QemuMonitor.Error) {
+        switch error {
+        case .monitor(let what): self = .monitor(what)
+        case .interrupted(let signal): self = .interrupted(signal: signal)
         }
-
-        // The snapshot=on overlay goes to $TMPDIR: point that at our dir, which is removed afterwards.
-        var environment = [String]()
-        var e = environ
-        while let entry = e.pointee {
-            let s = String(cString: entry)
-            if !s.hasPrefix("TMPDIR=") { environment.append(s) }
-            e += 1
-        }
-        environment.append("TMPDIR=\(dir)")
-
-        let pid: pid_t
-        do {
-            pid = try Subprocess.spawnInOwnGroup(qemu, arguments, environment: environment) { actions in
-                monitor.redirect(&actions)
-                posix_spawn_file_actions_addopen(&actions, 2, "\(dir)/qemu.err", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-            }
-        } catch {
-            throw .system(error)
-        }
-        monitor.didSpawn()
-        interruption?.register(child: pid)
-        return VM(pid: pid, monitor: monitor, dir: dir, interruption: interruption)
-    }
-
-    /// Kills the whole process group and reaps qemu. SIGKILL at once: the guest's state is
-    /// worthless and the overlay lives in a directory we remove anyway.
-    func stop() {
-        if !exited {
-            kill(-pid, SIGKILL)
-            var s: Int32 = 0
-            while waitpid(pid, &s, 0) < 0 && errno == EINTR {}
-            exited = true
-        }
-        interruption?.unregister(child: pid)
-    }
-
-    /// Whether qemu has exited, waiting up to `seconds` for it.
-    func hasExited(within seconds: Double) -> Bool {
-        let deadline = monotonicNow() + seconds
-        while !hasExited() && monotonicNow() < deadline { usleep(10_000) }
-        return exited
-    }
-
-    func hasExited() -> Bool {
-        if exited { return true }
-        var s: Int32 = 0
-        if waitpid(pid, &s, WNOHANG) == pid {
-            exited = true
-            status = exitCode(waitStatus: s)
-        }
-        return exited
-    }
-
-    /// Reads the greeting and leaves QMP's negotiation mode.
-    func handshake(deadline: Double, interruption: Interruption?) throws(QemuBoot.Error) {
-        do { try monitor.handshake(deadline: deadline, interruption: interruption) } catch {
-            if case .interrupted(let signal) = error { throw .interrupted(signal: signal) }
-            // Most often qemu refused its arguments or the image; its stderr says why.
-            for _ in 0..<50 where !hasExited() { usleep(20_000) }
-            if hasExited() { throw .qemuFailed(status: status, stderr: errorOutput()) }
-            if case .monitor(let what) = error { throw .monitor(what) }
-        }
-    }
-
-    /// Dumps the VGA text buffer with QMP pmemsave and reads the file back.
-    func dumpTextBuffer(deadline: Double, interruption: Interruption?) throws(QemuBoot.Error) -> [UInt8] {
-        let t = QemuBoot.textBuffer
-        let size = t.columns * t.rows * 2
-        unlink(dumpPath)
-        try command("{\"execute\":\"pmemsave\",\"arguments\":{\"val\":\(t.address),\"size\":\(size),"
-                    + "\"filename\":\(jsonString(dumpPath))}}", deadline: deadline, interruption: interruption)
-        return readFileBytes(dumpPath, limit: size + 1)  // one more, to notice a longer file
-    }
-
-    /// What the guest wrote to its serial port so far; the last MiB of it, as a console that keeps
-    /// talking only ever needs its latest screens.
-    func serialOutput() -> [UInt8] {
-        readFileBytes(serialPath, limit: 1 << 20, fromEnd: true)
-    }
-
-    private func command(_ json: String, deadline: Double, interruption: Interruption?) throws(QemuBoot.Error) {
-        do { try monitor.command(json, deadline: deadline, interruption: interruption) } catch {
-            switch error {
-            case .monitor(let what): throw .monitor(what)
-            case .interrupted(let signal): throw .interrupted(signal: signal)
-            }
-        }
-    }
-
-    private func errorOutput() -> String {
-        guard let file = try? FileHandle(path: errorPath, flags: O_RDONLY) else { return "" }
-        var bytes = [UInt8](repeating: 0, count: 2000)
-        let n = read(file.fd, &bytes, bytes.count)
-        return String(decoding: bytes[..<max(n, 0)], as: UTF8.self)
-            .split(separator: "\n").joined(separator: " ")
     }
 }
 
 private extension String {
     func droppingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
 
-    func replacingAll(_ target: Character, with replacement: String) -> String {
-        var out = ""
-        for c in self { if c == target { out += replacement } else { out.append(c) } }
-        return out
-    }
 }
