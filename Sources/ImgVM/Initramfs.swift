@@ -13,7 +13,7 @@ import ImgSystem
 /// kernel can decompress modules (Debian 12's cloud kernel cannot: CONFIG_MODULE_DECOMPRESS is off).
 ///
 /// The /init it generates is command-independent (the command arrives on a virtio-serial port), so
-/// one archive serves every run with the same inputs; `IsolatedVM` describes the protocol.
+/// one archive serves every run with the same inputs; `GuestProtocol` describes the protocol.
 public struct Initramfs: Sendable {
     /// The guest kernel's release: modules come from `modulesRoot`/`kernelRelease`.
     public var kernelRelease: String
@@ -28,7 +28,7 @@ public struct Initramfs: Sendable {
     public var modules: [String] = []
     /// Modules loaded when the kernel has them and left out when it does not.
     public var optionalModules: [String] = []
-    /// Modules /init loads only once the command has arrived (`IsolatedVM.diskModules`).
+    /// Modules /init loads only once the command has arrived (`GuestProtocol.diskModules`).
     public var deferredModules: [String] = []
     public var modulesRoot = "/lib/modules"
 
@@ -38,7 +38,7 @@ public struct Initramfs: Sendable {
 
     /// The assembled archive and what went into it.
     public struct Assembled: Sendable {
-        /// The newc cpio, uncompressed (see `IsolatedVM`'s notes on why).
+        /// The newc cpio, uncompressed.
         public let archive: [UInt8]
         /// Module files in load order, as /init loads them.
         public let moduleLoadOrder: [String]
@@ -111,14 +111,14 @@ public struct Initramfs: Sendable {
             for (path, options) in dependencies where !loadOrder.contains(path) {
                 loadOrder.append(path)
                 let stored = try addModule(path, to: &cpio, sources: &sources)
-                let line = (["insmod", stored] + options).map(IsolatedVM.shellQuote).joined(separator: " ")
-                    + " || say \(IsolatedVM.shellQuote("insmod \(stored) failed"))"
+                let line = (["insmod", stored] + options).map(GuestProtocol.shellQuote).joined(separator: " ")
+                    + " || say \(GuestProtocol.shellQuote("insmod \(stored) failed"))"
                 if deferredModules.contains(module) { deferredLoadLines.append(line) } else { loadLines.append(line) }
             }
         }
 
         let path = (executableDirectories + [Self.basePath]).joined(separator: ":")
-        let script = IsolatedVM.initScript(path: path, libraryPath: libraryDirectories.joined(separator: ":"),
+        let script = GuestProtocol.initScript(path: path, libraryPath: libraryDirectories.joined(separator: ":"),
                                            moduleLoading: loadLines, deferredModuleLoading: deferredLoadLines, busybox: busybox)
         do { try cpio.addFile("init", data: Array(script.utf8), mode: 0o755) } catch { throw .initramfs(error.description) }
         return Assembled(archive: cpio.finish(), moduleLoadOrder: loadOrder, libraryDirectories: libraryDirectories,
