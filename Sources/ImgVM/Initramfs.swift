@@ -14,43 +14,43 @@ import ImgSystem
 ///
 /// The /init it generates is command-independent (the command arrives on a virtio-serial port), so
 /// one archive serves every run with the same inputs; `GuestProtocol` describes the protocol.
-public struct Initramfs: Sendable {
+package struct Initramfs: Sendable {
     /// The guest kernel's release: modules come from `modulesRoot`/`kernelRelease`.
-    public var kernelRelease: String
-    public var busybox = "/bin/busybox"
+    package var kernelRelease: String
+    package var busybox = "/bin/busybox"
     /// Host executables to include with their libraries.
-    public var executables: [String] = []
+    package var executables: [String] = []
     /// Host directories to include recursively (regular files, directories, symlinks as symlinks).
-    public var dataDirectories: [String] = []
+    package var dataDirectories: [String] = []
     /// Single host files to include at their paths (e.g. one package's message catalogues).
-    public var dataFiles: [String] = []
+    package var dataFiles: [String] = []
     /// Module names as modprobe takes them (`virtio_blk`, `dm_mod`, `vfat`); built-in ones are skipped.
-    public var modules: [String] = []
+    package var modules: [String] = []
     /// Modules loaded when the kernel has them and left out when it does not.
-    public var optionalModules: [String] = []
+    package var optionalModules: [String] = []
     /// Modules /init loads only once the command has arrived (`GuestProtocol.diskModules`).
-    public var deferredModules: [String] = []
-    public var modulesRoot = "/lib/modules"
+    package var deferredModules: [String] = []
+    package var modulesRoot = "/lib/modules"
 
-    public init(kernelRelease: String) {
+    package init(kernelRelease: String) {
         self.kernelRelease = kernelRelease
     }
 
     /// The assembled archive and what went into it.
-    public struct Assembled: Sendable {
+    package struct Assembled: Sendable {
         /// The newc cpio, uncompressed.
-        public let archive: [UInt8]
+        package let archive: [UInt8]
         /// Module files in load order, as /init loads them.
-        public let moduleLoadOrder: [String]
+        package let moduleLoadOrder: [String]
         /// Directories of the included libraries: the guest's LD_LIBRARY_PATH (there is no ld.so.cache).
-        public let libraryDirectories: [String]
+        package let libraryDirectories: [String]
         /// Every host file read and directory listed, for cache keys.
-        public let sources: [String]
+        package let sources: [String]
     }
 
     /// Busybox applets the generated /init and a shell command are likely to need; only those the
     /// host's busybox has get a symlink in /bin.
-    public static let applets = [
+    package static let applets = [
         "sh", "ash", "mount", "umount", "insmod", "lsmod", "mkdir", "cat", "echo", "ln", "ls", "sleep", "usleep",
         "sync", "reboot", "poweroff", "true", "false", "test", "[", "dd", "head", "tail", "grep", "sed", "rm", "cp",
         "mv", "chmod", "env", "printf", "od", "hexdump", "xxd", "stat", "readlink", "find", "blockdev", "losetup",
@@ -60,7 +60,7 @@ public struct Initramfs: Sendable {
     /// The guest directories on PATH after the included executables' own.
     static let basePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-    public func assemble() throws(IsolatedVM.Error) -> Assembled {
+    package func assemble() throws(IsolatedVM.Error) -> Assembled {
         var cpio = CpioWriter()
         var sources: [String] = []
         do {

@@ -8,7 +8,7 @@ import ImgSystem
 /// its stdin and stdout. Every ~150 ms QMP `pmemsave` dumps the text buffer at 0xB8000 into a file
 /// in the process's private temp dir, which is decoded from CP437 character/attribute pairs.
 public enum QemuBoot {
-    public static let qemuProgram = "qemu-system-x86_64"
+    package static let qemuProgram = "qemu-system-x86_64"
 
     /// What the VM boots with: SeaBIOS (qemu's default), or OVMF for UEFI images.
     public enum Firmware: String, Sendable, CaseIterable {
@@ -19,7 +19,7 @@ public enum QemuBoot {
     static let ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
     static let ovmfVariables = "/usr/share/OVMF/OVMF_VARS_4M.fd"
     /// The private temp dir (`QemuProcess`) holds the dump, qemu's stderr and its snapshot overlay.
-    public static let temporaryPrefix = "imgtool-qemu-"
+    package static let temporaryPrefix = "imgtool-qemu-"
     static let pollInterval = 0.15
 
     public enum Error: Swift.Error, CustomStringConvertible, Sendable, Equatable {

@@ -21,7 +21,8 @@ package struct QemuProcess: ~Copyable {
     }
 
     /// The private directory, under $TMPDIR or /tmp, for qemu's files.
-    package let directory: String
+    package var directory: String { temporary.path }
+    private let temporary: TemporaryDirectory
     /// The QMP connection, if `start` was asked for one.
     package private(set) var monitor: QemuMonitor?
     private let interruption: Interruption?
@@ -31,14 +32,10 @@ package struct QemuProcess: ~Copyable {
     package private(set) var exitStatus: Int32?
 
     /// Makes the private directory, named `temporaryPrefix` + 6 random characters; qemu starts
-    /// with `start`. Wraps mkdtemp(3).
+    /// with `start`.
     package init(temporaryPrefix: String, interruption: Interruption?) throws(SystemError) {
         let parent = getenv("TMPDIR").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
-        var template = Array("\(parent)/\(temporaryPrefix)XXXXXX".utf8CString)
-        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
-            throw SystemError("mkdtemp", on: parent, errno: errno)
-        }
-        directory = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        temporary = try TemporaryDirectory(parent: parent, prefix: temporaryPrefix)
         self.interruption = interruption
     }
 
@@ -145,13 +142,8 @@ package struct QemuProcess: ~Copyable {
             if exitStatus == nil { _ = Self.killAndReap(pid) }
             interruption?.unregister(child: pid)
         }
-        Self.removeDirectory(directory)
-    }
-
-    /// Removes the files directly in `dir`, then `dir`. Only one level and no symlinks followed:
-    /// qemu and its callers put nothing else there.
-    private static func removeDirectory(_ dir: String) {
-        for name in directoryEntries(dir) { unlink("\(dir)/\(name)") }
-        rmdir(dir)
+        // Only the files directly in it, no symlink followed: qemu and its callers put nothing else there.
+        for name in directoryEntries(directory) { unlink(file(name)) }
+        try? temporary.remove()
     }
 }
