@@ -112,6 +112,8 @@ package struct QemuProcess: ~Copyable {
         }
         if monotonicNow() >= deadline {
             kill()
+            // An interruption that came meanwhile is still the reason to report.
+            if let signal = interruption?.signal { return .interrupted(signal: signal) }
             return .timedOut
         }
         return nil
