@@ -21,8 +21,18 @@ TEST_PKGS := kpartx dmsetup linux-image-cloud-amd64 busybox-static cpio fdisk gd
 # The benchmarks' measuring tools: peak memory (time) and bytes read (strace); libguestfs's
 # appliance (virt-filesystems), the reference for --isolate.
 BENCH_PKGS := time strace libguestfs-tools
+# Checking the package (`make test-deb`): lintian; debootstrap for a clean Debian root to
+# install it into; man-db, bash-completion, zsh, fish and groff to try the page and completions;
+# fdisk for the test image, python3 to read the apt sources.
+DIST_PKGS := lintian debootstrap man-db bash-completion zsh fish groff fdisk python3
+# ImgtoolTests renders the generated man page with groff -ww.
+TEST_PKGS += groff-base
 
-.PHONY: all build demo test fuzz bench deps-build deps-static deps-run deps-test deps-bench clean
+# `make install PREFIX=... DESTDIR=...`: the static executable, imgtool(1) and the completions.
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+.PHONY: all build demo test fuzz bench deps-build deps-static deps-run deps-test deps-bench clean install deb deps-dist test-deb
 
 # Where deps-static puts the static libdevmapper.a for the CLI's static link.
 DEPS := $(CURDIR)/.build/deps
@@ -81,6 +91,8 @@ test: deps-test
 	TestImages/make-corpus.sh
 	Scripts/with-private-tmp.sh $(SWIFT) build --build-tests
 	IMGTOOL=$(CURDIR)/.build/debug/imgtool Scripts/with-private-tmp.sh --check $(SWIFT) test --skip-build --no-parallel
+	@# An embedder's package (Examples/installer), built as a user's package would be and run.
+	SWIFT=$(SWIFT) Examples/test.sh
 	@# After the suite, asked of the kernel: no loop device over a test image, no mount of ours;
 	@# and no scratch directory (Scratch, which holds the test images, is not under TMPDIR).
 	@if losetup -l -n -O NAME,BACK-FILE | grep -F /tmp/imgtool-test-; then echo "loop devices left behind" >&2; exit 1; fi
@@ -88,6 +100,7 @@ test: deps-test
 	@if ls -d /tmp/imgtool-test-* 2>/dev/null; then echo "test scratch directories left behind" >&2; exit 1; fi
 	@echo "after the suite: no loop device, mount or scratch directory of imgtool's left"
 	Scripts/with-private-tmp.sh Fuzz/run.sh $(FUZZ_SECONDS)
+	$(MAKE) test-deb
 
 fuzz:
 	Scripts/with-private-tmp.sh Fuzz/run.sh $(FUZZ_SECONDS)
@@ -100,6 +113,26 @@ bench: deps-bench build
 	IMGTOOL=$(CURDIR)/.build/release/imgtool Tests/bench/install-grub.sh
 	IMGTOOL=$(CURDIR)/.build/release/imgtool Tests/bench/inspect.sh
 	IMGTOOL=$(CURDIR)/.build/release/imgtool Tests/bench/isolate.sh
+
+# The man page and the completions are written by the built executable from its own argument
+# table (`imgtool __generate`), and the package's version is what it prints for --version: the
+# one place the version is written is Imgtool.version in Sources/imgtool/Imgtool.swift.
+install: build
+	Scripts/install-tree.sh .build/release/imgtool "$(DESTDIR)" "$(PREFIX)"
+
+# out/imgtool_<version>-1_<arch>.deb, with dpkg-deb (see Scripts/make-deb.sh).
+deb: build
+	Scripts/make-deb.sh .build/release/imgtool $(OUT)
+
+deps-dist:
+	$(call apt_install,$(DIST_PKGS))
+
+# Installs the package with apt-get into a clean Debian root and runs the installed tool there;
+# lintian, the man page and the three completions too (see Tests/package/deb-test.sh).
+# make-deb.sh names the package it built (out/ may hold other versions).
+test-deb: deps-dist build
+	deb=$$(Scripts/make-deb.sh .build/release/imgtool $(OUT)) && \
+		Scripts/with-private-tmp.sh --check Tests/package/deb-test.sh "$$deb"
 
 clean:
 	rm -rf .build $(OUT)

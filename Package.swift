@@ -1,9 +1,9 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers (see DESIGN.md): ImgFormats (pure bytes) and ImgSystem (kernel objects) know nothing of
-// each other; ImgVM (throwaway qemu VMs) builds on both and knows nothing of GRUB; ImgKit composes
-// them into workflows; the imgtool executable only parses arguments.
+// Layers (see DESIGN.md): ImgFormats (pure bytes) knows nothing of the kernel; ImgSystem (kernel
+// objects) reads bytes with it; ImgVM (throwaway qemu VMs) builds on both and knows nothing of GRUB;
+// ImgKit composes them into workflows; the imgtool executable only parses arguments.
 let package = Package(
     name: "imgtool",
     products: [
@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "ImgFormats", dependencies: ["CLzma"]),
         .target(
             name: "ImgSystem",
-            dependencies: ["CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", "CDevMapper", "CDevMapperShim",
+            dependencies: ["ImgFormats", "CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", "CDevMapper", "CDevMapperShim",
                            .product(name: "Logging", package: "swift-log")]),
         // Throwaway VMs: qemu's process, its QMP monitor, initramfs assembly, saved VMs, boot screens.
         .target(
@@ -59,6 +59,9 @@ let package = Package(
         .testTarget(
             name: "ImgKitTests",
             dependencies: ["ImgKit", "ImgFormats", "ImgSystem", "ImgVM", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+        // The CLI's own table (@testable import of the executable) against the man page and the
+        // completions it generates.
+        .testTarget(name: "ImgtoolTests", dependencies: ["imgtool", "ImgSystem", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

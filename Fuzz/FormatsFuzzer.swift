@@ -1,4 +1,5 @@
-// libFuzzer entry point for the MBR/EBR, GPT, boot-code, GRUB core.img, FAT and PE/GRUB EFI parsers. Not a SwiftPM
+// libFuzzer entry point for the MBR/EBR, GPT, boot-code, GRUB core.img, FAT, PE/GRUB EFI, SYSLINUX patch area,
+// ISOLINUX boot info table, ISO 9660 and GRUB legacy parsers. Not a SwiftPM
 // target: run.sh compiles it together with Sources/ImgFormats/*.swift into one module, so the
 // parsers' internal API is visible without an import and the whole parser is instrumented for
 // coverage.
@@ -45,7 +46,96 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
             fatalError("\(grub.modules.count) modules from a \(size)-byte file")
         }
     }
+
+    // The input as ldlinux.sys (its patch area, with its own first sector as the boot sector).
+    if let patch = try? SyslinuxPatchArea(ldlinux: bytes) { check(patch, file: bytes) }
+    if let major = SyslinuxBanner.majorVersion(bytes, product: "SYSLINUX"), major < 0 || major > 999 {
+        fatalError("banner version \(major) has more than 3 digits")
+    }
+
+    // An isohybrid chain: sector 0's pointer to isolinux.bin, its boot info table, and the ISO 9660
+    // volume that table names; the input also as a volume whose descriptor is at block 0 (so small
+    // inputs reach the directories) and at block 16, and as the bytes of one directory.
+    var descriptorBlocks: Set<UInt64> = [0, ISO9660Volume.primaryDescriptorBlock]
+    if let sector = IsolinuxBootInfoTable.isolinuxSector(hybridMBR: bytes), sector < UInt64(size) / 512 {
+        let head = Array(bytes[Int(sector) * 512..<min(size, Int(sector) * 512 + 2048)])
+        if IsolinuxBootInfoTable.hasHybridSignature(head), let table = IsolinuxBootInfoTable(head) {
+            _ = IsolinuxBootInfoTable.checksum(head)
+            _ = SyslinuxBanner.majorVersion(head, product: "ISOLINUX")
+            descriptorBlocks.insert(table.descriptorBlock)
+        }
+    }
+    for block in descriptorBlocks {
+        if let volume = try? ISO9660Volume(source, descriptorBlock: block) { check(volume) }
+    }
+    check(ISO9660Volume.records(bytes), directoryBytes: size)
+
+    // GRUB legacy's chain as stage1 follows it: sector 0, the start sector it names, the header its
+    // blocklist's first sector holds.
+    if let stage1 = try? GrubLegacy.Stage1(Array(bytes.prefix(512))) {
+        let startAt = Int(clamping: UInt64(stage1.stage2Sector) * 512)
+        let sector0IsStart = startAt + 512 > size
+        if let start = try? GrubLegacy.StartSector(sector0IsStart ? Array(bytes.prefix(512)) : Array(bytes[startAt..<startAt + 512])) {
+            check(start)
+            if let first = start.blocklist.first, first.sector < UInt64(size) / 512 {
+                let at = Int(first.sector) * 512
+                if let header = try? GrubLegacy.Stage2Header(Array(bytes[at..<at + 512])) { check(header) }
+            }
+        }
+    }
     return 0
+}
+
+/// What a decoded patch area must satisfy: everything it names lies inside the file or the boot sector.
+private func check(_ patch: SyslinuxPatchArea, file: [UInt8]) {
+    guard patch.dataSectors >= 1, patch.dataSectors * 512 <= file.count, patch.checksumWords * 4 <= file.count,
+        patch.offset % 4 == 0, patch.offset + 24 <= file.count,
+        patch.extents.count <= file.count / 10, patch.extents.allSatisfy({ $0.sectors > 0 }),
+        patch.currentDirectory.map({ !$0.isEmpty && $0.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F } }) ?? true
+    else { fatalError("decoded patch area breaks its bounds: \(patch)") }
+    guard patch.firstSector(bootSector: Array(file.prefix(512))) != nil else {
+        fatalError("the boot sector pointers \(patch.firstSectorPointerLow), \(patch.firstSectorPointerHigh) lie outside 512 bytes")
+    }
+    _ = patch.checksumMatches(file)
+}
+
+/// What an opened ISO 9660 volume must satisfy, and a bounded walk over it: up to 16 directories,
+/// 4 levels deep; every listed name must be found again by lookup.
+private func check(_ volume: ISO9660Volume) {
+    var directories: [(path: String, record: ISO9660Volume.Record)] = [("", volume.root)]
+    var listed = 0
+    while let (path, directory) = directories.popLast(), listed < 16 {
+        listed += 1
+        guard let records = try? volume.list(directory) else { continue }
+        check(records, directoryBytes: Int(directory.size))
+        // A name with "/" in it cannot be reached by a path (and "/" with a combining mark after it is
+        // still a "/" to lookup, which splits on scalars).
+        for record in records where !record.name.isEmpty && !record.name.unicodeScalars.contains("/") {
+            let child = path + "/" + record.name
+            guard let found = try? volume.lookup(child) else { fatalError("\(child) is listed but not found") }
+            if found.isDirectory, directories.count < 16, child.split(separator: "/").count < 4 {
+                directories.append((child, found))
+            }
+            _ = volume.isFile(child)
+        }
+    }
+}
+
+/// Records decoded from `directoryBytes` bytes: each takes at least 33 of them.
+private func check(_ records: [ISO9660Volume.Record], directoryBytes: Int) {
+    guard records.count <= directoryBytes / 33 else { fatalError("\(records.count) records in \(directoryBytes) bytes") }
+}
+
+/// A start sector's blocklist stays within its 12 slots, and ends at the first empty entry.
+private func check(_ start: GrubLegacy.StartSector) {
+    guard start.blocklist.count <= 12, start.blocklist.allSatisfy({ $0.count > 0 && $0.count <= 0xFFFF && $0.sector <= 0xFFFF_FFFF })
+    else { fatalError("start sector blocklist breaks its bounds: \(start.blocklist)") }
+}
+
+private func check(_ header: GrubLegacy.Stage2Header) {
+    guard header.version.utf8.count <= 16, header.configFile.utf8.count <= 128 else {
+        fatalError("stage2 header strings exceed their bounds: \(header)")
+    }
 }
 
 /// `bytes`, then zeros up to `size`: a sparse image whose tail was never written.

@@ -1,6 +1,7 @@
 #!/bin/bash
-# run.sh [SECONDS [LIBFUZZER FLAGS...]]: build the libFuzzer target for the MBR, GPT, boot-code and
-# GRUB core.img parsers and fuzz them for SECONDS (default 60); further arguments go to libFuzzer (for
+# run.sh [SECONDS [LIBFUZZER FLAGS...]]: build the libFuzzer target for the ImgFormats parsers (MBR,
+# GPT, boot code, GRUB core.img, FAT, PE, SYSLINUX/ISOLINUX, ISO 9660, GRUB legacy) and fuzz them for
+# SECONDS (default 60); further arguments go to libFuzzer (for
 # example -use_value_profile=1 or -jobs=4). Exits 1 on a crash, leaving the reproducer in .build/fuzz/; 2 on
 # bad usage or a failed build. See README.md in this folder.
 set -euo pipefail

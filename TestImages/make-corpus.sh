@@ -1,14 +1,14 @@
 #!/bin/bash
-# make-corpus.sh: write the seed corpus for Fuzz/run.sh (the MBR, GPT, boot-code, core.img, FAT and
-# PE parsers).
+# make-corpus.sh: write the seed corpus for Fuzz/run.sh (the MBR, GPT, boot-code, core.img, FAT, PE,
+# SYSLINUX patch area, ISOLINUX boot info table, ISO 9660 and GRUB legacy parsers).
 #
 #   TestImages/make-corpus.sh [OUTDIR]      (default: TestImages/corpus/formats)
 #
 # Every seed is built field by field at its documented offset (python3's struct and zlib.crc32), with
 # fixed GUIDs, so the same script gives the same bytes. Seeds are tiny images (at most 20 KiB):
 # the fuzzer mutates them, and small inputs mean more executions per second. The GRUB 2 seed is
-# Debian's boot.img (grub-pc-bin); the SYSLINUX one is gptmbr.bin (syslinux-common), skipped with a
-# note when absent.
+# Debian's boot.img (grub-pc-bin); the SYSLINUX ones are gptmbr.bin (syslinux-common), an installed
+# ldlinux.sys (syslinux) and isolinux.bin (isolinux), each skipped with a note when absent.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/corpus/formats}
@@ -115,6 +115,96 @@ write("grub-legacy-stage1.bin", img)
 # No boot code: a zeroed sector.
 write("zeroed.bin", image(1))
 
+# GRUB legacy's whole chain (GRUB 0.97 stage1.h, start.S, asm.S): stage1 with stage2 at sector 1 and
+# address 0x8000; the start sector ("push dx; push si; mov si, ...", "mov di, 0x81F8", its message and
+# one blocklist entry {sector 2, 1 sector, segment 0x0820}); stage2's header (3.2, id 0, version,
+# config file).
+img = image(3)
+img[0:3] = b"\xeb\x48\x90"
+struct.pack_into("<BBBBHIH", img, 0x3E, 3, 2, 0xFF, 0, 0x8000, 1, 0x0800)
+img[0x17B:0x17B + len(msgs)] = msgs
+mbr_entry(img, 0, 0x83, 63, 1000, boot=True)
+start = 512
+img[start:start + 3] = b"\x52\x56\xbe"
+img[start + 9] = 0xBF
+struct.pack_into("<H", img, start + 10, 0x8000 + 0x1F8)
+img[start + 0x160:start + 0x160 + 15] = b"Loading stage2\0"
+struct.pack_into("<IHH", img, start + 0x1F8, 2, 1, 0x0820)
+header = 1024
+img[header + 6:header + 8] = b"\x03\x02"
+img[header + 0x10] = 0
+text = b"0.97\0/boot/grub/menu.lst\0"
+img[header + 0x12:header + 0x12 + len(text)] = text
+write("grub-legacy-chain.bin", img)
+
+# An ldlinux.sys shape (SYSLINUX 6 libinstaller/syslxint.h): struct patch_area at 0x10 (magic, data
+# sectors 3, checksum over all 384 words), struct ext_patch_area at 0x40 (current directory at 0x80,
+# a sector map of 4 entries at 0x100 of which 2 are used, boot sector pointers at 0x1E0/0x1E4), the
+# banner, and the checksum field set so that the words sum to LDLINUX_MAGIC.
+MAGIC = 0x3EB202FE
+img = bytearray(3 * 512)
+img[0:2] = b"\xeb\x3c"
+struct.pack_into("<IIHHIIHH", img, 0x10, MAGIC, 0x12345678, 3, 2, 384, 0, 0xFFFF, 0x40)
+struct.pack_into("<HHHHHHHHHH", img, 0x40, 0, 0x80, 64, 0, 0, 0x100, 4, 0x1E0, 0x1E4, 0)
+img[0x80:0x80 + 15] = b"/boot/syslinux\0"
+struct.pack_into("<QH", img, 0x100, 100, 1)
+struct.pack_into("<QH", img, 0x10A, 200, 1)
+img[600:614] = b"SYSLINUX 6.04 "
+rest = sum(struct.unpack_from("<384I", img, 0)) & 0xFFFFFFFF
+struct.pack_into("<I", img, 0x10 + 16, (MAGIC - rest) & 0xFFFFFFFF)
+write("syslinux-patch-area.bin", img)
+
+# ISO 9660 (ECMA-119: both-endian fields, 2048-byte blocks). dirrec() is one directory record.
+def dirrec(name, block, size, directory):
+    n = len(name)
+    rec = bytearray(33 + n + (1 - n % 2))
+    struct.pack_into("<BBIIII7sBBBHHB", rec, 0, len(rec), 0, block, 0, size, 0, bytes(7),
+                     2 if directory else 0, 0, 0, 1, 0, n)
+    struct.pack_into(">I", rec, 6, block)
+    struct.pack_into(">I", rec, 14, size)
+    struct.pack_into(">H", rec, 30, 1)
+    rec[33:33 + n] = name
+    return bytes(rec)
+
+def directory(block, parent, entries):
+    data = dirrec(b"\0", block, 2048, True) + dirrec(b"\1", parent, 2048, True) + b"".join(entries)
+    return data + bytes(2048 - len(data))
+
+def pvd(blocks, root):
+    d = bytearray(2048)
+    d[0:7] = b"\x01CD001\x01"
+    struct.pack_into("<I", d, 80, blocks)
+    struct.pack_into(">I", d, 84, blocks)
+    d[156:156 + 34] = dirrec(b"\0", root, 2048, True)
+    return bytes(d)
+
+def iso_tree(first, files):
+    """Blocks from `first`: the root (with ISOLINUX/), ISOLINUX/ (with `files`), one data block."""
+    root, sub, data = first, first + 1, first + 2
+    out = directory(root, root, [dirrec(b"ISOLINUX", sub, 2048, True)])
+    out += directory(sub, root, [dirrec(name.encode() + b";1", data, size, False) for name, size in files])
+    return out
+
+# A volume whose descriptor is at block 0, so the smallest inputs reach its directories.
+tree = iso_tree(1, [("ISOLINUX.CFG", 11), ("LDLINUX.C32", 0)])
+data = b"PROMPT 1\n\n" + bytes(2038)
+write("iso9660-volume.bin", pvd(4, 1) + tree + data)
+
+# An isohybrid image as isohdpfx.bin and xorriso leave it: sector 0 points at isolinux.bin (sector
+# 16 = block 4); isolinux.bin has the hybrid signature at 64 and a boot info table (descriptor at
+# block 1, itself at block 4, 2048 bytes, its checksum); blocks 2-3 are the directories.
+mbr = bytearray(2048)
+struct.pack_into("<Q", mbr, 0x1B0, 16)
+mbr[510:512] = b"\x55\xaa"
+isolinux = bytearray(2048)
+isolinux[0:4] = b"\xfa\xe9\x00\x00"
+struct.pack_into("<I", isolinux, 0x40, 0x7078C0FB)
+isolinux[100:114] = b"ISOLINUX 6.04 "
+struct.pack_into("<III", isolinux, 8, 1, 4, 2048)
+struct.pack_into("<I", isolinux, 20, sum(struct.unpack_from("<496I", isolinux, 64)) & 0xFFFFFFFF)
+tree = iso_tree(2, [("ISOLINUX.BIN", 2048), ("ISOLINUX.CFG", 11), ("LDLINUX.C32", 0)])
+write("isohybrid.bin", mbr + pvd(5, 2) + tree + isolinux)
+
 # GRUB 2 boot.img as grub-setup leaves it on an msdos disk: core.img at 1, drive check nopped,
 # partition 1 at 2048 (past the end of this one-sector image, which is a finding, not a crash).
 path = "/usr/lib/grub/i386-pc/boot.img"
@@ -164,6 +254,21 @@ fat fat16-esp.bin 2200 -F 16 -s 1 -r 16 -n ESP
 # FAT32 needs 65525 clusters, so its FAT alone is 256 KiB: only the reserved sectors and the
 # start of the one FAT fit in a seed; the root directory lies past it and reads as empty.
 mkfs.fat -C --invariant -F 32 -s 1 -f 1 "$tmp/fat32-empty.bin" 34000 >/dev/null
+
+# SYSLINUX's own files: ldlinux.sys as syslinux --install patches it into a FAT volume (its sector map
+# and checksum filled in), and isolinux.bin as Debian ships it (boot info table not yet written).
+if command -v syslinux >/dev/null; then
+    mkfs.fat -C --invariant "$tmp/syslinux.img" 1024 >/dev/null
+    syslinux --install "$tmp/syslinux.img"
+    mcopy -i "$tmp/syslinux.img" ::/ldlinux.sys "$out/syslinux-ldlinux-sys.bin"
+else
+    echo "make-corpus.sh: syslinux is missing (Debian package syslinux); ldlinux.sys seed skipped" >&2
+fi
+if [[ -f /usr/lib/ISOLINUX/isolinux.bin ]]; then
+    cp /usr/lib/ISOLINUX/isolinux.bin "$out/isolinux-bin.bin"
+else
+    echo "make-corpus.sh: /usr/lib/ISOLINUX/isolinux.bin is missing (Debian package isolinux); seed skipped" >&2
+fi
 
 python3 - "$tmp" "$out" <<'PY'
 import os, struct, sys

@@ -90,10 +90,12 @@ public struct BootCode: Sendable, Equatable {
 
     /// GRUB legacy (0.9x) stage1: the same messages, but " Error" without CR LF.
     static func grubLegacy(_ sector: [UInt8]) -> BootCode? {
-        guard findInOrder(grubMessages + [" Error"], in: sector, terminatedByNUL: true) != nil else { return nil }
-        let version = "\(sector[0x3E]).\(sector[0x3F])"
-        let stage2Sector = sector.le32(0x44)
-        let (drive, driveText) = bootDrive(sector[0x40])
+        guard findInOrder(grubMessages + [" Error"], in: sector, terminatedByNUL: true) != nil,
+            let stage1 = try? GrubLegacy.Stage1(sector)
+        else { return nil }
+        let version = "\(stage1.versionMajor).\(stage1.versionMinor)"
+        let stage2Sector = stage1.stage2Sector
+        let (drive, driveText) = bootDrive(stage1.bootDrive)
         // Every 0.9x release writes compatibility version 3.2; anything else is worth pointing out.
         let versionText = version == "3.2" ? "version 3.2" : "unexpected version \(version)"
         return BootCode(

@@ -186,7 +186,7 @@ public enum LZ4 {
                     s += literals; d += literals
                     if s == n { break }  // the last sequence has literals only
                     guard s + 2 <= n else { return .failure(Problem(description: "truncated offset")) }
-                    let offset = Int(src[s]) | Int(src[s + 1]) << 8; s += 2
+                    let offset = Int(src.le16(s)); s += 2
                     guard offset > 0, offset <= d else {
                         return .failure(Problem(description: "offset \(offset) before the start of the output"))
                     }
@@ -242,11 +242,5 @@ public enum XZ {
             throw Problem(description: status == LZMA_MEMLIMIT_ERROR ? "more than \(limit) bytes" : "liblzma error \(status.rawValue)")
         }
         return output
-    }
-}
-
-private extension ArraySlice where Element == UInt8 {
-    func le32(_ i: Int) -> UInt32 {
-        UInt32(self[i]) | UInt32(self[i + 1]) << 8 | UInt32(self[i + 2]) << 16 | UInt32(self[i + 3]) << 24
     }
 }

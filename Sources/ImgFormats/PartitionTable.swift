@@ -208,22 +208,3 @@ public struct PartitionTable: Sendable {
     /// Hostile tables can make every pair overlap; keep the report (and the time) bounded.
     static let maxOverlapFindings = 64
 }
-
-/// Explicit little-endian decoding from a buffer whose length the caller has already checked.
-extension Array where Element == UInt8 {
-    func le16(_ offset: Int) -> UInt16 {
-        UInt16(self[offset]) | UInt16(self[offset + 1]) << 8
-    }
-
-    func le32(_ offset: Int) -> UInt32 {
-        var value: UInt32 = 0
-        for i in (0..<4).reversed() { value = value << 8 | UInt32(self[offset + i]) }
-        return value
-    }
-
-    func le64(_ offset: Int) -> UInt64 {
-        var value: UInt64 = 0
-        for i in (0..<8).reversed() { value = value << 8 | UInt64(self[offset + i]) }
-        return value
-    }
-}

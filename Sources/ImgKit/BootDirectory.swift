@@ -15,7 +15,7 @@ enum BootDirectory {
                 let inside = dir.dropFirst(mountPoint.count)
                 throw .bootPartitionInvalid(path: plan.imagePath, number: plan.bootPartition.number, reason: "\(inside) in the boot filesystem is not a directory (a symbolic link or a file); imgtool will not follow or replace it")
             }
-            do { try systemCall("mkdir", on: dir) { mkdir(dir, 0o755) } } catch { throw .kernel("\(error)") }
+            do { try systemCall("mkdir", on: dir) { mkdir(dir, 0o755) } } catch { throw .system(error) }
         }
         return boot
     }
@@ -31,18 +31,13 @@ enum BootDirectory {
         let path = "\(bootDirectory)/grub/device.map"
         let previous = try? readTextFile(path)
         session.onClose(path) {
-            if let previous { try writeFile(path, previous) } else { try systemCall("unlink", on: path) { unlink(path) } }
+            if let previous { try writeFile(path, Array(previous.utf8)) } else { try systemCall("unlink", on: path) { unlink(path) } }
         }
-        try writeFile(path, map.text)
+        try writeFile(path, Array(map.text.utf8))
     }
 
     static func isDirectory(_ path: String) -> Bool {
         var st = stat()
         return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-    }
-
-    static func writeFile(_ path: String, _ text: String) throws(SystemError) {
-        let h = try FileHandle(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o644)
-        try writeFully(h.fd, Array(text.utf8), path: path)
     }
 }

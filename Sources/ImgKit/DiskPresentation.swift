@@ -81,7 +81,7 @@ final class ImageDisk {
     /// The loop device over the image, attached on first use.
     func loopDevice() throws -> LoopDevice {
         if let loop { return loop }
-        try session.acquiring(.loop, LoopDevice.fileName(for: session.id))
+        try session.acquiring(.loop, LoopDevice.fileName(for: ResourceMarks.loopTag(session: session.id)))
         let disk = try LoopDevice.attach(plan.imagePath, options: .init(partitionScan: partitionScan, tag: session.id),
                                          logger: session.logger)
         session.onClose(disk.path, journal: (.loop, disk.tag)) { try disk.detach() }
@@ -112,7 +112,7 @@ enum BlockDevicePresentation: DiskPresentation {
         if let bootDevice = DeviceMapper.DeviceNumber(blockDevice: boot) {
             let holders = DeviceMapper.holders(of: bootDevice)
             guard holders.isEmpty else {
-                throw InstallGrubError.kernel("\(boot) is in use (\(holders.joined(separator: ", "))); unmount it or stop its users, then run again")
+                throw InstallGrubError.bootPartitionInUse(device: boot, holders: holders)
             }
         }
         guard udevadm || BlockDevice.geometryStart(boot) == range.start else {
@@ -197,7 +197,7 @@ enum OffsetPresentation: DiskPresentation {
         let disk = try image.loopDevice()
         let p = plan.bootPartition
         let sectorSize = UInt64(plan.table.sectorSize)
-        let tag = "\(session.id):p\(p.number)"
+        let tag = ResourceMarks.loopTag(session: session.id, suffix: "p\(p.number)")
         try session.acquiring(.loop, LoopDevice.fileName(for: tag))
         let loop = try LoopDevice.attach(plan.imagePath, options: .init(
             offset: p.startSector * sectorSize, sizeLimit: p.sectorCount * sectorSize,
@@ -213,8 +213,6 @@ enum OffsetPresentation: DiskPresentation {
 enum DeviceMapperPresentation: DiskPresentation {
     /// The disk map's name when `--disk-name` does not choose one: unique per session, so
     /// concurrent runs never collide.
-    static func defaultDiskName(session: String) -> String { "imgtool-\(session)" }
-
     /// The maps go straight onto the image when it is a whole-disk block device (the isolated
     /// VM's virtio disk), else onto its loop device.
     static func present(disk image: ImageDisk, plan: InstallPlan, options: InstallGrub.Options,
@@ -224,10 +222,10 @@ enum DeviceMapperPresentation: DiskPresentation {
             throw PresentationUnavailable(reason: error.description)
         }
         let diskPath = try (try? image.wholeDisk.get()) ?? image.loopDevice().path
-        let name = try DeviceMapper.Name(options.diskName ?? defaultDiskName(session: session.id))
+        let name = try DeviceMapper.Name(options.diskName ?? ResourceMarks.deviceMapperDiskName(session: session.id))
         // The UUID marks the maps as ours even if the journal is lost; kpartx-style partition
         // UUIDs ("part<N>-" + this) keep the mark.
-        let uuid = try DeviceMapper.UUID(DeviceMapper.sessionUUIDPrefix + session.id + "-disk")
+        let uuid = try DeviceMapper.UUID(ResourceMarks.deviceMapperDiskUUID(session: session.id))
         guard let device = DeviceMapper.DeviceNumber(blockDevice: diskPath) else {
             throw SystemError("stat", on: diskPath, errno: ENODEV)
         }

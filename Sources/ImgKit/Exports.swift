@@ -1,4 +1,20 @@
-// Embedders use ImgKit alone: its API carries ImgVM's types (`Isolation.vm` is an
-// `IsolatedVM.Options`, verify's boot check a `BootObservation`), so ImgVM's public API comes with it.
-// What ImgVM keeps to itself and ImgKit is `package`, and does not come along.
-@_exported import ImgVM
+// Types an embedder names besides ImgKit's own, re-exported so that `import ImgKit` is enough:
+// the logger every workflow takes, and how a caller stops one (an Interruption, which a
+// SignalTrap fills from SIGINT, SIGTERM and SIGHUP).
+@_exported import struct Logging.Logger
+@_exported import class ImgSystem.Interruption
+@_exported import class ImgSystem.SignalTrap
+// The values reports are made of, defined by the formats layer.
+@_exported import struct ImgFormats.Finding
+@_exported import struct ImgFormats.BootCode
+@_exported import struct ImgFormats.SectorRange
+@_exported import struct ImgFormats.GUID
+@_exported import struct ImgFormats.PEImage
+// The throwaway VMs: `Isolation.vm` is an `IsolatedVM.Options` (whose machine and result's
+// accelerator are KernelVM's), verify's boot check a `QemuBoot` run with a `BootObservation`, which
+// `BootScreen` classifies. ImgVM's other parts are `package`: ImgKit's to use, not an embedder's.
+@_exported import enum ImgVM.IsolatedVM
+@_exported import enum ImgVM.KernelVM
+@_exported import enum ImgVM.QemuBoot
+@_exported import struct ImgVM.BootObservation
+@_exported import enum ImgVM.BootScreen

@@ -4,7 +4,7 @@ import Logging
 
 /// The distribution's GRUB tools, as install-grub uses them.
 enum GrubTools {
-    static let target = "i386-pc"
+    static let target = GrubTarget.i386PC
     static let moduleDirectory = "/usr/lib/grub/i386-pc"
 
     /// Fails with the Debian package to install when a tool or GRUB's i386-pc files are missing.
@@ -20,13 +20,10 @@ enum GrubTools {
 
     /// Bytes of the regular files in GRUB's i386-pc directory: what grub-install copies at least.
     static func moduleFilesBytes() -> UInt64 {
-        guard let dir = opendir(moduleDirectory) else { return 0 }
-        defer { closedir(dir) }
         var total: UInt64 = 0
         var st = stat()
-        while let entry = readdir(dir) {
-            guard fstatat(dirfd(dir), &entry.pointee.d_name.0, &st, AT_SYMLINK_NOFOLLOW) == 0,
-                  (st.st_mode & S_IFMT) == S_IFREG else { continue }
+        for name in directoryEntries(moduleDirectory) {
+            guard lstat("\(moduleDirectory)/\(name)", &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
             total += UInt64(st.st_size)
         }
         return total
@@ -51,15 +48,17 @@ enum GrubTools {
         guard Subprocess.find("grub-mkimage") != nil else { throw .toolMissing(tool: "grub-mkimage", package: "grub-common") }
         var template = Array("/tmp/imgtool-core-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else { throw .kernel("\(SystemError("mkostemp", on: "/tmp", errno: errno))") }
+        guard fd >= 0, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else { throw .system(SystemError("mkostemp", on: "/tmp", errno: errno)) }
         let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         defer { unlink(path); close(fd) }
         let r: Subprocess.Result
         do {
-            r = try Subprocess.run(["grub-mkimage", "-O", target, "-d", moduleDirectory, "-p", "(,msdos1)/boot/grub",
+            r = try Subprocess.run(["grub-mkimage", "-O", target.rawValue, "-d", moduleDirectory, "-p", "(,msdos1)/boot/grub",
                                     "-o", path] + modules)
+        } catch let error as Subprocess.Error {
+            throw .subprocess(tool: "grub-mkimage", error)
         } catch {
-            throw .kernel("could not run grub-mkimage to size core.img: \(error)")
+            throw InstallGrubError(wrapping: error)
         }
         guard r.succeeded else { throw .grubToolFailed(tool: "grub-mkimage", status: r.status, stderr: r.stderr) }
         var st = stat()

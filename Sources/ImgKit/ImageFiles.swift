@@ -17,16 +17,40 @@ public enum ImageFiles {
         public var isExt: Bool { type.map(ImageFiles.extTypes.contains) ?? false }
     }
 
+    /// An opened filesystem and where it is.
     public struct Opened: Sendable {
+        /// The filesystem, read through libext2fs.
         public let filesystem: Ext2Filesystem
+        /// The partition (or whole image) it fills.
         public let location: Location
+    }
+
+    /// Which filesystem to open.
+    public struct Options: Sendable, Equatable {
+        /// The image file or block device.
+        public var image: String
+        /// The partition; nil: the image itself when it has no partition table, else its only
+        /// ext2/3/4 partition.
+        public var partition: Int?
+
+        public init(image: String, partition: Int? = nil) {
+            self.image = image
+            self.partition = partition
+        }
+    }
+
+    /// Where an image's filesystems may be.
+    struct Layout {
+        /// False for a bare filesystem filling the image.
+        let hasTable: Bool
+        let locations: [Location]
     }
 
     static let extTypes: Set<String> = ["ext2", "ext3", "ext4"]
 
     /// Every partition that may hold a filesystem (not an extended container), with its type; for
     /// an image without a partition table, the image itself (`hasTable` false).
-    public static func locate(image: String) throws(Error) -> (hasTable: Bool, locations: [Location]) {
+    static func locate(image: String) throws(Error) -> Layout {
         let source = try openImage(image)
         let table: PartitionTable?
         do {
@@ -35,8 +59,8 @@ public enum ImageFiles {
             throw .unreadable(path: image, reason: "\(error)")
         }
         guard let table else {
-            return (false, [Location(partition: nil, offset: 0, length: source.size,
-                                     type: probe(source, offset: 0, length: source.size))])
+            return Layout(hasTable: false, locations: [Location(partition: nil, offset: 0, length: source.size,
+                                                                type: probe(source, offset: 0, length: source.size))])
         }
         let sectorSize = UInt64(table.sectorSize)
         var locations: [Location] = []
@@ -52,18 +76,20 @@ public enum ImageFiles {
             locations.append(Location(partition: p.number, offset: offset, length: available,
                                       type: probe(source, offset: offset, length: available)))
         }
-        return (true, locations)
+        return Layout(hasTable: true, locations: locations)
     }
 
     /// The ext2/3/4 filesystems of `image`, in the form `OSInspection.inspect` takes.
-    public static func extFilesystems(image: String) throws(Error) -> [(partition: Int?, offset: UInt64)] {
-        try locate(image: image).locations.filter(\.isExt).map { ($0.partition, $0.offset) }
+    static func extFilesystems(image: String) throws(Error) -> [OSInspection.Filesystem] {
+        try locate(image: image).locations.filter(\.isExt).map { .init(partition: $0.partition, offset: $0.offset) }
     }
 
     /// Opens the ext2/3/4 filesystem in `partition`; without one, the image itself when it has no
     /// partition table, else its only ext2/3/4 partition (several are an error listing them).
-    public static func open(image: String, partition: Int?) throws(Error) -> Opened {
-        let (hasTable, locations) = try locate(image: image)
+    public static func run(_ options: Options) throws(Error) -> Opened {
+        let image = options.image, partition = options.partition
+        let layout = try locate(image: image)
+        let hasTable = layout.hasTable, locations = layout.locations
         let location: Location
         if let partition {
             guard hasTable else { throw .noPartitionTable(path: image, filesystem: locations.first?.type) }

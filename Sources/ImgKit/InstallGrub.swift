@@ -37,39 +37,40 @@ public enum InstallGrub {
         }
     }
 
+    /// What an install did, and what `imgtool install-grub --json` prints (its Codable form).
     public struct Result: Sendable, Equatable {
+        /// Where /boot/grub went.
         public struct BootPartition: Sendable, Equatable {
             public let number: Int
+            /// The node grub-install saw it as (/dev/loop0p1, /dev/mapper/hda1, /dev/vda1).
             public let device: String
-            public let filesystem: String
+            public let filesystem: FilesystemKind
+            /// The filesystem's UUID.
             public let uuid: String?
+
+            public init(number: Int, device: String, filesystem: FilesystemKind, uuid: String?) {
+                self.number = number
+                self.device = device
+                self.filesystem = filesystem
+                self.uuid = uuid
+            }
         }
+
+        /// The path as given.
         public let image: String
+        /// How the image was presented as a disk.
         public let strategy: Strategy
+        /// The whole-disk node grub-install got (/dev/loop0, /dev/mapper/imgtool-0a1b2c3d, /dev/vda).
         public let diskDevice: String
         public let bootPartition: BootPartition
-        public let target: String
+        public let target: GrubTarget
+        /// grub-install's package version ("2.06-13+deb12u2"), when it can be read.
         public let grubInstallVersion: String?
+        /// Wall time of the whole run.
         public let seconds: Double
 
-        /// Reads back what `json` printed.
-        public init?(json: JSONValue) {
-            guard let image = json["image"]?.stringValue, let strategy = json["strategy"]?.stringValue.flatMap(Strategy.init(rawValue:)),
-                  let disk = json["diskDevice"]?.stringValue, let boot = json["bootPartition"],
-                  let number = boot["number"]?.int64Value, let device = boot["device"]?.stringValue,
-                  let filesystem = boot["filesystem"]?.stringValue, let target = json["target"]?.stringValue,
-                  let seconds = json["seconds"]?.doubleValue else { return nil }
-            self.image = image
-            self.strategy = strategy
-            diskDevice = disk
-            bootPartition = BootPartition(number: Int(number), device: device, filesystem: filesystem, uuid: boot["uuid"]?.stringValue)
-            self.target = target
-            grubInstallVersion = json["grubInstallVersion"]?.stringValue
-            self.seconds = seconds
-        }
-
-        init(image: String, strategy: Strategy, diskDevice: String, bootPartition: BootPartition, target: String,
-             grubInstallVersion: String?, seconds: Double) {
+        public init(image: String, strategy: Strategy, diskDevice: String, bootPartition: BootPartition,
+                    target: GrubTarget, grubInstallVersion: String?, seconds: Double) {
             self.image = image
             self.strategy = strategy
             self.diskDevice = diskDevice
@@ -87,8 +88,7 @@ public enum InstallGrub {
         if let isolation = options.isolation { return try runIsolated(options, isolation: isolation, logger: logger) }
         let started = monotonicNow()
         logger.info("checking \(options.image)")
-        let plan = try InstallPlan.make(image: options.image, bootPartition: options.bootPartition,
-                                        extraModules: options.modules, logger: logger)
+        let plan = try InstallPlan.run(options, logger: logger)
         let lock: ImageLock
         do { lock = try ImageLock(path: options.image) } catch { throw .busy(error) }
         defer { withExtendedLifetime(lock) {} }
@@ -101,7 +101,7 @@ public enum InstallGrub {
         do {
             session = try Session(logger: logger, interruption: interruption, journalFor: plan.imagePath)
         } catch {
-            throw .kernel("cannot start the session journal (\(error)); check that /run/imgtool is writable")
+            throw .sessionJournal(error)
         }
         let outcome: Swift.Result<PresentedDisk, InstallGrubError>
         do {
@@ -118,8 +118,8 @@ public enum InstallGrub {
             return Result(
                 image: plan.imagePath, strategy: presented.strategy, diskDevice: presented.diskDevice,
                 bootPartition: .init(number: plan.bootPartition.number, device: presented.bootDevice,
-                                     filesystem: plan.bootFilesystem.type, uuid: plan.bootFilesystem.uuid),
-                target: GrubTools.target, grubInstallVersion: GrubTools.version(),
+                                     filesystem: FilesystemKind(plan.bootFilesystem.type), uuid: plan.bootFilesystem.uuid),
+                target: .i386PC, grubInstallVersion: GrubTools.version(),
                 seconds: monotonicNow() - started)
         case .failure(let error):
             guard failures.isEmpty else { throw .cleanupFailed(failures, after: error.description) }
@@ -154,7 +154,7 @@ public enum InstallGrub {
             throw .isolated(status: r.status, message: message.isEmpty ? "install-grub failed in the isolated VM (exit \(r.status))" : message.joined(separator: "\n"))
         }
         guard let json = try? JSONValue.parse(r.stdout), let result = Result(json: json) else {
-            throw .kernel("the isolated VM's install-grub succeeded but its result could not be read: \(String(decoding: r.stdout.prefix(200), as: UTF8.self))")
+            throw .isolatedResultUnreadable(output: String(decoding: r.stdout.prefix(200), as: UTF8.self))
         }
         return result
     }
@@ -172,7 +172,7 @@ public enum InstallGrub {
             let h = try FileHandle(path: path, flags: O_RDONLY)
             try systemCall("fsync", on: path) { fsync(h.fd) }
         } catch {
-            throw .kernel("\(error)")
+            throw .system(error)
         }
     }
 
@@ -211,7 +211,7 @@ public enum InstallGrub {
             try session.checkpoint()
 
             // The directory's name is random past its prefix: the journal names the prefix.
-            let prefix = "mnt-\(session.id)-"
+            let prefix = ResourceMarks.mountDirectoryPrefix(session: session.id)
             try session.acquiring(.directory, TemporaryDirectory.defaultParent + "/" + prefix)
             let mountPoint = try TemporaryDirectory(prefix: prefix)
             session.onClose(mountPoint.path, journal: (.directory, TemporaryDirectory.defaultParent + "/" + prefix)) {
@@ -248,7 +248,7 @@ public enum InstallGrub {
         } catch let e as Session.Interrupted {
             throw .interrupted(signal: e.signal)
         } catch {
-            throw .kernel("\(error)")
+            throw InstallGrubError(wrapping: error)
         }
     }
 
@@ -264,7 +264,7 @@ public enum InstallGrub {
                 if order.count == 1 { throw InstallGrubError.strategyUnavailable(strategy, reason: unavailable.reason) }
             }
         }
-        throw InstallGrubError.kernel("no strategy can present \(plan.imagePath) as a disk: \(reasons.joined(separator: "; "))")
+        throw InstallGrubError.noStrategyWorked(path: plan.imagePath, reasons: reasons)
     }
 }
 

@@ -22,7 +22,23 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case notRoot(path: String)
     case toolMissing(tool: String, package: String)
     case strategyUnavailable(Strategy, reason: String)
-    case kernel(String)
+    /// No strategy could present the image as a disk; the reason each one gave.
+    case noStrategyWorked(path: String, reasons: [String])
+    /// The block device's boot partition is held by mounts, stacked devices or openers.
+    case bootPartitionInUse(device: String, holders: [String])
+    /// The session journal under /run/imgtool could not be started.
+    case sessionJournal(SystemError)
+    /// A system call failed.
+    case system(SystemError)
+    case loopDevice(LoopDevice.Error)
+    case mount(Mount.Error)
+    case deviceMapper(DeviceMapper.Error)
+    /// A program imgtool runs could not be started.
+    case subprocess(tool: String, Subprocess.Error)
+    /// A step failed with an error of a kind not listed above.
+    case other(any Error)
+    /// The isolated VM's install-grub succeeded but printed no result imgtool could read.
+    case isolatedResultUnreadable(output: String)
     case grubToolFailed(tool: String, status: Int32, stderr: String)
     case interrupted(signal: Int32)
     case cleanupFailed([Session.CleanupFailure], after: String?)
@@ -41,7 +57,9 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         case .busy: return .busy
         case .notRoot: return .noPermission
         case .toolMissing, .strategyUnavailable: return .unavailable
-        case .kernel, .grubToolFailed, .cleanupFailed: return .failure
+        case .noStrategyWorked, .bootPartitionInUse, .sessionJournal, .system, .loopDevice, .mount, .deviceMapper,
+             .subprocess, .other, .isolatedResultUnreadable, .grubToolFailed, .cleanupFailed:
+            return .failure
         case .interrupted: return .failure
         case .isolation(let e): return ExitStatus(rawValue: e.exitCode) ?? .failure
         case .isolated(let status, _): return ExitStatus(rawValue: status) ?? .failure
@@ -100,8 +118,26 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
             return "\(tool) is not installed. Install the Debian package \(package) (apt-get install \(package))."
         case .strategyUnavailable(let s, let reason):
             return "strategy \(s.rawValue) is not available on this machine: \(reason)"
-        case .kernel(let message):
-            return message
+        case .noStrategyWorked(let p, let reasons):
+            return "no strategy can present \(p) as a disk: \(reasons.joined(separator: "; "))"
+        case .bootPartitionInUse(let device, let holders):
+            return "\(device) is in use (\(holders.joined(separator: ", "))); unmount it or stop its users, then run again"
+        case .sessionJournal(let e):
+            return "cannot start the session journal (\(e)); check that /run/imgtool is writable"
+        case .system(let e):
+            return e.description
+        case .loopDevice(let e):
+            return e.description
+        case .mount(let e):
+            return e.description
+        case .deviceMapper(let e):
+            return e.description
+        case .other(let e):
+            return "\(e)"
+        case .isolatedResultUnreadable(let output):
+            return "the isolated VM's install-grub succeeded but its result could not be read: \(output)"
+        case .subprocess(let tool, let e):
+            return tool == "grub-mkimage" ? "could not run grub-mkimage to size core.img: \(e)" : "could not run \(tool): \(e)"
         case .grubToolFailed(let tool, let status, let stderr):
             let trimmed = stderr.split(separator: "\n").suffix(20).joined(separator: "\n")
             return "\(tool) failed (exit \(status)):\n\(trimmed)"
@@ -115,6 +151,23 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
             let list = failures.map { "  - \($0)" }.joined(separator: "\n")
             let first = after.map { "\($0)\nThen cleanup failed too:\n" } ?? "cleanup failed:\n"
             return first + list + "\nThese are still held; release them by hand (umount, losetup -d)."
+        }
+    }
+}
+
+extension InstallGrubError {
+    /// A failed step's error as the case for its kind, so callers can tell a loop device's failure
+    /// from a mount's without parsing text.
+    init(wrapping error: any Error) {
+        switch error {
+        case let e as InstallGrubError: self = e
+        case let e as SystemError: self = .system(e)
+        case let e as LoopDevice.Error: self = .loopDevice(e)
+        case let e as Mount.Error: self = .mount(e)
+        case let e as DeviceMapper.Error: self = .deviceMapper(e)
+        case let e as Subprocess.Error: self = .subprocess(tool: "grub-install", e)
+        case let e as Session.Interrupted: self = .interrupted(signal: e.signal)
+        default: self = .other(error)
         }
     }
 }

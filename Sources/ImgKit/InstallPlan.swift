@@ -22,10 +22,11 @@ public struct InstallPlan: Sendable {
         "nilfs2": "nilfs2", "hfsplus": "hfsplus",
     ]
 
-    /// Runs the pre-flight checks in the order a user would fix them: the path, the image's size,
-    /// its partition table, room for core.img, then a filesystem for /boot.
-    public static func make(image path: String, bootPartition requested: Int?, extraModules: [String] = [],
-                            logger: Logger) throws(InstallGrubError) -> InstallPlan {
+    /// Runs install-grub's pre-flight checks for `options`, in the order a user would fix them:
+    /// the path, the image's size, its partition table, room for core.img, then a filesystem for
+    /// /boot. Reads the image without changing it; needs no root.
+    public static func run(_ options: InstallGrub.Options, logger: Logger) throws(InstallGrubError) -> InstallPlan {
+        let path = options.image, requested = options.bootPartition, extraModules = options.modules
         let (source, size) = try openImage(path)
         let table: PartitionTable
         do {

@@ -77,13 +77,34 @@ public enum JSONValue: Sendable, Equatable {
     }
 }
 
-/// For library users who encode reports with their own Encoder: the same document.
-extension JSONValue: Encodable {
+/// For library users who encode or decode reports with their own coders: the same document.
+extension JSONValue: Codable {
     private struct Key: CodingKey {
         let stringValue: String
         var intValue: Int? { nil }
         init(stringValue: String) { self.stringValue = stringValue }
         init?(intValue: Int) { nil }
+    }
+
+    /// Reads any JSON value; numbers become `int` when they fit an Int64, else `uint` or `double`.
+    public init(from decoder: any Decoder) throws {
+        if let object = try? decoder.container(keyedBy: Key.self) {
+            var members: [String: JSONValue] = [:]
+            for key in object.allKeys { members[key.stringValue] = try object.decode(JSONValue.self, forKey: key) }
+            self = .object(members)
+        } else if var array = try? decoder.unkeyedContainer() {
+            var items: [JSONValue] = []
+            while !array.isAtEnd { items.append(try array.decode(JSONValue.self)) }
+            self = .array(items)
+        } else {
+            let c = try decoder.singleValueContainer()
+            if c.decodeNil() { self = .null }
+            else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+            else if let n = try? c.decode(Int64.self) { self = .int(n) }
+            else if let n = try? c.decode(UInt64.self) { self = .uint(n) }
+            else if let d = try? c.decode(Double.self) { self = .double(d) }
+            else { self = .string(try c.decode(String.self)) }
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {

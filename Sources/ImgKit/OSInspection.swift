@@ -30,8 +30,15 @@ public struct OSReport: Sendable, Equatable {
 }
 
 /// Finds the OS in an image's ext2/3/4 filesystems by reading files through libext2fs: no mount,
-/// no root, no writes. Best effort: a filesystem that cannot be read is skipped.
-public enum OSInspection {
+/// no root, no writes. Best effort: a filesystem that cannot be read is skipped. Embedders get its
+/// result in `InspectReport.os`.
+enum OSInspection {
+    /// An ext2/3/4 filesystem of the image: its partition (nil for a bare filesystem) and byte offset.
+    struct Filesystem: Sendable, Equatable {
+        let partition: Int?
+        let offset: UInt64
+    }
+
     /// os-release is a few hundred bytes; more is not an os-release file.
     static let osReleaseMaxBytes = 64 * 1024
     static let hostnameMaxBytes = 4096
@@ -43,7 +50,7 @@ public enum OSInspection {
     /// /usr/lib/os-release, symbolic links followed inside the filesystem) and an /etc directory.
     /// Kernels come from its /boot, else from the top of another filesystem that has vmlinuz-*
     /// and no /etc (a separate /boot). Returns nil if no root is found.
-    public static func inspect(image: String, filesystems: [(partition: Int?, offset: UInt64)]) -> OSReport? {
+    static func inspect(image: String, filesystems: [Filesystem]) -> OSReport? {
         let opened = filesystems.compactMap { candidate -> (partition: Int?, fs: Ext2Filesystem)? in
             guard let fs = try? Ext2Filesystem(image: image, offset: candidate.offset) else { return nil }
             return (candidate.partition, fs)
@@ -68,7 +75,7 @@ public enum OSInspection {
     /// style, so quoted parts may be joined: `A="x"'y'`), backslash escapes (in double quotes only
     /// for $ ` " \, as in sh). Blank lines and `#` comments are skipped, as are lines that are not
     /// assignments or have an unterminated quote. A later assignment wins.
-    public static func parseOSRelease(_ text: String) -> [String: String] {
+    static func parseOSRelease(_ text: String) -> [String: String] {
         var values: [String: String] = [:]
         for rawLine in text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             let line = rawLine.drop { $0 == " " || $0 == "\t" }

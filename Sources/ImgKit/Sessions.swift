@@ -2,30 +2,134 @@ import Glibc
 import ImgSystem
 import Logging
 
-/// imgtool's sessions as the system shows them: their journals (SessionJournal) and the marks their
-/// resources carry in the kernel (loop tags "imgtool:<id>", mount points and directories named
-/// /run/imgtool/mnt-<id>-*), so that ours are found even when a journal is lost. A session is live
-/// while its journal is locked; everything else is stale and `cleanup` may release it.
-public enum Sessions {
-    public struct Resource: Sendable, Equatable {
+/// An imgtool session as the system shows it (`imgtool status`): from its journal and from the
+/// marks its resources carry in the kernel (`ResourceMarks`). A session is live while its journal
+/// is locked; otherwise it is stale and `Cleanup` may release what it holds.
+public struct SessionStatus: Sendable, Equatable {
+    /// Something the kernel holds for a session.
+    public struct Resource: Sendable, Equatable, CustomStringConvertible {
+        /// What kind of kernel object it is.
         public let kind: SessionJournal.Kind
         /// /dev/loop3, "/dev/loop3 1", /run/imgtool/mnt-0a1b2c3d-Xy12Zq.
         public let name: String
+
+        public init(kind: SessionJournal.Kind, name: String) {
+            self.kind = kind
+            self.name = name
+        }
+
+        /// "loop device /dev/loop3", "partition /dev/loop3 number 1", "mount /run/imgtool/mnt-...".
+        public var description: String {
+            switch kind {
+            case .loop: return "loop device \(name)"
+            case .partition: return "partition \(name.split(separator: " ").joined(separator: " number "))"
+            case .deviceMapper: return "device-mapper device \(name)"
+            case .mount: return "mount \(name)"
+            case .directory: return "directory \(name)"
+            }
+        }
     }
 
-    public struct Session: Sendable {
-        public let id: String
-        public let live: Bool
-        public let pid: Int32?
-        public let image: String?
-        /// The journal's path; nil when only kernel marks remain.
-        public let journal: String?
-        /// What the kernel holds for it now.
-        public let holds: [Resource]
+    /// The session id, 8 hex digits.
+    public let id: String
+    /// Whether its process still runs (it holds its journal's lock).
+    public let live: Bool
+    /// Its process, from the journal.
+    public let pid: Int32?
+    /// The image it works on, from the journal.
+    public let image: String?
+    /// The journal's path; nil when only kernel marks remain.
+    public let journal: String?
+    /// What the kernel holds for it now.
+    public let holds: [Resource]
+
+    public init(id: String, live: Bool, pid: Int32?, image: String?, journal: String?, holds: [Resource]) {
+        self.id = id
+        self.live = live
+        self.pid = pid
+        self.image = image
+        self.journal = journal
+        self.holds = holds
     }
+}
+
+/// `imgtool status`: every imgtool session, live or stale, and what each holds.
+public enum Status {
+    /// Nothing to choose yet: every session is listed.
+    public struct Options: Sendable, Equatable {
+        public init() {}
+    }
+
+    /// Every session with a journal or with something in the kernel, sorted by id. Needs no root
+    /// to read; device-mapper maps are seen only by root.
+    public static func run(_ options: Options = .init(), logger: Logger) -> [SessionStatus] {
+        Sessions.list()
+    }
+}
+
+/// `imgtool cleanup`: releases what stale sessions hold, never a live session's. Needs root.
+public enum Cleanup {
+    /// Which sessions to clean up, and how hard.
+    public struct Options: Sendable, Equatable {
+        /// Only this session; nil: every stale session.
+        public var session: String?
+        /// Detach a mount that stays busy lazily (MNT_DETACH) instead of reporting its holders.
+        public var force: Bool
+
+        public init(session: String? = nil, force: Bool = false) {
+            self.session = session
+            self.force = force
+        }
+    }
+
+    /// Something that could not be released, and why (for a busy mount: who holds it).
+    public struct Failure: Sendable, Equatable {
+        public let resource: String
+        public let reason: String
+
+        public init(resource: String, reason: String) {
+            self.resource = resource
+            self.reason = reason
+        }
+    }
+
+    /// What a cleanup did.
+    public struct Result: Sendable, Equatable {
+        /// What was released, as `SessionStatus.Resource.description` words it, and journals.
+        public var released: [String] = []
+        /// What could not be released.
+        public var failed: [Failure] = []
+        /// Sessions left alone because they are live.
+        public var live: [String] = []
+        /// Still in use behind a lazily detached mount (--force): they go when its last user does,
+        /// and a later cleanup finishes the job.
+        public var pending: [String] = []
+
+        public init(released: [String] = [], failed: [Failure] = [], live: [String] = [], pending: [String] = []) {
+            self.released = released
+            self.failed = failed
+            self.live = live
+            self.pending = pending
+        }
+    }
+
+    /// Releases what stale sessions hold (all of them, or only `options.session`), in the order a
+    /// session would: mounts, device-mapper maps (partitions before their disk), partitions, loop
+    /// devices, directories, then the journal. With `force`, a mount still busy after retries is
+    /// detached lazily; without it, the pids holding it are reported.
+    public static func run(_ options: Options, logger: Logger) -> Result {
+        Sessions.cleanup(session: options.session, force: options.force, logger: logger)
+    }
+}
+
+/// How sessions are found and released: their journals (SessionJournal) and the marks their
+/// resources carry in the kernel (`ResourceMarks`), so that ours are found even when a journal is
+/// lost.
+enum Sessions {
+    typealias Resource = SessionStatus.Resource
 
     /// Every session with a journal or with something in the kernel, sorted by id.
-    public static func list() -> [Session] {
+    static func list() -> [SessionStatus] {
         let journals = SessionJournal.all()
         let found = kernelResources()
         var ids = Set(journals.map(\.id))
@@ -48,26 +152,15 @@ public enum Sessions {
                 let resource = Resource(kind: .deviceMapper, name: entry.name)
                 guard !holds.contains(resource), let name = try? DeviceMapper.Name(entry.name) else { continue }
                 if let info = (try? DeviceMapper.info(name: name, logger: quiet)) ?? nil {
-                    if info.uuid.flatMap({ sessionID(deviceMapperUUID: $0.value) }) == id { holds.append(resource) }
+                    if info.uuid.flatMap({ ResourceMarks.sessionID(deviceMapperUUID: $0.value) }) == id { holds.append(resource) }
                 } else if DeviceMapper.isStaleNode(name: name, logger: quiet) {
                     // The device is gone but its node is not (killed between the two).
                     holds.append(resource)
                 }
             }
-            return Session(id: id, live: journal?.live ?? false, pid: journal?.pid, image: journal?.image,
-                           journal: journal?.path, holds: holds)
+            return SessionStatus(id: id, live: journal?.live ?? false, pid: journal?.pid, image: journal?.image,
+                                 journal: journal?.path, holds: holds)
         }
-    }
-
-    public struct CleanupResult: Sendable {
-        public var released: [String] = []
-        /// What could not be released, and why (for a busy mount: who holds it).
-        public var failed: [(resource: String, reason: String)] = []
-        /// Sessions left alone because they are live.
-        public var live: [String] = []
-        /// Still in use behind a lazily detached mount (--force): they go when its last user does,
-        /// and a later cleanup finishes the job.
-        public var pending: [String] = []
     }
 
     /// Releases what stale sessions hold (all of them, or only `id`), in the order a session
@@ -75,8 +168,8 @@ public enum Sessions {
     /// directories, then the journal. Never touches a
     /// live session's resources. With `force`, a mount still busy after retries is detached
     /// lazily (MNT_DETACH); without it, the pids holding it are reported.
-    public static func cleanup(session id: String? = nil, force: Bool = false, logger: Logger) -> CleanupResult {
-        var result = CleanupResult()
+    static func cleanup(session id: String?, force: Bool, logger: Logger) -> Cleanup.Result {
+        var result = Cleanup.Result()
         for session in list() where id == nil || session.id == id {
             guard !session.live else { result.live.append(session.id); continue }
             // Lock the journal ourselves, so that two cleanups do not race over one session.
@@ -97,11 +190,11 @@ public enum Sessions {
                 for resource in session.holds where resource.kind == kind {
                     do {
                         if try release(resource, force: force, logger: logger) == .lazily { lazilyDetached = true }
-                        result.released.append(describe(resource))
+                        result.released.append(resource.description)
                     } catch {
                         // What sits under a lazily detached mount stays busy until its users go.
-                        if lazilyDetached { result.pending.append(describe(resource)) } else {
-                            result.failed.append((describe(resource), error.description))
+                        if lazilyDetached { result.pending.append(resource.description) } else {
+                            result.failed.append(.init(resource: resource.description, reason: error.description))
                         }
                     }
                 }
@@ -114,17 +207,6 @@ public enum Sessions {
         return result
     }
 
-    /// "loop device /dev/loop3", "partition /dev/loop3 number 1", "mount /run/imgtool/mnt-...".
-    public static func describe(_ r: Resource) -> String {
-        switch r.kind {
-        case .loop: return "loop device \(r.name)"
-        case .partition: return "partition \(r.name.split(separator: " ").joined(separator: " number "))"
-        case .deviceMapper: return "device-mapper device \(r.name)"
-        case .mount: return "mount \(r.name)"
-        case .directory: return "directory \(r.name)"
-        }
-    }
-
     struct ReleaseError: Error, CustomStringConvertible {
         let description: String
     }
@@ -135,23 +217,21 @@ public enum Sessions {
     private static func release(_ r: Resource, force: Bool, logger: Logger) throws(ReleaseError) -> Released {
         switch r.kind {
         case .mount:
-            var attempt = 0
-            while Mount.isMountPoint(r.name) {
-                if umount2(r.name, Int32(UMOUNT_NOFOLLOW)) == 0 { continue }
-                let e = errno
-                attempt += 1
-                if e == EBUSY && attempt < 25 { backoffSleep(attempt: attempt); continue }
-                if e == EBUSY && force {
-                    guard umount2(r.name, Int32(UMOUNT_NOFOLLOW) | Int32(MNT_DETACH)) == 0 else {
-                        throw ReleaseError(description: "lazy umount2: \(String(cString: strerror(errno)))")
-                    }
-                    logger.warning("\(r.name) was busy; detached lazily (--force): it goes away when its last user does")
-                    return .lazily
+            // Mounts stacked on one point come off one by one, the top first.
+            for _ in 0..<8 {
+                guard let mount = Mount.adopt(r.name, logger: logger) else { return .now }
+                do throws(Mount.Error) {
+                    if try mount.unmount(detachingIfBusy: force) == .detached { return .lazily }
+                } catch .stillMounted {
+                    continue
+                } catch .busy(_, let holders) {
+                    throw ReleaseError(description: "umount2: \(String(cString: strerror(EBUSY)))"
+                        + (holders.isEmpty ? "" : "; held by pid \(holders.map(String.init).joined(separator: ", ")); stop them, or use --force for a lazy unmount"))
+                } catch {
+                    throw ReleaseError(description: error.description)
                 }
-                let holders = e == EBUSY ? Mount.users(of: r.name) : []
-                throw ReleaseError(description: "umount2: \(String(cString: strerror(e)))"
-                    + (holders.isEmpty ? "" : "; held by pid \(holders.map(String.init).joined(separator: ", ")); stop them, or use --force for a lazy unmount"))
             }
+            if Mount.isMountPoint(r.name) { throw ReleaseError(description: "\(r.name) is still mounted after 8 unmounts") }
         case .partition:
             guard let (disk, number) = partition(r.name) else { return .now }
             do { try BlockPartitions.remove(diskPath: disk, number: number, logger: logger) } catch {
@@ -188,14 +268,12 @@ public enum Sessions {
         var found: [String: [Resource]] = [:]
         let parent = TemporaryDirectory.defaultParent + "/"
         for point in Mount.mountPoints() where point.hasPrefix(parent) {
-            if let id = sessionID(mountDirectory: String(point.dropFirst(parent.count))) {
+            if let id = ResourceMarks.sessionID(mountDirectory: String(point.dropFirst(parent.count))) {
                 found[id, default: []].append(Resource(kind: .mount, name: point))
             }
         }
         for device in loopDevices() {
-            guard let tag = try? LoopDevice.fileName(ofDevice: device), tag.hasPrefix(LoopDevice.tagPrefix) else { continue }
-            let id = String(tag.dropFirst(LoopDevice.tagPrefix.count).prefix { $0 != ":" })
-            guard !id.isEmpty else { continue }
+            guard let tag = try? LoopDevice.fileName(ofDevice: device), let id = ResourceMarks.sessionID(loopFileName: tag) else { continue }
             for number in BlockPartitions.kernelPartitions(disk: device) {
                 found[id, default: []].append(Resource(kind: .partition, name: "\(device) \(number)"))
             }
@@ -207,43 +285,24 @@ public enum Sessions {
             var disks: [(String, Resource)] = []
             for entry in (try? DeviceMapper.list(logger: quiet)) ?? [] {
                 guard let info = (try? DeviceMapper.info(name: entry.name, logger: quiet)) ?? nil,
-                      let uuid = info.uuid?.value, let id = sessionID(deviceMapperUUID: uuid) else { continue }
+                      let uuid = info.uuid?.value, let id = ResourceMarks.sessionID(deviceMapperUUID: uuid) else { continue }
                 let resource = Resource(kind: .deviceMapper, name: entry.name.value)
-                if uuid.hasPrefix(DeviceMapper.sessionUUIDPrefix) { disks.append((id, resource)) } else {
+                if ResourceMarks.isDeviceMapperDisk(uuid: uuid) { disks.append((id, resource)) } else {
                     found[id, default: []].append(resource)
                 }
             }
             for (id, resource) in disks { found[id, default: []].append(resource) }
         }
         for name in directoryEntries(TemporaryDirectory.defaultParent) {
-            if let id = sessionID(mountDirectory: name) {
+            if let id = ResourceMarks.sessionID(mountDirectory: name) {
                 found[id, default: []].append(Resource(kind: .directory, name: parent + name))
             }
         }
         return found
     }
 
-    /// "mpath-IMGTOOL-0a1b2c3d-disk" or kpartx's "part1-mpath-IMGTOOL-0a1b2c3d-disk" -> "0a1b2c3d".
-    static func sessionID(deviceMapperUUID uuid: String) -> String? {
-        var rest = Substring(uuid)
-        if rest.hasPrefix("part"), let dash = rest.firstIndex(of: "-"),
-           rest[rest.index(rest.startIndex, offsetBy: 4)..<dash].allSatisfy(\.isASCII) {
-            rest = rest[rest.index(after: dash)...]
-        }
-        guard rest.hasPrefix(DeviceMapper.sessionUUIDPrefix) else { return nil }
-        let id = rest.dropFirst(DeviceMapper.sessionUUIDPrefix.count).prefix { $0 != "-" }
-        return id.count == 8 && id.allSatisfy(\.isHexDigit) ? String(id) : nil
-    }
-
     /// libdm's log while looking around: nothing a user should see.
     static let quiet = Logger(label: "imgtool.sessions", factory: { _ in SwiftLogNoOpLogHandler() })
-
-    /// "mnt-0a1b2c3d-Xy12Zq" -> "0a1b2c3d".
-    static func sessionID(mountDirectory name: String) -> String? {
-        let parts = name.split(separator: "-")
-        guard parts.count == 3, parts[0] == "mnt", parts[1].count == 8, parts[1].allSatisfy(\.isHexDigit) else { return nil }
-        return String(parts[1])
-    }
 
     static func loopDevices() -> [String] {
         directoryEntries("/sys/block").filter { $0.hasPrefix("loop") && Int($0.dropFirst(4)) != nil }

@@ -6,8 +6,17 @@ import Logging
 /// Whether an image will boot with BIOS, decided from its bytes alone: the boot code, GRUB's
 /// core.img (decoded), and what core.img needs from the partition it names. Read-only, no root.
 public enum Verify {
+    /// What to verify.
+    public struct Options: Sendable, Equatable {
+        /// The image file or block device.
+        public var image: String
+
+        public init(image: String) { self.image = image }
+    }
+
     /// Reads the image and gives the verdict. Only an image that cannot be opened is an error.
-    public static func run(image path: String, logger: Logger) throws(ImageOpenError) -> VerifyReport {
+    public static func run(_ options: Options, logger: Logger) throws(ImageOpenError) -> VerifyReport {
+        let path = options.image
         let source = try ImageSource.open(path)
         let sector0 = (try? source.read(at: 0, count: Int(min(512, source.size)))) ?? []
         let bootCode = BootCode.identify(sector0: sector0)
@@ -44,8 +53,8 @@ public enum Verify {
         let efi = checkEFI(table: table, source: source, path: path)
         let overall = combined(bios: bootable, efi: efi)
         logger.debug("verified \(path)", metadata: ["bootable": "\(overall.map(String.init) ?? "unknown")"])
-        return VerifyReport(image: path, bootable: overall, biosBootable: bootable, bootCode: .init(bootCode), grub: grub,
-                            problems: problems.map { .init(severity: $0.severity.rawValue, message: $0.message) }, efi: efi)
+        return VerifyReport(image: path, bootable: overall, biosBootable: bootable, bootCode: bootCode, grub: grub,
+                            problems: problems, efi: efi)
     }
 
     /// Errors: it does not boot. Something imgtool could not check: it cannot tell. Else it boots.
@@ -203,66 +212,4 @@ public enum Verify {
 
 private extension String {
     func replacingQuotes() -> String { filter { $0 != "'" && $0 != "\"" } }
-}
-
-/// What `imgtool verify --json` prints. Absent values are JSON null.
-public struct VerifyReport: Sendable {
-    /// The UEFI path: the EFI system partition and the loader firmware would start from it.
-    public struct EFI: Sendable {
-        public struct Grub: Sendable {
-            public let modules: [String]
-            public let prefix: String?
-            public let config: String?
-            init(_ image: GrubEFIImage) { modules = image.modules; prefix = image.prefix; config = image.config }
-            init(modules: [String], prefix: String?, config: String?) { self.modules = modules; self.prefix = prefix; self.config = config }
-        }
-        public let partition: Int
-        /// \EFI\BOOT\BOOTX64.EFI when it is there.
-        public let loader: String?
-        public let machine: String?
-        public let subsystem: String?
-        public let grub: Grub?
-        public let bootable: Bool?
-        public let problems: [InspectReport.FindingEntry]
-    }
-
-    public struct Grub: Sendable {
-        public struct CoreImage: Sendable { public let sector: UInt64; public let sectors: UInt64 }
-        public let coreImage: CoreImage
-        public let modules: [String]
-        public let prefix: String?
-        public let config: String?
-
-        init(_ core: GrubCoreImage) {
-            coreImage = .init(sector: core.firstSector, sectors: core.sectors)
-            modules = core.modules
-            prefix = core.prefix
-            config = core.config
-        }
-
-        init(coreImage: CoreImage, modules: [String], prefix: String?, config: String?) {
-            self.coreImage = coreImage
-            self.modules = modules
-            self.prefix = prefix
-            self.config = config
-        }
-
-    }
-
-    public let image: String
-    /// true when the image boots with BIOS or with UEFI, false when neither, nil when imgtool
-    /// cannot tell.
-    public let bootable: Bool?
-    /// The BIOS path alone: sector 0's boot code and what it loads.
-    public let biosBootable: Bool?
-    public let bootCode: InspectReport.BootCodeSummary
-    public let grub: Grub?
-    /// The BIOS path's problems.
-    public let problems: [InspectReport.FindingEntry]
-    /// nil when the image has no EFI system partition.
-    public let efi: EFI?
-
-    /// 0 bootable, 1 not bootable, 2 unknown.
-    public var exitCode: Int32 { bootable.map { $0 ? 0 : 1 } ?? 2 }
-
 }

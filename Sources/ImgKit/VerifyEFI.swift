@@ -20,10 +20,8 @@ extension Verify {
         var pe: PEImage?
         var grub: GrubEFIImage?
         func report(_ bootable: Bool?) -> VerifyReport.EFI {
-            VerifyReport.EFI(partition: esp.number, loader: loader, machine: pe?.machine.description,
-                             subsystem: pe?.subsystem.description, grub: grub.map(VerifyReport.EFI.Grub.init),
-                             bootable: bootable,
-                             problems: problems.map { .init(severity: $0.severity.rawValue, message: $0.message) })
+            VerifyReport.EFI(partition: esp.number, loader: loader, machine: pe?.machine, subsystem: pe?.subsystem,
+                             grub: grub.map(VerifyReport.EFI.Grub.init), bootable: bootable, problems: problems)
         }
 
         let sectorSize = UInt64(table.sectorSize)

@@ -44,7 +44,7 @@ extension Verify {
             // mbr.bin reads the four entries in sector 0 itself, whatever table inspect sees.
             let entries = (0..<4).map { i in
                 (number: i + 1, status: sector0[446 + 16 * i], type: sector0[446 + 16 * i + 4],
-                 start: UInt64(LE.u32(sector0, 446 + 16 * i + 8)), sectors: UInt64(LE.u32(sector0, 446 + 16 * i + 12)))
+                 start: UInt64(sector0.le32(446 + 16 * i + 8)), sectors: UInt64(sector0.le32(446 + 16 * i + 12)))
             }
             let active = entries.filter { $0.status == 0x80 }
             guard let first = active.first else {
@@ -108,7 +108,7 @@ extension Verify {
         guard vbr[510] == 0x55, vbr[511] == 0xAA else {
             return LoaderVerdict([Finding(.error, "the first sector of partition \(number) has no boot signature (55AA): SYSLINUX's MBR prints \"\(missing)\" and the BIOS moves on to the next boot device. Install SYSLINUX into the partition (syslinux --install for FAT, extlinux --install for ext).")])
         }
-        guard LE.u32(vbr, 0x1F8) == Syslinux.magic else {
+        guard SyslinuxPatchArea.isSyslinuxBootSector(vbr) else {
             return .unknown([Finding(.info, "partition \(number)'s boot sector is not SYSLINUX's (no ldlinux signature FE 02 B2 3E at 0x1F8); imgtool does not verify what it holds")])
         }
 
@@ -125,8 +125,8 @@ extension Verify {
         // Several copies: the one the boot sector points at is the installed one.
         var checked: (path: String, problems: [Finding], ldlinux: [UInt8])?
         for candidate in candidates {
-            guard let bytes = fs.read(candidate, maxBytes: Syslinux.maximumLdlinuxBytes) else {
-                checked = checked ?? (candidate, [Finding(.error, "\(candidate) on partition \(number) cannot be read (or is larger than \(Syslinux.maximumLdlinuxBytes >> 10) KiB): it is not a SYSLINUX ldlinux.sys")], [])
+            guard let bytes = fs.read(candidate, maxBytes: SyslinuxPatchArea.maximumLdlinuxBytes) else {
+                checked = checked ?? (candidate, [Finding(.error, "\(candidate) on partition \(number) cannot be read (or is larger than \(SyslinuxPatchArea.maximumLdlinuxBytes >> 10) KiB): it is not a SYSLINUX ldlinux.sys")], [])
                 continue
             }
             let problems = checkLdlinux(bytes, path: candidate, vbr: vbr, partition: number, offset: offset, length: length, source: source)
@@ -139,8 +139,8 @@ extension Verify {
 
         // ldlinux.sys's current directory (stored by the installer), then SYSLINUX's fixed list.
         let ldlinuxDirectory = directory(of: checked.path)
-        let current = Syslinux.currentDirectory(checked.ldlinux) ?? ldlinuxDirectory
-        if Syslinux.majorVersion(checked.ldlinux).map({ $0 >= 5 }) ?? true {
+        let current = (try? SyslinuxPatchArea(ldlinux: checked.ldlinux))?.currentDirectory ?? ldlinuxDirectory
+        if SyslinuxBanner.majorVersion(checked.ldlinux, product: "SYSLINUX").map({ $0 >= 5 }) ?? true {
             let dirs = unique([current, "/boot/isolinux", "/isolinux", "/boot/syslinux", "/syslinux", "/"])
             if !dirs.contains(where: { fs.isFile(join($0, "ldlinux.c32")) }) {
                 problems.append(Finding(.error, "there is no ldlinux.c32 on partition \(number) (looked in \(dirs.joined(separator: ", "))): SYSLINUX prints \"Failed to load ldlinux.c32\" and stops. Copy it from the same SYSLINUX version (/usr/lib/syslinux/modules/bios/ldlinux.c32), or reinstall."))
@@ -159,10 +159,9 @@ extension Verify {
     static func checkLdlinux(_ file: [UInt8], path: String, vbr: [UInt8], partition number: Int, offset: UInt64,
                              length: UInt64, source: FileByteSource) -> [Finding] {
         let reinstall = "Reinstall: syslinux --install (FAT) or extlinux --install (ext)."
-        guard let patch = Syslinux.PatchArea(file) else {
+        guard let patch = try? SyslinuxPatchArea(ldlinux: file), let first = patch.firstSector(bootSector: vbr) else {
             return [Finding(.error, "\(path) on partition \(number) has no usable SYSLINUX patch area: it is not an ldlinux.sys of SYSLINUX 4 or later, or it is damaged: the boot sector loads something else in its place and SYSLINUX prints \"Boot error\". \(reinstall)")]
         }
-        let first = UInt64(LE.u32(vbr, patch.sector1Pointer0)) | UInt64(LE.u32(vbr, patch.sector1Pointer1)) << 32
         func sector(_ relative: UInt64) -> [UInt8]? {
             guard relative < length / 512 else { return nil }
             return try? source.read(at: offset + relative * 512, count: 512)
@@ -196,32 +195,33 @@ extension Verify {
     /// write it as 4 x the 2048-byte block), checks its hybrid signature and its checksum; isolinux.bin
     /// then reads the rest of itself from its boot info table and needs ldlinux.c32 from the ISO.
     static func checkIsohybrid(image: String, sector0: [UInt8], source: FileByteSource) -> LoaderVerdict {
-        let sector = LE.u64(sector0, 0x1B0)
+        guard let sector = IsolinuxBootInfoTable.isolinuxSector(hybridMBR: sector0) else {
+            return LoaderVerdict([Finding(.error, "sector 0 cannot be read")])
+        }
         let sectors = source.size / 512
         let rebuild = "Rebuild the image with xorriso -isohybrid-mbr (or run isohybrid on the ISO)."
         guard sector < sectors, sectors - sector >= 4, let head = try? source.read(at: sector * 512, count: 2048) else {
             return LoaderVerdict([Finding(.error, "\(image) loads isolinux.bin from sector \(sector) (the 8 bytes at 0x1B0), past the end of the image (\(sectors) sectors): it prints \"isolinux.bin missing or corrupt.\" and the BIOS moves on to the next boot device. \(rebuild)")])
         }
-        guard LE.u32(head, 0x40) == Isolinux.hybridSignature else {
+        guard IsolinuxBootInfoTable.hasHybridSignature(head), let table = IsolinuxBootInfoTable(head) else {
             return LoaderVerdict([Finding(.error, "\(image) loads isolinux.bin from sector \(sector) (the 8 bytes at 0x1B0), which does not hold it (no ISOLINUX hybrid signature at its byte 64): it prints \"isolinux.bin missing or corrupt.\" and the BIOS moves on to the next boot device. \(rebuild)")])
         }
-        // The boot info table that xorriso/mkisofs -boot-info-table writes at byte 8.
-        let pvd = LE.u32(head, 8), file = LE.u32(head, 12), bytes = LE.u32(head, 16), checksum = LE.u32(head, 20)
+        let file = table.fileBlock, bytes = table.length
         guard UInt64(file) * 4 == sector else {
             return LoaderVerdict([Finding(.error, "isolinux.bin's boot info table says it starts at block \(file) (2048 bytes each), but \(image) loads it from sector \(sector), \(sector % 4 == 0 ? "which is block \(sector / 4)" : "which is not on a block boundary"): ISOLINUX reads the rest of itself from the wrong place and prints \"Image checksum error, sorry...\". Rebuild the image with xorriso -boot-info-table.")])
         }
-        guard bytes > 64, bytes <= Isolinux.maximumBytes, UInt64(bytes) <= source.size - sector * 512,
+        guard bytes > 64, bytes <= IsolinuxBootInfoTable.maximumBytes, UInt64(bytes) <= source.size - sector * 512,
               let body = try? source.read(at: sector * 512, count: Int(bytes)) else {
             return LoaderVerdict([Finding(.error, "isolinux.bin's boot info table gives its length as \(bytes) bytes, which does not fit in the image: \(image) prints \"isolinux.bin missing or corrupt.\". \(rebuild)")])
         }
-        guard Isolinux.checksum(body) == checksum else {
+        guard IsolinuxBootInfoTable.checksum(body) == table.checksum else {
             return LoaderVerdict([Finding(.error, "isolinux.bin at sector \(sector) does not match the checksum in its boot info table (it was changed after the ISO was built): it does not start (\(image) prints \"isolinux.bin missing or corrupt.\" or ISOLINUX \"Image checksum error, sorry...\"). \(rebuild)")])
         }
-        guard let iso = ISO9660Reader(source: source, descriptorBlock: pvd == 0 ? 16 : UInt64(pvd)) else {
-            return LoaderVerdict([Finding(.error, "there is no ISO 9660 volume descriptor at block \(pvd == 0 ? 16 : pvd), where isolinux.bin's boot info table says: ISOLINUX cannot read the filesystem and finds neither ldlinux.c32 nor its configuration. \(rebuild)")])
+        guard let iso = try? ISO9660Volume(source, descriptorBlock: table.descriptorBlock) else {
+            return LoaderVerdict([Finding(.error, "there is no ISO 9660 volume descriptor at block \(table.descriptorBlock), where isolinux.bin's boot info table says: ISOLINUX cannot read the filesystem and finds neither ldlinux.c32 nor its configuration. \(rebuild)")])
         }
         var problems: [Finding] = []
-        if Syslinux.majorVersion(body, banner: "ISOLINUX ").map({ $0 >= 5 }) ?? true {
+        if SyslinuxBanner.majorVersion(body, product: "ISOLINUX").map({ $0 >= 5 }) ?? true {
             let dirs = ["/boot/isolinux", "/isolinux", "/boot/syslinux", "/syslinux", "/"]
             if !dirs.contains(where: { iso.isFile(join($0, "ldlinux.c32")) }) {
                 problems.append(Finding(.error, "there is no ldlinux.c32 on the ISO (looked in \(dirs.joined(separator: ", "))): ISOLINUX prints \"Failed to load ldlinux.c32\" and stops. Add it (from /usr/lib/syslinux/modules/bios/, the same version as isolinux.bin) next to isolinux.bin."))
@@ -237,80 +237,56 @@ extension Verify {
     // MARK: GRUB legacy
 
     /// GRUB legacy's stage1 loads one sector, the start sector of stage2 or stage1.5, to its stage2
-    /// address and jumps there; that sector loads the rest from the blocklist at its end. Fields
-    /// (GRUB 0.97 stage1.h, start.S, asm.S): stage1 0x3E version, 0x40 boot drive, 0x42 stage2
-    /// address, 0x44 stage2 sector, 0x48 stage2 segment; the start sector's blocklist entries
-    /// {u32 sector, u16 count, u16 segment} from 0x1F8 down; the next sector has the version 3.2
-    /// at byte 6, the stage2 id at 0x10 and the GRUB version string at 0x12.
+    /// address and jumps there; that sector loads the rest from the blocklist at its end, whose first
+    /// sector begins with stage2's header (decoded by ImgFormats' GrubLegacy).
     static func checkGrubLegacy(bootCode: BootCode, table: PartitionTable?, source: FileByteSource, path: String) -> LoaderVerdict {
-        guard let stage1 = try? source.read(at: 0, count: 512) else {
+        guard let sector0 = try? source.read(at: 0, count: 512), let stage1 = try? GrubLegacy.Stage1(sector0) else {
             return LoaderVerdict([Finding(.error, "sector 0 cannot be read")])
         }
         var problems: [Finding] = []
-        if stage1[0x3E] != 3 || stage1[0x3F] != 2 {
-            problems.append(Finding(.warning, "stage1 has compatibility version \(stage1[0x3E]).\(stage1[0x3F]), not 3.2 as every GRUB 0.9x writes: the stage2 it loads may not match it"))
+        if (stage1.versionMajor, stage1.versionMinor) != GrubLegacy.compatibilityVersion {
+            problems.append(Finding(.warning, "stage1 has compatibility version \(stage1.versionMajor).\(stage1.versionMinor), not 3.2 as every GRUB 0.9x writes: the stage2 it loads may not match it"))
         }
-        let address = LE.u16(stage1, 0x42)
-        let startSector = UInt64(LE.u32(stage1, 0x44))
+        let address = stage1.stage2Address
+        let startSector = UInt64(stage1.stage2Sector)
         let sectors = source.size / 512
         let reinstall = "Reinstall GRUB (legacy: grub-install; or install GRUB 2 with imgtool install-grub)."
-        guard startSector < sectors, let start = try? source.read(at: startSector * 512, count: 512) else {
+        guard startSector < sectors, let startBytes = try? source.read(at: startSector * 512, count: 512) else {
             return LoaderVerdict(problems + [Finding(.error, "stage1 loads sector \(startSector), past the end of the image (\(sectors) sectors): the read fails and stage1 prints \"GRUB Geom Error\" or \"GRUB Read Error\". \(reinstall)")])
         }
-        guard start[0..<3].elementsEqual([0x52, 0x56, 0xBE]), let loading = findString("Loading stage", in: start) else {
-            let what = start.allSatisfy { $0 == 0 } ? "it is zeroed" : "it is not a GRUB legacy start sector"
-            return LoaderVerdict(problems + [Finding(.error, "stage1 loads sector \(startSector), which holds no GRUB stage2 or stage1.5 (\(what)): stage1 jumps into it and the machine hangs (GRUB legacy's stage1 prints \"GRUB \" over and over, or nothing). \(reinstall)")])
+        let start: GrubLegacy.StartSector
+        do {
+            start = try GrubLegacy.StartSector(startBytes)
+        } catch {
+            return LoaderVerdict(problems + [Finding(.error, "stage1 loads sector \(startSector), which holds no GRUB stage2 or stage1.5 (\(error)): stage1 jumps into it and the machine hangs (GRUB legacy's stage1 prints \"GRUB \" over and over, or nothing). \(reinstall)")])
         }
-        let kind = loading + 13 < start.count && start[loading + 13] == UInt8(ascii: "1") ? "stage1.5" : "stage2"
-        // `mov di, base + 0x1F8` at byte 9: the address start.S was linked to run at.
-        if start[9] == 0xBF, LE.u16(start, 10) &- 0x1F8 != address {
-            return LoaderVerdict(problems + [Finding(.error, "the \(kind) start sector at sector \(startSector) runs at 0x\(hex(LE.u16(start, 10) &- 0x1F8)), but stage1 jumps to it at 0x\(hex(address)): it crashes. \(reinstall)")])
+        let kind = start.kind.rawValue
+        if let link = start.linkAddress, link != address {
+            return LoaderVerdict(problems + [Finding(.error, "the \(kind) start sector at sector \(startSector) runs at 0x\(hex(link)), but stage1 jumps to it at 0x\(hex(address)): it crashes. \(reinstall)")])
         }
-        var blocklist: [(sector: UInt64, count: UInt64)] = []
-        var entry = 0x1F8
-        while entry >= 0x1A0, LE.u16(start, entry + 4) != 0 {
-            blocklist.append((UInt64(LE.u32(start, entry)), UInt64(LE.u16(start, entry + 4))))
-            entry -= 8
-        }
-        guard let body = blocklist.first else {
+        guard let body = start.blocklist.first else {
             return LoaderVerdict(problems + [Finding(.error, "the \(kind) start sector at sector \(startSector) has an empty blocklist: it loads nothing and the machine hangs. \(reinstall)")])
         }
-        for b in blocklist where b.sector >= sectors || b.count > sectors - b.sector {
+        for b in start.blocklist where b.sector >= sectors || b.count > sectors - b.sector {
             return LoaderVerdict(problems + [Finding(.error, "the \(kind) blocklist names sectors \(b.sector)..<\(b.sector + b.count), past the end of the image (\(sectors) sectors): the start sector prints \"Read Error\". \(reinstall)")])
         }
-        guard let header = try? source.read(at: body.sector * 512, count: 512), header[6] == 3, header[7] == 2 else {
+        guard let headerBytes = try? source.read(at: body.sector * 512, count: 512), let header = try? GrubLegacy.Stage2Header(headerBytes) else {
             return LoaderVerdict(problems + [Finding(.error, "the \(kind) start sector at sector \(startSector) loads the rest of \(kind) from sector \(body.sector), which is not GRUB legacy's (no version 3.2 at its byte 6): it jumps into it and the machine hangs. \(reinstall)")])
         }
-        let version = cString(header, from: 0x12, maxLength: 16)
-        let id = header[0x10]
-        if id == 0 {
+        let version = header.version, config = header.configFile
+        if !header.isStage1_5 {
             // stage2's menu comes from a filesystem partition imgtool does not resolve; without it GRUB
             // legacy still shows its grub> prompt, so the loader itself boots either way.
-            let config = cString(header, from: 0x12 + version.utf8.count + 1, maxLength: 128)
             problems.append(Finding(.info, "GRUB legacy \(version) stage2 (sectors from \(startSector)) reads its menu from \(config.isEmpty ? "its config file" : config), which imgtool does not check: without it GRUB stops at a grub> prompt"))
             return LoaderVerdict(problems)
         }
         // stage1.5 loads stage2 as a file from a filesystem; that file decides the boot.
-        let config = cString(header, from: 0x12 + version.utf8.count + 1 + 4, maxLength: 128)
-        let fs = ["ffs", "e2fs", "fat", "minix", "reiserfs", "vstafs", "jfs", "xfs", "iso9660", "ufs2"]
-        let name = Int(id) <= fs.count ? fs[Int(id) - 1] + "_stage1_5" : "stage1.5 (id \(id))"
+        let name = header.stage1_5FileName ?? "stage1.5 (id \(header.id))"
         problems.append(Finding(.info, "GRUB legacy \(version) \(name) (sectors from \(startSector)) loads \(config.isEmpty ? "stage2" : config) from a filesystem; imgtool does not check that file, so it cannot tell whether GRUB starts"))
         return .unknown(problems)
     }
 
     // MARK: helpers
-
-    private static func findString(_ text: String, in bytes: [UInt8]) -> Int? {
-        let needle = Array(text.utf8)
-        guard bytes.count >= needle.count else { return nil }
-        return (0...(bytes.count - needle.count)).first { bytes[$0..<$0 + needle.count].elementsEqual(needle) }
-    }
-
-    private static func cString(_ bytes: [UInt8], from start: Int, maxLength: Int) -> String {
-        guard start < bytes.count else { return "" }
-        let slice = bytes[start..<min(bytes.count, start + maxLength)].prefix { $0 != 0 }
-        return String(decoding: slice.map { $0 >= 0x20 && $0 < 0x7F ? $0 : UInt8(ascii: "?") }, as: UTF8.self)
-    }
 
     private static func hex(_ value: UInt16) -> String { String(value, radix: 16, uppercase: true) }
 
@@ -329,107 +305,6 @@ extension Verify {
             let key = p.count > 1 && p.hasSuffix("/") ? String(p.dropLast()) : p
             return seen.insert(key.lowercased()).inserted
         }
-    }
-}
-
-/// Little-endian fields from a buffer whose length the caller has checked.
-private enum LE {
-    static func u16(_ b: [UInt8], _ o: Int) -> UInt16 { UInt16(b[o]) | UInt16(b[o + 1]) << 8 }
-    static func u32(_ b: [UInt8], _ o: Int) -> UInt32 { UInt32(u16(b, o)) | UInt32(u16(b, o + 2)) << 16 }
-    static func u64(_ b: [UInt8], _ o: Int) -> UInt64 { UInt64(u32(b, o)) | UInt64(u32(b, o + 4)) << 32 }
-}
-
-/// ldlinux.sys's patch area (SYSLINUX 6 libinstaller/syslxint.h): struct patch_area at the first
-/// 4-aligned LDLINUX_MAGIC, and the ext_patch_area its epaoffset points at.
-private enum Syslinux {
-    /// LDLINUX_MAGIC: in the boot sector at 0x1F8, and at the start of ldlinux.sys's patch area.
-    static let magic: UInt32 = 0x3EB2_02FE
-    /// ldlinux.sys is 58 KiB in SYSLINUX 6.04; anything much larger is not one.
-    static let maximumLdlinuxBytes = 1 << 20
-
-    struct PatchArea {
-        /// ldlinux.sys's sectors, the two ADV sectors excluded.
-        let dataSectors: Int
-        /// How many 32-bit words the checksum covers, from the start of the file.
-        let dwords: Int
-        /// Offsets in the boot sector of the low and high 32 bits of the first sector's LBA.
-        let sector1Pointer0: Int
-        let sector1Pointer1: Int
-        /// The sector map for sectors 1..., relative to the partition: {u64 lba, u16 count}.
-        let extents: [(lba: UInt64, sectors: UInt16)]
-
-        init?(_ file: [UInt8]) {
-            // The installer takes the first 4-aligned magic; it lies in the first sector.
-            guard file.count >= 512,
-                  let at = stride(from: 0, through: min(file.count, 4096) - 4, by: 4).first(where: { LE.u32(file, $0) == Syslinux.magic }),
-                  at + 24 <= file.count else { return nil }
-            dataSectors = Int(LE.u16(file, at + 8))
-            dwords = Int(LE.u32(file, at + 12))
-            let epa = Int(LE.u16(file, at + 22))
-            guard dataSectors >= 1, dataSectors * 512 <= file.count, dwords * 4 <= dataSectors * 512,
-                  epa + 20 <= file.count else { return nil }
-            let mapOffset = Int(LE.u16(file, epa + 10)), mapCount = Int(LE.u16(file, epa + 12))
-            sector1Pointer0 = Int(LE.u16(file, epa + 14))
-            sector1Pointer1 = Int(LE.u16(file, epa + 16))
-            guard sector1Pointer0 + 4 <= 512, sector1Pointer1 + 4 <= 512, mapOffset + mapCount * 10 <= file.count else { return nil }
-            extents = (0..<mapCount).map { (LE.u64(file, mapOffset + 10 * $0), LE.u16(file, mapOffset + 10 * $0 + 8)) }
-                .prefix { $0.1 != 0 }.map { (lba: $0.0, sectors: $0.1) }
-        }
-
-        /// The installer makes the words sum to LDLINUX_MAGIC; ldlinux.sys checks that once loaded.
-        func checksumMatches(_ file: [UInt8]) -> Bool {
-            var sum: UInt32 = 0
-            for i in 0..<dwords { sum &+= LE.u32(file, i * 4) }
-            return sum == Syslinux.magic
-        }
-    }
-
-    /// The installer's --directory, or nil when it left the field empty. Bounded by dirlen.
-    static func currentDirectory(_ file: [UInt8]) -> String? {
-        guard let patch = file.count >= 512 ? stride(from: 0, through: min(file.count, 4096) - 4, by: 4)
-                .first(where: { LE.u32(file, $0) == magic }) : nil, patch + 24 <= file.count else { return nil }
-        let epa = Int(LE.u16(file, patch + 22))
-        guard epa + 6 <= file.count else { return nil }
-        let offset = Int(LE.u16(file, epa + 2)), length = Int(LE.u16(file, epa + 4))
-        guard offset < file.count else { return nil }
-        let bytes = file[offset..<min(file.count, offset + length)].prefix { $0 != 0 }
-        guard !bytes.isEmpty, bytes.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else { return nil }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
-    /// The major version from the banner, "SYSLINUX 6.04" (EXTLINUX shares ldlinux.sys and its banner).
-    static func majorVersion(_ file: [UInt8], banner: String = "SYSLINUX ") -> Int? {
-        let needle = Array(banner.utf8)
-        guard file.count > needle.count + 1 else { return nil }
-        for i in 0..<(file.count - needle.count - 1) where file[i..<i + needle.count].elementsEqual(needle) {
-            let digits = file[(i + needle.count)...].prefix { $0 >= 0x30 && $0 <= 0x39 }.prefix(3)
-            let dot = i + needle.count + digits.count
-            if !digits.isEmpty, dot < file.count, file[dot] == UInt8(ascii: ".") {
-                return Int(String(decoding: digits, as: UTF8.self))
-            }
-        }
-        return nil
-    }
-}
-
-private enum Isolinux {
-    /// isolinux.bin's hybrid signature at byte 64, which isohdpfx.bin checks.
-    static let hybridSignature: UInt32 = 0x7078_C0FB
-    /// isolinux.bin is 38 KiB in SYSLINUX 6.04.
-    static let maximumBytes: UInt32 = 1 << 20
-
-    /// The boot info table's checksum: the 32-bit sum of the file's words from byte 64 (a short
-    /// last word padded with zeros), as mkisofs and xorriso -boot-info-table compute it.
-    static func checksum(_ file: [UInt8]) -> UInt32 {
-        var sum: UInt32 = 0
-        var i = 64
-        while i < file.count {
-            var word: UInt32 = 0
-            for k in 0..<4 where i + k < file.count { word |= UInt32(file[i + k]) << (8 * UInt32(k)) }
-            sum &+= word
-            i += 4
-        }
-        return sum
     }
 }
 
@@ -505,60 +380,5 @@ private enum LoaderFilesystem {
         case .fat(let f): return ((try? f.list(dir)) ?? []).map { ($0.name, $0.isDirectory) }
         case .ext(let e): return ((try? e.list(dir, limit: 10_000)) ?? []).map { ($0.name, $0.kind == .directory) }
         }
-    }
-}
-
-/// Just enough ISO 9660 to find a file by path as ISOLINUX does (core/fs/iso9660): names compared
-/// case-insensitively without their ";1" version and trailing dots; Rock Ridge and Joliet ignored.
-/// Every extent and size read from the image is bounded.
-private struct ISO9660Reader {
-    let source: FileByteSource
-    let root: (block: UInt64, bytes: UInt64)
-    static let blockSize: UInt64 = 2048
-    /// Directories are small on a boot ISO; a larger one is not read.
-    static let maximumDirectoryBytes: UInt64 = 1 << 20
-
-    init?(source: FileByteSource, descriptorBlock: UInt64) {
-        self.source = source
-        guard descriptorBlock < source.size / Self.blockSize,
-              let pvd = try? source.read(at: descriptorBlock * Self.blockSize, count: 2048),
-              pvd[0] == 1, pvd[1..<6].elementsEqual(Array("CD001".utf8)) else { return nil }
-        // The root directory record at byte 156: extent at +2, data length at +10.
-        root = (UInt64(LE.u32(pvd, 156 + 2)), UInt64(LE.u32(pvd, 156 + 10)))
-    }
-
-    func isFile(_ path: String) -> Bool {
-        var current = root
-        let parts = path.split(separator: "/").map { $0.lowercased() }
-        for (i, part) in parts.enumerated() {
-            guard let entry = find(part, in: current) else { return false }
-            if i == parts.count - 1 { return !entry.isDirectory }
-            guard entry.isDirectory else { return false }
-            current = (entry.block, entry.bytes)
-        }
-        return false
-    }
-
-    private func find(_ name: String, in dir: (block: UInt64, bytes: UInt64)) -> (block: UInt64, bytes: UInt64, isDirectory: Bool)? {
-        let bytes = min(dir.bytes, Self.maximumDirectoryBytes)
-        guard dir.block < source.size / Self.blockSize, bytes <= source.size - dir.block * Self.blockSize,
-              let data = try? source.read(at: dir.block * Self.blockSize, count: Int(bytes)) else { return nil }
-        var offset = 0
-        while offset < data.count {
-            let length = Int(data[offset])
-            let blockEnd = (offset / 2048 + 1) * 2048
-            // A record never crosses a block: a short or overflowing one means "next block".
-            guard length >= 33, offset + length <= min(blockEnd, data.count) else { offset = blockEnd; continue }
-            let nameLength = Int(data[offset + 32])
-            if 33 + nameLength <= length {
-                var entryName = String(decoding: data[(offset + 33)..<(offset + 33 + nameLength)].prefix { $0 != UInt8(ascii: ";") }, as: UTF8.self)
-                while entryName.count > 1, entryName.hasSuffix(".") { entryName.removeLast() }
-                if entryName.lowercased() == name {
-                    return (UInt64(LE.u32(data, offset + 2)), UInt64(LE.u32(data, offset + 10)), data[offset + 25] & 0x02 != 0)
-                }
-            }
-            offset += length
-        }
-        return nil
     }
 }

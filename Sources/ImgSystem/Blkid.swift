@@ -1,6 +1,7 @@
 import CBlkid
 import CLinuxShim
 import Glibc
+import ImgFormats
 
 /// What libblkid finds at one place of a file or device.
 public struct FilesystemProbe: Sendable, Equatable {
@@ -81,18 +82,13 @@ public struct FilesystemProbe: Sendable, Equatable {
         return (zfs ? [] : ["zfs_member"]) + (xfsLog ? [] : ["xfs_external_log"])
     }
 
-    /// Looks at the first 8 bytes of every 512-byte sector in `bytes`.
+    /// Looks at the first 8 bytes of every 512-byte sector in `bytes` (`count` of them read).
     private static func scanSectorStarts(_ bytes: [UInt8], count: Int, zfs: inout Bool, xfsLog: inout Bool) {
-        let uberblock: UInt32 = 0x00ba_b10c, logRecord: UInt32 = 0xfeed_babe
-        bytes.withUnsafeBytes { raw in
-            for i in stride(from: 0, to: count - 7, by: 512) {
-                let low = raw.loadUnaligned(fromByteOffset: i, as: UInt32.self)
-                let high = raw.loadUnaligned(fromByteOffset: i + 4, as: UInt32.self)
-                // The 64-bit uberblock magic: little-endian puts it in the low word, big-endian in
-                // the high one.
-                if (low == uberblock && high == 0) || (low == 0 && high == uberblock.byteSwapped) { zfs = true }
-                if low == logRecord.byteSwapped || low == logRecord { xfsLog = true }
-            }
+        let uberblock: UInt64 = 0x00ba_b10c, logRecord: UInt32 = 0xfeed_babe
+        // Either byte order: a ZFS pool is written in its host's, and both are accepted for XFS's log.
+        for i in stride(from: 0, to: min(count, bytes.count) - 7, by: 512) {
+            if bytes.le64(i) == uberblock || bytes.be64(i) == uberblock { zfs = true }
+            if bytes.le32(i) == logRecord || bytes.be32(i) == logRecord { xfsLog = true }
         }
     }
 

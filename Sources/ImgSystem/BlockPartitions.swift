@@ -66,14 +66,8 @@ public enum BlockPartitions {
     /// Partition numbers the kernel currently has for `disk` (from /sys/block/<disk>/).
     public static func kernelPartitions(disk: String) -> [Int] {
         let name = String(disk.split(separator: "/").last ?? "")
-        guard let dir = opendir("/sys/block/\(name)") else { return [] }
-        defer { closedir(dir) }
         var numbers: [Int] = []
-        while let entry = readdir(dir) {
-            let child = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            guard child.hasPrefix(name) else { continue }
+        for child in directoryEntries("/sys/block/\(name)") where child.hasPrefix(name) {
             let rest = child.dropFirst(name.count).drop(while: { $0 == "p" })
             if let n = Int(rest) { numbers.append(n) }
         }

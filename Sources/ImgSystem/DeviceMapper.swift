@@ -35,14 +35,6 @@ public enum DeviceMapper {
     public static let maxUUIDBytes = Int(DM_UUID_LEN) - 1
     /// How long to wait for udev to confirm a change (its rules run blkid on new devices).
     public static let udevTimeoutSeconds = 30.0
-    /// imgtool's device-mapper disks have UUIDs starting with this and the session's id
-    /// (kpartx-style partition maps put "part<N>-" before it), so `imgtool cleanup` finds them
-    /// without a journal. "mpath-" because grub-probe follows a linear map down to the device
-    /// under it (it takes the map for a partition of that device) unless the map's UUID starts
-    /// with "LVM-" or "mpath-" (grub_util_get_dm_node_linear_info in GRUB's getroot.c): without it
-    /// grub-install finds no GRUB drive for the disk map. Its udev rule's kpartx is skipped (see
-    /// `run`).
-    public static let sessionUUIDPrefix = "mpath-IMGTOOL-"
     /// Where udev rules may live; device mapper's are 55-dm.rules and 95-dm-notify.rules (package dmsetup).
     static let udevRulesDirectories = ["/etc/udev/rules.d", "/run/udev/rules.d", "/lib/udev/rules.d", "/usr/lib/udev/rules.d"]
 

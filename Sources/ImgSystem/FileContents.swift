@@ -1,32 +1,37 @@
 import Glibc
 
-// Small whole-file reads and writes, shared by the kernel-object types.
+// Whole-file reads and writes and directory listings: the one copy of each, for every layer above.
 
-/// Reads a whole (small) file; for /proc and /sys.
-public func readTextFile(_ path: String) throws(SystemError) -> String {
+/// Reads a whole file. Wraps open(2) and read(2).
+public func readFile(_ path: String) throws(SystemError) -> [UInt8] {
     let h = try FileHandle(path: path, flags: O_RDONLY)
     var data: [UInt8] = []
     var buf = [UInt8](repeating: 0, count: 65536)
     while true {
         let n = try systemCall("read", on: path) { Int32(truncatingIfNeeded: read(h.fd, &buf, buf.count)) }
-        if n == 0 { break }
+        if n == 0 { return data }
         data += buf[0..<Int(n)]
     }
-    return String(decoding: data, as: UTF8.self)
 }
 
-/// The names in a directory, without "." and ".."; empty if it cannot be read. For /proc, /sys
-/// and imgtool's own directories.
-/// The target of the symbolic link `path`. Wraps readlink(2).
-public func readSymbolicLink(_ path: String) throws(SystemError) -> String {
-    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    let n = readlink(path, &buffer, buffer.count - 1)
-    guard n >= 0 else { throw SystemError("readlink", on: path, errno: errno) }
-    return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+/// Reads a whole (small) text file: /proc, /sys, configuration.
+public func readTextFile(_ path: String) throws(SystemError) -> String {
+    String(decoding: try readFile(path), as: UTF8.self)
 }
 
-public func directoryEntries(_ path: String) -> [String] {
-    guard let dir = opendir(path) else { return [] }
+/// Writes `bytes` as the whole content of `path`, created or truncated, with exactly `mode`
+/// whatever the umask. A symbolic link at `path` is refused (O_NOFOLLOW): a link planted in an
+/// image must not steer a write onto the host. Wraps open(2), write(2) and fchmod(2).
+public func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SystemError) {
+    let h = try FileHandle(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: mode)
+    try writeFully(h.fd, bytes, path: path)
+    try systemCall("fchmod", on: path) { fchmod(h.fd, mode) }
+}
+
+/// The names in a directory, without "." and "..", in the order the filesystem gives them.
+/// Wraps opendir(3) and readdir(3).
+public func listDirectory(_ path: String) throws(SystemError) -> [String] {
+    guard let dir = opendir(path) else { throw SystemError("opendir", on: path, errno: errno) }
     defer { closedir(dir) }
     var names: [String] = []
     while let e = readdir(dir) {
@@ -34,6 +39,20 @@ public func directoryEntries(_ path: String) -> [String] {
         if name != "." && name != ".." { names.append(name) }
     }
     return names
+}
+
+/// `listDirectory`, or empty if the directory cannot be read: for /proc, /sys and imgtool's own
+/// directories, where a missing one means there is nothing to list.
+public func directoryEntries(_ path: String) -> [String] {
+    (try? listDirectory(path)) ?? []
+}
+
+/// The target of the symbolic link `path`. Wraps readlink(2).
+public func readSymbolicLink(_ path: String) throws(SystemError) -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = readlink(path, &buffer, buffer.count - 1)
+    guard n >= 0 else { throw SystemError("readlink", on: path, errno: errno) }
+    return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// Up to `limit` bytes of the file at `path` (its last ones with `fromEnd`); empty if it cannot be

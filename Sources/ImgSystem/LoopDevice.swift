@@ -7,16 +7,13 @@ import Synchronization
 /// LO_FLAGS_AUTOCLEAR, so if this process dies the kernel detaches it once nothing else holds it.
 /// `detach()` releases it explicitly and waits until the kernel confirms.
 public final class LoopDevice: @unchecked Sendable {
-    /// The prefix of `lo_file_name` that marks a loop device as imgtool's.
-    public static let tagPrefix = "imgtool:"
-
     public struct Options: Sendable {
         public var offset: UInt64 = 0
         /// 0 means up to the end of the backing file.
         public var sizeLimit: UInt64 = 0
         public var readOnly = false
         public var partitionScan = false
-        /// Stored in lo_file_name (up to 63 bytes); `tagPrefix` is prepended.
+        /// Stored in lo_file_name (up to 63 bytes) after `ResourceMarks.loopTagPrefix`.
         public var tag = ""
         public init(offset: UInt64 = 0, sizeLimit: UInt64 = 0, readOnly: Bool = false,
                     partitionScan: Bool = false, tag: String = "") {
@@ -63,7 +60,7 @@ public final class LoopDevice: @unchecked Sendable {
 
     /// The lo_file_name a device attached with `tag` carries.
     public static func fileName(for tag: String) -> String {
-        String(decoding: Array((tagPrefix + tag).utf8.prefix(Int(IMGTOOL_LO_NAME_SIZE) - 1)), as: UTF8.self)
+        String(decoding: Array((ResourceMarks.loopTagPrefix + tag).utf8.prefix(Int(IMGTOOL_LO_NAME_SIZE) - 1)), as: UTF8.self)
     }
 
     private init(number: Int, handle: FileHandle, options: Options, flags: UInt32, logger: Logger) {
@@ -177,8 +174,8 @@ public final class LoopDevice: @unchecked Sendable {
         guard let number = Int(path.dropFirst("/dev/loop".count)), path.hasPrefix("/dev/loop") else { return nil }
         do {
             let handle = try FileHandle(path: path, flags: O_RDWR)
-            guard let (info, name) = try boundStatus(handle.fd, path: path), name.hasPrefix(tagPrefix) else { return nil }
-            let options = Options(offset: info.lo_offset, sizeLimit: info.lo_sizelimit, tag: String(name.dropFirst(tagPrefix.count)))
+            guard let (info, name) = try boundStatus(handle.fd, path: path), name.hasPrefix(ResourceMarks.loopTagPrefix) else { return nil }
+            let options = Options(offset: info.lo_offset, sizeLimit: info.lo_sizelimit, tag: String(name.dropFirst(ResourceMarks.loopTagPrefix.count)))
             return LoopDevice(number: number, handle: handle, options: options, flags: info.lo_flags, logger: logger)
         } catch {
             throw .system(error)

@@ -2,12 +2,16 @@ import Glibc
 import Logging
 import Synchronization
 
-/// A mount made by this process.
+/// A mount made by this process, or adopted from a run that died (`adopt`): either way released
+/// by the same `unmount`.
 public final class Mount: @unchecked Sendable {
     public let source: String
     public let target: String
     public let filesystemType: String
     private var mounted = true
+    /// Made by this process: only then does deinit unmount it. An adopted mount that stays busy
+    /// is left as it is, for the caller to report.
+    private let made: Bool
     private let logger: Logger
 
     public enum Error: Swift.Error, CustomStringConvertible, Sendable {
@@ -36,6 +40,7 @@ public final class Mount: @unchecked Sendable {
         self.target = target
         self.filesystemType = filesystemType
         self.logger = logger
+        made = true
         let flags = UInt(MS_NOSUID | MS_NODEV) | (readOnly ? UInt(MS_RDONLY) : 0)
         try systemCall("mount(\(filesystemType)\(data.map { ", " + $0 } ?? ""), \(source))", on: target) {
             mount(source, target, filesystemType, flags, data)
@@ -43,10 +48,52 @@ public final class Mount: @unchecked Sendable {
         logger.debug("mounted \(source) on \(target)", metadata: data.map { ["options": "\($0)"] })
     }
 
+    private init(adopting entry: MountInfo, logger: Logger) {
+        source = entry.source
+        target = entry.target
+        filesystemType = entry.filesystemType
+        self.logger = logger
+        made = false
+    }
+
+    /// The mount on `target` that another process made (the top one, if several are stacked), so
+    /// that `imgtool cleanup` releases it with the same code as the run that died; nil when
+    /// nothing is mounted there.
+    public static func adopt(_ target: String, logger: Logger) -> Mount? {
+        mountTable().last { $0.target == target }.map { Mount(adopting: $0, logger: logger) }
+    }
+
+    /// How `unmount(detachingIfBusy:)` released the mount.
+    public enum Release: Sendable, Equatable {
+        case unmounted
+        /// Detached lazily (MNT_DETACH): it goes away when its last user does.
+        case detached
+    }
+
     /// Unmounts, retrying EBUSY with backoff, and confirms in /proc/self/mountinfo. Idempotent.
     /// Wraps umount2(2).
     public func unmount() throws(Error) {
-        try releasing.withLock { _ throws(Error) in try unmountOnce() }
+        _ = try unmount(detachingIfBusy: false)
+    }
+
+    /// `unmount()`, but a mount still busy after the retries is detached lazily when
+    /// `detachingIfBusy` (cleanup's --force) instead of failing.
+    public func unmount(detachingIfBusy: Bool) throws(Error) -> Release {
+        try releasing.withLock { _ throws(Error) -> Release in
+            do throws(Error) {
+                try unmountOnce()
+                return .unmounted
+            } catch .busy where detachingIfBusy {
+                do throws(SystemError) {
+                    try systemCall("umount2(MNT_DETACH)", on: target) { umount2(target, Int32(UMOUNT_NOFOLLOW) | Int32(MNT_DETACH)) }
+                } catch {
+                    throw .system(error)
+                }
+                mounted = false
+                logger.warning("\(target) was busy; detached lazily (--force): it goes away when its last user does")
+                return .detached
+            }
+        }
     }
 
     /// Sendable: concurrent `unmount()` calls run one after the other.
@@ -89,10 +136,26 @@ public final class Mount: @unchecked Sendable {
 
     /// Mount points from /proc/self/mountinfo, octal escapes decoded.
     public static func mountPoints() -> [String] {
+        mountTable().map(\.target)
+    }
+
+    struct MountInfo {
+        let target: String
+        let filesystemType: String
+        let source: String
+    }
+
+    /// /proc/self/mountinfo's lines in order (a later mount on the same point is on top):
+    /// "ID PARENT MAJ:MIN ROOT TARGET OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS".
+    static func mountTable() -> [MountInfo] {
         guard let text = try? readTextFile("/proc/self/mountinfo") else { return [] }
         return text.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ", omittingEmptySubsequences: false)
-            return fields.count > 4 ? unescapeMountField(fields[4]) : nil
+            guard fields.count > 4 else { return nil }
+            let separator = fields.firstIndex(of: "-").map { $0 + 1 } ?? fields.count
+            return MountInfo(target: unescapeMountField(fields[4]),
+                             filesystemType: separator < fields.count ? String(fields[separator]) : "",
+                             source: separator + 1 < fields.count ? unescapeMountField(fields[separator + 1]) : "")
         }
     }
 
@@ -112,6 +175,6 @@ public final class Mount: @unchecked Sendable {
     }
 
     deinit {
-        if mounted { try? unmount() }
+        if mounted && made { try? unmount() }
     }
 }

@@ -16,11 +16,11 @@ public final class SessionJournal {
     /// What a journal line names. Each kind says how the kernel shows the resource, so cleanup can
     /// find it even when it was only intended.
     public enum Kind: String, Sendable, CaseIterable {
-        /// A loop device carrying this lo_file_name tag (see LoopDevice.tagPrefix).
+        /// A loop device carrying this lo_file_name tag (see `ResourceMarks`).
         case loop
         /// A BLKPG partition: "<disk> <number>".
         case partition
-        /// A device-mapper device, by name; its UUID carries the session (see `DeviceMapper.sessionUUIDPrefix`).
+        /// A device-mapper device, by name; its UUID carries the session (see `ResourceMarks`).
         case deviceMapper = "dm"
         /// A mount point.
         case mount

@@ -4,7 +4,7 @@ import Synchronization
 /// A private (0700) directory for mount points, under a known parent so that imgtool's own
 /// mounts are recognisable.
 public final class TemporaryDirectory: @unchecked Sendable {
-    public static let defaultParent = "/run/imgtool"
+    public static let defaultParent = ResourceMarks.runDirectory
     public let path: String
     private var removed = false
 

@@ -69,7 +69,7 @@ package enum CloudKernel {
         guard let key = VMCache.fileKey(kernel) else { return nil }
         let path = cache.path("\(uncompressedPrefix)\(release)-\(key)")
         if access(path, R_OK) == 0 { return path }
-        guard let bytes = try? Initramfs.readWholeFile(kernel) else { return nil }
+        guard let bytes = try? readFile(kernel) else { return nil }
         let started = monotonicNow()
         do {
             let elf = try LinuxKernelImage.extractELF(bytes)

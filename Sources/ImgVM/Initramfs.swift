@@ -203,22 +203,9 @@ package struct Initramfs: Sendable {
         return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
-    /// A whole file. Wraps open(2) and read(2).
+    /// A whole file, its failure as ours.
     static func readWholeFile(_ path: String) throws(IsolatedVM.Error) -> [UInt8] {
-        let file: FileHandle
-        do { file = try FileHandle(path: path, flags: O_RDONLY) } catch { throw .system(error) }
-        var st = stat()
-        guard fstat(file.fd, &st) == 0 else { throw .system(SystemError("fstat", on: path, errno: errno)) }
-        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-        var count = 0
-        while count < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { read(file.fd, $0.baseAddress! + count, $0.count - count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw .system(SystemError("read", on: path, errno: errno)) }
-            if n == 0 { break }
-            count += n
-        }
-        return count == bytes.count ? bytes : Array(bytes[..<count])
+        do { return try readFile(path) } catch { throw .system(error) }
     }
 
     // MARK: Asking the host's tools

@@ -28,7 +28,7 @@ package enum KVMTrial {
         uname(&u)
         let host = withUnsafeBytes(of: u.release) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
         let verdictPath = cache.path(verdictPrefix + VMCache.hexHash(host + qemuKey + kernelKey))
-        let verdict = String(decoding: (try? Initramfs.readWholeFile(verdictPath)) ?? [], as: UTF8.self)
+        let verdict = String(decoding: (try? readFile(verdictPath)) ?? [], as: UTF8.self)
         if verdict.hasPrefix("usable") { return .kvm }
         if verdict.hasPrefix("unusable") { return .tcg }
 

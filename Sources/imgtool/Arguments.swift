@@ -12,21 +12,43 @@ struct OptionSpec: Sendable {
     /// nil for a flag; else how help names the value (`<n>`).
     let value: String?
     let repeatable: Bool
+    /// What the shell completions offer for the value.
+    let completion: ValueCompletion
     let help: String
 
     static func flag(_ long: String, short: Character? = nil, help: String) -> OptionSpec {
-        OptionSpec(long: long, short: short, value: nil, repeatable: false, help: help)
+        OptionSpec(long: long, short: short, value: nil, repeatable: false, completion: .none, help: help)
     }
 
-    static func option(_ long: String, _ value: String, repeatable: Bool = false, help: String) -> OptionSpec {
-        OptionSpec(long: long, short: nil, value: value, repeatable: repeatable, help: help)
+    static func option(_ long: String, _ value: String, repeatable: Bool = false,
+                       completion: ValueCompletion = .none, help: String) -> OptionSpec {
+        OptionSpec(long: long, short: nil, value: value, repeatable: repeatable, completion: completion, help: help)
     }
+}
+
+/// What a shell can offer for a value: the man page and the completions read it from the table,
+/// so a new choice reaches them without being written down twice.
+enum ValueCompletion: Sendable, Equatable {
+    /// Free text (a number, a name): nothing to offer.
+    case none
+    /// A path on this machine.
+    case file
+    /// Exactly these words (the option's parser accepts no others).
+    case choices([String])
 }
 
 struct PositionalSpec: Sendable {
     let name: String
     let optional: Bool
+    let completion: ValueCompletion
     let help: String
+
+    init(name: String, optional: Bool, completion: ValueCompletion = .none, help: String) {
+        self.name = name
+        self.optional = optional
+        self.completion = completion
+        self.help = help
+    }
 }
 
 struct CommandSpec: Sendable {
@@ -62,7 +84,7 @@ extension CommandSpec {
         guard isolation != nil else { self.options = options; isolationOnly = []; return }
         var all = options + [
             .flag("isolate", help: "Run inside a throwaway VM (Debian's cloud kernel under qemu) instead of on this machine's kernel; the image is the VM's disk\(isolation == .readOnly ? ", read-only" : ""). Needs no root where qemu runs unprivileged."),
-            .option("kernel", "<path>", help: "With --isolate: the VM's kernel (default: the newest /boot/vmlinuz-*-cloud-amd64)."),
+            .option("kernel", "<path>", completion: .file, help: "With --isolate: the VM's kernel (default: the newest /boot/vmlinuz-*-cloud-amd64)."),
         ]
         var only: Set<String> = ["kernel"]
         if !options.contains(where: { $0.long == "timeout" }) {
@@ -169,9 +191,16 @@ struct ParsedArguments {
 /// The whole tool: finds the command, parses, runs, and turns usage errors into exit code 64.
 struct CommandLineTool {
     let name: String
+    let version: String
     let abstract: String
     let discussion: String
     let commands: [CommandSpec]
+
+    /// What the tool takes instead of a command; documented and completed from here.
+    static let globalOptions: [OptionSpec] = [
+        .flag("help", short: "h", help: "Show the commands (imgtool help <command> or imgtool <command> --help: a command's options)."),
+        .flag("version", help: "Print the version (also: imgtool version)."),
+    ]
 
     func main(_ arguments: [String]) -> Int32 {
         var rest = arguments.dropFirst()
@@ -183,6 +212,13 @@ struct CommandLineTool {
             writeAll(1, Array(help().utf8))
             return 0
         }
+        if first == "--version" || first == "version" {
+            guard rest.isEmpty else { return usage("'\(first)' takes no arguments.", nil) }
+            writeAll(1, Array("\(name) \(version)\n".utf8))
+            return 0
+        }
+        // Hidden: the man page and shell completions, written by `make install` and `make deb`.
+        if first == Self.generateCommand { return generate(Array(rest)) }
         if first == "help" {
             guard let name = rest.first else {
                 writeAll(1, Array(help().utf8))
@@ -233,7 +269,7 @@ struct CommandLineTool {
         var out = "\(name): \(abstract)\n\n" + wrap(discussion, indent: 0) + "\n\nUsage: \(name) <command> [options]\n\nCommands:\n"
         let width = (commands.map(\.name.count).max() ?? 0) + 2
         for c in commands { out += "  " + c.name.padding(to: width) + c.abstract + "\n" }
-        return out + "\nSee '\(name) <command> --help' for a command's options.\n"
+        return out + "\nSee '\(name) <command> --help' for a command's options; '\(name) --version' prints the version.\n"
     }
 
     func help(_ command: CommandSpec) -> String {
@@ -241,10 +277,9 @@ struct CommandLineTool {
         if !command.discussion.isEmpty { out += wrap(command.discussion, indent: 0) + "\n\n" }
         out += usageLine(command) + "\n"
         var rows = command.positionals.map { ("<\($0.name)>", $0.help) }
-        rows += command.options.map { o in
+        rows += documentedOptions(command).map { o in
             ((o.short.map { "-\($0), " } ?? "") + "--\(o.long)" + (o.value.map { " \($0)" } ?? ""), o.help)
         }
-        rows.append(("-h, --help", "Show this help."))
         let width = min(28, (rows.map(\.0.count).max() ?? 0) + 2)
         out += "\n"
         for (left, text) in rows {

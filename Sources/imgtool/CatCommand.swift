@@ -11,7 +11,7 @@ let catCommand = CommandSpec(
         Symbolic links are followed inside the image's filesystem, never on the host.
         """,
     positionals: [
-        PositionalSpec(name: "image", optional: false, help: "The disk image (or a bare filesystem image, or a block device)."),
+        PositionalSpec(name: "image", optional: false, completion: .file, help: "The disk image (or a bare filesystem image, or a block device)."),
         PositionalSpec(name: "path", optional: false, help: "The file inside the filesystem."),
     ],
     options: [partitionOption],
@@ -19,7 +19,7 @@ let catCommand = CommandSpec(
     run: { arguments throws(UsageError) in
         let image = arguments.positional(0)!, path = arguments.positional(1)!, number = try partition(arguments)
         let opened: ImageFiles.Opened
-        do throws(ImageFiles.Error) { opened = try ImageFiles.open(image: image, partition: number) } catch { return fail(error) }
+        do throws(ImageFiles.Error) { opened = try ImageFiles.run(.init(image: image, partition: number)) } catch { return fail(error) }
         do {
             try opened.filesystem.read(path) { chunk in try writeChunk(chunk) }
         } catch let error as Ext2Filesystem.Error {

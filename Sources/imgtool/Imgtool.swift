@@ -3,8 +3,13 @@ import ImgKit
 
 @main
 enum Imgtool {
+    /// The one place the version is written: `make install` and `make deb` ask the built
+    /// executable (`imgtool --version`), so the package, the man page and the binary agree.
+    static let version = "0.1.0"
+
     static let tool = CommandLineTool(
         name: "imgtool",
+        version: version,
         abstract: "Make disk image files behave like disks: install GRUB into them, safely.",
         discussion: "Exit codes: 0 success, 1 failure, 64 bad arguments, 65 unusable image, 66 image missing or unreadable, 69 missing tool or strategy, 75 image in use, 77 root needed, 128+N interrupted by signal N.",
         commands: [installGrubCommand, inspectCommand, verifyCommand, lsCommand, catCommand, statusCommand, cleanupCommand])

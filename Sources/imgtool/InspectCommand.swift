@@ -5,7 +5,7 @@ let inspectCommand = CommandSpec(
     name: "inspect",
     abstract: "Show what a disk image holds: partitions, filesystems, boot code, OS. Read-only, no root.",
     discussion: "Opens the image read-only; attaches and mounts nothing. Problems found in the image are listed as findings; the exit code is 0 whenever a report could be made.",
-    positionals: [PositionalSpec(name: "image", optional: false, help: "The raw disk image (or block device).")],
+    positionals: [PositionalSpec(name: "image", optional: false, completion: .file, help: "The raw disk image (or block device).")],
     options: [
         .flag("json", help: "Print the report as JSON on stdout."),
         .flag("verbose", short: "v", help: "More detail on stderr."),
@@ -22,7 +22,7 @@ struct InspectCommand {
         let logger = makeLogger(label: "imgtool.inspect", verbose: verbose, quiet: !verbose)
         let report: InspectReport
         do {
-            report = try Inspect.run(image: image, logger: logger)
+            report = try Inspect.run(.init(image: image), logger: logger)
         } catch {
             printError(error.description)
             return error.exitStatus.rawValue
@@ -45,11 +45,11 @@ struct InspectCommand {
             var rows = [["#", "boot", "start", "end", "sectors", "size", "type", "filesystem"]]
             for p in t.partitions {
                 let fs = p.filesystem.map { f in
-                    [f.type, f.label.map { "\"\($0)\"" }, f.uuid].compactMap { $0 }.joined(separator: " ")
+                    [f.type.description, f.label.map { "\"\($0)\"" }, f.uuid].compactMap { $0 }.joined(separator: " ")
                 } ?? ""
                 rows.append(["\(p.number)", p.bootable ? "*" : "", "\(p.start)", "\(p.start + p.size - (p.size > 0 ? 1 : 0))",
                              "\(p.size)", humanSize(p.size * UInt64(r.sectorSize)),
-                             p.typeName.map { "\($0) (\(p.type))" } ?? p.type, fs])
+                             p.typeName.map { "\($0) (\(p.type))" } ?? p.type.description, fs])
             }
             out += table(rows)
         }

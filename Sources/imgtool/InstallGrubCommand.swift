@@ -14,9 +14,9 @@ let installGrubCommand = CommandSpec(
         device.map naming it (hd0)), offset (a loop device per partition; GRUB's modules are named \
         explicitly).
         """,
-    positionals: [PositionalSpec(name: "image", optional: false, help: "The raw disk image (or block device).")],
+    positionals: [PositionalSpec(name: "image", optional: false, completion: .file, help: "The raw disk image (or block device).")],
     options: [
-        .option("strategy", "<name>", help: "partscan, blkpg, device-mapper or offset (default: the first this kernel supports, in that order)."),
+        .option("strategy", "<name>", completion: .choices(Strategy.allCases.map(\.rawValue)), help: "partscan, blkpg, device-mapper or offset (default: the first this kernel supports, in that order)."),
         .option("disk-name", "<name>", help: "Name of the device-mapper disk (implies --strategy device-mapper; default imgtool-<session>, unique per run)."),
         .option("boot-partition", "<n>", help: "Partition number for /boot/grub (default: found)."),
         .option("modules", "<module>", repeatable: true, help: "Extra GRUB module to build into core.img (repeatable)."),

@@ -11,7 +11,7 @@ let lsCommand = CommandSpec(
         the host. A path that is not a directory is shown by itself.
         """,
     positionals: [
-        PositionalSpec(name: "image", optional: false, help: "The disk image (or a bare filesystem image, or a block device)."),
+        PositionalSpec(name: "image", optional: false, completion: .file, help: "The disk image (or a bare filesystem image, or a block device)."),
         PositionalSpec(name: "path", optional: true, help: "The path inside the filesystem (default /)."),
     ],
     options: [
@@ -43,7 +43,7 @@ struct LsCommand {
 
     func run() -> Int32 {
         let opened: ImageFiles.Opened
-        do { opened = try ImageFiles.open(image: image, partition: partition) } catch { return fail(error) }
+        do { opened = try ImageFiles.run(.init(image: image, partition: partition)) } catch { return fail(error) }
         let fs = opened.filesystem
         let entries: [Ext2Filesystem.Entry]
         let directory: String?

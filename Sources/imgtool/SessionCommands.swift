@@ -13,7 +13,7 @@ let statusCommand = CommandSpec(
     positionals: [],
     options: [.flag("json", help: "Print the sessions as JSON on stdout.")],
     run: { arguments throws(UsageError) in
-        let sessions = Sessions.list()
+        let sessions = Status.run(logger: makeLogger(label: "imgtool.status", verbose: false, quiet: true))
         if arguments.flag("json") {
             printJSON(.array(sessions.map(\.json)))
         } else if sessions.isEmpty {
@@ -25,7 +25,7 @@ let statusCommand = CommandSpec(
                 if let pid = s.pid { out += ", pid \(pid)" }
                 if let image = s.image { out += ", image \(image)" }
                 out += s.holds.isEmpty ? ", holds nothing\n" : "\n"
-                for r in s.holds { out += "  \(Sessions.describe(r))\n" }
+                for r in s.holds { out += "  \(r)\n" }
             }
             writeAll(1, Array(out.utf8))
         }
@@ -53,12 +53,9 @@ let cleanupCommand = CommandSpec(
             throw UsageError(message: "give either --session ID or --all.")
         }
         let logger = makeLogger(label: "imgtool.cleanup", verbose: false, quiet: false)
-        let result = Sessions.cleanup(session: id, force: arguments.flag("force"), logger: logger)
+        let result = Cleanup.run(.init(session: id, force: arguments.flag("force")), logger: logger)
         if arguments.flag("json") {
-            printJSON(.object([
-                "released": JSONValue(result.released), "live": JSONValue(result.live), "pending": JSONValue(result.pending),
-                "failed": .array(result.failed.map { .object(["resource": .string($0.resource), "reason": .string($0.reason)]) }),
-            ]))
+            printJSON(result.json)
         } else {
             var out = result.released.map { "released \($0)\n" }.joined()
             out += result.live.map { "left alone: session \($0) is live\n" }.joined()

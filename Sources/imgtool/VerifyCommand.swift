@@ -14,11 +14,11 @@ let verifyCommand = CommandSpec(
         overlay and reports what the screen shows. Exit codes: 0 bootable, 1 not bootable, 2 unknown or \
         error.
         """,
-    positionals: [PositionalSpec(name: "image", optional: false, help: "The raw disk image (or block device).")],
+    positionals: [PositionalSpec(name: "image", optional: false, completion: .file, help: "The raw disk image (or block device).")],
     options: [
         .flag("boot", help: "Also boot the image under qemu (TCG) and report what it shows."),
         .option("timeout", "<seconds>", help: "Seconds to wait for the booted image to show something recognisable (default 30)."),
-        .option("firmware", "<bios|efi>", help: "What --boot boots with (default: BIOS when sector 0 holds boot code, else UEFI when there is an EFI system partition)."),
+        .option("firmware", "<bios|efi>", completion: .choices(QemuBoot.Firmware.allCases.map(\.rawValue)), help: "What --boot boots with (default: BIOS when sector 0 holds boot code, else UEFI when there is an EFI system partition)."),
         .flag("json", help: "Print the report as JSON on stdout."),
         .flag("verbose", short: "v", help: "More detail on stderr."),
     ],
@@ -46,7 +46,7 @@ struct VerifyCommand {
         let logger = makeLogger(label: "imgtool.verify", verbose: verbose, quiet: !verbose)
         let report: VerifyReport
         do {
-            report = try Verify.run(image: image, logger: logger)
+            report = try Verify.run(.init(image: image), logger: logger)
         } catch {
             printError(error.description)
             return 2
@@ -80,7 +80,7 @@ struct VerifyCommand {
 
     /// Boot the way the image is made to boot: BIOS when sector 0 has boot code, else UEFI if it can.
     func defaultFirmware(_ r: VerifyReport) -> QemuBoot.Firmware {
-        r.bootCode.kind == "none" && r.efi != nil ? .efi : .bios
+        r.bootCode.kind == .none && r.efi != nil ? .efi : .bios
     }
 
     func render(_ r: VerifyReport, _ boot: BootObservation?) -> String {

@@ -67,11 +67,22 @@ struct FuzzCorpusTests {
             let bytes = try Self.read(path)
             let source = MemoryByteSource(bytes)
             _ = BootCode.identify(sector0: Array(bytes.prefix(512)))
+            for block in [0, ISO9660Volume.primaryDescriptorBlock] {
+                if let volume = try? ISO9660Volume(source, descriptorBlock: block) { Self.expectListedNamesAreFound(volume, path) }
+            }
             guard let table = try PartitionTable.read(from: source) else { continue }
             let total = source.size / UInt64(table.sectorSize)
             let free = table.unallocated(totalSectors: total)
             #expect(free.allSatisfy { $0.count > 0 && $0.start >= 1 && $0.end <= total }, "\(path): \(free)")
             #expect(zip(free, free.dropFirst()).allSatisfy { $0.end < $1.start }, "\(path): \(free)")
+        }
+    }
+
+    /// The fuzzer's ISO 9660 invariant, on the root directory: every name a listing returns that a
+    /// path can spell (no scalar "/") is found again by lookup.
+    static func expectListedNamesAreFound(_ volume: ISO9660Volume, _ file: String) {
+        for record in (try? volume.list(volume.root)) ?? [] where !record.name.isEmpty && !record.name.unicodeScalars.contains("/") {
+            #expect((try? volume.lookup("/" + record.name)) != nil, "\(file): /\(record.name) is listed but not found")
         }
     }
 }

@@ -25,6 +25,11 @@ struct ImageBuilder {
     mutating func put32(_ value: UInt32, at offset: Int) { put(UInt64(value), width: 4, at: offset) }
     mutating func put64(_ value: UInt64, at offset: Int) { put(value, width: 8, at: offset) }
     mutating func put(_ data: [UInt8], at offset: Int) { bytes.replaceSubrange(offset..<offset + data.count, with: data) }
+    /// ISO 9660's both-endian fields: the little-endian copy, then the big-endian one.
+    mutating func putBothEndian(_ value: UInt32, width: Int, at offset: Int) {
+        put(UInt64(value), width: width, at: offset)
+        for i in 0..<width { bytes[offset + width + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(width - 1 - i))) }
+    }
 
     func read32(at offset: Int) -> UInt32 {
         (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[offset + $1]) << (8 * UInt32($1)) }

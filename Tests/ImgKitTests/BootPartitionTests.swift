@@ -28,7 +28,7 @@ import TestSupport
     }
 
     func plan(_ image: String, _ requested: Int? = nil) throws -> InstallPlan {
-        try InstallPlan.make(image: image, bootPartition: requested, logger: Logger(label: "test"))
+        try InstallPlan.run(.init(image: image, bootPartition: requested), logger: Logger(label: "test"))
     }
 
     @Test(arguments: [1, 2])

@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 import ImgFormats
-import ImgKit
+@testable import ImgKit
 import ImgSystem
 import Testing
 import TestSupport
@@ -63,10 +63,11 @@ import TestSupport
             #expect(filesystems.map(\.offset) == [OSTree.bootOffset, OSTree.rootOffset])
             #expect(OSInspection.inspect(image: image, filesystems: filesystems) == FilesAndOSTests.expectedReport)
             // Order does not matter, and what cannot be opened is skipped.
-            let shuffled = [(partition: Int?(7), offset: UInt64(12345)), (2, OSTree.rootOffset), (1, OSTree.bootOffset)]
+            let shuffled: [OSInspection.Filesystem] = [.init(partition: 7, offset: 12345), .init(partition: 2, offset: OSTree.rootOffset),
+                                                      .init(partition: 1, offset: OSTree.bootOffset)]
             #expect(OSInspection.inspect(image: image, filesystems: shuffled) == FilesAndOSTests.expectedReport)
             // Without the separate /boot there are no kernels, but the OS is the same.
-            let rootOnly = try #require(OSInspection.inspect(image: image, filesystems: [(2, OSTree.rootOffset)]))
+            let rootOnly = try #require(OSInspection.inspect(image: image, filesystems: [.init(partition: 2, offset: OSTree.rootOffset)]))
             #expect(rootOnly.kernels == [] && rootOnly.id == "debian")
             // The JSON document keeps every key; what the image lacks is null.
             let json = try #require(try JSONSerialization.jsonObject(with: Data(rootOnly.json.rendered().utf8)) as? [String: Any])
@@ -105,13 +106,13 @@ import TestSupport
             let release = scratch.file("os-release")
             try writeFile(release, Array("ID=debian\n".utf8))
             try debugfs(noEtc, ["mkdir /usr", "mkdir /usr/lib", "write \(release) /usr/lib/os-release"])
-            #expect(OSInspection.inspect(image: noEtc, filesystems: [(nil, 0)]) == nil)
+            #expect(OSInspection.inspect(image: noEtc, filesystems: [.init(partition: nil, offset: 0)]) == nil)
 
             let zeros = scratch.file("zeros.img")
             try run(["truncate", "-s", "4M", zeros])
             #expect(try ImageFiles.extFilesystems(image: zeros).isEmpty)
-            #expect(OSInspection.inspect(image: zeros, filesystems: [(nil, 0), (1, 1 << 20), (2, .max)]) == nil)
-            #expect(OSInspection.inspect(image: scratch.file("missing.img"), filesystems: [(nil, 0)]) == nil)
+            #expect(OSInspection.inspect(image: zeros, filesystems: [.init(partition: nil, offset: 0), .init(partition: 1, offset: 1 << 20), .init(partition: 2, offset: .max)]) == nil)
+            #expect(OSInspection.inspect(image: scratch.file("missing.img"), filesystems: [.init(partition: nil, offset: 0)]) == nil)
         }
 
         @Test("os-release is read up to 64 KiB: a huge file yields what its start says")
@@ -122,7 +123,7 @@ import TestSupport
             let filler = String(repeating: "# padding padding padding padding padding padding padding padding\n", count: 2000)
             try writeFile(release, Array(("ID=first\nVERSION_ID=1\n" + filler + "ID=late\n").utf8))
             try debugfs(image, ["mkdir /etc", "write \(release) /etc/os-release"])
-            let report = try #require(OSInspection.inspect(image: image, filesystems: [(nil, 0)]))
+            let report = try #require(OSInspection.inspect(image: image, filesystems: [.init(partition: nil, offset: 0)]))
             #expect(report.id == "first" && report.versionID == "1" && report.hostname == nil)
         }
     }

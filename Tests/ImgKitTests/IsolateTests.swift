@@ -143,13 +143,14 @@ final class IsolateTests {
     @Test("a VM that does not finish within --timeout is killed and reported with its console")
     func timeout() throws {
         let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
-        let before = try sha256(image)
         let started = monotonicNow()
         let r = try imgtool(["install-grub", "--isolate", "--timeout", "1", image])
         #expect(monotonicNow() - started < 15)
         #expect(r.status == ExitStatus.failure.rawValue)
         #expect(r.stderr.contains("within 1 s and was killed. Its console ended with:"), "\(r.stderr)")
-        #expect(try sha256(image) == before)
+        // Not that the image is unchanged: a resumed VM can reach grub-install's first write
+        // within the second (it did on a loaded machine); a timeout promises no more than a kill.
+        #expect(IsolatedVMTests.leftovers().isEmpty, "\(IsolatedVMTests.leftovers())")
     }
 
     @Test("SIGINT stops the VM at once: exit 130, nothing left, image unchanged")

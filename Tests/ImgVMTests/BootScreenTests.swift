@@ -1,3 +1,4 @@
+import ImgSystem
 import ImgVM
 import Testing
 import TestSupport

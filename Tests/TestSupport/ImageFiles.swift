@@ -51,33 +51,6 @@ public func debugfsOutput(_ image: String, offset: UInt64 = 0, _ command: String
     try run(["debugfs", "-R", command, "\(image)?offset=\(offset)"]).stdout
 }
 
-public func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-    guard fd >= 0 else { throw TestFailure("open \(path): \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    var done = 0
-    while done < bytes.count {
-        let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { throw TestFailure("write \(path): \(String(cString: strerror(errno)))") }
-        done += n
-    }
-    fchmod(fd, mode)  // the umask must not matter: debugfs copies the mode into the image
-}
-
-public func readFile(_ path: String) throws -> [UInt8] {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw TestFailure("open \(path): \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 1 << 16)
-    while true {
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard n >= 0 else { throw TestFailure("read \(path): \(String(cString: strerror(errno)))") }
-        if n == 0 { return bytes }
-        bytes += buffer[..<n]
-    }
-}
-
 /// Reproducible pseudo-random bytes (xorshift64*), for big test files whose hash is known.
 public func pseudoRandomBytes(count: Int, seed: UInt64) -> [UInt8] {
     var state = seed | 1

@@ -1,5 +1,6 @@
 import Glibc
 import ImgSystem
+import Synchronization
 
 /// The repository's top directory, found from this file's path.
 public let repositoryRoot: String = {
@@ -29,13 +30,11 @@ public struct TestFailure: Error, CustomStringConvertible {
 /// remove anything while a mount sits below it.
 public final class Scratch: @unchecked Sendable {
     public let path: String
+    private let directory: TemporaryDirectory
 
     public init() throws {
-        var template = Array("/tmp/imgtool-test-XXXXXX".utf8CString)
-        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
-            throw TestFailure("mkdtemp failed")
-        }
-        path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        directory = try TemporaryDirectory(parent: "/tmp", prefix: "imgtool-test-")
+        path = directory.path
         chmod(path, 0o755)  // so the non-root tests can reach images in here
     }
 
@@ -84,9 +83,38 @@ public var imgtoolPath: String {
 
 /// Runs imgtool with `arguments`; `user` runs it as that uid/gid via setpriv.
 public func imgtool(_ arguments: [String], user: UInt32? = nil) throws -> Subprocess.Result {
-    let prefix = user.map { ["setpriv", "--reuid=\($0)", "--regid=\($0)", "--clear-groups", "--"] } ?? []
-    return try Subprocess.run(prefix + [imgtoolPath] + arguments)
+    guard let user else { return try Subprocess.run([imgtoolPath] + arguments) }
+    return try Subprocess.run(asUser(user) + [try imgtoolPath(reachableBy: user)] + arguments)
 }
+
+/// setpriv's prefix that runs a command as `user` (uid and gid), without supplementary groups.
+public func asUser(_ user: UInt32) -> [String] {
+    ["setpriv", "--reuid=\(user)", "--regid=\(user)", "--clear-groups", "--"]
+}
+
+/// `imgtoolPath`, or where `user` can run it: a clone in a directory others cannot enter (a
+/// fresh `mktemp -d`, /root) hides the built executable from them, so it is copied once per test
+/// process into a world-readable directory, removed when the process exits.
+public func imgtoolPath(reachableBy user: UInt32) throws -> String {
+    let check = try Subprocess.run(asUser(user) + ["test", "-x", imgtoolPath, "-a", "-r", imgtoolPath])
+    if check.succeeded { return imgtoolPath }
+    return try reachableCopy.withLock { path throws -> String in
+        if let path { return path }
+        let directory = try TemporaryDirectory(parent: "/tmp", prefix: "imgtool-test-exe-")
+        let dir = directory.path
+        reachableCopyDirectory = directory
+        atexit { if let dir = reachableCopyDirectory?.path { _ = try? Subprocess.run(["rm", "-rf", dir]) } }
+        chmod(dir, 0o755)
+        try run(["install", "-m", "0755", imgtoolPath, dir + "/imgtool"])
+        path = dir + "/imgtool"
+        return dir + "/imgtool"
+    }
+}
+
+private let reachableCopy = Mutex<String?>(nil)
+/// The copy's directory, kept for the process's life and removed by the exit handler, which can
+/// capture nothing.
+nonisolated(unsafe) private var reachableCopyDirectory: TemporaryDirectory?
 
 public func sha256(_ path: String) throws -> String {
     String(try run(["sha256sum", path]).stdout.prefix(64))
@@ -96,15 +124,10 @@ public func sha256(_ path: String) throws -> String {
 /// directories under /run/imgtool.
 public func leftovers() -> [String] {
     var found: [String] = []
-    if let dir = opendir("/sys/block") {
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            guard name.hasPrefix("loop"), Int(name.dropFirst(4)) != nil else { continue }
-            if let tag = try? LoopDevice.fileName(ofDevice: "/dev/\(name)"), tag.hasPrefix(LoopDevice.tagPrefix) {
-                found.append("loop device /dev/\(name) (\(tag))")
-            }
+    for name in directoryEntries("/sys/block") where name.hasPrefix("loop") && Int(name.dropFirst(4)) != nil {
+        if let tag = try? LoopDevice.fileName(ofDevice: "/dev/\(name)"), tag.hasPrefix(ResourceMarks.loopTagPrefix) {
+            found.append("loop device /dev/\(name) (\(tag))")
         }
-        closedir(dir)
     }
     found += Mount.mountPoints().filter { $0.hasPrefix(TemporaryDirectory.defaultParent + "/") }.map { "mount \($0)" }
     for name in directoryEntries(TemporaryDirectory.defaultParent) {

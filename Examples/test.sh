@@ -1,0 +1,64 @@
+#!/bin/bash
+# Examples/test.sh: builds Examples/installer the way a user's package is built (a path dependency
+# on this checkout, plain `swift build` in its own scratch directory, no PKG_CONFIG_PATH, no
+# Makefile), then proves what it claims: it installs GRUB into a test image that then boots under
+# qemu; it reports a bad image with the library's exit status; and Ctrl-C (SIGINT) stops an install
+# with exit 130 and nothing of imgtool's left attached or mounted. Needs root (loop devices, mounts).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+example=$root/Examples/installer
+work=$(mktemp -d /tmp/imgtool-test-example-XXXXXX)
+pid=
+cleanup() {
+    [[ -z $pid ]] || kill -KILL "$pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "Examples/test.sh: FAIL: $*" >&2; exit 1; }
+
+unset PKG_CONFIG_PATH
+echo "--- building Examples/installer as a package depending on ImgKit (swift build)"
+(cd "$example" && "$root/Scripts/with-private-tmp.sh" "${SWIFT:-swift}" build)
+installer=$example/.build/debug/installer
+
+echo "--- installing GRUB with it into a test image, then booting the image"
+marker="Hello from GRUB, installed by the embedded installer"
+"$root/TestImages/make-disk.sh" "$work/disk.img" --label gpt --fs ext4 --marker "$marker" >/dev/null
+"$installer" "$work/disk.img" || fail "the installer failed (exit $?)"
+"$root/TestImages/boot.sh" "$work/disk.img" --timeout 60 --expect "$marker" >/dev/null \
+    || fail "the installed image did not print the marker when booted"
+echo "booted: GRUB printed the marker"
+
+echo "--- a bad image: the library's error message and exit status"
+: > "$work/empty.img"
+status=0
+"$installer" "$work/empty.img" 2>"$work/err" || status=$?
+[[ $status == 65 ]] || fail "an empty image gave exit $status, not 65 (unusable image): $(cat "$work/err")"
+grep -q "is empty" "$work/err" || fail "the message for an empty image does not say so: $(cat "$work/err")"
+echo "exit 65: $(cat "$work/err")"
+
+echo "--- Ctrl-C during grub-install: exit 130, nothing left behind"
+"$root/TestImages/make-disk.sh" "$work/slow.img" --label dos --fs ext4 >/dev/null
+mbr=$(head -c 440 "$work/slow.img" | sha256sum)
+# A grub-install that never finishes, first in PATH: the interruption has to stop it.
+mkdir "$work/bin"
+printf '#!/bin/sh\nexec sleep 600\n' > "$work/bin/grub-install"
+chmod 755 "$work/bin/grub-install"
+PATH=$work/bin:$PATH "$installer" "$work/slow.img" >"$work/slow.log" 2>&1 &
+pid=$!
+for _ in $(seq 200); do
+    grep -q "running grub-install" "$work/slow.log" && break
+    sleep 0.1
+done
+grep -q "running grub-install" "$work/slow.log" || fail "the installer never reached grub-install: $(cat "$work/slow.log")"
+kill -INT "$pid"
+status=0
+wait "$pid" || status=$?
+pid=
+[[ $status == 130 ]] || fail "SIGINT gave exit $status, not 130: $(cat "$work/slow.log")"
+if losetup -l -n -O BACK-FILE | grep -F "$work/"; then fail "a loop device is left over $work"; fi
+if grep -E " /run/imgtool/" /proc/self/mounts; then fail "a mount under /run/imgtool is left"; fi
+[[ $(head -c 440 "$work/slow.img" | sha256sum) == "$mbr" ]] || fail "the interrupted install changed the boot code"
+echo "exit 130, no loop device or mount left, boot code unchanged"
+echo "Examples/installer: all checks passed"

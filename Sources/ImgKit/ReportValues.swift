@@ -1,0 +1,138 @@
+import ImgFormats
+
+// The kinds a report names, as values: an embedder switches over them instead of comparing
+// strings. Each prints (`description`) exactly as the CLI's JSON spells it.
+
+/// An image's partition table, as `inspect` names it.
+public enum PartitionTableType: Sendable, Hashable, CustomStringConvertible {
+    /// MBR (msdos), as sfdisk names it.
+    case dos
+    case gpt
+    /// A label libblkid recognises and imgtool does not parse ("sun", "sgi", ...), by libblkid's name.
+    case unparsed(String)
+
+    /// From the name the JSON carries.
+    public init(_ name: String) {
+        switch name {
+        case "dos": self = .dos
+        case "gpt": self = .gpt
+        default: self = .unparsed(name)
+        }
+    }
+
+    init(_ kind: PartitionTable.Kind) { self = kind == .dos ? .dos : .gpt }
+
+    public var description: String {
+        switch self {
+        case .dos: return "dos"
+        case .gpt: return "gpt"
+        case .unparsed(let name): return name
+        }
+    }
+}
+
+/// A partition's type: the MBR type byte or the GPT type GUID.
+public enum PartitionType: Sendable, Hashable, CustomStringConvertible {
+    case mbr(UInt8)
+    case gpt(GUID)
+
+    /// From "0x83" or a GUID, as `description` prints them; nil for anything else.
+    public init?(_ text: String) {
+        if text.hasPrefix("0x"), text.count == 4, let byte = UInt8(text.dropFirst(2), radix: 16) {
+            self = .mbr(byte)
+        } else if let guid = GUID(string: text) {
+            self = .gpt(guid)
+        } else {
+            return nil
+        }
+    }
+
+    /// "0x83" for MBR (two lowercase hex digits, as sfdisk prints them), the uppercase type GUID for GPT.
+    public var description: String {
+        switch self {
+        case .mbr(let t): return "0x" + (t < 16 ? "0" : "") + String(t, radix: 16)
+        case .gpt(let guid): return guid.description
+        }
+    }
+
+    /// The name people use for it ("Linux", "EFI System"), when imgtool knows one.
+    public var name: String? {
+        switch self {
+        case .mbr(let t): return PartitionTypeNames.name(mbrType: t)
+        case .gpt(let guid): return PartitionTypeNames.name(gptType: guid)
+        }
+    }
+}
+
+/// A filesystem, by libblkid's TYPE.
+public enum FilesystemKind: Sendable, Hashable, CustomStringConvertible {
+    case ext2, ext3, ext4, vfat, exfat, ntfs, xfs, btrfs, swap, iso9660, squashfs, erofs
+    /// Any other TYPE libblkid reports.
+    case other(String)
+
+    private static let known: [FilesystemKind] = [.ext2, .ext3, .ext4, .vfat, .exfat, .ntfs, .xfs, .btrfs, .swap,
+                                                  .iso9660, .squashfs, .erofs]
+
+    /// From libblkid's TYPE.
+    public init(_ type: String) {
+        self = Self.known.first { $0.description == type } ?? .other(type)
+    }
+
+    /// libblkid's TYPE: "ext4", "vfat", "swap".
+    public var description: String {
+        switch self {
+        case .ext2: return "ext2"
+        case .ext3: return "ext3"
+        case .ext4: return "ext4"
+        case .vfat: return "vfat"
+        case .exfat: return "exfat"
+        case .ntfs: return "ntfs"
+        case .xfs: return "xfs"
+        case .btrfs: return "btrfs"
+        case .swap: return "swap"
+        case .iso9660: return "iso9660"
+        case .squashfs: return "squashfs"
+        case .erofs: return "erofs"
+        case .other(let type): return type
+        }
+    }
+
+    /// ext2, ext3 or ext4: what imgtool reads through libext2fs.
+    public var isExt: Bool { self == .ext2 || self == .ext3 || self == .ext4 }
+}
+
+/// The GRUB platform an install is for.
+public enum GrubTarget: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// BIOS.
+    case i386PC = "i386-pc"
+
+    public var description: String { rawValue }
+}
+
+extension PEImage.Machine {
+    /// From `description` ("x86-64", "machine 0x1c4"); nil for anything else.
+    public init?(describing text: String) {
+        switch text {
+        case "i386": self = .i386
+        case "x86-64": self = .x86_64
+        case "aarch64": self = .aarch64
+        default:
+            guard text.hasPrefix("machine 0x"), let value = UInt16(text.dropFirst("machine 0x".count), radix: 16) else { return nil }
+            self = .other(value)
+        }
+    }
+}
+
+extension PEImage.Subsystem {
+    /// From `description` ("EFI application", "subsystem 3"); nil for anything else.
+    public init?(describing text: String) {
+        switch text {
+        case "EFI application": self = .efiApplication
+        case "EFI boot service driver": self = .efiBootServiceDriver
+        case "EFI runtime driver": self = .efiRuntimeDriver
+        default:
+            guard text.hasPrefix("subsystem "), let value = UInt16(text.dropFirst("subsystem ".count)) else { return nil }
+            self = .other(value)
+        }
+    }
+}
