@@ -115,7 +115,7 @@ public enum IsolatedVM {
             case .toolMissing(let tool, let package):
                 return "\(tool) is needed to assemble the isolated VM; install the Debian package \(package)."
             case .qemuMissing:
-                return "\(KernelVM.qemuProgram) was not found in PATH; install the Debian package qemu-system-x86."
+                return QemuProcess.missingMessage
             case .image(let e): return "Cannot use the image: \(e.description)."
             case .initramfs(let what): return "Cannot assemble the isolated VM's initramfs: \(what)."
             case .emptyCommand: return "No command was given to run in the isolated VM."

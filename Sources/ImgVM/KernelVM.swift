@@ -11,7 +11,7 @@ import ImgSystem
 /// private temp dir, removed before `run` returns, whatever happened. On the deadline and on an
 /// `Interruption` the whole process group gets SIGKILL at once.
 public enum KernelVM {
-    package static let qemuProgram = QemuBoot.qemuProgram
+    package static let qemuProgram = QemuProcess.program
     package static let temporaryPrefix = "imgtool-vm-"
 
     public enum Accelerator: String, Sendable, CaseIterable {
@@ -122,7 +122,7 @@ public enum KernelVM {
         package var description: String {
             switch self {
             case .qemuMissing:
-                return "\(KernelVM.qemuProgram) was not found in PATH; install the Debian package qemu-system-x86."
+                return QemuProcess.missingMessage
             case .kernelMissing(let path):
                 return "The VM's kernel \(path) cannot be read; install the Debian package linux-image-cloud-amd64."
             case .system(let e): return "Cannot run qemu: \(e.description)."

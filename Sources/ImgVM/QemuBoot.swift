@@ -8,7 +8,7 @@ import ImgSystem
 /// its stdin and stdout. Every ~150 ms QMP `pmemsave` dumps the text buffer at 0xB8000 into a file
 /// in the process's private temp dir, which is decoded from CP437 character/attribute pairs.
 public enum QemuBoot {
-    package static let qemuProgram = "qemu-system-x86_64"
+    package static let qemuProgram = QemuProcess.program
 
     /// What the VM boots with: SeaBIOS (qemu's default), or OVMF for UEFI images.
     public enum Firmware: String, Sendable, CaseIterable {
@@ -36,7 +36,7 @@ public enum QemuBoot {
         public var description: String {
             switch self {
             case .qemuMissing:
-                return "\(QemuBoot.qemuProgram) was not found in PATH; install the Debian package qemu-system-x86."
+                return QemuProcess.missingMessage
             case .firmwareMissing(let path):
                 return "UEFI firmware \(path) is missing; install the Debian package ovmf."
             case .image(let e): return "Cannot read the image to boot: \(e.description)."

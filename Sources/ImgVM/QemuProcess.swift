@@ -11,6 +11,11 @@ import ImgSystem
 /// worth nothing), reaps qemu and removes the dir. The `Interruption` given gets qemu registered,
 /// so that its SIGTERM reaches qemu at once, and wins over qemu's own exit (`ending`).
 package struct QemuProcess: ~Copyable {
+    /// The qemu every VM here runs.
+    package static let program = "qemu-system-x86_64"
+    /// What a VM's error says when `program` is not in PATH.
+    package static let missingMessage = "\(program) was not found in PATH; install the Debian package qemu-system-x86."
+
     package enum Ending: Sendable, Equatable {
         /// qemu exited by itself: the guest powered off or rebooted (-no-reboot), or qemu failed.
         case exited(status: Int32)
