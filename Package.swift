@@ -1,8 +1,9 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers (see DESIGN.md): ImgFormats (pure bytes) and ImgSystem (kernel objects) know nothing of
-// each other; ImgKit composes them into workflows; the imgtool executable only parses arguments.
+// Layers (see DESIGN.md): ImgFormats (pure bytes) knows nothing of the kernel; ImgSystem (kernel
+// objects) reads bytes with it; ImgVM (throwaway qemu VMs) builds on both and knows nothing of GRUB;
+// ImgKit composes them into workflows; the imgtool executable only parses arguments.
 let package = Package(
     name: "imgtool",
     products: [
@@ -32,9 +33,13 @@ let package = Package(
             name: "ImgSystem",
             dependencies: ["ImgFormats", "CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", "CDevMapper", "CDevMapperShim",
                            .product(name: "Logging", package: "swift-log")]),
+        // Throwaway VMs: qemu's process, its QMP monitor, initramfs assembly, saved VMs, boot screens.
+        .target(
+            name: "ImgVM",
+            dependencies: ["ImgFormats", "ImgSystem", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "ImgKit",
-            dependencies: ["ImgFormats", "ImgSystem", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["ImgFormats", "ImgSystem", "ImgVM", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "imgtool",
             dependencies: ["ImgKit", .product(name: "Logging", package: "swift-log")]),
@@ -51,8 +56,11 @@ let package = Package(
             name: "ImgSystemTests",
             dependencies: ["ImgSystem", "ImgFormats", "TestSupport", "CDevMapper", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
+            name: "ImgVMTests",
+            dependencies: ["ImgVM", "ImgSystem", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(
             name: "ImgKitTests",
-            dependencies: ["ImgKit", "ImgFormats", "ImgSystem", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["ImgKit", "ImgFormats", "ImgSystem", "ImgVM", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         // The CLI's own table (@testable import of the executable) against the man page and the
         // completions it generates.
         // The CLI's integration tests: they run the imgtool executable as scripts do (and the

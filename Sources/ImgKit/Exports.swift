@@ -10,3 +10,11 @@
 @_exported import struct ImgFormats.SectorRange
 @_exported import struct ImgFormats.GUID
 @_exported import struct ImgFormats.PEImage
+// The throwaway VMs: `Isolation.vm` is an `IsolatedVM.Options` (whose machine and result's
+// accelerator are KernelVM's), verify's boot check a `QemuBoot` run with a `BootObservation`, which
+// `BootScreen` classifies. ImgVM's other parts are `package`: ImgKit's to use, not an embedder's.
+@_exported import enum ImgVM.IsolatedVM
+@_exported import enum ImgVM.KernelVM
+@_exported import enum ImgVM.QemuBoot
+@_exported import struct ImgVM.BootObservation
+@_exported import enum ImgVM.BootScreen

@@ -58,7 +58,7 @@ package func readSymbolicLink(_ path: String) throws(SystemError) -> String {
 /// Up to `limit` bytes of the file at `path` (its last ones with `fromEnd`); empty if it cannot be
 /// read. For logs and dumps of our own that may be missing or still growing. Wraps open(2),
 /// fstat(2), lseek(2) and read(2).
-func readFileBytes(_ path: String, limit: Int, fromEnd: Bool = false) -> [UInt8] {
+package func readFileBytes(_ path: String, limit: Int, fromEnd: Bool = false) -> [UInt8] {
     guard let file = try? FileHandle(path: path, flags: O_RDONLY),
           let size = try? Int(fileStatus(fd: file.fd, path: path).st_size) else { return [] }
     if fromEnd, size > limit {
@@ -70,6 +70,12 @@ func readFileBytes(_ path: String, limit: Int, fromEnd: Bool = false) -> [UInt8]
         try readFully(file.fd, into: buffer, path: path)
     }) ?? 0
     return Array(bytes[..<count])
+}
+
+/// Writes a whole new file, created exclusively with mode 0600. Wraps open(2) and write(2).
+package func writeNewFile(_ path: String, _ bytes: [UInt8]) throws(SystemError) {
+    let file = try FileHandle(path: path, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+    try writeFully(file.fd, bytes, path: path)
 }
 
 /// Reads into `buffer` until it is full or the file ends, through short reads and EINTR; at

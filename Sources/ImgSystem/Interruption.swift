@@ -30,7 +30,7 @@ public final class Interruption: Sendable {
     }
 
     /// Registers a child; if an interruption already came, the child is stopped at once. Wraps kill(2).
-    func register(child pid: pid_t) {
+    package func register(child pid: pid_t) {
         let already = state.withLock { s -> Bool in
             s.children.insert(pid)
             return s.signal != nil
@@ -38,7 +38,7 @@ public final class Interruption: Sendable {
         if already { bestEffort { kill(-pid, SIGTERM) } }
     }
 
-    func unregister(child pid: pid_t) {
+    package func unregister(child pid: pid_t) {
         _ = state.withLock { $0.children.remove(pid) }
     }
 }

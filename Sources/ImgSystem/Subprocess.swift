@@ -104,7 +104,7 @@ public enum Subprocess {
     /// signal mask, so that an `Interruption` can stop it and everything it starts, whatever the
     /// parent blocks. `redirect` sets up its file descriptors. `environment` nil inherits ours.
     /// Wraps posix_spawn(3).
-    static func spawnInOwnGroup(_ executable: String, _ arguments: [String], environment: [String]? = nil,
+    package static func spawnInOwnGroup(_ executable: String, _ arguments: [String], environment: [String]? = nil,
                                 redirect: (inout posix_spawn_file_actions_t) -> Void) throws(SystemError) -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -177,6 +177,6 @@ package func monotonicNow() -> Double {
 }
 
 /// A waitpid(2) status as a shell reports it: the exit code, or 128 + the signal that ended it.
-func exitCode(waitStatus status: Int32) -> Int32 {
+package func exitCode(waitStatus status: Int32) -> Int32 {
     (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
 }

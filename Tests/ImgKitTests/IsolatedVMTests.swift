@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 @testable import ImgKit
 import ImgSystem
+import ImgVM
 import Testing
 import TestSupport
 
@@ -239,7 +240,7 @@ final class IsolatedVMTests {
     /// deadline (the host's timeout plus a grace). Here the deadline is short and the host waits.
     @Test("an optional module the kernel lacks is left out; a required one is an error")
     func optionalModules() throws {
-        var initramfs = Initramfs(kernelRelease: try IsolatedVM.kernelRelease(try IsolatedVM.newestCloudKernel()))
+        var initramfs = Initramfs(kernelRelease: try CloudKernel.release(of: try CloudKernel.newest()))
         initramfs.optionalModules = ["loop", "imgtool_no_such_module"]
         let assembled = try initramfs.assemble()
         #expect(assembled.moduleLoadOrder.contains { $0.contains("/loop.ko") })
@@ -249,18 +250,18 @@ final class IsolatedVMTests {
 
     @Test("the guest powers itself off at its own deadline")
     func guestDeadline() throws {
-        let kernel = try IsolatedVM.newestCloudKernel()
-        var initramfs = Initramfs(kernelRelease: try IsolatedVM.kernelRelease(kernel))
-        initramfs.modules = ["virtio_pci"] + IsolatedVM.baseModules
+        let kernel = try CloudKernel.newest()
+        var initramfs = Initramfs(kernelRelease: try CloudKernel.release(of: kernel))
+        initramfs.modules = ["virtio_pci"] + GuestProtocol.baseModules
         let archive = try initramfs.assemble().archive
-        var c = KernelVM.Configuration(kernel: kernel, initrd: .bytes(archive), commandLine: IsolatedVM.commandLine(options))
-        c.outputPorts = [IsolatedVM.stdoutPort, IsolatedVM.stderrPort, IsolatedVM.statusPort]
-        c.inputPorts = [(IsolatedVM.commandPort, IsolatedVM.commandMessage(["sleep", "300"], deadline: 2))]
+        var c = KernelVM.Configuration(kernel: kernel, initrd: .bytes(archive), commandLine: GuestProtocol.kernelCommandLine(options.kernelArguments))
+        c.outputPorts = GuestProtocol.outputPorts
+        c.inputPorts = [(GuestProtocol.commandPort, GuestProtocol.commandMessage(["sleep", "300"], deadline: 2))]
         let outcome = try KernelVM.run(c, timeout: 60)
         #expect(outcome.ending == .exited(status: 0))
         #expect(outcome.seconds < 30)
         #expect(outcome.consoleTail(5).contains { $0.contains("the guest's deadline of 2 s passed") }, "\(outcome.consoleTail(5))")
-        #expect(outcome.ports[IsolatedVM.statusPort] == [])
+        #expect(outcome.ports[GuestProtocol.statusPort] == [])
     }
 
     @Test("an interruption stops the VM at once")
@@ -407,7 +408,7 @@ final class IsolatedVMTests {
             }
             #expect(commandStarted)
             // Resumed, not booted: /init said it was waiting before the VM was saved, not since.
-            #expect(!console.contains { $0.contains(IsolatedVM.waitingMarker) }, "\(console)")
+            #expect(!console.contains { $0.contains(GuestProtocol.waitingMarker) }, "\(console)")
         }
         #expect(monotonicNow() - started < 15)
         #expect(Self.leftovers() == [])

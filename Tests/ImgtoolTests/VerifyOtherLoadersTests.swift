@@ -291,26 +291,26 @@ struct VerifyOtherLoadersTests {
 
     @Test("the boot: prompt, with the configuration warning as its message")
     func prompt() {
-        let c = QemuBoot.classify(screen: ["SeaBIOS (version 1.16.2)", "Booting from Hard Disk...", "", banner,
+        let c = BootScreen.classify(screen: ["SeaBIOS (version 1.16.2)", "Booting from Hard Disk...", "", banner,
                                            "WARNING: No configuration file found", "boot: "])
         #expect(c?.outcome == .syslinuxPrompt)
         #expect(c?.message == "WARNING: No configuration file found")
         // LILO also prompts "boot:"; without a SYSLINUX banner it is not recognised.
-        #expect(QemuBoot.classify(screen: ["LILO 24.2", "boot: "]) == nil)
+        #expect(BootScreen.classify(screen: ["LILO 24.2", "boot: "]) == nil)
     }
 
     @Test("MBR errors win over SeaBIOS's give-up that follows them; a banner on the same row is cut off")
     func errors() {
-        let missing = QemuBoot.classify(screen: ["Booting from Hard Disk...", "Missing operating system.", "Booting from Floppy...",
+        let missing = BootScreen.classify(screen: ["Booting from Hard Disk...", "Missing operating system.", "Booting from Floppy...",
                                                  "Boot failed: could not read the boot disk", "", "No bootable device."])
         #expect(missing?.outcome == .syslinuxError)
         #expect(missing?.message == "Missing operating system.")
-        #expect(QemuBoot.classify(screen: ["Booting from Hard Disk...", "SYSLINUX 6.04 EDD Load error - Boot error"])?.message
+        #expect(BootScreen.classify(screen: ["Booting from Hard Disk...", "SYSLINUX 6.04 EDD Load error - Boot error"])?.message
                 == "Load error - Boot error")
-        #expect(QemuBoot.classify(screen: ["ISOLINUX 6.04 20200816 EHDDisolinux: Image checksum error, sorry..."])?.message
+        #expect(BootScreen.classify(screen: ["ISOLINUX 6.04 20200816 EHDDisolinux: Image checksum error, sorry..."])?.message
                 == "Image checksum error, sorry...")
         // A kernel that is not there sends SYSLINUX back to its prompt: the prompt, with the error.
-        let again = QemuBoot.classify(screen: [banner, "boot: linux", "Could not find kernel image: linux", "boot:"])
+        let again = BootScreen.classify(screen: [banner, "boot: linux", "Could not find kernel image: linux", "boot:"])
         #expect(again?.outcome == .syslinuxPrompt)
         #expect(again?.message == "Could not find kernel image: linux")
     }
@@ -320,7 +320,7 @@ struct VerifyOtherLoadersTests {
         let screen = ["", "          ┌────────────────────┐", "          │      imgtool       │",
                       "          ├────────────────────┤", "          │ Alpha              │", "          │ Beta               │",
                       "          │                    │", "          └────────────────────┘", "   Press [Tab] to edit options"]
-        let c = QemuBoot.classify(screen: screen)
+        let c = BootScreen.classify(screen: screen)
         #expect(c?.outcome == .syslinuxMenu)
         #expect(c?.menuEntries == ["Alpha", "Beta"])
     }

@@ -1,17 +1,18 @@
 import Glibc
+import ImgSystem
 
 /// A QMP connection to qemu over one end of a socketpair whose other end is qemu's stdin and
 /// stdout (`-chardev stdio,id=qmp,signal=off -mon chardev=qmp,mode=control`): no socket path to
 /// race for. One command at a time; each reply is one line.
-final class QemuMonitor {
-    enum Error: Swift.Error {
+package final class QemuMonitor {
+    package enum Error: Swift.Error {
         /// What went wrong, completing "qemu's QMP monitor ...".
         case monitor(String)
         case interrupted(signal: Int32)
     }
 
     /// qemu's arguments that put its monitor on stdin and stdout.
-    static let qemuArguments = ["-chardev", "stdio,id=qmp,signal=off", "-mon", "chardev=qmp,mode=control"]
+    package static let qemuArguments = ["-chardev", "stdio,id=qmp,signal=off", "-mon", "chardev=qmp,mode=control"]
 
     /// Our end; qemu's end is `qemuEnd` until the caller has passed it on and called `didSpawn`.
     let fd: Int32
@@ -44,7 +45,7 @@ final class QemuMonitor {
     }
 
     /// Reads the greeting and leaves QMP's negotiation mode.
-    func handshake(deadline: Double, interruption: Interruption?) throws(Error) {
+    package func handshake(deadline: Double, interruption: Interruption?) throws(Error) {
         let greeting = try readLine(deadline: deadline, interruption: interruption)
         guard greeting.hasPrefix("{\"QMP\"") else { throw .monitor("sent no greeting") }
         try command("{\"execute\":\"qmp_capabilities\"}", deadline: deadline, interruption: interruption)
@@ -52,7 +53,7 @@ final class QemuMonitor {
 
     /// Sends one command and returns its reply line, skipping asynchronous events.
     @discardableResult
-    func command(_ json: String, deadline: Double, interruption: Interruption?) throws(Error) -> String {
+    package func command(_ json: String, deadline: Double, interruption: Interruption?) throws(Error) -> String {
         let bytes = Array((json + "\n").utf8)
         var sent = 0
         while sent < bytes.count {
@@ -72,7 +73,7 @@ final class QemuMonitor {
 
     /// The string value of the first member `name` in a reply line, for flat values such as
     /// query-migrate's "status" (qemu writes `"name": "value"`, and these values have no escapes).
-    static func stringMember(_ name: String, in line: String) -> String? {
+    package static func stringMember(_ name: String, in line: String) -> String? {
         let bytes = Array(line.utf8), key = Array("\"\(name)\": \"".utf8)
         guard bytes.count >= key.count,
               let at = (0...(bytes.count - key.count)).first(where: { bytes[$0..<($0 + key.count)].elementsEqual(key) }) else { return nil }

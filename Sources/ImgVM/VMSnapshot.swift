@@ -13,17 +13,17 @@ import ImgSystem
 /// The guest loads its disk driver only after the command has arrived, so a resumed VM probes the
 /// image it is given, whatever size. About 150 MB for install-grub's VM; one per kind of VM,
 /// replaced when its files change.
-struct VMSnapshot {
-    let statePath: String
+package struct VMSnapshot {
+    package let statePath: String
     let manifestPath: String
-    let cache: String
+    let cache: VMCache
 
-    /// The snapshot for this VM, or nil if `configuration` cannot be saved (it carries fw_cfg files).
-    init?(cache: String, initramfs: Initramfs, configuration c: KernelVM.Configuration) {
+    /// The snapshot for the VM booted with `configuration` from `initramfs`, whose /init is
+    /// `initTemplate` but for its paths and module lines (those come from `initramfs`); nil if
+    /// `configuration` cannot be saved (it carries fw_cfg files).
+    package init?(cache: VMCache, initramfs: Initramfs, initTemplate: String, configuration c: KernelVM.Configuration) {
         guard c.firmwareFiles.isEmpty, let qemu = Subprocess.find(KernelVM.qemuProgram),
-              let qemuKey = IsolatedVM.fileKey(qemu), let kernelKey = IsolatedVM.fileKey(c.kernel) else { return nil }
-        let template = IsolatedVM.initScript(path: "", libraryPath: "", moduleLoading: [], deferredModuleLoading: [],
-                                             busybox: initramfs.busybox)
+              let qemuKey = VMCache.fileKey(qemu), let kernelKey = VMCache.fileKey(c.kernel) else { return nil }
         var description = [
             "format 1", "qemu \(qemuKey)", "kernel \(kernelKey)", "cmdline \(c.commandLine)", "machine \(c.machine.rawValue)",
             "cpu \(c.cpu ?? "")", "memory \(c.memoryMiB)", "accelerator \(c.accelerator.rawValue)",
@@ -31,16 +31,16 @@ struct VMSnapshot {
             "release \(initramfs.kernelRelease)", "busybox \(initramfs.busybox)", "executables \(initramfs.executables)",
             "directories \(initramfs.dataDirectories)", "files \(initramfs.dataFiles)", "modules \(initramfs.modules)",
             "optional \(initramfs.optionalModules)", "deferred \(initramfs.deferredModules)",
-            "init \(IsolatedVM.hexHash(template))",
+            "init \(VMCache.hexHash(initTemplate))",
         ]
         description.append("modules root \(initramfs.modulesRoot)")
-        let key = IsolatedVM.hexHash(description.joined(separator: "\n"))
+        let key = VMCache.hexHash(description.joined(separator: "\n"))
         self.cache = cache
-        statePath = "\(cache)/\(Self.prefix)\(key).state"
-        manifestPath = "\(cache)/\(Self.prefix)\(key).sources"
+        statePath = cache.path("\(Self.prefix)\(key).state")
+        manifestPath = cache.path("\(Self.prefix)\(key).sources")
     }
 
-    static let prefix = "vm-"
+    package static let prefix = "vm-"
     /// Saved VMs kept at most, the least recently used dropped first: each kind of VM (read-only
     /// commands, install-grub, install-grub with udevadm) of one imgtool has its own.
     static let maxSaved = 3
@@ -48,10 +48,10 @@ struct VMSnapshot {
     static let extraSources = ["/etc/ld.so.cache"]
     /// What a resumed VM gets as its initrd: qemu loads -initrd at start, and the saved guest
     /// already has its files; the kernel must stay (its option ROM is part of the saved machine).
-    static let placeholderInitrd: [UInt8] = { var cpio = CpioWriter(); return cpio.finish() }()
+    package static let placeholderInitrd: [UInt8] = { var cpio = CpioWriter(); return cpio.finish() }()
 
     /// Whether the state is there and every file it was made from is unchanged. Marks it used.
-    func isUsable() -> Bool {
+    package func isUsable() -> Bool {
         guard access(statePath, R_OK) == 0, Self.manifestValid(manifestPath) else { return false }
         utimensat(AT_FDCWD, manifestPath, nil, 0)  // now: the least recently used goes first
         return true
@@ -59,16 +59,16 @@ struct VMSnapshot {
 
     /// Writes the manifest for `sources` (before the state, which appears whole by rename), and
     /// drops other snapshots whose files changed. false: nothing can be written here.
-    func prepare(sources: [String]) -> Bool {
+    package func prepare(sources: [String]) -> Bool {
         let paths = sources + Self.extraSources
         guard let hash = Self.hash(paths) else { return false }
         // An older state under this key goes first: with the new manifest it would pass for current.
         unlink(statePath)
         removeStale()
-        return IsolatedVM.storeAtomically(Array(([hash] + paths).joined(separator: "\n").utf8), at: manifestPath)
+        return cache.store(Array(([hash] + paths).joined(separator: "\n").utf8), at: manifestPath)
     }
 
-    func remove() {
+    package func remove() {
         Self.remove(manifest: manifestPath)
     }
 
@@ -76,10 +76,10 @@ struct VMSnapshot {
     /// would never be used again. Also removes states without a manifest, temp files of saves whose
     /// process is gone, and the least recently used states beyond `maxSaved` (counting this one).
     func removeStale() {
-        let names = directoryEntries(cache).filter { $0.hasPrefix(Self.prefix) }
+        let names = cache.names(prefix: Self.prefix)
         var current: [(path: String, used: Int)] = []
         for name in names {
-            let path = "\(cache)/\(name)"
+            let path = cache.path(name)
             if name.hasSuffix(".sources") {
                 guard path != manifestPath else { continue }
                 var st = stat()
@@ -117,9 +117,9 @@ struct VMSnapshot {
     static func hash(_ paths: [String]) -> String? {
         var keys: [String] = []
         for path in paths {
-            guard let key = IsolatedVM.fileKey(path) else { return nil }
+            guard let key = VMCache.fileKey(path) else { return nil }
             keys.append(key)
         }
-        return IsolatedVM.hexHash(keys.joined(separator: "\n"))
+        return VMCache.hexHash(keys.joined(separator: "\n"))
     }
 }

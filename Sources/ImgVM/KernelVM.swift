@@ -1,18 +1,18 @@
 import Glibc
+import ImgSystem
 
 /// Boots a Linux kernel directly (qemu's -kernel, -initrd and -append) in a throwaway VM with disk
 /// images as virtio disks and named virtio-serial ports whose output lands in files, and waits until
 /// the guest powers off or reboots (-no-reboot makes both end qemu), or a deadline passes.
 ///
 /// Knows qemu, not what runs inside: the protocol spoken over the ports is the caller's. qemu runs
-/// in its own process group (`Subprocess.spawnInOwnGroup`), without network, default devices or a
-/// user config; its files (console, ports, qemu's stderr, the initrd and fw_cfg blobs when given as
-/// bytes) live in a private temp dir under $TMPDIR or /tmp, removed before `run` returns, whatever
-/// happened. On the deadline and on an `Interruption` the whole process group gets SIGKILL at once:
-/// a throwaway guest's state is worth nothing.
+/// as a `QemuProcess`, without network, default devices or a user config; its files (console,
+/// ports, qemu's stderr, the initrd and fw_cfg blobs when given as bytes) live in that process's
+/// private temp dir, removed before `run` returns, whatever happened. On the deadline and on an
+/// `Interruption` the whole process group gets SIGKILL at once.
 public enum KernelVM {
-    public static let qemuProgram = QemuBoot.qemuProgram
-    public static let temporaryPrefix = "imgtool-vm-"
+    package static let qemuProgram = QemuProcess.program
+    package static let temporaryPrefix = "imgtool-vm-"
 
     public enum Accelerator: String, Sendable, CaseIterable {
         case tcg, kvm
@@ -26,84 +26,84 @@ public enum KernelVM {
         var blockDevice: String { "virtio-blk-pci" }
         var serialBus: String { "virtio-serial-pci" }
         /// The guest driver for this machine's virtio transport.
-        public var virtioTransportModule: String { "virtio_pci" }
+        package var virtioTransportModule: String { "virtio_pci" }
     }
 
     /// A file the VM reads: a host file used in place, or bytes written into the private temp dir.
-    public enum FileSource: Sendable {
+    package enum FileSource: Sendable {
         case path(String)
         case bytes([UInt8])
     }
 
-    public struct Disk: Sendable {
-        public var path: String
+    package struct Disk: Sendable {
+        package var path: String
         /// qemu opens the file read-only and the guest sees a read-only disk (VIRTIO_BLK_F_RO).
-        public var readOnly: Bool
-        public init(path: String, readOnly: Bool) {
+        package var readOnly: Bool
+        package init(path: String, readOnly: Bool) {
             self.path = path
             self.readOnly = readOnly
         }
     }
 
-    public struct Configuration: Sendable {
-        public var kernel: String
-        public var initrd: FileSource
-        public var commandLine: String
+    package struct Configuration: Sendable {
+        package var kernel: String
+        package var initrd: FileSource
+        package var commandLine: String
         /// /dev/vda, /dev/vdb, ... in this order.
-        public var disks: [Disk] = []
+        package var disks: [Disk] = []
         /// Names of virtio-serial ports (guest → host), each captured byte for byte into a file.
         /// The guest finds them by name in /sys/class/virtio-ports/*/name.
-        public var outputPorts: [String] = []
+        package var outputPorts: [String] = []
         /// Host → guest virtio-serial ports: the guest reads `contents` from the port `name`, and
         /// then nothing more (a further read blocks). Each goes through a FIFO that holds all of it:
         /// at most `maxInputBytes`.
-        public var inputPorts: [(name: String, contents: [UInt8])] = []
+        package var inputPorts: [(name: String, contents: [UInt8])] = []
         /// Resume the VM saved in this file (by `saveState`, with this configuration but other disk
         /// files) instead of booting.
-        public var restoreState: String?
+        package var restoreState: String?
         /// Boot, and once the console shows `marker`, save the VM's state into `path` (whole or
         /// not at all), then fill the input ports and let it go on: the saved guest is one that
         /// waits for its input.
-        public var saveState: (path: String, marker: String)?
+        package var saveState: (path: String, marker: String)?
         /// fw_cfg files, visible in the guest (module qemu_fw_cfg) as
         /// /sys/firmware/qemu_fw_cfg/by_name/opt/imgtool/NAME/raw.
-        public var firmwareFiles: [(name: String, contents: FileSource)] = []
-        public var accelerator: Accelerator = .tcg
+        package var firmwareFiles: [(name: String, contents: FileSource)] = []
+        package var accelerator: Accelerator = .tcg
         /// qemu's -cpu; nil picks "host" under KVM and "qemu64,+rdrand" under TCG: qemu64 keeps
         /// TCG's work small, RDRAND lets the guest's RNG be ready at once (random.trust_cpu=on)
         /// instead of stalling the first getrandom() for about a second.
-        public var cpu: String?
-        public var machine: Machine = .q35
-        public var memoryMiB: Int = 256
+        package var cpu: String?
+        package var machine: Machine = .q35
+        package var memoryMiB: Int = 256
 
-        public init(kernel: String, initrd: FileSource, commandLine: String) {
+        package init(kernel: String, initrd: FileSource, commandLine: String) {
             self.kernel = kernel
             self.initrd = initrd
             self.commandLine = commandLine
         }
     }
 
-    public struct Outcome: Sendable {
-        public enum Ending: Sendable, Equatable {
+    package struct Outcome: Sendable {
+        package enum Ending: Sendable, Equatable {
             /// qemu exited by itself: the guest powered off or rebooted, or qemu failed.
             case exited(status: Int32)
             /// Killed at the deadline.
             case timedOut
         }
-        public let ending: Ending
+        package let ending: Ending
         /// What arrived on each output port, by name (possibly partial after a timeout).
-        public let ports: [String: [UInt8]]
+        package let ports: [String: [UInt8]]
         /// The last MiB of the serial console (ttyS0).
-        public let console: [UInt8]
+        package let console: [UInt8]
         /// qemu's own stderr, at most 4 KiB.
-        public let qemuErrors: String
+        package let qemuErrors: String
         /// From starting qemu to its end.
-        public let seconds: Double
+        package let seconds: Double
         /// With `saveState`: nil once the state was saved, else why it was not (the run went on).
-        public let stateNotSaved: String?
+        package let stateNotSaved: String?
 
         /// The last `count` non-empty console lines, control characters but tab dropped.
-        public func consoleTail(_ count: Int) -> [String] {
+        package func consoleTail(_ count: Int) -> [String] {
             let text = String(decoding: console, as: UTF8.self)
             // isNewline: a serial console ends lines with "\r\n", which is one Character.
             let lines = text.split(whereSeparator: { $0.isNewline }).map { line in
@@ -113,16 +113,16 @@ public enum KernelVM {
         }
     }
 
-    public enum Error: Swift.Error, CustomStringConvertible, Sendable, Equatable {
+    package enum Error: Swift.Error, CustomStringConvertible, Sendable, Equatable {
         case qemuMissing
         case kernelMissing(String)
         case system(SystemError)
         case interrupted(signal: Int32)
 
-        public var description: String {
+        package var description: String {
             switch self {
             case .qemuMissing:
-                return "\(KernelVM.qemuProgram) was not found in PATH; install the Debian package qemu-system-x86."
+                return QemuProcess.missingMessage
             case .kernelMissing(let path):
                 return "The VM's kernel \(path) cannot be read; install the Debian package linux-image-cloud-amd64."
             case .system(let e): return "Cannot run qemu: \(e.description)."
@@ -131,18 +131,16 @@ public enum KernelVM {
         }
     }
 
-    /// Boots `configuration` and waits for qemu to end, at most `timeout` seconds. Wraps posix_spawn(3),
-    /// waitpid(2) and kill(2).
-    public static func run(_ configuration: Configuration, timeout: Double,
+    /// Boots `configuration` and waits for qemu to end, at most `timeout` seconds.
+    package static func run(_ configuration: Configuration, timeout: Double,
                            interruption: Interruption? = nil) throws(Error) -> Outcome {
         guard let qemu = Subprocess.find(qemuProgram) else { throw .qemuMissing }
         guard access(configuration.kernel, R_OK) == 0 else { throw .kernelMissing(configuration.kernel) }
         if let signal = interruption?.signal { throw .interrupted(signal: signal) }
 
-        let dir: String
-        do { dir = try QemuBoot.makeTemporaryDirectory(prefix: temporaryPrefix) } catch { throw .system(error) }
-        defer { QemuBoot.removeTemporaryDirectory(dir) }
-
+        var process: QemuProcess
+        do { process = try QemuProcess(temporaryPrefix: temporaryPrefix, interruption: interruption) } catch { throw .system(error) }
+        let dir = process.directory
         var arguments: [String]
         do { arguments = try qemuArguments(qemu, configuration, dir: dir) } catch { throw .system(error) }
         let inputs: [Int32]
@@ -156,43 +154,21 @@ public enum KernelVM {
             do { state = try FileHandle(path: restore, flags: O_RDONLY) } catch { throw .system(error) }
             arguments += ["-incoming", "fd:\(stateDescriptor)"]
         }
-        var monitor: QemuMonitor?
-        if configuration.saveState != nil {
-            do { monitor = try QemuMonitor() } catch { throw .system(error) }
-            arguments += QemuMonitor.qemuArguments
-        }
+        if configuration.saveState != nil { arguments += QemuMonitor.qemuArguments }
 
         let started = monotonicNow()
-        let pid: pid_t
         do {
-            pid = try Subprocess.spawnInOwnGroup(qemu, arguments) { actions in
-                if let monitor {
-                    monitor.redirect(&actions)
-                } else {
-                    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-                    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-                }
-                posix_spawn_file_actions_addopen(&actions, 2, "\(dir)/qemu.err", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-                if let state { posix_spawn_file_actions_adddup2(&actions, state.fd, stateDescriptor) }
-            }
+            try process.start(arguments, monitor: configuration.saveState != nil,
+                              passing: state.map { [($0.fd, stateDescriptor)] } ?? [])
         } catch { throw .system(error) }
-        monitor?.didSpawn()
         state?.close()
-        interruption?.register(child: pid)
-        defer { interruption?.unregister(child: pid) }
 
-        var ending: Outcome.Ending?
+        let ending: QemuProcess.Ending
         var stateNotSaved: String? = configuration.saveState == nil ? nil : "the console never showed the marker"
         var savePending = configuration.saveState != nil
-        while ending == nil {
-            var status: Int32 = 0
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid {
-                ending = .exited(status: exitCode(waitStatus: status))
-                break
-            }
-            if r < 0 && errno != EINTR { ending = .exited(status: -1); break }
-            if savePending, let save = configuration.saveState, let monitor,
+        while true {
+            if let e = process.ending(deadline: started + timeout) { ending = e; break }
+            if savePending, let save = configuration.saveState, let monitor = process.monitor,
                contains(readFileBytes("\(dir)/console.log", limit: 1 << 20), Array(save.marker.utf8)) {
                 savePending = false
                 stateNotSaved = saveState(monitor, to: save.path, deadline: started + timeout, interruption: interruption)
@@ -200,31 +176,29 @@ public enum KernelVM {
                 // The guest was paused for the save (qemu's "postmigrate"); it runs on either way.
                 _ = try? monitor.command("{\"execute\":\"cont\"}", deadline: started + timeout, interruption: interruption)
             }
-            if interruption?.signal != nil || monotonicNow() >= started + timeout {
-                kill(-pid, SIGKILL)
-                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-                ending = .timedOut
-                break
-            }
             usleep(5_000)
         }
         let seconds = monotonicNow() - started
-        // Also when qemu was seen exiting first: the interruption's SIGTERM may be what ended it.
-        if let signal = interruption?.signal { throw .interrupted(signal: signal) }
+        let outcomeEnding: Outcome.Ending
+        switch ending {
+        case .interrupted(let signal): throw .interrupted(signal: signal)
+        case .exited(let status): outcomeEnding = .exited(status: status)
+        case .timedOut: outcomeEnding = .timedOut
+        }
 
         var ports: [String: [UInt8]] = [:]
         for (i, name) in configuration.outputPorts.enumerated() {
             ports[name] = readFileBytes("\(dir)/port\(i)", limit: Int.max)
         }
-        let errors = String(decoding: readFileBytes("\(dir)/qemu.err", limit: 4096), as: UTF8.self)
-        return Outcome(ending: ending!, ports: ports, console: readFileBytes("\(dir)/console.log", limit: 1 << 20, fromEnd: true),
-                       qemuErrors: errors, seconds: seconds, stateNotSaved: stateNotSaved)
+        return Outcome(ending: outcomeEnding, ports: ports,
+                       console: readFileBytes("\(dir)/console.log", limit: 1 << 20, fromEnd: true),
+                       qemuErrors: process.errorOutput(limit: 4096), seconds: seconds, stateNotSaved: stateNotSaved)
     }
 
     /// The descriptor qemu reads a saved state from (`-incoming fd:3`).
     static let stateDescriptor: Int32 = 3
     /// What an input port can carry: the FIFO's buffer, grown with F_SETPIPE_SZ, holds all of it.
-    public static let maxInputBytes = 1 << 20
+    package static let maxInputBytes = 1 << 20
 
     /// Makes each input port's FIFOs (qemu's pipe chardev opens NAME.in and NAME.out) and opens
     /// NAME.in read-write, so it lives before qemu opens it and after the guest has read it.
@@ -302,7 +276,7 @@ public enum KernelVM {
 
     /// Whether /dev/kvm can be opened read-write and speaks KVM API version 12. Says nothing about
     /// whether a guest then runs: only a trial boot tells that. Wraps open(2) and ioctl(KVM_GET_API_VERSION).
-    public static func kvmDeviceAvailable() -> Bool {
+    package static func kvmDeviceAvailable() -> Bool {
         let fd = open("/dev/kvm", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -318,7 +292,7 @@ public enum KernelVM {
             case .path(let p): return p
             case .bytes(let b):
                 let path = "\(dir)/\(name)"
-                try writeFile(path, b)
+                try writeNewFile(path, b)
                 return path
             }
         }
@@ -361,13 +335,6 @@ public enum KernelVM {
         var out = ""
         for c in s { if c == "," { out += ",," } else { out.append(c) } }
         return out
-    }
-
-    /// Writes a whole file, created exclusively with mode 0600. Wraps open(2) and write(2).
-    public static func writeFile(_ path: String, _ bytes: [UInt8]) throws(SystemError) {
-        let fd = try systemCall("open", on: path) { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
-        defer { close(fd) }
-        try writeFully(fd, bytes, path: path)
     }
 
 }

@@ -1,7 +1,7 @@
 /// The screen a serial console draws: OVMF's text console (and GRUB's EFI console through it) paints
 /// with ANSI cursor addressing, not line by line, so the bytes are replayed on a grid to get rows
 /// comparable with the VGA text buffer's.
-extension QemuBoot {
+extension BootScreen {
     /// Large enough for OVMF's 100x31 serial mode; rows beyond are scrolled off.
     static let terminalSize = (columns: 160, rows: 50)
 

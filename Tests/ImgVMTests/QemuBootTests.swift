@@ -1,70 +1,9 @@
+import Foundation
 import Glibc
 import ImgSystem
+import ImgVM
 import Testing
 import TestSupport
-
-/// Screen decoding and classification on bytes: no root, no qemu.
-@Suite struct QemuBootTestsOnBytes {
-    /// An 80x25 text buffer with `rows` written from the top, attribute 0x07.
-    func buffer(_ rows: [[UInt8]]) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: 4000)
-        for (r, row) in rows.enumerated() {
-            for (c, ch) in row.prefix(80).enumerated() { bytes[(r * 80 + c) * 2] = ch; bytes[(r * 80 + c) * 2 + 1] = 7 }
-        }
-        return bytes
-    }
-
-    @Test("CP437 box drawing and arrows decode; control bytes become glyphs, never controls")
-    func decodes() {
-        let frame: [UInt8] = [0x20, 0xDA, 0xC4, 0xC4, 0xBF]
-        let screen = QemuBoot.decodeTextBuffer(buffer([frame, [0x18, 0x20, 0x19, 0x1B, 0x0A, 0x0D, 0x00, 0x20]]))
-        #expect(screen.count == 25)
-        #expect(screen[0] == " ┌──┐")
-        #expect(screen[1] == "↑ ↓←◙♪")  // the trailing NUL and space are trimmed
-        #expect(screen[2] == "")
-        let all = QemuBoot.decodeTextBuffer(buffer([Array(0...79), Array(80...159), Array(160...239), Array(240...255)]))
-        #expect(all.joined().unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value != 0x7F })
-        #expect(all[0].count == 80 && all[1].count == 80 && all[2].count == 80)
-    }
-
-    @Test("a buffer of the wrong size is a blank screen, random bytes never crash")
-    func distrusts() {
-        #expect(QemuBoot.decodeTextBuffer([0x41, 7]) == Array(repeating: "", count: 25))
-        #expect(QemuBoot.decodeTextBuffer([]) == Array(repeating: "", count: 25))
-        for seed in 1...20 as ClosedRange<UInt64> {
-            let screen = QemuBoot.decodeTextBuffer(pseudoRandomBytes(count: 4000, seed: seed))
-            #expect(screen.count == 25)
-            _ = QemuBoot.classify(screen: screen)
-        }
-        #expect(QemuBoot.classify(screen: []) == nil)
-        #expect(QemuBoot.classify(screen: ["┌", "└┘", "┐"]) == nil)
-        #expect(QemuBoot.classify(screen: [" ┌──┐", " │*A", " └──┘"]) == nil)
-    }
-
-    @Test("GRUB's menu, prompts, errors and SeaBIOS's give-up are told apart")
-    func classifies() {
-        let menu = ["", "  GNU GRUB  version 2.06", " ┌────────────┐", " │*Alpha      │", " │ Beta ↓     │",
-                    " │            │", " └────────────┘", "   Use the ↑ and ↓ keys"]
-        #expect(QemuBoot.classify(screen: menu)?.outcome == .grubMenu)
-        #expect(QemuBoot.classify(screen: menu)?.menuEntries == ["Alpha", "Beta"])
-        #expect(QemuBoot.classify(screen: ["GNU GRUB", "", "grub> ls"])?.outcome == .grubPrompt)
-        let rescue = QemuBoot.classify(screen: ["error: file `/boot/grub/i386-pc/normal.mod' not found.",
-                                                "Entering rescue mode...", "grub rescue> "])
-        #expect(rescue?.outcome == .grubRescue)
-        #expect(rescue?.message == "error: file `/boot/grub/i386-pc/normal.mod' not found.")
-        #expect(QemuBoot.classify(screen: ["error: no such device: x.", "", "Press any key to continue..."])?.outcome == .grubError)
-        let seabios = QemuBoot.classify(screen: ["SeaBIOS", "Boot failed: not a bootable disk", "",
-                                                 "No bootable device.  Retrying in 60 seconds."])
-        #expect(seabios?.outcome == .noBootableDevice)
-        #expect(seabios?.message == "No bootable device.  Retrying in 60 seconds.")
-        #expect(QemuBoot.classify(screen: ["SeaBIOS (version 1.16)", "Booting from Hard Disk..."]) == nil)
-    }
-
-    @Test("a missing qemu is reported with the Debian package to install")
-    func missingQemuMessage() {
-        #expect(QemuBoot.Error.qemuMissing.description.contains("qemu-system-x86"))
-    }
-}
 
 /// Real boots under qemu (TCG) of images built with grub-install directly, not imgtool's code.
 @Suite(.serialized, .enabled(if: kernelTestsBlocked == nil && commandExists("qemu-system-x86_64")
@@ -226,6 +165,11 @@ struct QemuBootTests {
         let interruption = Interruption()
         interruption.interrupt(signal: SIGTERM)
         #expect(throws: QemuBoot.Error.interrupted(signal: SIGTERM)) { try observe(image, interruption: interruption) }
+    }
+
+    @Test("a missing qemu is reported with the Debian package to install")
+    func missingQemuMessage() {
+        #expect(QemuBoot.Error.qemuMissing.description.contains("qemu-system-x86"))
     }
 
     @Test("an unreadable image is an error naming it, before qemu starts")

@@ -13,44 +13,44 @@ import ImgSystem
 /// kernel can decompress modules (Debian 12's cloud kernel cannot: CONFIG_MODULE_DECOMPRESS is off).
 ///
 /// The /init it generates is command-independent (the command arrives on a virtio-serial port), so
-/// one archive serves every run with the same inputs; `IsolatedVM` describes the protocol.
-public struct Initramfs: Sendable {
+/// one archive serves every run with the same inputs; `GuestProtocol` describes the protocol.
+package struct Initramfs: Sendable {
     /// The guest kernel's release: modules come from `modulesRoot`/`kernelRelease`.
-    public var kernelRelease: String
-    public var busybox = "/bin/busybox"
+    package var kernelRelease: String
+    package var busybox = "/bin/busybox"
     /// Host executables to include with their libraries.
-    public var executables: [String] = []
+    package var executables: [String] = []
     /// Host directories to include recursively (regular files, directories, symlinks as symlinks).
-    public var dataDirectories: [String] = []
+    package var dataDirectories: [String] = []
     /// Single host files to include at their paths (e.g. one package's message catalogues).
-    public var dataFiles: [String] = []
+    package var dataFiles: [String] = []
     /// Module names as modprobe takes them (`virtio_blk`, `dm_mod`, `vfat`); built-in ones are skipped.
-    public var modules: [String] = []
+    package var modules: [String] = []
     /// Modules loaded when the kernel has them and left out when it does not.
-    public var optionalModules: [String] = []
-    /// Modules /init loads only once the command has arrived (`IsolatedVM.diskModules`).
-    public var deferredModules: [String] = []
-    public var modulesRoot = "/lib/modules"
+    package var optionalModules: [String] = []
+    /// Modules /init loads only once the command has arrived (`GuestProtocol.diskModules`).
+    package var deferredModules: [String] = []
+    package var modulesRoot = "/lib/modules"
 
-    public init(kernelRelease: String) {
+    package init(kernelRelease: String) {
         self.kernelRelease = kernelRelease
     }
 
     /// The assembled archive and what went into it.
-    public struct Assembled: Sendable {
-        /// The newc cpio, uncompressed (see `IsolatedVM`'s notes on why).
-        public let archive: [UInt8]
+    package struct Assembled: Sendable {
+        /// The newc cpio, uncompressed.
+        package let archive: [UInt8]
         /// Module files in load order, as /init loads them.
-        public let moduleLoadOrder: [String]
+        package let moduleLoadOrder: [String]
         /// Directories of the included libraries: the guest's LD_LIBRARY_PATH (there is no ld.so.cache).
-        public let libraryDirectories: [String]
+        package let libraryDirectories: [String]
         /// Every host file read and directory listed, for cache keys.
-        public let sources: [String]
+        package let sources: [String]
     }
 
     /// Busybox applets the generated /init and a shell command are likely to need; only those the
     /// host's busybox has get a symlink in /bin.
-    public static let applets = [
+    package static let applets = [
         "sh", "ash", "mount", "umount", "insmod", "lsmod", "mkdir", "cat", "echo", "ln", "ls", "sleep", "usleep",
         "sync", "reboot", "poweroff", "true", "false", "test", "[", "dd", "head", "tail", "grep", "sed", "rm", "cp",
         "mv", "chmod", "env", "printf", "od", "hexdump", "xxd", "stat", "readlink", "find", "blockdev", "losetup",
@@ -60,7 +60,7 @@ public struct Initramfs: Sendable {
     /// The guest directories on PATH after the included executables' own.
     static let basePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-    public func assemble() throws(IsolatedVM.Error) -> Assembled {
+    package func assemble() throws(IsolatedVM.Error) -> Assembled {
         var cpio = CpioWriter()
         var sources: [String] = []
         do {
@@ -111,14 +111,14 @@ public struct Initramfs: Sendable {
             for (path, options) in dependencies where !loadOrder.contains(path) {
                 loadOrder.append(path)
                 let stored = try addModule(path, to: &cpio, sources: &sources)
-                let line = (["insmod", stored] + options).map(IsolatedVM.shellQuote).joined(separator: " ")
-                    + " || say \(IsolatedVM.shellQuote("insmod \(stored) failed"))"
+                let line = (["insmod", stored] + options).map(GuestProtocol.shellQuote).joined(separator: " ")
+                    + " || say \(GuestProtocol.shellQuote("insmod \(stored) failed"))"
                 if deferredModules.contains(module) { deferredLoadLines.append(line) } else { loadLines.append(line) }
             }
         }
 
         let path = (executableDirectories + [Self.basePath]).joined(separator: ":")
-        let script = IsolatedVM.initScript(path: path, libraryPath: libraryDirectories.joined(separator: ":"),
+        let script = GuestProtocol.initScript(path: path, libraryPath: libraryDirectories.joined(separator: ":"),
                                            moduleLoading: loadLines, deferredModuleLoading: deferredLoadLines, busybox: busybox)
         do { try cpio.addFile("init", data: Array(script.utf8), mode: 0o755) } catch { throw .initramfs(error.description) }
         return Assembled(archive: cpio.finish(), moduleLoadOrder: loadOrder, libraryDirectories: libraryDirectories,
@@ -203,22 +203,9 @@ public struct Initramfs: Sendable {
         return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
-    /// A whole file. Wraps open(2) and read(2).
+    /// A whole file, its failure as ours.
     static func readWholeFile(_ path: String) throws(IsolatedVM.Error) -> [UInt8] {
-        let file: FileHandle
-        do { file = try FileHandle(path: path, flags: O_RDONLY) } catch { throw .system(error) }
-        var st = stat()
-        guard fstat(file.fd, &st) == 0 else { throw .system(SystemError("fstat", on: path, errno: errno)) }
-        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-        var count = 0
-        while count < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { read(file.fd, $0.baseAddress! + count, $0.count - count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw .system(SystemError("read", on: path, errno: errno)) }
-            if n == 0 { break }
-            count += n
-        }
-        return count == bytes.count ? bytes : Array(bytes[..<count])
+        do { return try readFile(path) } catch { throw .system(error) }
     }
 
     // MARK: Asking the host's tools
