@@ -94,6 +94,8 @@ test: deps-test
 	@# An embedder's package (Examples/installer), built as a user's package would be and run.
 	SWIFT=$(SWIFT) Examples/test.sh
 	$(MAKE) docs
+	@# Every public symbol of the library targets has a doc comment (from the compiler's symbol graph).
+	SWIFT=$(SWIFT) Scripts/check-doc-comments.py
 	@# After the suite, asked of the kernel: no loop device over a test image, no mount of ours;
 	@# and no scratch directory (Scratch, which holds the test images, is not under TMPDIR).
 	@if losetup -l -n -O NAME,BACK-FILE | grep -F /tmp/imgtool-test-; then echo "loop devices left behind" >&2; exit 1; fi

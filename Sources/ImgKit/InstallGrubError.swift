@@ -86,7 +86,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
              .subprocess, .other, .isolatedResultUnreadable, .grubToolFailed, .cleanupFailed:
             return .failure
         case .interrupted: return .failure
-        case .isolation(let e): return ExitStatus(rawValue: e.exitCode) ?? .failure
+        case .isolation(let e): return e.exitStatus
         case .isolated(let status, _): return ExitStatus(rawValue: status) ?? .failure
         }
     }

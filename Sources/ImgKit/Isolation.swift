@@ -29,6 +29,8 @@ public struct Isolation: Sendable {
     public var kernel: String?
     /// Bound on the whole run: boot, command, power-off.
     public var timeout: Double
+    /// The VM's own options (accelerator, memory, cache, interruption), before the purpose adds
+    /// what the command needs.
     public var vm: IsolatedVM.Options
     /// The strategy install-grub is asked for in the guest, if any: udevadm goes into the VM only
     /// for those that need it (partscan, blkpg). The guest's image is its virtio disk, whose
@@ -36,6 +38,7 @@ public struct Isolation: Sendable {
     /// grub-install ran udevadm six times, 0.5 s under TCG.
     public var installStrategy: InstallGrub.Strategy?
 
+    /// An isolation with the default VM; `interruption` stops it (an install passes its own).
     public init(kernel: String? = nil, timeout: Double = IsolatedVM.defaultTimeout, executable: String? = nil,
                 interruption: Interruption? = nil) {
         self.kernel = kernel
@@ -132,16 +135,21 @@ public struct Isolation: Sendable {
     }
 }
 
-extension IsolatedVM.Error {
-    /// The exit code of a command that could not run isolated, as for a local run's failures.
-    public var exitCode: Int32 {
+extension IsolatedVM.Error: ImgKitError {
+    /// The kind of failure of a command that could not run isolated, as for a local run's failures.
+    public var exitStatus: ExitStatus {
         switch self {
         case .kernelMissing, .modulesMissing, .moduleMissing, .busyboxMissing, .executableMissing, .libraryMissing,
              .toolMissing, .qemuMissing:
-            return ExitStatus.unavailable.rawValue
-        case .image: return ExitStatus.noInput.rawValue
-        case .interrupted(let signal): return 128 + signal
-        case .initramfs, .emptyCommand, .qemuFailed, .noStatus, .timedOut, .system: return ExitStatus.failure.rawValue
+            return .unavailable
+        case .image: return .noInput
+        case .initramfs, .emptyCommand, .qemuFailed, .noStatus, .timedOut, .system, .interrupted: return .failure
         }
+    }
+
+    /// `exitStatus`, or 128 + the signal after an interruption.
+    public var exitCode: Int32 {
+        if case .interrupted(let signal) = self { return 128 + signal }
+        return exitStatus.rawValue
     }
 }

@@ -1,12 +1,26 @@
 /// What a disk image showed on its screen when booted in a throwaway VM.
 public struct BootObservation: Sendable, Equatable {
+    /// What the screen showed, classified.
     public enum Outcome: String, Sendable {
-        case grubMenu, grubPrompt, grubRescue, grubError
+        /// GRUB's menu: the image boots as far as its grub.cfg.
+        case grubMenu
+        /// GRUB's `grub>` command line: GRUB runs but found no grub.cfg.
+        case grubPrompt
+        /// `grub rescue>`: GRUB could not load its normal module (a wrong prefix, a missing module).
+        case grubRescue
+        /// GRUB printed an error and stopped.
+        case grubError
         /// SYSLINUX, EXTLINUX or ISOLINUX: menu.c32's menu, the boot: prompt, or one of the messages
         /// its MBRs, boot sector and core print when they stop.
         case syslinuxMenu, syslinuxPrompt, syslinuxError
-        case noBootableDevice, timeout, other
+        /// The firmware found nothing to boot (SeaBIOS's message, or OVMF falling back to its shell).
+        case noBootableDevice
+        /// Nothing recognisable appeared within the time allowed.
+        case timeout
+        /// The screen settled on something imgtool does not classify.
+        case other
     }
+    /// What the screen showed.
     public let outcome: Outcome
     /// The 80x25 VGA text screen as last observed, one string a row, trailing spaces trimmed.
     public let screen: [String]
@@ -18,6 +32,7 @@ public struct BootObservation: Sendable, Equatable {
     /// From starting qemu to the observation.
     public let seconds: Double
 
+    /// An observation, for tests and callers that classify screens of their own.
     public init(outcome: Outcome, screen: [String], menuEntries: [String], message: String?, seconds: Double) {
         self.outcome = outcome
         self.screen = screen
@@ -38,8 +53,11 @@ public enum BootScreen {
 
     /// What a screen shows, if it is a state worth reporting.
     public struct Classification: Sendable, Equatable {
+        /// What the screen shows.
         public let outcome: BootObservation.Outcome
+        /// For `.grubMenu` and `.syslinuxMenu`: the entry titles as shown.
         public let menuEntries: [String]
+        /// The error or warning line, when the screen shows one.
         public let message: String?
     }
 

@@ -22,10 +22,14 @@ import Logging
 /// and resumed by later runs (`VMSnapshot`). Timeouts and an `Interruption` kill qemu's process
 /// group; its temp dir goes in every case (`QemuProcess`).
 public enum IsolatedVM {
+    /// Seconds a run may take by default: boot (or resume), the command, power-off.
     public static let defaultTimeout = 60.0
 
+    /// What the command did inside the VM.
     public struct Result: Sendable {
+        /// The command's standard output, exactly.
         public let stdout: [UInt8]
+        /// The command's standard error, exactly.
         public let stderr: [UInt8]
         /// The command's exit status, or 128 + the signal that ended it.
         public let status: Int32
@@ -33,16 +37,13 @@ public enum IsolatedVM {
         public let seconds: Double
         /// Of that, qemu's lifetime.
         public let vmSeconds: Double
+        /// What qemu ran the guest with.
         public let accelerator: KernelVM.Accelerator
         /// Whether the VM was resumed from a saved state (`VMSnapshot`) rather than booted.
         public var resumed = false
     }
 
-    public enum Accelerator: String, Sendable {
-        /// KVM if a trial boot under it worked on this host (the verdict is cached), else TCG.
-        case automatic, tcg, kvm
-    }
-
+    /// What goes into the VM besides the command, and how qemu runs it.
     public struct Options: Sendable {
         /// Host executables to include besides the command's own (its first word, when an absolute
         /// path on the host; otherwise it is looked up in the guest's PATH, where busybox applets are).
@@ -55,10 +56,13 @@ public enum IsolatedVM {
         public var modules: [String] = []
         /// Modules to load when the guest kernel has them, and to leave out when it does not.
         public var optionalModules: [String] = []
-        public var accelerator: Accelerator = .automatic
+        /// nil: KVM if a trial boot under it worked on this host (the verdict is cached), else TCG.
+        public var accelerator: KernelVM.Accelerator?
+        /// The board qemu emulates.
         public var machine: KernelVM.Machine = .q35
         /// qemu's -cpu; nil: "host" under KVM, "qemu64,+rdrand" under TCG (see `KernelVM.Configuration`).
         public var cpu: String?
+        /// The guest's memory in MiB.
         public var memoryMiB = 256
         /// Where extracted kernels, KVM verdicts and assembled initramfs archives are kept; nil keeps
         /// nothing (every run then boots the compressed kernel and takes no KVM trial).
@@ -70,23 +74,39 @@ public enum IsolatedVM {
         public var snapshots = true
         /// Added to the kernel command line.
         public var kernelArguments: [String] = []
+        /// Stops the VM (qemu's process group is killed) and makes `run` throw `.interrupted`.
         public var interruption: Interruption?
+        /// A static busybox: the guest's shell and tools (Debian package busybox-static).
         public var busybox = "/bin/busybox"
 
+        /// The defaults: nothing extra in the VM, automatic accelerator, q35, 256 MiB, the cache.
         public init() {}
     }
 
+    /// Why the command could not run in a VM, or the VM did not finish. `description` names the
+    /// Debian package to install where something is missing.
     public enum Error: Swift.Error, CustomStringConvertible, Sendable, Equatable {
+        /// No guest kernel: which one was looked for.
         case kernelMissing(String)
+        /// The kernel's modules directory is missing.
         case modulesMissing(release: String)
+        /// A module the VM needs is not among the kernel's.
         case moduleMissing(module: String, release: String, detail: String)
+        /// busybox (static) is missing: the path looked at.
         case busyboxMissing(String)
+        /// A host executable to copy into the VM is missing: the path.
         case executableMissing(String)
+        /// A shared library an executable needs cannot be found on the host.
         case libraryMissing(executable: String, library: String)
+        /// A host tool imgtool runs is missing, with the Debian package that has it.
         case toolMissing(tool: String, package: String)
+        /// qemu-system-x86_64 is not installed.
         case qemuMissing
+        /// The image cannot be opened for qemu.
         case image(SystemError)
+        /// The initramfs could not be assembled: why.
         case initramfs(String)
+        /// `run` was given no command.
         case emptyCommand
         /// qemu ended before the guest printed anything: its complaint.
         case qemuFailed(status: Int32, stderr: String)
@@ -95,7 +115,9 @@ public enum IsolatedVM {
         /// Killed after `seconds`; `commandStarted` tells a VM that never came up from a command that
         /// did not finish. `console` is the console's last lines.
         case timedOut(seconds: Double, commandStarted: Bool, console: [String])
+        /// An `Interruption` stopped the VM.
         case interrupted(signal: Int32)
+        /// A host system call failed.
         case system(SystemError)
 
         public var description: String {

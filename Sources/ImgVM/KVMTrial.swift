@@ -12,16 +12,12 @@ package enum KVMTrial {
     /// Verdicts in the cache: kvm-KEY, holding "usable" or "unusable".
     static let verdictPrefix = "kvm-"
 
-    /// The accelerator for `requested`; `.automatic` takes the cached verdict, or a trial boot of
-    /// `configuration` (no disk, the command `true`, the initramfs `archive`) under KVM.
-    package static func choose(_ requested: IsolatedVM.Accelerator, configuration: KernelVM.Configuration,
+    /// The accelerator for `requested`; nil (automatic) takes the cached verdict, or a trial boot
+    /// of `configuration` (no disk, the command `true`, the initramfs `archive`) under KVM.
+    package static func choose(_ requested: KernelVM.Accelerator?, configuration: KernelVM.Configuration,
                                archive: () throws(IsolatedVM.Error) -> [UInt8], kernel: String, cache: VMCache?,
                                interruption: Interruption?, logger: Logger) throws(IsolatedVM.Error) -> KernelVM.Accelerator {
-        switch requested {
-        case .tcg: return .tcg
-        case .kvm: return .kvm
-        case .automatic: break
-        }
+        if let requested { return requested }
         guard KernelVM.kvmDeviceAvailable(), let cache, let qemu = Subprocess.find(KernelVM.qemuProgram),
               let qemuKey = VMCache.fileKey(qemu), let kernelKey = VMCache.fileKey(kernel) else { return .tcg }
         var u = utsname()

@@ -14,15 +14,22 @@ public enum KernelVM {
     package static let qemuProgram = QemuProcess.program
     package static let temporaryPrefix = "imgtool-vm-"
 
+    /// How qemu runs the guest's CPU.
     public enum Accelerator: String, Sendable, CaseIterable {
-        case tcg, kvm
+        /// qemu's software emulation: works everywhere, slower.
+        case tcg
+        /// The host kernel's KVM: fast where /dev/kvm works for the guest.
+        case kvm
     }
 
     /// The board; both put virtio on PCI. (microvm, with virtio-mmio, was tried and left out: under
     /// TCG it has no HPET or ACPI PM timer to calibrate the TSC against, and the guest hung in 4 of
     /// 5 boots on the CI machine.)
     public enum Machine: String, Sendable, CaseIterable {
-        case q35, pc
+        /// The Q35 chipset with PCIe (what OVMF and modern guests expect).
+        case q35
+        /// The i440FX PC.
+        case pc
         var blockDevice: String { "virtio-blk-pci" }
         var serialBus: String { "virtio-serial-pci" }
         /// The guest driver for this machine's virtio transport.

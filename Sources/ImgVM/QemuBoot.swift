@@ -12,7 +12,10 @@ public enum QemuBoot {
 
     /// What the VM boots with: SeaBIOS (qemu's default), or OVMF for UEFI images.
     public enum Firmware: String, Sendable, CaseIterable {
-        case bios, efi
+        /// SeaBIOS: the boot code in sector 0.
+        case bios
+        /// OVMF: \EFI\BOOT\BOOTX64.EFI on the EFI system partition.
+        case efi
     }
     /// Debian's OVMF build (package ovmf): the code, read-only, and a template of its variable store,
     /// of which each boot gets a private copy.
@@ -22,15 +25,22 @@ public enum QemuBoot {
     package static let temporaryPrefix = "imgtool-qemu-"
     static let pollInterval = 0.15
 
+    /// Why the image could not be booted and watched. `description` names the Debian package to
+    /// install where something is missing.
     public enum Error: Swift.Error, CustomStringConvertible, Sendable, Equatable {
+        /// qemu-system-x86_64 is not installed.
         case qemuMissing
         /// OVMF's firmware files are not installed.
         case firmwareMissing(String)
+        /// The image cannot be opened for qemu.
         case image(SystemError)
+        /// A host system call failed.
         case system(SystemError)
         /// qemu exited before the guest showed anything; `stderr` is its (truncated) complaint.
         case qemuFailed(status: Int32, stderr: String)
+        /// qemu's QMP monitor failed: what it said.
         case monitor(String)
+        /// An `Interruption` stopped the boot.
         case interrupted(signal: Int32)
 
         public var description: String {
