@@ -30,7 +30,7 @@ package func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) t
 
 /// The names in a directory, without "." and "..", in the order the filesystem gives them.
 /// Wraps opendir(3) and readdir(3).
-func listDirectory(_ path: String) throws(SystemError) -> [String] {
+package func listDirectory(_ path: String) throws(SystemError) -> [String] {
     let dir = try systemCall("opendir", on: path, failed: { $0 == nil }) { opendir(path) }!
     // Not through bestEffort: closedir frees the DIR whatever it returns, so it is never retried.
     defer { _ = closedir(dir) }

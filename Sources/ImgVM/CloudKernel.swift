@@ -15,13 +15,8 @@ package enum CloudKernel {
 
     /// The newest /boot/vmlinuz-*-cloud-amd64, by version.
     package static func newest() throws(IsolatedVM.Error) -> String {
-        guard let d = opendir("/boot") else { throw .kernelMissing("/boot cannot be read") }
-        var found: [String] = []
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name.hasPrefix(pattern.prefix), name.hasSuffix(pattern.suffix) { found.append(name) }
-        }
-        closedir(d)
+        guard let names = try? listDirectory("/boot") else { throw .kernelMissing("/boot cannot be read") }
+        let found = names.filter { $0.hasPrefix(pattern.prefix) && $0.hasSuffix(pattern.suffix) }
         guard let newest = found.max(by: { versionLess($0, $1) }) else {
             throw .kernelMissing("no /boot/\(pattern.prefix)*\(pattern.suffix)")
         }

@@ -147,13 +147,8 @@ package struct Initramfs: Sendable {
             guard stat(dir, &st) == 0 else { throw .system(SystemError("stat", on: dir, errno: errno)) }
             do { try cpio.addDirectory(dir, mode: UInt32(st.st_mode) & 0o7777) } catch { throw .initramfs(error.description) }
             sources.append(dir)  // its change time moves when an entry comes or goes
-            guard let d = opendir(dir) else { throw .system(SystemError("opendir", on: dir, errno: errno)) }
-            var names: [String] = []
-            while let e = readdir(d) {
-                let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-                if name != "." && name != ".." { names.append(name) }
-            }
-            closedir(d)
+            let names: [String]
+            do { names = try listDirectory(dir) } catch { throw .system(error) }
             for name in names.sorted() {  // sorted: the archive does not depend on readdir order
                 let path = dir == "/" ? "/\(name)" : "\(dir)/\(name)"
                 guard lstat(path, &st) == 0 else { throw .system(SystemError("lstat", on: path, errno: errno)) }

@@ -1,4 +1,5 @@
 import Glibc
+import ImgSystem
 import Testing
 import TestSupport
 
@@ -106,12 +107,6 @@ struct LinuxKernelImageTests {
     }
 
     static let cloudKernel: String? = {
-        guard let d = opendir("/boot") else { return nil }
-        defer { closedir(d) }
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name.hasPrefix("vmlinuz-"), name.hasSuffix("-cloud-amd64") { return "/boot/\(name)" }
-        }
-        return nil
+        directoryEntries("/boot").first { $0.hasPrefix("vmlinuz-") && $0.hasSuffix("-cloud-amd64") }.map { "/boot/\($0)" }
     }()
 }

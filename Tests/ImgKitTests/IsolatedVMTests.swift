@@ -11,13 +11,8 @@ import TestSupport
 let isolatedVMBlocked: String? = {
     if !commandExists("qemu-system-x86_64") { return "needs qemu-system-x86" }
     if access("/bin/busybox", X_OK) != 0 { return "needs busybox-static" }
-    guard let d = opendir("/boot") else { return "needs linux-image-cloud-amd64" }
-    defer { closedir(d) }
-    while let e = readdir(d) {
-        let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-        if name.hasPrefix("vmlinuz-"), name.hasSuffix("-cloud-amd64") { return nil }
-    }
-    return "needs linux-image-cloud-amd64"
+    let kernels = directoryEntries("/boot").filter { $0.hasPrefix("vmlinuz-") && $0.hasSuffix("-cloud-amd64") }
+    return kernels.isEmpty ? "needs linux-image-cloud-amd64" : nil
 }()
 
 /// Commands in a throwaway VM (TCG here): exit status and outputs come back exactly, the image is
@@ -44,47 +39,14 @@ final class IsolatedVMTests {
     static func leftovers() -> [String] {
         var found: [String] = []
         let tmp = getenv("TMPDIR").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
-        if let d = opendir(tmp) {
-            while let e = readdir(d) {
-                let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-                if name.hasPrefix(KernelVM.temporaryPrefix) { found.append("directory \(tmp)/\(name)") }
-            }
-            closedir(d)
+        for name in directoryEntries(tmp) where name.hasPrefix(KernelVM.temporaryPrefix) {
+            found.append("directory \(tmp)/\(name)")
         }
-        if let d = opendir("/proc") {
-            while let e = readdir(d) {
-                let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-                guard Int(name) != nil else { continue }
-                let cmdline = (try? String(decoding: readAll("/proc/\(name)/cmdline"), as: UTF8.self)) ?? ""
-                if cmdline.contains("qemu-system"), cmdline.contains(KernelVM.temporaryPrefix) { found.append("qemu pid \(name)") }
-            }
-            closedir(d)
+        for name in directoryEntries("/proc") where Int(name) != nil {
+            let cmdline = String(decoding: (try? readFile("/proc/\(name)/cmdline")) ?? [], as: UTF8.self)
+            if cmdline.contains("qemu-system"), cmdline.contains(KernelVM.temporaryPrefix) { found.append("qemu pid \(name)") }
         }
         return found
-    }
-
-    static func names(in directory: String) throws -> [String] {
-        guard let d = opendir(directory) else { throw TestFailure("opendir \(directory): \(errno)") }
-        defer { closedir(d) }
-        var names: [String] = []
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
-    }
-
-    static func readAll(_ path: String) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw TestFailure("open \(path): \(errno)") }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = read(fd, &chunk, chunk.count)
-            guard n > 0 else { return out }
-            out += chunk[..<n]
-        }
     }
 
     func sh(_ script: String, image: String? = nil, readOnly: Bool = true, timeout: Double = 60,
@@ -104,10 +66,10 @@ final class IsolatedVMTests {
         #expect(quiet.status == 0 && quiet.stdout.isEmpty && quiet.stderr.isEmpty)
         print("IsolatedVM.run([\"/bin/true\"]): \(quiet.seconds) s wall, \(quiet.vmSeconds) s in qemu (\(quiet.accelerator))")
         // KVM only after a trial says it works; the verdict is kept in the cache (none without /dev/kvm).
-        let verdicts = try Self.names(in: options.cacheDirectory!).filter { $0.hasPrefix("kvm-") }
+        let verdicts = try listDirectory(options.cacheDirectory!).filter { $0.hasPrefix("kvm-") }
         #expect(verdicts.count == (KernelVM.kvmDeviceAvailable() ? 1 : 0))
         if let verdict = verdicts.first {
-            let usable = String(decoding: try Self.readAll(options.cacheDirectory! + "/" + verdict), as: UTF8.self) == "usable\n"
+            let usable = String(decoding: try readFile(options.cacheDirectory! + "/" + verdict), as: UTF8.self) == "usable\n"
             #expect(quiet.accelerator == (usable ? .kvm : .tcg))
         } else {
             #expect(quiet.accelerator == .tcg)
@@ -174,7 +136,7 @@ final class IsolatedVMTests {
 
         let written = try sh("printf 'XYZ' | dd of=/dev/vda bs=512 seek=1 conv=notrunc,fsync 2>/dev/null", image: image, readOnly: false)
         #expect(written.status == 0)
-        let after = try Self.readAll(image)
+        let after = try readFile(image)
         #expect(Array(after[512..<515]) == Array("XYZ".utf8))
     }
 
@@ -302,7 +264,7 @@ final class IsolatedVMTests {
 
     /// The saved VMs in this test's cache.
     func savedStates() throws -> [String] {
-        try Self.names(in: options.cacheDirectory!).filter { $0.hasPrefix(VMSnapshot.prefix) && $0.hasSuffix(".state") }
+        try listDirectory(options.cacheDirectory!).filter { $0.hasPrefix(VMSnapshot.prefix) && $0.hasSuffix(".state") }
     }
 
     @Test("the first run saves the booted VM; later runs resume it and see the disk they are given")

@@ -54,27 +54,17 @@ struct QemuBootTests {
 
     func temporaryDirs() -> Set<String> {
         let parent = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
-        var found: Set<String> = []
-        guard let d = opendir(parent.isEmpty ? "/tmp" : parent) else { return found }
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name.hasPrefix(QemuBoot.temporaryPrefix) { found.insert(name) }
-        }
-        closedir(d)
-        return found
+        return Set(directoryEntries(parent.isEmpty ? "/tmp" : parent).filter { $0.hasPrefix(QemuBoot.temporaryPrefix) })
     }
 
     /// Processes whose command line names qemu and `image`.
     func qemuProcesses(for image: String) -> [String] {
         var found: [String] = []
-        guard let d = opendir("/proc") else { return found }
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            guard Int(name) != nil, let bytes = try? readFile("/proc/\(name)/cmdline") else { continue }
+        for name in directoryEntries("/proc") where Int(name) != nil {
+            guard let bytes = try? readFile("/proc/\(name)/cmdline") else { continue }
             let cmdline = String(decoding: bytes.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
             if cmdline.contains("qemu-system") && cmdline.contains(image) { found.append("\(name): \(cmdline)") }
         }
-        closedir(d)
         return found
     }
 
