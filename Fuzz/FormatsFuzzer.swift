@@ -1,5 +1,5 @@
 // libFuzzer entry point for the MBR/EBR, GPT, boot-code, GRUB core.img, FAT, PE/GRUB EFI, SYSLINUX patch area,
-// ISOLINUX boot info table, ISO 9660 and GRUB legacy parsers. Not a SwiftPM
+// ISOLINUX boot info table, ISO 9660, GRUB legacy and JSON parsers. Not a SwiftPM
 // target: run.sh compiles it together with Sources/ImgFormats/*.swift into one module, so the
 // parsers' internal API is visible without an import and the whole parser is instrumented for
 // coverage.
@@ -22,6 +22,16 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     if let table {
         check(table, imageBytes: source.size)
         _ = EmbeddingArea.find(in: table)
+    }
+
+    // The input as a JSON document (what an isolated VM's guest sends back): a value whose rendering
+    // parses and renders the same again (2.0 renders as 2, so compare text, not values), or an
+    // error; never a trap or a runaway recursion.
+    if let value = try? JSONValue.parse(bytes) {
+        let text = value.rendered()
+        guard let again = try? JSONValue.parse(text), again.rendered() == text else {
+            fatalError("a parsed JSON document does not survive rendering: \(text)")
+        }
     }
 
     let boot = BootCode.identify(sector0: Array(bytes.prefix(512)))

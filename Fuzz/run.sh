@@ -21,7 +21,7 @@ mkdir -p "$out"
 # local symbols. -g so a crash report has file:line. -I finds the CLzma module map (core.img's
 # decompression uses liblzma, package liblzma-dev).
 echo "building $fuzzer"
-"$swiftc" -parse-as-library -module-name FormatsFuzzer -sanitize=fuzzer,address -O -g -use-ld=lld \
+"$swiftc" -parse-as-library -module-name FormatsFuzzer -package-name imgtool -sanitize=fuzzer,address -O -g -use-ld=lld \
     -I "$root/Sources/CLzma" -llzma \
     "$root"/Sources/ImgFormats/*.swift "$root/Fuzz/FormatsFuzzer.swift" -o "$fuzzer" || exit 2
 

@@ -1,6 +1,6 @@
 #!/bin/bash
 # make-corpus.sh: write the seed corpus for Fuzz/run.sh (the MBR, GPT, boot-code, core.img, FAT, PE,
-# SYSLINUX patch area, ISOLINUX boot info table, ISO 9660 and GRUB legacy parsers).
+# SYSLINUX patch area, ISOLINUX boot info table, ISO 9660, GRUB legacy and JSON parsers).
 #
 #   TestImages/make-corpus.sh [OUTDIR]      (default: TestImages/corpus/formats)
 #
@@ -14,6 +14,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/corpus/formats}
 mkdir -p "$out"
 command -v python3 >/dev/null || { echo "make-corpus.sh: needs python3" >&2; exit 2; }
+
+# What an isolated VM's guest answers (IsolatedRequest): nesting, escapes, every number kind, null.
+printf '%s' '{"result": {"image": "/i.img", "seconds": 0.25, "modules": ["part_gpt", "caf\u00e9\n"], "n": -12, "big": 18446744073709551615, "e": 1e-3, "z": null, "t": [true, false, {}]}}' \
+    > "$out/json-isolated-response.bin"
 
 python3 - "$out" <<'EOF'
 import os, struct, sys, uuid, zlib

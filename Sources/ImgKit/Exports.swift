@@ -18,3 +18,7 @@
 @_exported import enum ImgVM.QemuBoot
 @_exported import struct ImgVM.BootObservation
 @_exported import enum ImgVM.BootScreen
+// The JSON document every report prints and is coded as (a parser of untrusted bytes: it reads what
+// an isolated VM sends back, so it lives in the formats layer and is fuzzed).
+@_exported import enum ImgFormats.JSONValue
+@_exported import protocol ImgFormats.JSONRepresentable
