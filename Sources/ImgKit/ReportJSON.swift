@@ -242,12 +242,19 @@ extension VerifyReport.EFI {
     }
 }
 
-extension BootObservation: JSONRepresentable {
+extension BootObservation: JSONDocument {
     public var json: JSONValue {
         .object([
             "outcome": .string(outcome.rawValue), "screen": JSONValue(screen), "menuEntries": JSONValue(menuEntries),
             "message": JSONValue(message), "seconds": .double(seconds),
         ])
+    }
+
+    public init?(json: JSONValue) {
+        guard let outcome = json["outcome"]?.stringValue.flatMap(Outcome.init(rawValue:)), let screen = strings(json["screen"]),
+              let menuEntries = strings(json["menuEntries"]), let message = optional(json["message"], \.stringValue),
+              let seconds = json["seconds"]?.doubleValue else { return nil }
+        self.init(outcome: outcome, screen: screen, menuEntries: menuEntries, message: message, seconds: seconds)
     }
 }
 
