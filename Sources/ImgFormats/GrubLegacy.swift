@@ -4,8 +4,10 @@
 /// (stage1/stage1.h, stage2/start.S, stage2/asm.S), all little-endian.
 public enum GrubLegacy {
     static let sectorSize = 512
-    /// Every GRUB 0.9x writes compatibility version 3.2 into stage1 and stage2.
-    public static let compatibilityVersion: (major: UInt8, minor: UInt8) = (3, 2)
+    /// Every GRUB 0.9x writes compatibility version 3.2 into stage1 and stage2: this major...
+    public static let compatibilityMajor: UInt8 = 3
+    /// ...and this minor.
+    public static let compatibilityMinor: UInt8 = 2
 
     /// Why a sector is not the part of GRUB legacy it should be. `description` is the message the user reads.
     public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
@@ -139,7 +141,7 @@ public enum GrubLegacy {
         /// Reads the header; throws when `sector` is short or has no compatibility version 3.2 at byte 6.
         public init(_ sector: [UInt8]) throws(Problem) {
             guard sector.count >= sectorSize else { throw .tooShort(bytes: sector.count) }
-            guard sector[6] == compatibilityVersion.major, sector[7] == compatibilityVersion.minor else {
+            guard sector[6] == compatibilityMajor, sector[7] == compatibilityMinor else {
                 throw .notStage2(major: sector[6], minor: sector[7])
             }
             id = sector[Self.idOffset]

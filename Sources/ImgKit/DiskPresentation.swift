@@ -86,7 +86,7 @@ final class ImageDisk {
         try session.acquiring(.loop, LoopDevice.fileName(for: ResourceMarks.loopTag(session: session.id)))
         let disk = try LoopDevice.attach(plan.imagePath, options: .init(partitionScan: partitionScan, tag: session.id),
                                          logger: session.logger)
-        session.onClose(disk.path, journal: (.loop, disk.tag)) { try disk.detach() }
+        session.onClose(disk.path, journal: .init(.loop, disk.tag)) { try disk.detach() }
         session.logger.info("attached \(plan.imagePath) as \(disk.path)")
         loop = disk
         return disk
@@ -107,8 +107,8 @@ enum BlockDevicePresentation: DiskPresentation {
         guard let range = BlockDevice.kernelPartitionRange(disk: disk, number: p.number) else {
             throw PresentationUnavailable(reason: "the kernel has no partition \(p.number) on \(disk)")
         }
-        guard range.start == p.startSector * scale, range.sectors == p.sectorCount * scale else {
-            throw PresentationUnavailable(reason: "the kernel's partition \(p.number) of \(disk) (sectors \(range.start)+\(range.sectors)) is not the table's (\(p.startSector * scale)+\(p.sectorCount * scale)); re-read the table with blockdev --rereadpt")
+        guard range.start == p.startSector * scale, range.count == p.sectorCount * scale else {
+            throw PresentationUnavailable(reason: "the kernel's partition \(p.number) of \(disk) (sectors \(range.start)+\(range.count)) is not the table's (\(p.startSector * scale)+\(p.sectorCount * scale)); re-read the table with blockdev --rereadpt")
         }
         let boot = BlockPartitions.nodePath(disk: disk, number: p.number)
         if let bootDevice = DeviceMapper.DeviceNumber(blockDevice: boot) {
@@ -183,7 +183,7 @@ enum BlkpgPresentation: DiskPresentation {
                 throw error
             }
             added += 1
-            session.onClose(node, journal: (.partition, entry)) {
+            session.onClose(node, journal: .init(.partition, entry)) {
                 try BlockPartitions.remove(disk: disk, number: p.number, logger: session.logger)
             }
         }
@@ -204,7 +204,7 @@ enum OffsetPresentation: DiskPresentation {
         let loop = try LoopDevice.attach(plan.imagePath, options: .init(
             offset: p.startSector * sectorSize, sizeLimit: p.sectorCount * sectorSize,
             tag: tag), logger: session.logger)
-        session.onClose(loop.path, journal: (.loop, loop.tag)) { try loop.detach() }
+        session.onClose(loop.path, journal: .init(.loop, loop.tag)) { try loop.detach() }
         // grub-probe sees this loop device as a disk of its own, so it cannot tell grub-install
         // which partition map and filesystem the real disk needs.
         return PresentedDisk(strategy: .offset, diskDevice: disk.path, bootDevice: loop.path,
@@ -250,7 +250,7 @@ enum DeviceMapperPresentation: DiskPresentation {
                                session: Session) throws -> DeviceMapper.Info {
         try session.acquiring(.deviceMapper, name.value)
         let info = try DeviceMapper.create(name: name, uuid: uuid, targets: [target], logger: session.logger)
-        session.onClose(info.path, journal: (.deviceMapper, name.value)) {
+        session.onClose(info.path, journal: .init(.deviceMapper, name.value)) {
             try DeviceMapper.remove(name: name, logger: session.logger)
         }
         return info

@@ -231,14 +231,14 @@ public enum InstallGrub {
             let prefix = ResourceMarks.mountDirectoryPrefix(session: session.id)
             try session.acquiring(.directory, TemporaryDirectory.defaultParent + "/" + prefix)
             let mountPoint = try TemporaryDirectory(prefix: prefix)
-            session.onClose(mountPoint.path, journal: (.directory, TemporaryDirectory.defaultParent + "/" + prefix)) {
+            session.onClose(mountPoint.path, journal: .init(.directory, TemporaryDirectory.defaultParent + "/" + prefix)) {
                 try mountPoint.remove()
             }
             try session.acquiring(.mount, mountPoint.path)
             let mount = try Mount(source: presented.bootDevice, target: mountPoint.path,
                                   filesystemType: plan.bootFilesystem.type,
                                   data: fastWriteOptions[plan.bootFilesystem.type], logger: session.logger)
-            session.onClose("mount \(mountPoint.path)", journal: (.mount, mountPoint.path)) { try mount.unmount() }
+            session.onClose("mount \(mountPoint.path)", journal: .init(.mount, mountPoint.path)) { try mount.unmount() }
             session.logger.info("mounted \(presented.bootDevice) on \(mountPoint.path)")
 
             let bootDirectory = try BootDirectory.prepare(mountPoint: mountPoint.path, plan: plan)

@@ -244,7 +244,7 @@ extension Verify {
             return LoaderVerdict([Finding(.error, "sector 0 cannot be read")])
         }
         var problems: [Finding] = []
-        if (stage1.versionMajor, stage1.versionMinor) != GrubLegacy.compatibilityVersion {
+        if stage1.versionMajor != GrubLegacy.compatibilityMajor || stage1.versionMinor != GrubLegacy.compatibilityMinor {
             problems.append(Finding(.warning, "stage1 has compatibility version \(stage1.versionMajor).\(stage1.versionMinor), not 3.2 as every GRUB 0.9x writes: the stage2 it loads may not match it"))
         }
         let address = stage1.stage2Address

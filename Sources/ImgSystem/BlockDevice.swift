@@ -1,5 +1,6 @@
 import CLinuxShim
 import Glibc
+import ImgFormats
 
 /// Queries on block devices by path: size, geometry, and the kernel's partitions.
 public enum BlockDevice {
@@ -23,12 +24,12 @@ public enum BlockDevice {
 
     /// Start and length of partition `number` of whole disk `disk` (a node in /dev), in 512-byte
     /// sectors, as the kernel has them (/sys/class/block/<partition>/start and size).
-    public static func kernelPartitionRange(disk: String, number: Int) -> (start: UInt64, sectors: UInt64)? {
+    public static func kernelPartitionRange(disk: String, number: Int) -> SectorRange? {
         let name = BlockPartitions.nodePath(disk: disk, number: number).split(separator: "/").last.map(String.init) ?? ""
         guard let start = try? readTextFile("/sys/class/block/\(name)/start"),
               let size = try? readTextFile("/sys/class/block/\(name)/size"),
               let s = UInt64(start.trimmingTrailingNewlines), let n = UInt64(size.trimmingTrailingNewlines) else { return nil }
-        return (s, n)
+        return SectorRange(start: s, count: n)
     }
 
     /// Whether the block device numbered `device` is a partition rather than a whole disk.

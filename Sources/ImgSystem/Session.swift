@@ -100,9 +100,9 @@ public final class Session {
 
     /// Registers `release` for `resource` (a name a user can act on, such as "/dev/loop3"); with
     /// `journal`, a successful release is written down as that entry's release.
-    public func onClose(_ resource: String, journal entry: (SessionJournal.Kind, String)? = nil,
+    public func onClose(_ resource: String, journal entry: SessionJournal.Entry? = nil,
                         release: @escaping () throws -> Void) {
-        stack.append((resource, entry.map { SessionJournal.Entry($0.0, $0.1) }, release))
+        stack.append((resource, entry, release))
     }
 
     /// Throws `Interrupted` if a stop was requested; call between steps.
