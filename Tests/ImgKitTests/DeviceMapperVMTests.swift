@@ -94,8 +94,9 @@ extension DeviceMapperVM {
             defer { withExtendedLifetime(scratch) {} }
             options.cacheDirectory = scratch.file("cache")
             // udevadm is udevd when called systemd-udevd.
-            let script = "ln -s /bin/udevadm /tmp/systemd-udevd && /tmp/systemd-udevd --daemon && \(probePath!) udev"
-            let r = try IsolatedVM.run(command: ["sh", "-c", script], timeout: 180, options: options)
+            // The probe's path is $0, not spliced into the script: a clone's path may hold spaces.
+            let script = "ln -s /bin/udevadm /tmp/systemd-udevd && /tmp/systemd-udevd --daemon && \"$0\" udev"
+            let r = try IsolatedVM.run(command: ["sh", "-c", script, probePath!], timeout: 180, options: options)
             return .success(Run(r))
         } catch {
             return .failure(TestFailure("the VM run failed: \(error)"))
