@@ -143,7 +143,7 @@ package func accessible(_ path: String, _ mode: Int32 = F_OK) -> Bool {
 }
 
 /// Creates the directory `path` with `mode` (less the umask) unless it exists. Wraps mkdir(2).
-func makeDirectory(_ path: String, mode: mode_t) throws(SystemError) {
+package func makeDirectory(_ path: String, mode: mode_t) throws(SystemError) {
     do {
         try systemCall("mkdir", on: path) { mkdir(path, mode) }
     } catch where error.errno == EEXIST {}

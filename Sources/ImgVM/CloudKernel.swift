@@ -46,12 +46,14 @@ package enum CloudKernel {
     }
 
     /// The release from the bzImage header, else from the file name (vmlinuz-RELEASE).
+    /// Wraps open(2) and read(2).
     package static func release(of kernel: String) throws(IsolatedVM.Error) -> String {
-        let fd = open(kernel, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .kernelMissing("\(kernel) cannot be opened (\(String(cString: strerror(errno))))") }
-        defer { close(fd) }
+        let file: FileHandle
+        do { file = try FileHandle(path: kernel, flags: O_RDONLY) } catch {
+            throw .kernelMissing("\(kernel) cannot be opened (\(String(cString: strerror(error.errno))))")
+        }
         var head = [UInt8](repeating: 0, count: 65536)
-        let n = read(fd, &head, head.count)
+        let n = (try? systemCall("read", on: kernel) { read(file.fd, &head, head.count) }) ?? -1
         if n > 0, let release = try? LinuxKernelImage.header(Array(head[..<n]), fileSize: Int.max).release { return release }
         let name = kernel.split(separator: "/").last.map(String.init) ?? kernel
         guard name.hasPrefix("vmlinuz-") else { throw .kernelMissing("\(kernel) has no release in its header or name") }
@@ -63,7 +65,7 @@ package enum CloudKernel {
     package static func uncompressed(_ kernel: String, release: String, cache: VMCache, logger: Logger) -> String? {
         guard let key = VMCache.fileKey(kernel) else { return nil }
         let path = cache.path("\(uncompressedPrefix)\(release)-\(key)")
-        if access(path, R_OK) == 0 { return path }
+        if accessible(path, R_OK) { return path }
         guard let bytes = try? readFile(kernel) else { return nil }
         let started = monotonicNow()
         do {
@@ -84,7 +86,7 @@ package enum CloudKernel {
         cache.remove(prefix: uncompressedPrefix) { name in
             guard let dash = name.lastIndex(of: "-") else { return false }
             let itsRelease = String(name[name.index(name.startIndex, offsetBy: uncompressedPrefix.count)..<dash])
-            return itsRelease == release || access("/lib/modules/\(itsRelease)", F_OK) != 0
+            return itsRelease == release || !accessible("/lib/modules/\(itsRelease)")
         }
     }
 }

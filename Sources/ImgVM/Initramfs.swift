@@ -74,7 +74,7 @@ package struct Initramfs: Sendable {
         var executableDirectories: [String] = []
         let programs = [busybox] + executables
         for program in programs {
-            guard access(program, X_OK) == 0 else {
+            guard accessible(program, X_OK) else {
                 throw program == busybox ? .busyboxMissing(program) : .executableMissing(program)
             }
             try add(file: program, at: program, to: &cpio, sources: &sources)
@@ -129,8 +129,8 @@ package struct Initramfs: Sendable {
 
     private func add(file source: String, at path: String, to cpio: inout CpioWriter, sources: inout [String],
                      mode: UInt32? = nil) throws(IsolatedVM.Error) {
-        var st = stat()
-        guard stat(source, &st) == 0 else { throw .system(SystemError("stat", on: source, errno: errno)) }
+        let st: stat
+        do { st = try fileStatus(source) } catch { throw .system(error) }
         let data = try Self.readWholeFile(source)
         do { try cpio.addFile(path, data: data, mode: mode ?? UInt32(st.st_mode) & 0o7777) } catch { throw .initramfs(error.description) }
         sources.append(source)
@@ -138,21 +138,26 @@ package struct Initramfs: Sendable {
 
     /// Copies a directory tree (no device nodes, sockets or fifos; symlinks stay symlinks).
     private func addTree(_ root: String, to cpio: inout CpioWriter, sources: inout [String]) throws(IsolatedVM.Error) {
-        var st = stat()
-        guard stat(root, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
-            throw .system(SystemError("stat (a directory)", on: root, errno: errno == 0 ? ENOTDIR : errno))
+        let rootStatus: stat
+        do { rootStatus = try fileStatus(root) } catch {
+            throw .system(SystemError("stat (a directory)", on: root, errno: error.errno))
+        }
+        guard (rootStatus.st_mode & S_IFMT) == S_IFDIR else {
+            throw .system(SystemError("stat (a directory)", on: root, errno: ENOTDIR))
         }
         var pending = [root]
         while let dir = pending.popLast() {
-            guard stat(dir, &st) == 0 else { throw .system(SystemError("stat", on: dir, errno: errno)) }
+            let st: stat
+            do { st = try fileStatus(dir) } catch { throw .system(error) }
             do { try cpio.addDirectory(dir, mode: UInt32(st.st_mode) & 0o7777) } catch { throw .initramfs(error.description) }
             sources.append(dir)  // its change time moves when an entry comes or goes
             let names: [String]
             do { names = try listDirectory(dir) } catch { throw .system(error) }
             for name in names.sorted() {  // sorted: the archive does not depend on readdir order
                 let path = dir == "/" ? "/\(name)" : "\(dir)/\(name)"
-                guard lstat(path, &st) == 0 else { throw .system(SystemError("lstat", on: path, errno: errno)) }
-                switch st.st_mode & S_IFMT {
+                let entry: stat
+                do { entry = try fileStatus(path, followingLinks: false) } catch { throw .system(error) }
+                switch entry.st_mode & S_IFMT {
                 case S_IFDIR: pending.append(path)
                 case S_IFREG: try add(file: path, at: path, to: &cpio, sources: &sources)
                 case S_IFLNK:

@@ -165,20 +165,18 @@ public enum IsolatedVM {
         let started = monotonicNow()
         guard let program = command.first, !program.isEmpty else { throw .emptyCommand }
         if let image {
-            let fd = open(image, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
-            guard fd >= 0 else { throw .image(SystemError("open", on: image, errno: errno)) }
-            close(fd)
+            do { try FileHandle(path: image, flags: readOnly ? O_RDONLY : O_RDWR).close() } catch { throw .image(error) }
         }
         guard Subprocess.find(KernelVM.qemuProgram) != nil else { throw .qemuMissing }
 
         let kernelPath: String
         if let kernel { kernelPath = kernel } else { kernelPath = try CloudKernel.newest() }
         let release = try CloudKernel.release(of: kernelPath)
-        guard access("/lib/modules/\(release)/modules.dep", R_OK) == 0 else { throw .modulesMissing(release: release) }
+        guard accessible("/lib/modules/\(release)/modules.dep", R_OK) else { throw .modulesMissing(release: release) }
 
         var initramfs = Initramfs(kernelRelease: release)
         initramfs.busybox = options.busybox
-        initramfs.executables = (program.hasPrefix("/") && access(program, X_OK) == 0 && program != options.busybox ? [program] : [])
+        initramfs.executables = (program.hasPrefix("/") && accessible(program, X_OK) && program != options.busybox ? [program] : [])
         for e in options.executables where !initramfs.executables.contains(e) { initramfs.executables.append(e) }
         initramfs.dataDirectories = options.dataDirectories
         initramfs.dataFiles = options.dataFiles

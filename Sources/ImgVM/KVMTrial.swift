@@ -13,7 +13,7 @@ package enum KVMTrial {
     static let verdictPrefix = "kvm-"
 
     /// The accelerator for `requested`; nil (automatic) takes the cached verdict, or a trial boot
-    /// of `configuration` (no disk, the command `true`, the initramfs `archive`) under KVM.
+    /// of `configuration` (no disk, the command `true`, the initramfs `archive`) under KVM. Wraps uname(2).
     package static func choose(_ requested: KernelVM.Accelerator?, configuration: KernelVM.Configuration,
                                archive: () throws(IsolatedVM.Error) -> [UInt8], kernel: String, cache: VMCache?,
                                interruption: Interruption?, logger: Logger) throws(IsolatedVM.Error) -> KernelVM.Accelerator {
@@ -21,7 +21,7 @@ package enum KVMTrial {
         guard KernelVM.kvmDeviceAvailable(), let cache, let qemu = Subprocess.find(KernelVM.qemuProgram),
               let qemuKey = VMCache.fileKey(qemu), let kernelKey = VMCache.fileKey(kernel) else { return .tcg }
         var u = utsname()
-        uname(&u)
+        bestEffort { uname(&u) }  // it fails only on a bad pointer
         let host = withUnsafeBytes(of: u.release) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
         let verdictPath = cache.path(verdictPrefix + VMCache.hexHash(host + qemuKey + kernelKey))
         let verdict = String(decoding: (try? readFile(verdictPath)) ?? [], as: UTF8.self)

@@ -142,7 +142,7 @@ public enum KernelVM {
     package static func run(_ configuration: Configuration, timeout: Double,
                            interruption: Interruption? = nil) throws(Error) -> Outcome {
         guard let qemu = Subprocess.find(qemuProgram) else { throw .qemuMissing }
-        guard access(configuration.kernel, R_OK) == 0 else { throw .kernelMissing(configuration.kernel) }
+        guard accessible(configuration.kernel, R_OK) else { throw .kernelMissing(configuration.kernel) }
         if let signal = interruption?.signal { throw .interrupted(signal: signal) }
 
         var process: QemuProcess
@@ -152,7 +152,7 @@ public enum KernelVM {
         do { arguments = try qemuArguments(qemu, configuration, dir: dir) } catch { throw .system(error) }
         let inputs: [Int32]
         do { inputs = try openInputPorts(configuration, dir: dir) } catch { throw .system(error) }
-        defer { inputs.forEach { close($0) } }
+        defer { inputs.forEach(closeDescriptor) }
         if configuration.saveState == nil {
             do { try fillInputPorts(configuration, inputs) } catch { throw .system(error) }
         }
@@ -209,6 +209,7 @@ public enum KernelVM {
 
     /// Makes each input port's FIFOs (qemu's pipe chardev opens NAME.in and NAME.out) and opens
     /// NAME.in read-write, so it lives before qemu opens it and after the guest has read it.
+    /// Wraps mkfifo(3) and open(2).
     static func openInputPorts(_ c: Configuration, dir: String) throws(SystemError) -> [Int32] {
         var fds: [Int32] = []
         do {
@@ -221,13 +222,13 @@ public enum KernelVM {
                 fds.append(try systemCall("open", on: path) { open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC) })
             }
         } catch {
-            fds.forEach { close($0) }
+            fds.forEach(closeDescriptor)
             throw error
         }
         return fds
     }
 
-    /// Writes each input port's contents into its FIFO at once.
+    /// Writes each input port's contents into its FIFO at once. Wraps fcntl(2) and write(2).
     static func fillInputPorts(_ c: Configuration, _ fds: [Int32]) throws(SystemError) {
         for (i, port) in c.inputPorts.enumerated() {
             let path = "input port \(port.name)"
@@ -240,6 +241,7 @@ public enum KernelVM {
 
     /// Saves the running VM into `path` with QMP's migrate (to a temp file beside it, renamed into
     /// place once complete). Returns nil on success, else what went wrong. The VM stays paused.
+    /// Wraps chmod(2), rename(2) and unlink(2).
     static func saveState(_ monitor: QemuMonitor, to path: String, deadline: Double, interruption: Interruption?) -> String? {
         let temporary = "\(path).tmp-\(getpid())"
         do throws(QemuMonitor.Error) {
@@ -255,23 +257,25 @@ public enum KernelVM {
                 let status = QemuMonitor.stringMember("status", in: reply)
                 if status == "completed" { break }
                 if status == "failed" || status == "cancelled" {
-                    unlink(temporary)
+                    bestEffort { unlink(temporary) }
                     return "qemu's migration \(status!): \(QemuMonitor.stringMember("error-desc", in: reply) ?? "")"
                 }
                 usleep(5_000)
             }
         } catch {
-            unlink(temporary)
+            bestEffort { unlink(temporary) }
             switch error {
             case .monitor(let what): return "qemu's QMP monitor \(what)"
             case .interrupted(let signal): return "interrupted by signal \(signal)"
             }
         }
         // cat made it with qemu's umask: the state holds the guest's memory, which is ours alone.
-        guard chmod(temporary, 0o600) == 0, rename(temporary, path) == 0 else {
-            let e = errno
-            unlink(temporary)
-            return "cannot rename \(temporary): \(String(cString: strerror(e)))"
+        do {
+            try systemCall("chmod", on: temporary) { chmod(temporary, 0o600) }
+            try systemCall("rename", on: temporary) { rename(temporary, path) }
+        } catch {
+            bestEffort { unlink(temporary) }
+            return "cannot rename \(temporary): \(String(cString: strerror(error.errno)))"
         }
         return nil
     }
@@ -284,11 +288,9 @@ public enum KernelVM {
     /// Whether /dev/kvm can be opened read-write and speaks KVM API version 12. Says nothing about
     /// whether a guest then runs: only a trial boot tells that. Wraps open(2) and ioctl(KVM_GET_API_VERSION).
     package static func kvmDeviceAvailable() -> Bool {
-        let fd = open("/dev/kvm", O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
+        guard let kvm = try? FileHandle(path: "/dev/kvm", flags: O_RDWR) else { return false }
         let kvmGetAPIVersion: UInt = 0xAE00  // _IO(KVMIO, 0x00)
-        return ioctl(fd, kvmGetAPIVersion) == 12
+        return (try? systemCall("ioctl(KVM_GET_API_VERSION)", on: kvm.path) { ioctl(kvm.fd, kvmGetAPIVersion) }) == 12
     }
 
     // MARK: qemu's command line

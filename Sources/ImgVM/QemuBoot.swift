@@ -69,13 +69,10 @@ public enum QemuBoot {
                                interruption: Interruption? = nil) throws(QemuBoot.Error) -> BootObservation {
         guard let qemu = Subprocess.find(qemuProgram) else { throw .qemuMissing }
         if firmware == .efi {
-            for path in [ovmfCode, ovmfVariables] where access(path, R_OK) != 0 { throw .firmwareMissing(path) }
+            for path in [ovmfCode, ovmfVariables] where !accessible(path, R_OK) { throw .firmwareMissing(path) }
         }
         // Fail with the image's own errno rather than qemu's paraphrase of it.
-        do {
-            let fd = try systemCall("open", on: image) { open(image, O_RDONLY | O_CLOEXEC) }
-            close(fd)
-        } catch { throw .image(error) }
+        do { try FileHandle(path: image, flags: O_RDONLY).close() } catch { throw .image(error) }
 
         var process: QemuProcess
         do { process = try QemuProcess(temporaryPrefix: temporaryPrefix, interruption: interruption) } catch { throw .system(error) }
@@ -157,12 +154,12 @@ public enum QemuBoot {
         return arguments
     }
 
-    /// Dumps the VGA text buffer into `path` with QMP pmemsave and reads it back.
+    /// Dumps the VGA text buffer into `path` with QMP pmemsave and reads it back. Wraps unlink(2).
     static func dumpTextBuffer(_ monitor: QemuMonitor, into path: String, deadline: Double,
                                interruption: Interruption?) throws(Error) -> [UInt8] {
         let textBuffer = BootScreen.textBuffer
         let size = textBuffer.columns * textBuffer.rows * 2
-        unlink(path)
+        bestEffort { unlink(path) }
         do {
             try monitor.command("{\"execute\":\"pmemsave\",\"arguments\":{\"val\":\(textBuffer.address),\"size\":\(size),"
                                 + "\"filename\":\(jsonString(path))}}", deadline: deadline, interruption: interruption)

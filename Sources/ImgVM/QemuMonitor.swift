@@ -20,10 +20,11 @@ package final class QemuMonitor {
     private var buffer: [UInt8] = []
     private static let maxLine = 65536
 
+    /// Makes the pair of connected sockets. Wraps socketpair(2).
     init() throws(SystemError) {
         var pair: [Int32] = [-1, -1]
         let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        guard socketpair(AF_UNIX, type, 0, &pair) == 0 else { throw SystemError("socketpair", on: "qemu", errno: errno) }
+        try systemCall("socketpair", on: "qemu") { socketpair(AF_UNIX, type, 0, &pair) }
         fd = pair[0]
         qemuEnd = pair[1]
     }
@@ -36,12 +37,12 @@ package final class QemuMonitor {
 
     /// Closes our copy of qemu's end once qemu has it (or will never have it).
     func didSpawn() {
-        if qemuEnd >= 0 { close(qemuEnd); qemuEnd = -1 }
+        if qemuEnd >= 0 { closeDescriptor(qemuEnd); qemuEnd = -1 }
     }
 
     deinit {
         didSpawn()
-        close(fd)
+        closeDescriptor(fd)
     }
 
     /// Reads the greeting and leaves QMP's negotiation mode.
@@ -51,16 +52,21 @@ package final class QemuMonitor {
         try command("{\"execute\":\"qmp_capabilities\"}", deadline: deadline, interruption: interruption)
     }
 
-    /// Sends one command and returns its reply line, skipping asynchronous events.
+    /// Sends one command and returns its reply line, skipping asynchronous events. Wraps send(2).
     @discardableResult
     package func command(_ json: String, deadline: Double, interruption: Interruption?) throws(Error) -> String {
         let bytes = Array((json + "\n").utf8)
         var sent = 0
         while sent < bytes.count {
             // MSG_NOSIGNAL: a dead qemu must give EPIPE, not kill us with SIGPIPE.
-            let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw lost("could not be written to (\(String(cString: strerror(errno))))", interruption) }
+            let n: Int
+            do {
+                n = try systemCall("send", on: "qemu's monitor") {
+                    bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+                }
+            } catch { throw lost("could not be written to (\(String(cString: strerror(error.errno))))", interruption) }
+            // A stream socket never takes nothing of a non-empty write; if it did, that is an I/O error.
+            guard n > 0 else { throw lost("could not be written to (\(String(cString: strerror(EIO))))", interruption) }
             sent += n
         }
         while true {
@@ -87,6 +93,7 @@ package final class QemuMonitor {
         interruption?.signal.map { .interrupted(signal: $0) } ?? .monitor(what)
     }
 
+    /// The next line qemu sends, without its newline. Wraps poll(2) and read(2).
     private func readLine(deadline: Double, interruption: Interruption?) throws(Error) -> String {
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
@@ -100,11 +107,13 @@ package final class QemuMonitor {
             let remaining = deadline - monotonicNow()
             guard remaining > 0 else { throw .monitor("did not answer in time") }
             var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
-            let ready = poll(&fds, 1, Int32(min(remaining, 0.1) * 1000) + 1)
-            if ready < 0 && errno != EINTR { throw .monitor("could not be polled (\(String(cString: strerror(errno))))") }
-            if ready <= 0 { continue }
-            let n = read(fd, &chunk, chunk.count)
-            if n < 0 && errno == EINTR { continue }
+            let ready: Int32
+            do {
+                ready = try systemCall("poll", on: "qemu's monitor") { poll(&fds, 1, Int32(min(remaining, 0.1) * 1000) + 1) }
+            } catch { throw .monitor("could not be polled (\(String(cString: strerror(error.errno))))") }
+            if ready == 0 { continue }
+            // A read that fails is a connection lost, like its end.
+            let n = (try? systemCall("read", on: "qemu's monitor") { read(fd, &chunk, chunk.count) }) ?? 0
             guard n > 0 else { throw lost("closed the connection", interruption) }
             buffer += chunk[..<n]
         }

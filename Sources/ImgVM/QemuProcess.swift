@@ -88,10 +88,14 @@ package struct QemuProcess: ~Copyable {
         guard exitStatus == nil else { return true }
         guard let pid else { return false }
         var status: Int32 = 0
-        let r = waitpid(pid, &status, WNOHANG)
-        if r == pid { exitStatus = exitCode(waitStatus: status) }
-        // Not our child any more (ECHILD): nothing left to wait for, nor to kill.
-        if r < 0 && errno != EINTR { exitStatus = -1 }
+        do {
+            if try systemCall("waitpid", on: "qemu", { waitpid(pid, &status, WNOHANG) }) == pid {
+                exitStatus = exitCode(waitStatus: status)
+            }
+        } catch {
+            // Not our child any more (ECHILD): nothing left to wait for, nor to kill.
+            exitStatus = -1
+        }
         return exitStatus != nil
     }
 
@@ -130,12 +134,12 @@ package struct QemuProcess: ~Copyable {
         exitStatus = Self.killAndReap(pid)
     }
 
+    /// SIGKILL to the process group `pid`, then its exit status: -1 if it cannot be reaped.
+    /// Wraps kill(2) and waitpid(2).
     private static func killAndReap(_ pid: pid_t) -> Int32 {
-        Glibc.kill(-pid, SIGKILL)
+        bestEffort { Glibc.kill(-pid, SIGKILL) }
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            if errno != EINTR { return -1 }
-        }
+        guard (try? systemCall("waitpid", on: "qemu", { waitpid(pid, &status, 0) })) != nil else { return -1 }
         return exitCode(waitStatus: status)
     }
 
@@ -150,7 +154,7 @@ package struct QemuProcess: ~Copyable {
             interruption?.unregister(child: pid)
         }
         // Only the files directly in it, no symlink followed: qemu and its callers put nothing else there.
-        for name in directoryEntries(directory) { unlink(file(name)) }
+        for name in directoryEntries(directory) { bestEffort { unlink(file(name)) } }
         try? temporary.remove()
     }
 }

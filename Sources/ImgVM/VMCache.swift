@@ -21,9 +21,9 @@ package struct VMCache: Sendable {
         var prefix = ""
         for component in directory.split(separator: "/") {
             prefix += "/" + component
-            if mkdir(prefix, 0o755) != 0 && errno != EEXIST { return nil }
+            do { try makeDirectory(prefix, mode: 0o755) } catch { return nil }
         }
-        guard access(directory, W_OK) == 0 else { return nil }
+        guard accessible(directory, W_OK) else { return nil }
         self.directory = directory
     }
 
@@ -35,15 +35,14 @@ package struct VMCache: Sendable {
         directoryEntries(directory).filter { $0.hasPrefix(prefix) }
     }
 
-    /// Removes the entries that start with `prefix` and that `isStale` picks, by name.
+    /// Removes the entries that start with `prefix` and that `isStale` picks, by name. Wraps unlink(2).
     package func remove(prefix: String, where isStale: (String) -> Bool) {
-        for name in names(prefix: prefix) where isStale(name) { unlink(path(name)) }
+        for name in names(prefix: prefix) where isStale(name) { bestEffort { unlink(path(name)) } }
     }
 
     /// A key that changes when the file does: device, inode, size, mtime and ctime.
     package static func fileKey(_ path: String) -> String? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
+        guard let st = try? fileStatus(path) else { return nil }
         return hexHash("\(path) \(st.st_dev) \(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_ctim.tv_sec)")
     }
 
@@ -54,11 +53,16 @@ package struct VMCache: Sendable {
 
     /// Writes to a temp file beside `path` and renames it into place, so that a concurrent reader
     /// sees all or nothing. The temp file's name ends in ".tmp-PID", so that `VMSnapshot` can tell
-    /// a dead writer's leftovers.
+    /// a dead writer's leftovers. Wraps rename(2) and unlink(2).
     package func store(_ bytes: [UInt8], at path: String) -> Bool {
         let temporary = "\(path).tmp-\(getpid())"
-        do { try writeNewFile(temporary, bytes) } catch { unlink(temporary); return false }
-        guard rename(temporary, path) == 0 else { unlink(temporary); return false }
+        do {
+            try writeNewFile(temporary, bytes)
+            try systemCall("rename", on: temporary) { rename(temporary, path) }
+        } catch {
+            bestEffort { unlink(temporary) }
+            return false
+        }
         return true
     }
 }

@@ -51,19 +51,20 @@ package struct VMSnapshot {
     package static let placeholderInitrd: [UInt8] = { var cpio = CpioWriter(); return cpio.finish() }()
 
     /// Whether the state is there and every file it was made from is unchanged. Marks it used.
+    /// Wraps utimensat(2).
     package func isUsable() -> Bool {
-        guard access(statePath, R_OK) == 0, Self.manifestValid(manifestPath) else { return false }
-        utimensat(AT_FDCWD, manifestPath, nil, 0)  // now: the least recently used goes first
+        guard accessible(statePath, R_OK), Self.manifestValid(manifestPath) else { return false }
+        bestEffort { utimensat(AT_FDCWD, manifestPath, nil, 0) }  // now: the least recently used goes first
         return true
     }
 
     /// Writes the manifest for `sources` (before the state, which appears whole by rename), and
-    /// drops other snapshots whose files changed. false: nothing can be written here.
+    /// drops other snapshots whose files changed. false: nothing can be written here. Wraps unlink(2).
     package func prepare(sources: [String]) -> Bool {
         let paths = sources + Self.extraSources
         guard let hash = Self.hash(paths) else { return false }
         // An older state under this key goes first: with the new manifest it would pass for current.
-        unlink(statePath)
+        bestEffort { unlink(statePath) }
         removeStale()
         return cache.store(Array(([hash] + paths).joined(separator: "\n").utf8), at: manifestPath)
     }
@@ -75,6 +76,7 @@ package struct VMSnapshot {
     /// Snapshots in the cache whose files have changed (an imgtool, grub or kernel upgrade): they
     /// would never be used again. Also removes states without a manifest, temp files of saves whose
     /// process is gone, and the least recently used states beyond `maxSaved` (counting this one).
+    /// Wraps unlink(2).
     func removeStale() {
         let names = cache.names(prefix: Self.prefix)
         var current: [(path: String, used: Int)] = []
@@ -82,17 +84,16 @@ package struct VMSnapshot {
             let path = cache.path(name)
             if name.hasSuffix(".sources") {
                 guard path != manifestPath else { continue }
-                var st = stat()
-                if Self.manifestValid(path), stat(path, &st) == 0 {
+                if Self.manifestValid(path), let st = try? fileStatus(path) {
                     current.append((path, st.st_mtim.tv_sec))
                 } else {
                     Self.remove(manifest: path)
                 }
             } else if name.hasSuffix(".state") {
-                if !names.contains(String(name.dropLast(".state".count)) + ".sources") { unlink(path) }
+                if !names.contains(String(name.dropLast(".state".count)) + ".sources") { bestEffort { unlink(path) } }
             } else if let dash = name.lastIndex(of: "-"), name[..<dash].hasSuffix(".tmp"),
-                      let pid = pid_t(name[name.index(after: dash)...]), kill(pid, 0) != 0 && errno == ESRCH {
-                unlink(path)
+                      let pid = pid_t(name[name.index(after: dash)...]), Self.processGone(pid) {
+                bestEffort { unlink(path) }
             }
         }
         for old in current.sorted(by: { $0.used > $1.used }).dropFirst(Self.maxSaved - 1) {
@@ -100,10 +101,16 @@ package struct VMSnapshot {
         }
     }
 
-    /// Removes the manifest at `path` and the state beside it.
+    /// Removes the manifest at `path` and the state beside it. Wraps unlink(2).
     private static func remove(manifest path: String) {
-        unlink(String(path.dropLast(".sources".count)) + ".state")
-        unlink(path)
+        bestEffort { unlink(String(path.dropLast(".sources".count)) + ".state") }
+        bestEffort { unlink(path) }
+    }
+
+    /// Whether no process `pid` exists (ESRCH); one we may not signal still exists. Wraps kill(2).
+    private static func processGone(_ pid: pid_t) -> Bool {
+        do { try systemCall("kill(0)", on: "process \(pid)") { kill(pid, 0) } } catch { return error.errno == ESRCH }
+        return false
     }
 
     /// A manifest: the hash of its files' keys, then the files, one per line.
