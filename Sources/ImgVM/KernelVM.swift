@@ -1,4 +1,5 @@
 import Glibc
+import ImgFormats
 import ImgSystem
 
 /// Boots a Linux kernel directly (qemu's -kernel, -initrd and -append) in a throwaway VM with disk
@@ -250,7 +251,7 @@ public enum KernelVM {
             try monitor.command("{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"max-bandwidth\":\(UInt64(1) << 40)}}",
                                 deadline: deadline, interruption: interruption)
             let uri = "exec:cat > '\(temporary)'"
-            try monitor.command("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\(jsonString(uri))}}",
+            try monitor.command("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\(JSONValue.string(uri).rendered())}}",
                                 deadline: deadline, interruption: interruption)
             while true {
                 let reply = try monitor.command("{\"execute\":\"query-migrate\"}", deadline: deadline, interruption: interruption)

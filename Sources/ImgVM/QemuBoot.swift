@@ -1,4 +1,5 @@
 import Glibc
+import ImgFormats
 import ImgSystem
 
 /// Boots a disk image under qemu and reads what the screen shows, from the VGA text buffer rather
@@ -162,7 +163,7 @@ public enum QemuBoot {
         bestEffort { unlink(path) }
         do {
             try monitor.command("{\"execute\":\"pmemsave\",\"arguments\":{\"val\":\(textBuffer.address),\"size\":\(size),"
-                                + "\"filename\":\(jsonString(path))}}", deadline: deadline, interruption: interruption)
+                                + "\"filename\":\(JSONValue.string(path).rendered())}}", deadline: deadline, interruption: interruption)
         } catch { throw Error(error) }
         return readFileBytes(path, limit: size + 1)  // one more, to notice a longer file
     }
