@@ -130,7 +130,7 @@ public enum InstallGrub {
                 image: plan.imagePath, strategy: presented.strategy, diskDevice: presented.diskDevice,
                 bootPartition: .init(number: plan.bootPartition.number, device: presented.bootDevice,
                                      filesystem: FilesystemKind(plan.bootFilesystem.type), uuid: plan.bootFilesystem.uuid),
-                target: .i386PC, grubInstallVersion: GrubTools.version(),
+                target: GrubTools.target, grubInstallVersion: GrubTools.version(),
                 seconds: monotonicNow() - started)
         case .failure(let error):
             guard failures.isEmpty else { throw .cleanupFailed(failures, after: error.description) }

@@ -39,13 +39,13 @@ package struct IsolatedRequest: Sendable {
     package init?(json: JSONValue) {
         guard json["workflow"]?.stringValue == "install-grub",
               let level = json["logLevel"]?.stringValue.flatMap(Logger.Level.init(rawValue:)),
-              let o = json["options"], let image = o["image"]?.stringValue, let modules = o["modules"]?.arrayValue,
+              let o = json["options"], let image = o["image"]?.stringValue, let modules = strings(o["modules"]),
               let showGrubOutput = o["showGrubOutput"]?.boolValue else { return nil }
         let strategy = o["strategy"]?.stringValue.flatMap(InstallGrub.Strategy.init(rawValue:))
         guard strategy != nil || o["strategy"]?.isNull == true else { return nil }
         let bootPartition = o["bootPartition"]?.int64Value.map { Int($0) }
         self.init(.installGrub(.init(image: image, strategy: strategy, diskName: o["diskName"]?.stringValue,
-                                     bootPartition: bootPartition, modules: modules.compactMap(\.stringValue),
+                                     bootPartition: bootPartition, modules: modules,
                                      showGrubOutput: showGrubOutput)),
                   logLevel: level)
     }
@@ -120,11 +120,7 @@ extension InstallGrubError {
         func string(_ key: String) -> String? { json[key]?.stringValue }
         func uint(_ key: String) -> UInt64? { json[key]?.uint64Value }
         func int(_ key: String) -> Int? { json[key]?.int64Value.map { Int($0) } }
-        func strings(_ key: String) -> [String]? {
-            guard let items = json[key]?.arrayValue else { return nil }
-            let values = items.compactMap(\.stringValue)
-            return values.count == items.count ? values : nil
-        }
+        func strings(_ key: String) -> [String]? { ImgKit.strings(json[key]) }
         // Every case but these names the image; a document without the path it needs is not ours.
         let pathless: Set<String> = ["toolMissing", "strategyUnavailable", "bootPartitionInUse", "sessionJournal", "system",
                                      "grubToolFailed", "interrupted", "isolated"]
@@ -151,7 +147,7 @@ extension InstallGrubError {
             guard let number = int("number"), let r = string("reason") else { return nil }
             self = .bootPartitionInvalid(path: p, number: number, reason: r)
         case "ambiguousBootPartition":
-            guard let c = json["candidates"]?.arrayValue?.compactMap({ $0.int64Value.map { Int($0) } }) else { return nil }
+            guard let c = decodeAll(json["candidates"], { $0.int64Value.map { Int($0) } }) else { return nil }
             self = .ambiguousBootPartition(path: p, candidates: c)
         case "bootFilesystemFull":
             guard let number = int("number"), let free = uint("free"), let n = uint("needed") else { return nil }

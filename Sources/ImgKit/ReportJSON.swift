@@ -60,7 +60,7 @@ extension BootCode {
 }
 
 /// Every element of a JSON array read by `element`; nil if it is not an array or one does not read.
-private func decodeAll<T>(_ value: JSONValue?, _ element: (JSONValue) -> T?) -> [T]? {
+func decodeAll<T>(_ value: JSONValue?, _ element: (JSONValue) -> T?) -> [T]? {
     guard let items = value?.arrayValue else { return nil }
     var out: [T] = []
     for item in items {
@@ -70,7 +70,7 @@ private func decodeAll<T>(_ value: JSONValue?, _ element: (JSONValue) -> T?) -> 
     return out
 }
 
-private func strings(_ value: JSONValue?) -> [String]? { decodeAll(value, \.stringValue) }
+func strings(_ value: JSONValue?) -> [String]? { decodeAll(value, \.stringValue) }
 
 /// A member that may be null: .some(nil) for null, nil when it is missing or `read` fails.
 private func optional<T>(_ value: JSONValue?, _ read: (JSONValue) -> T?) -> T?? {

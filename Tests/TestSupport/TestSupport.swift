@@ -96,22 +96,27 @@ public func asUser(_ user: UInt32) -> [String] {
 /// fresh `mktemp -d`, /root) hides the built executable from them, so it is copied once per test
 /// process into a world-readable directory, removed when the process exits.
 public func imgtoolPath(reachableBy user: UInt32) throws -> String {
-    let check = try Subprocess.run(asUser(user) + ["test", "-x", imgtoolPath, "-a", "-r", imgtoolPath])
-    if check.succeeded { return imgtoolPath }
-    return try reachableCopy.withLock { path throws -> String in
-        if let path { return path }
-        let directory = try TemporaryDirectory(parent: "/tmp", prefix: "imgtool-test-exe-")
-        let dir = directory.path
-        reachableCopyDirectory = directory
-        atexit { if let dir = reachableCopyDirectory?.path { _ = try? Subprocess.run(["rm", "-rf", dir]) } }
-        chmod(dir, 0o755)
-        try run(["install", "-m", "0755", imgtoolPath, dir + "/imgtool"])
-        path = dir + "/imgtool"
-        return dir + "/imgtool"
+    try reachablePaths.withLock { paths throws -> String in
+        if let path = paths[user] { return path }
+        let check = try Subprocess.run(asUser(user) + ["test", "-x", imgtoolPath, "-a", "-r", imgtoolPath])
+        let path = check.succeeded ? imgtoolPath : try paths.values.first { $0 != imgtoolPath } ?? reachableCopy()
+        paths[user] = path
+        return path
     }
 }
 
-private let reachableCopy = Mutex<String?>(nil)
+/// A copy of imgtool in a world-readable directory, kept for the process's life.
+private func reachableCopy() throws -> String {
+    let directory = try TemporaryDirectory(parent: "/tmp", prefix: "imgtool-test-exe-")
+    reachableCopyDirectory = directory
+    atexit { if let dir = reachableCopyDirectory?.path { _ = try? Subprocess.run(["rm", "-rf", dir]) } }
+    chmod(directory.path, 0o755)
+    try run(["install", "-m", "0755", imgtoolPath, directory.path + "/imgtool"])
+    return directory.path + "/imgtool"
+}
+
+/// Per user: the imgtool that user can run, decided once (each check spawns setpriv).
+private let reachablePaths = Mutex<[UInt32: String]>([:])
 /// The copy's directory, kept for the process's life and removed by the exit handler, which can
 /// capture nothing.
 nonisolated(unsafe) private var reachableCopyDirectory: TemporaryDirectory?
