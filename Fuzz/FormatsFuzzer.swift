@@ -1,5 +1,5 @@
 // libFuzzer entry point for the MBR/EBR, GPT, boot-code, GRUB core.img, FAT, PE/GRUB EFI, SYSLINUX patch area,
-// ISOLINUX boot info table, ISO 9660, GRUB legacy and JSON parsers. Not a SwiftPM
+// ISOLINUX boot info table, ISO 9660, GRUB legacy, JSON and isolated-response parsers. Not a SwiftPM
 // target: run.sh compiles it together with Sources/ImgFormats/*.swift into one module, so the
 // parsers' internal API is visible without an import and the whole parser is instrumented for
 // coverage.
@@ -31,6 +31,15 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         let text = value.rendered()
         guard let again = try? JSONValue.parse(text), again.rendered() == text else {
             fatalError("a parsed JSON document does not survive rendering: \(text)")
+        }
+    }
+
+    // The input as an isolated VM's answer: frames that lie within it, ending in a document that
+    // survives encoding.
+    if let (data, end) = ResponseFrame.decode(bytes) {
+        if data.reduce(0, { $0 + $1.count }) > size { fatalError("data frames longer than the input") }
+        guard let again = ResponseFrame.decode(end.encoded), again.data.isEmpty, again.end.encoded == end.encoded else {
+            fatalError("a decoded response does not survive encoding: \(end)")
         }
     }
 

@@ -18,6 +18,9 @@ command -v python3 >/dev/null || { echo "make-corpus.sh: needs python3" >&2; exi
 # What an isolated VM's guest answers (IsolatedRequest): nesting, escapes, every number kind, null.
 printf '%s' '{"result": {"image": "/i.img", "seconds": 0.25, "modules": ["part_gpt", "caf\u00e9\n"], "n": -12, "big": 18446744073709551615, "e": 1e-3, "z": null, "t": [true, false, {}]}}' \
     > "$out/json-isolated-response.bin"
+# The same document framed as the guest sends it (ResponseFrame): a data frame, then the result.
+{ printf 'data 5\n\0\1\2\n\377'; printf 'result %d\n' "$(wc -c < "$out/json-isolated-response.bin")"; cat "$out/json-isolated-response.bin"; } \
+    > "$out/framed-isolated-response.bin"
 
 python3 - "$out" <<'EOF'
 import os, struct, sys, uuid, zlib

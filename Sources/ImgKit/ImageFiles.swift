@@ -30,17 +30,21 @@ public enum ImageFiles {
     }
 
     /// Which filesystem to open.
-    public struct Options: Sendable, Equatable {
+    public struct Options: Sendable {
         /// The image file or block device.
         public var image: String
         /// The partition; nil: the image itself when it has no partition table, else its only
         /// ext2/3/4 partition.
         public var partition: Int?
+        /// `list` and `read` the image inside a throwaway VM instead of on this kernel
+        /// (`Isolation`). `run` refuses it: an opened filesystem cannot come back from a VM.
+        public var isolation: Isolation?
 
         /// Options for `image`, and for `partition` when given.
-        public init(image: String, partition: Int? = nil) {
+        public init(image: String, partition: Int? = nil, isolation: Isolation? = nil) {
             self.image = image
             self.partition = partition
+            self.isolation = isolation
         }
     }
 
@@ -92,6 +96,7 @@ public enum ImageFiles {
     /// Opens the ext2/3/4 filesystem in `partition`; without one, the image itself when it has no
     /// partition table, else its only ext2/3/4 partition (several are an error listing them).
     public static func run(_ options: Options) throws(Error) -> Opened {
+        guard options.isolation == nil else { throw .isolatedOpen(path: options.image) }
         let image = options.image, partition = options.partition
         let layout = try locate(image: image)
         let hasTable = layout.hasTable, locations = layout.locations
@@ -153,14 +158,27 @@ public enum ImageFiles {
         case damaged(path: String, partition: Int?, reason: String)
         /// A path inside the filesystem failed.
         case file(Ext2Filesystem.Error, image: String, partition: Int?)
+        /// `read`'s output failed (the caller's, e.g. writing to standard output); reading stopped.
+        case output(path: String, SystemError)
+        /// `run` was given an `isolation`: the filesystem it opens would live in the VM.
+        case isolatedOpen(path: String)
+        /// The isolated VM (`Options.isolation`) could not run the job.
+        case isolation(IsolationFailure)
 
         public var exitStatus: ExitStatus {
             switch self {
             case .cannotOpen, .unreadable: return .noInput
             case .noPartitionTable, .noSuchPartition, .notExt, .noExtFilesystem, .ambiguous, .damaged: return .badImage
-            case .file(.library, _, _): return .failure
+            case .file(.library, _, _), .output, .isolatedOpen: return .failure
             case .file: return .badImage
+            case .isolation(let e): return e.exitStatus
             }
+        }
+
+        /// `exitStatus`, or 128 + the signal that stopped an isolated VM.
+        public var exitCode: Int32 {
+            if case .isolation(let e) = self { return e.exitCode }
+            return exitStatus.rawValue
         }
 
         public var description: String {
@@ -200,6 +218,12 @@ public enum ImageFiles {
                 case .notASymlink, .tooLarge, .library:
                     return "in \(place): \(error)"
                 }
+            case .output(let path, let e):
+                return "writing \(path) out failed: \(e)."
+            case .isolatedOpen(let p):
+                return "\(p): an opened filesystem cannot come back from an isolated VM. Use ImageFiles.list or ImageFiles.read with the isolation, or open it without one."
+            case .isolation(let e):
+                return e.description
             }
         }
 

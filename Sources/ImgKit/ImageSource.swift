@@ -18,6 +18,12 @@ public struct ImageOpenError: Error, CustomStringConvertible, Sendable {
     /// Why it could not be opened.
     public let problem: Problem
 
+    /// The error for `path`, for an embedder's tests.
+    public init(path: String, problem: Problem) {
+        self.path = path
+        self.problem = problem
+    }
+
     public var exitStatus: ExitStatus { .noInput }
 
     public var description: String {
@@ -33,6 +39,18 @@ public struct ImageOpenError: Error, CustomStringConvertible, Sendable {
 /// size needs an ioctl).
 enum ImageSource {
     static func open(_ path: String) throws(ImageOpenError) -> FileByteSource {
+        let type = try check(path)
+        do {
+            return type == S_IFBLK ? try FileByteSource(path: path, size: try BlockDevice.size(path))
+                                   : try FileByteSource(path: path)
+        } catch {
+            throw ImageOpenError(path: path, problem: .unreadable(reason: "\(error)"))
+        }
+    }
+
+    /// The checks `open` makes before it opens: `path` exists and is a regular file or block device
+    /// (whose type it returns). What an isolated run checks on the host, which never reads the image.
+    static func check(_ path: String) throws(ImageOpenError) -> mode_t {
         let st: stat
         do {
             st = try fileStatus(path)
@@ -44,12 +62,7 @@ enum ImageSource {
         guard type == S_IFREG || type == S_IFBLK else {
             throw ImageOpenError(path: path, problem: .notAnImage(kind: kind(type)))
         }
-        do {
-            return type == S_IFBLK ? try FileByteSource(path: path, size: try BlockDevice.size(path))
-                                   : try FileByteSource(path: path)
-        } catch {
-            throw ImageOpenError(path: path, problem: .unreadable(reason: "\(error)"))
-        }
+        return type
     }
 
     private static func kind(_ type: mode_t) -> String {

@@ -145,35 +145,10 @@ public enum InstallGrub {
                             interruption: Interruption) throws(InstallGrubError) -> Result {
         var local = options
         local.isolation = nil
-        let request = IsolatedRequest(.installGrub(local), logLevel: logger.logLevel)
         var isolation = isolation
-        isolation.installStrategy = options.strategy
         isolation.vm.interruption = interruption
-        let r: IsolatedVM.Result
-        do {
-            r = try isolation.run([IsolatedRequest.command, request.json.rendered()], image: options.image,
-                                  purpose: .installGrub, logger: logger)
-        } catch {
-            throw .isolation(error)
-        }
-        // The guest's step lines, as the local run would have logged them.
-        for line in String(decoding: r.stderr, as: UTF8.self).split(separator: "\n") {
-            logger.info("\(line.hasPrefix("imgtool: ") ? line.dropFirst("imgtool: ".count) : line)")
-        }
-        guard let response = try? JSONValue.parse(r.stdout) else {
-            // No response at all: the guest died before it could answer (its console is in the log).
-            guard r.status == 0 else {
-                throw .isolated(status: r.status, message: "install-grub stopped in the isolated VM with exit \(r.status) before it reported a result")
-            }
-            throw .isolatedResultUnreadable(output: String(decoding: r.stdout.prefix(200), as: UTF8.self))
-        }
-        if let error = response["error"] {
-            throw InstallGrubError(json: error) ?? .isolatedResultUnreadable(output: error.rendered())
-        }
-        guard let result = response["result"].flatMap(Result.init(json:)) else {
-            throw .isolatedResultUnreadable(output: String(decoding: r.stdout.prefix(200), as: UTF8.self))
-        }
-        return result
+        return try IsolatedRequest(.installGrub(local), logLevel: logger.logLevel)
+            .send(through: isolation, logger: logger, errors: InstallGrubError.self, decode: Result.init(json:))
     }
 
     /// grub-install fsyncs every file it copies (over 300), and each fsync of a journalling

@@ -59,18 +59,15 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case subprocess(tool: String, Subprocess.Error)
     /// A step failed with an error of a kind not listed above.
     case other(any Error)
-    /// The isolated VM's install-grub succeeded but printed no result imgtool could read.
-    case isolatedResultUnreadable(output: String)
     /// A GRUB program (grub-install, grub-probe, ...) exited with `status`; `stderr` is what it printed.
     case grubToolFailed(tool: String, status: Int32, stderr: String)
     /// A signal (SIGINT, SIGTERM or SIGHUP) stopped the install; everything acquired was released.
     case interrupted(signal: Int32)
     /// Releasing resources failed; `after` is the error that ended the install first, nil when it had succeeded.
     case cleanupFailed([Session.CleanupFailure], after: String?)
-    /// The isolated VM could not run the job (`Isolation`).
-    case isolation(IsolatedVM.Error)
-    /// The job failed inside the isolated VM: its exit code and its error message.
-    case isolated(status: Int32, message: String)
+    /// The isolated VM (`Options.isolation`) could not run the job, or it failed there in a way
+    /// that has no case above.
+    case isolation(IsolationFailure)
 
     public var exitStatus: ExitStatus {
         switch self {
@@ -83,11 +80,10 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         case .notRoot: return .noPermission
         case .toolMissing, .strategyUnavailable: return .unavailable
         case .noStrategyWorked, .bootPartitionInUse, .sessionJournal, .system, .loopDevice, .mount, .deviceMapper,
-             .subprocess, .other, .isolatedResultUnreadable, .grubToolFailed, .cleanupFailed:
+             .subprocess, .other, .grubToolFailed, .cleanupFailed:
             return .failure
         case .interrupted: return .failure
         case .isolation(let e): return e.exitStatus
-        case .isolated(let status, _): return ExitStatus(rawValue: status) ?? .failure
         }
     }
 
@@ -96,7 +92,6 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         switch self {
         case .interrupted(let signal): return 128 + signal
         case .isolation(let e): return e.exitCode
-        case .isolated(let status, _) where status > 128: return status
         default: return exitStatus.rawValue
         }
     }
@@ -159,8 +154,6 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
             return e.description
         case .other(let e):
             return "\(e)"
-        case .isolatedResultUnreadable(let output):
-            return "the isolated VM's install-grub succeeded but its result could not be read: \(output)"
         case .subprocess(let tool, let e):
             return tool == "grub-mkimage" ? "could not run grub-mkimage to size core.img: \(e)" : "could not run \(tool): \(e)"
         case .grubToolFailed(let tool, let status, let stderr):
@@ -170,8 +163,6 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
             return Session.Interrupted(signal: signal).description
         case .isolation(let e):
             return e.description
-        case .isolated(_, let message):
-            return message
         case .cleanupFailed(let failures, let after):
             let list = failures.map { "  - \($0)" }.joined(separator: "\n")
             let first = after.map { "\($0)\nThen cleanup failed too:\n" } ?? "cleanup failed:\n"

@@ -77,11 +77,7 @@ public struct InstallPlan: Sendable {
         do {
             source = try ImageSource.open(path)
         } catch {
-            switch error.problem {
-            case .missing: throw .imageMissing(path: path)
-            case .notAnImage(let kind): throw .notAnImage(path: path, kind: kind)
-            case .unreadable(let reason): throw .unreadable(path: path, reason: reason)
-            }
+            throw .unusableImage(error)
         }
         guard source.size > 0 else { throw .empty(path: path) }
         guard source.size >= 512 else {

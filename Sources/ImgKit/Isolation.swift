@@ -2,19 +2,21 @@ import Glibc
 import ImgSystem
 import Logging
 
-/// `--isolate`: an imgtool command run inside a throwaway VM (`IsolatedVM`) instead of on the host
-/// kernel, so that the host never parses or mounts the image. The same imgtool executable runs
-/// in the guest with the same arguments; the image is the guest's virtio disk, reachable there at
-/// the path it has on the host (a symbolic link to /dev/vda in the same directory, and the guest
-/// starts in the host's working directory), so reports and messages name the host's path.
-/// stdout, stderr and the exit status come back exactly.
+/// A throwaway VM (`IsolatedVM`) for a workflow to run in instead of on the host kernel, so that
+/// the host never parses or mounts the image: set it as the `isolation` of `Inspect`, `Verify`,
+/// `ImageFiles` or `InstallGrub` options. The same imgtool executable runs in the guest and is
+/// sent the workflow and its options as a structured request; what comes back is the same result
+/// value, or the same typed error, as a local run gives. The image is the guest's virtio disk,
+/// reachable there at the path it has on the host (a symbolic link to /dev/vda in the same
+/// directory, and the guest starts in the host's working directory), so reports and messages name
+/// the host's path.
 ///
 /// ```swift
-/// let r = try Isolation().run(["inspect", "--json", "disk.img"], image: "disk.img", purpose: .readOnly)
+/// let report = try Inspect.run(.init(image: "disk.img", isolation: Isolation()), logger: logger)
 /// ```
 public struct Isolation: Sendable {
     /// What the guest needs.
-    public enum Purpose: Sendable {
+    package enum Purpose: Sendable {
         /// inspect, verify, ls, cat: imgtool alone, the disk read-only.
         case readOnly
         /// install-grub: GRUB's tools and files, loop and device-mapper modules, filesystems; the
@@ -58,8 +60,9 @@ public struct Isolation: Sendable {
     static let installGrubPrograms = ["grub-install", "grub-probe", "grub-mkimage", "grub-bios-setup", "grub-editenv",
                                       "setpriv"]
 
-    /// Runs `imgtool arguments...` in a fresh VM with `image` as its disk.
-    public func run(_ arguments: [String], image: String, purpose: Purpose,
+    /// Runs `imgtool arguments...` in a fresh VM with `image` as its disk: what `IsolatedRequest`
+    /// sends its request through.
+    package func run(_ arguments: [String], image: String, purpose: Purpose,
                     logger: Logger = Logger(label: "imgtool.isolation")) throws(IsolatedVM.Error) -> IsolatedVM.Result {
         guard let imgtool = executable ?? Self.currentExecutable() else {
             throw .executableMissing("imgtool (not found in PATH)")

@@ -73,7 +73,7 @@ func decodeAll<T>(_ value: JSONValue?, _ element: (JSONValue) -> T?) -> [T]? {
 func strings(_ value: JSONValue?) -> [String]? { decodeAll(value, \.stringValue) }
 
 /// A member that may be null: .some(nil) for null, nil when it is missing or `read` fails.
-private func optional<T>(_ value: JSONValue?, _ read: (JSONValue) -> T?) -> T?? {
+func optional<T>(_ value: JSONValue?, _ read: (JSONValue) -> T?) -> T?? {
     guard let value else { return nil }
     if value.isNull { return .some(nil) }
     return read(value).map { .some($0) }

@@ -7,17 +7,31 @@ import Logging
 /// core.img (decoded), and what core.img needs from the partition it names. Read-only, no root.
 public enum Verify {
     /// What to verify.
-    public struct Options: Sendable, Equatable {
+    public struct Options: Sendable {
         /// The image file or block device.
         public var image: String
+        /// Read the image inside a throwaway VM instead of on this kernel (`Isolation`): for
+        /// images nobody vouches for.
+        public var isolation: Isolation?
 
         /// Options for verifying `image`, an image file or block device.
-        public init(image: String) { self.image = image }
+        public init(image: String, isolation: Isolation? = nil) {
+            self.image = image
+            self.isolation = isolation
+        }
     }
 
-    /// Reads the image and gives the verdict. Only an image that cannot be opened is an error.
-    public static func run(_ options: Options, logger: Logger) throws(ImageOpenError) -> VerifyReport {
-        let path = options.image
+    /// Reads the image and gives the verdict. Only an image that cannot be opened (or an isolated
+    /// VM that could not run) is an error.
+    public static func run(_ options: Options, logger: Logger) throws(ReportError) -> VerifyReport {
+        if let isolation = options.isolation {
+            return try IsolatedRequest(.verify(.init(image: options.image)), logLevel: logger.logLevel)
+                .send(through: isolation, logger: logger, errors: ReportError.self, decode: VerifyReport.init(json:))
+        }
+        do { return try report(options.image, logger: logger) } catch { throw .open(error) }
+    }
+
+    private static func report(_ path: String, logger: Logger) throws(ImageOpenError) -> VerifyReport {
         let source = try ImageSource.open(path)
         let sector0 = (try? source.read(at: 0, count: Int(min(512, source.size)))) ?? []
         let bootCode = BootCode.identify(sector0: sector0)

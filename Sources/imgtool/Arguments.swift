@@ -98,6 +98,8 @@ extension CommandSpec {
 
 struct ParsedArguments {
     let command: CommandSpec
+    /// With `--isolate`: the VM the command's workflow runs in.
+    var isolation: Isolation?
     private(set) var positionals: [String] = []
     private var values: [String: [String]] = [:]
     private var flags: [String] = []
@@ -238,11 +240,14 @@ struct CommandLineTool {
             return 0
         }
         do throws(UsageError) {
-            let parsed = try ParsedArguments(command, rest)
-            if let purpose = command.isolation {
-                if parsed.flag("isolate") { return try runIsolated(command, parsed, purpose: purpose) }
-                for option in command.isolationOnly.sorted() where parsed.value(option) != nil {
-                    throw UsageError(message: "'--\(option)' goes with '--isolate'.")
+            var parsed = try ParsedArguments(command, rest)
+            if command.isolation != nil {
+                if parsed.flag("isolate") {
+                    parsed.isolation = try isolation(for: command, parsed)
+                } else {
+                    for option in command.isolationOnly.sorted() where parsed.value(option) != nil {
+                        throw UsageError(message: "'--\(option)' goes with '--isolate'.")
+                    }
                 }
             }
             return try command.run(parsed)

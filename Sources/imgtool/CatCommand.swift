@@ -18,28 +18,19 @@ let catCommand = CommandSpec(
     isolation: .readOnly,
     run: { arguments throws(UsageError) in
         let image = arguments.positional(0)!, path = arguments.positional(1)!, number = try partition(arguments)
-        let opened: ImageFiles.Opened
-        do throws(ImageFiles.Error) { opened = try ImageFiles.run(.init(image: image, partition: number)) } catch { return fail(error) }
-        do {
-            try opened.filesystem.read(path) { chunk in try writeChunk(chunk) }
-        } catch let error as Ext2Filesystem.Error {
-            return fail(ImageFiles.Error.file(error, image: image, partition: opened.location.partition))
-        } catch let error as OutputError {
-            printError("writing \(path) to standard output failed: \(String(cString: strerror(error.errno))).")
-            return ExitStatus.failure.rawValue
+        do throws(ImageFiles.Error) {
+            try withSignalsStopping(arguments.isolation) { isolation throws(ImageFiles.Error) in
+                try ImageFiles.read(.init(image: image, partition: number, isolation: isolation), path: path,
+                                    logger: makeLogger(label: "imgtool.cat", verbose: false, quiet: true)) { chunk throws(SystemError) in
+                    try writeFully(1, chunk, path: "standard output")
+                }
+            }
         } catch {
-            printError("reading \(path) failed: \(error)")
-            return ExitStatus.failure.rawValue
+            if case .output(_, let e) = error {
+                printError("writing \(path) to standard output failed: \(String(cString: strerror(e.errno))).")
+                return ExitStatus.failure.rawValue
+            }
+            return fail(error)
         }
         return 0
     })
-
-/// A failed write to standard output, told apart from the filesystem's own errors.
-private struct OutputError: Error {
-    let errno: Int32
-}
-
-/// Writes the chunk to standard output; unlike `writeAll`, a failure stops the copy. Wraps write(2).
-private func writeChunk(_ chunk: UnsafeRawBufferPointer) throws(OutputError) {
-    do { try writeFully(1, chunk, path: "standard output") } catch { throw OutputError(errno: error.errno) }
-}

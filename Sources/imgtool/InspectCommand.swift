@@ -11,21 +11,24 @@ let inspectCommand = CommandSpec(
         .flag("verbose", short: "v", help: "More detail on stderr."),
     ],
     isolation: .readOnly,
-    run: { InspectCommand(image: $0.positional(0)!, json: $0.flag("json"), verbose: $0.flag("verbose")).run() })
+    run: { InspectCommand(image: $0.positional(0)!, json: $0.flag("json"), verbose: $0.flag("verbose"), isolation: $0.isolation).run() })
 
 struct InspectCommand {
     let image: String
     let json: Bool
     let verbose: Bool
+    let isolation: Isolation?
 
     func run() -> Int32 {
         let logger = makeLogger(label: "imgtool.inspect", verbose: verbose, quiet: !verbose)
         let report: InspectReport
         do {
-            report = try Inspect.run(.init(image: image), logger: logger)
+            report = try withSignalsStopping(isolation) { isolation throws(ReportError) in
+                try Inspect.run(.init(image: image, isolation: isolation), logger: logger)
+            }
         } catch {
             printError(error.description)
-            return error.exitStatus.rawValue
+            return error.exitCode
         }
         if json { printJSON(report.json) } else { writeAll(1, Array(render(report).utf8)) }
         return 0

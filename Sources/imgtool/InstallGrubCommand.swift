@@ -37,7 +37,7 @@ struct InstallGrubCommand {
     let verbose: Bool
     let quiet: Bool
     /// --isolate: the library runs the job in a throwaway VM (a structured request and result).
-    var isolation: Isolation?
+    let isolation: Isolation?
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
         let strategy = try arguments.value("strategy", as: InstallGrub.Strategy.self,
@@ -54,6 +54,7 @@ struct InstallGrubCommand {
         json = arguments.flag("json")
         verbose = arguments.flag("verbose")
         quiet = arguments.flag("quiet")
+        isolation = arguments.isolation
     }
 
     func run() -> Int32 {

@@ -1,69 +1,25 @@
-import Glibc
 import ImgKit
 import ImgSystem
-import Logging
 
-/// `--isolate`. install-grub goes through the library (`InstallGrub.Options.isolation`): a
-/// structured request into the VM and a result or typed error back. The read-only commands run
-/// the same command line, minus the isolation options, in the VM; their stdout, stderr and exit
-/// code become ours.
-func runIsolated(_ command: CommandSpec, _ arguments: ParsedArguments, purpose: Isolation.Purpose) throws(UsageError) -> Int32 {
-    guard let image = arguments.positional(0) else { throw UsageError(message: "missing argument <image>.") }
+/// `--isolate` (with `--kernel`, and `--timeout` where the command has no timeout of its own): the
+/// `Isolation` the command's workflow runs in. The workflow sends a structured request into the VM
+/// and gets back its result or its typed error, so the command prints what a local run prints.
+func isolation(for command: CommandSpec, _ arguments: ParsedArguments) throws(UsageError) -> Isolation {
     var timeout = IsolatedVM.defaultTimeout
     if command.isolationOnly.contains("timeout") {
         timeout = try arguments.value("timeout", as: Double.self, expected: "a number of seconds") ?? timeout
         guard timeout > 0, timeout.isFinite else { throw UsageError(message: "'--timeout' must be a positive number of seconds.") }
     }
-    if command.name == installGrubCommand.name {
-        var install = try InstallGrubCommand(arguments)
-        install.isolation = Isolation(kernel: arguments.value("kernel"), timeout: timeout, executable: Isolation.processExecutable())
-        return install.run()
-    }
+    return Isolation(kernel: arguments.value("kernel"), timeout: timeout, executable: Isolation.processExecutable())
+}
+
+/// Runs `body` with `isolation` (when there is one) stopped by SIGINT, SIGTERM and SIGHUP: the VM
+/// is killed at once and the command exits 128 + the signal.
+func withSignalsStopping<T, E: Error>(_ isolation: Isolation?, _ body: (Isolation?) throws(E) -> T) throws(E) -> T {
+    guard var isolation else { return try body(nil) }
     let interruption = Interruption()
     let trap = SignalTrap(interruption)
     defer { withExtendedLifetime(trap) {} }
-    var isolation = Isolation(kernel: arguments.value("kernel"), timeout: timeout,
-                              executable: Isolation.processExecutable(), interruption: interruption)
-    isolation.installStrategy = arguments.value("strategy").flatMap(InstallGrub.Strategy.init(rawValue:))
-    let verbose = arguments.flag("verbose")
-    let logger = makeLogger(label: "imgtool.isolate", verbose: verbose, quiet: !verbose)
-    if command.name == verifyCommand.name && arguments.flag("boot") {
-        let bootTimeout = try arguments.value("timeout", as: Double.self, expected: "a number of seconds") ?? 30
-        guard bootTimeout > 0, bootTimeout.isFinite else { throw UsageError(message: "'--timeout' must be a positive number of seconds.") }
-        let verify = VerifyCommand(image: image, boot: true, timeout: bootTimeout,
-                                   firmware: try arguments.value("firmware", as: QemuBoot.Firmware.self, expected: "bios or efi"),
-                                   json: arguments.flag("json"), verbose: verbose)
-        return verifyBootingOnHost(verify, isolation: isolation, interruption: interruption, logger: logger)
-    }
-    let forwarded = arguments.forwarded(dropping: command.isolationOnly.union(["isolate"]))
-    do {
-        let r = try isolation.run([command.name] + forwarded, image: image, purpose: purpose, logger: logger)
-        writeAll(1, r.stdout)
-        writeAll(2, r.stderr)
-        logger.debug("isolated VM finished", metadata: ["seconds": "\(r.seconds)", "qemu": "\(r.vmSeconds)",
-                                                         "accelerator": "\(r.accelerator)", "resumed": "\(r.resumed)"])
-        return r.status
-    } catch {
-        printError(error.description)
-        return error.exitCode
-    }
-}
-
-/// verify --isolate --boot: the report is made in the VM (`verify --json` there), the boot runs
-/// here under qemu as without --isolate, on a copy-on-write overlay.
-private func verifyBootingOnHost(_ verify: VerifyCommand, isolation: Isolation, interruption: Interruption,
-                                 logger: Logger) -> Int32 {
-    let inVM = ["verify", "--json"] + (verify.verbose ? ["--verbose"] : []) + ["--", verify.image]
-    let r: IsolatedVM.Result
-    do { r = try isolation.run(inVM, image: verify.image, purpose: .readOnly, logger: logger) } catch {
-        printError(error.description)
-        return error.exitCode
-    }
-    writeAll(2, r.stderr)
-    // verify exits 0, 1 or 2 with a report; 2 without one (and anything else) is an error it printed.
-    guard let document = try? JSONValue.parse(r.stdout), let report = VerifyReport(json: document) else {
-        if r.status == 0 || r.status == 1 { printError("the isolated VM's verify report could not be read.") }
-        return r.status == 0 || r.status == 1 ? 2 : r.status
-    }
-    return verify.finish(report, interruption: interruption)
+    isolation.vm.interruption = interruption
+    return try body(isolation)
 }

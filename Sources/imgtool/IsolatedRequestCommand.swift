@@ -1,8 +1,8 @@
 import ImgKit
 
-/// `imgtool __isolated REQUEST`: what the host's `InstallGrub.run` starts inside an isolated VM.
-/// The workflow's steps go to stderr as a local run logs them; the response document (a result or
-/// a typed error) goes to stdout, and the exit code is the workflow's.
+/// `imgtool __isolated REQUEST`: what a workflow run with an `Isolation` starts inside the VM.
+/// The workflow's steps go to stderr as a local run logs them; the response (data frames, then the
+/// result or the typed error) goes to stdout, and the exit code is the workflow's.
 func serveIsolatedRequest(_ arguments: [String]) -> Int32 {
     guard arguments.count == 1, let document = try? JSONValue.parse(arguments[0]),
           let request = IsolatedRequest(json: document) else {
@@ -13,7 +13,5 @@ func serveIsolatedRequest(_ arguments: [String]) -> Int32 {
     let trap = SignalTrap(interruption)
     defer { withExtendedLifetime(trap) {} }
     let logger = Logger(label: "imgtool.isolated") { _ in StepLogHandler(logLevel: request.logLevel) }
-    let (response, exitCode) = request.serve(logger: logger, interruption: interruption)
-    printJSON(response)
-    return exitCode
+    return request.serve(logger: logger, interruption: interruption) { writeAll(1, $0) }
 }

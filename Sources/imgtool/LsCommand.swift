@@ -22,7 +22,8 @@ let lsCommand = CommandSpec(
     isolation: .readOnly,
     run: { arguments throws(UsageError) in
         LsCommand(image: arguments.positional(0)!, path: arguments.positional(1) ?? "/",
-                  partition: try partition(arguments), long: arguments.flag("long"), json: arguments.flag("json")).run()
+                  partition: try partition(arguments), long: arguments.flag("long"), json: arguments.flag("json"),
+                  isolation: arguments.isolation).run()
     })
 
 /// --partition for ls and cat.
@@ -40,49 +41,36 @@ struct LsCommand {
     let partition: Int?
     let long: Bool
     let json: Bool
+    let isolation: Isolation?
 
     func run() -> Int32 {
-        let opened: ImageFiles.Opened
-        do { opened = try ImageFiles.run(.init(image: image, partition: partition)) } catch { return fail(error) }
-        let fs = opened.filesystem
-        let entries: [Ext2Filesystem.Entry]
-        let directory: String?
+        let listing: ImageFiles.Listing
         do {
-            if try fs.stat(path).kind == .directory {
-                entries = try fs.list(path)
-                directory = path
-            } else {
-                let entry = try fs.stat(path, followSymlinks: false)
-                entries = [Ext2Filesystem.Entry(name: path, kind: entry.kind, size: entry.size, mode: entry.mode,
-                                                inode: entry.inode, modified: entry.modified, uid: entry.uid,
-                                                gid: entry.gid)]
-                directory = nil
+            listing = try withSignalsStopping(isolation) { isolation throws(ImageFiles.Error) in
+                try ImageFiles.list(.init(image: image, partition: partition, isolation: isolation), path: path,
+                                    logger: makeLogger(label: "imgtool.ls", verbose: false, quiet: true))
             }
         } catch {
-            return fail(ImageFiles.Error.file(error, image: image, partition: opened.location.partition))
-        }
-        // A link that cannot be read still gets listed; its target is then left out.
-        let targets: [String?] = entries.map { entry in
-            guard entry.kind == .symlink, long || json else { return nil }
-            return try? fs.readLink(directory.map { join($0, entry.name) } ?? path)
+            return fail(error)
         }
         if json {
-            printJSON(.array(zip(entries, targets).map { ListedEntry($0, target: $1).json }))
+            printJSON(.array(listing.entries.map(\.json)))
         } else if long {
-            printLong(entries, targets: targets)
+            printLong(listing.entries)
         } else {
-            let lines = entries.map { escaped($0.name) + ($0.kind == .directory && directory != nil ? "/" : "") + "\n" }
+            let lines = listing.entries.map { escaped($0.file.name) + ($0.file.kind == .directory && listing.isDirectory ? "/" : "") + "\n" }
             writeAll(1, Array(lines.joined().utf8))
         }
         return 0
     }
 
-    private func printLong(_ entries: [Ext2Filesystem.Entry], targets: [String?]) {
+    private func printLong(_ listed: [ImageFiles.Listing.Entry]) {
+        let entries = listed.map(\.file)
         let sizeWidth = entries.map { String($0.size).count }.max() ?? 0
         let uidWidth = entries.map { String($0.uid).count }.max() ?? 0
         let gidWidth = entries.map { String($0.gid).count }.max() ?? 0
         var out = ""
-        for (entry, target) in zip(entries, targets) {
+        for (entry, target) in zip(entries, listed.map(\.target)) {
             out += modeString(entry.mode) + " " + padded(entry.uid, uidWidth) + " " + padded(entry.gid, gidWidth)
                 + " " + padded(entry.size, sizeWidth) + " " + utcTimestamp(entry.modified) + " " + escaped(entry.name)
             if let target { out += " -> " + escaped(target) }
@@ -90,36 +78,12 @@ struct LsCommand {
         }
         writeAll(1, Array(out.utf8))
     }
-
-    private func join(_ directory: String, _ name: String) -> String {
-        directory.hasSuffix("/") ? directory + name : directory + "/" + name
-    }
-}
-
-/// One entry of `ls --json`: the inode's fields, and a symbolic link's target.
-private struct ListedEntry: JSONRepresentable {
-    let entry: Ext2Filesystem.Entry
-    let target: String?
-
-    init(_ entry: Ext2Filesystem.Entry, target: String?) {
-        self.entry = entry
-        self.target = target
-    }
-
-    var json: JSONValue {
-        .object([
-            "name": .string(entry.name), "kind": .string(entry.kind.rawValue), "size": .uint(entry.size),
-            "mode": .uint(UInt64(entry.mode)), "uid": .uint(UInt64(entry.uid)), "gid": .uint(UInt64(entry.gid)),
-            "inode": .uint(UInt64(entry.inode)), "modified": .int(entry.modified),  // seconds since the epoch
-            "target": JSONValue(target),
-        ])
-    }
 }
 
 /// Prints `error`; returns the documented exit code.
 func fail(_ error: ImageFiles.Error) -> Int32 {
     printError(error.description)
-    return error.exitStatus.rawValue
+    return error.exitCode
 }
 
 /// `drwxr-xr-x`, as ls -l prints it, with setuid, setgid and sticky bits.

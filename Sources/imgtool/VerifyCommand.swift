@@ -28,7 +28,8 @@ let verifyCommand = CommandSpec(
         guard timeout > 0, timeout.isFinite else { throw UsageError(message: "'--timeout' must be a positive number of seconds.") }
         let firmware = try arguments.value("firmware", as: QemuBoot.Firmware.self, expected: "bios or efi")
         return VerifyCommand(image: arguments.positional(0)!, boot: arguments.flag("boot"), timeout: timeout,
-                             firmware: firmware, json: arguments.flag("json"), verbose: arguments.flag("verbose")).run()
+                             firmware: firmware, json: arguments.flag("json"), verbose: arguments.flag("verbose"),
+                             isolation: arguments.isolation).run()
     })
 
 struct VerifyCommand {
@@ -38,24 +39,31 @@ struct VerifyCommand {
     let firmware: QemuBoot.Firmware?
     let json: Bool
     let verbose: Bool
+    /// --isolate: the report is made in a throwaway VM; --boot still boots here, under qemu, on a
+    /// copy-on-write overlay, so the host kernel never reads the image either way.
+    let isolation: Isolation?
 
     func run() -> Int32 {
         let interruption = Interruption()
         let trap = SignalTrap(interruption)
         defer { withExtendedLifetime(trap) {} }
         let logger = makeLogger(label: "imgtool.verify", verbose: verbose, quiet: !verbose)
+        var isolation = isolation
+        isolation?.vm.interruption = interruption
         let report: VerifyReport
         do {
-            report = try Verify.run(.init(image: image), logger: logger)
+            report = try Verify.run(.init(image: image, isolation: isolation), logger: logger)
         } catch {
             printError(error.description)
+            // An image that cannot be opened is "unknown" (2), as verify documents; a VM that could
+            // not run exits with its own code, as every command's does.
+            if case .isolation(let failure) = error { return failure.exitCode }
             return 2
         }
         return finish(report, interruption: interruption)
     }
 
-    /// --boot, then the report: also for a report made in an isolated VM (qemu boots the image on
-    /// a copy-on-write overlay, so the host kernel never reads it either way).
+    /// --boot, then the report.
     func finish(_ report: VerifyReport, interruption: Interruption) -> Int32 {
         var observation: BootObservation?
         if boot {

@@ -98,6 +98,8 @@ final class IsolateTests {
             ["inspect", "--json", "disk.img"], ["inspect", "disk.img"], ["verify", "--json", "disk.img"],
             ["verify", "disk.img"], ["ls", "-l", "disk.img", "/boot/grub"], ["cat", "disk.img", "/boot/grub/grub.cfg"],
             ["cat", "disk.img", "/no/such/file"], ["ls", "--partition", "9", "disk.img"],
+            ["ls", "--json", "disk.img", "/boot/grub/i386-pc"], ["cat", "disk.img", "/boot/grub/i386-pc/core.img"],
+            ["cat", "disk.img", "/boot/grub"], ["inspect", "missing.img"], ["verify", "missing.img"],
         ]
         for command in commands {
             let local = try Subprocess.run(["sh", "-c", "cd \"$1\" && shift && exec \"$@\"", "sh", scratch.path, imgtoolPath] + command)
@@ -114,6 +116,47 @@ final class IsolateTests {
         let before = try sha256(image)
         _ = try imgtool(["inspect", "--isolate", image])
         #expect(try sha256(image) == before)
+    }
+
+    @Test("the library's read-only workflows give the same values isolated as local, errors included")
+    func libraryReadOnly() throws {
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos", "--marker", "IMGTOOL-LIBRARY-READ"])
+        #expect(try imgtool(["install-grub", "-q", image]).status == 0)
+        let isolation = Isolation(executable: imgtoolPath)
+        let logger = Logger(label: "test")
+        let inspected = try Inspect.run(.init(image: image, isolation: isolation), logger: logger)
+        #expect(try inspected == Inspect.run(.init(image: image), logger: logger))
+        let verified = try Verify.run(.init(image: image, isolation: isolation), logger: logger)
+        #expect(verified.bootable == true)
+        #expect(try verified == Verify.run(.init(image: image), logger: logger))
+        let isolated = ImageFiles.Options(image: image, isolation: isolation), local = ImageFiles.Options(image: image)
+        let listing = try ImageFiles.list(isolated, path: "/boot/grub")
+        #expect(listing.isDirectory && listing.entries.contains { $0.file.name == "grub.cfg" })
+        #expect(try listing == ImageFiles.list(local, path: "/boot/grub"))
+        func read(_ options: ImageFiles.Options, _ path: String) throws -> [UInt8] {
+            var bytes: [UInt8] = []
+            try ImageFiles.read(options, path: path) { bytes += $0 }
+            return bytes
+        }
+        let core = try read(isolated, "/boot/grub/i386-pc/core.img")
+        #expect(core.count > 20_000)
+        #expect(try core == read(local, "/boot/grub/i386-pc/core.img"))
+        do {
+            _ = try ImageFiles.list(.init(image: image, partition: 9, isolation: isolation), path: "/")
+            Issue.record("partition 9 was listed")
+        } catch {
+            guard case .noSuchPartition(let path, 9, [1]) = error else { Issue.record("\(error)"); return }
+            #expect(path == image)
+        }
+        do {
+            _ = try Inspect.run(.init(image: scratch.file("missing.img"), isolation: isolation), logger: logger)
+            Issue.record("a missing image was inspected")
+        } catch {
+            guard case .open(let open) = error else { Issue.record("\(error)"); return }
+            #expect(open.problem == .missing)
+        }
+        // ImageFiles.run opens a filesystem here; it refuses to pretend to do that in a VM.
+        #expect(throws: ImageFiles.Error.self) { try ImageFiles.run(isolated) }
     }
 
     @Test("errors: no device mapper here suggests --isolate; a missing kernel or qemu names its package")

@@ -52,7 +52,8 @@ struct WorkflowAPITests {
         } catch {
             let any: any ImgKitError = error
             #expect(any.exitStatus == .noInput && any.exitCode == 66)
-            #expect(error.problem == .missing)
+            guard case .open(let open) = error else { Issue.record("\(error)"); return }
+            #expect(open.problem == .missing)
         }
         let empty = scratch.file("empty.img")
         #expect(FileManager.default.createFile(atPath: empty, contents: Data()))
