@@ -14,7 +14,7 @@ enum BootDirectory {
         for dir in [boot, "\(boot)/grub"] where !isDirectory(dir) {
             if exists(dir) {
                 let inside = dir.dropFirst(mountPoint.count)
-                throw .bootPartitionInvalid(path: plan.imagePath, number: plan.bootPartition.number, reason: "\(inside) in the boot filesystem is not a directory (a symbolic link or a file); imgtool will not follow or replace it")
+                throw .bootPartitionInvalid(path: plan.image, number: plan.bootPartition.number, reason: "\(inside) in the boot filesystem is not a directory (a symbolic link or a file); imgtool will not follow or replace it")
             }
             do { try systemCall("mkdir", on: dir) { mkdir(dir, 0o755) } } catch { throw .system(error) }
         }

@@ -77,17 +77,17 @@ final class ImageDisk {
         self.plan = plan
         self.session = session
         self.partitionScan = partitionScan
-        wholeDisk = Result { try BlockDevicePresentation.wholeDisk(plan.imagePath) }
+        wholeDisk = Result { try BlockDevicePresentation.wholeDisk(plan.image) }
     }
 
     /// The loop device over the image, attached on first use.
     func loopDevice() throws -> LoopDevice {
         if let loop { return loop }
         try session.acquiring(.loop, LoopDevice.fileName(for: ResourceMarks.loopTag(session: session.id)))
-        let disk = try LoopDevice.attach(plan.imagePath, options: .init(partitionScan: partitionScan, tag: session.id),
+        let disk = try LoopDevice.attach(plan.image, options: .init(partitionScan: partitionScan, tag: session.id),
                                          logger: session.logger)
         session.onClose(disk.path, journal: .init(.loop, disk.tag)) { try disk.detach() }
-        session.logger.info("attached \(plan.imagePath) as \(disk.path)")
+        session.logger.info("attached \(plan.image) as \(disk.path)")
         loop = disk
         return disk
     }
@@ -201,7 +201,7 @@ enum OffsetPresentation: DiskPresentation {
         let sectorSize = UInt64(plan.table.sectorSize)
         let tag = ResourceMarks.loopTag(session: session.id, suffix: "p\(p.number)")
         try session.acquiring(.loop, LoopDevice.fileName(for: tag))
-        let loop = try LoopDevice.attach(plan.imagePath, options: .init(
+        let loop = try LoopDevice.attach(plan.image, options: .init(
             offset: p.startSector * sectorSize, sizeLimit: p.sectorCount * sectorSize,
             tag: tag), logger: session.logger)
         session.onClose(loop.path, journal: .init(.loop, loop.tag)) { try loop.detach() }

@@ -110,7 +110,7 @@ public enum InstallGrub {
 
         let session: Session
         do {
-            session = try Session(logger: logger, interruption: interruption, journalFor: plan.imagePath)
+            session = try Session(logger: logger, interruption: interruption, journalFor: plan.image)
         } catch {
             throw .sessionJournal(error)
         }
@@ -124,10 +124,10 @@ public enum InstallGrub {
         switch outcome {
         case .success(let presented):
             guard failures.isEmpty else { throw .cleanupFailed(failures, after: nil) }
-            try flushImage(plan.imagePath)
+            try flushImage(plan.image)
             logger.info("done: \(options.image) boots GRUB from partition \(plan.bootPartition.number); nothing left attached")
             return Result(
-                image: plan.imagePath, strategy: presented.strategy, diskDevice: presented.diskDevice,
+                image: plan.image, strategy: presented.strategy, diskDevice: presented.diskDevice,
                 bootPartition: .init(number: plan.bootPartition.number, device: presented.bootDevice,
                                      filesystem: FilesystemKind(plan.bootFilesystem.type), uuid: plan.bootFilesystem.uuid),
                 target: GrubTools.target, grubInstallVersion: GrubTools.version(),
@@ -256,7 +256,7 @@ public enum InstallGrub {
                 if order.count == 1 { throw InstallGrubError.strategyUnavailable(strategy, reason: unavailable.reason) }
             }
         }
-        throw InstallGrubError.noStrategyWorked(path: plan.imagePath, reasons: reasons)
+        throw InstallGrubError.noStrategyWorked(path: plan.image, reasons: reasons)
     }
 }
 

@@ -7,7 +7,7 @@ import Logging
 /// changing it and without root.
 public struct InstallPlan: Sendable {
     /// The image path as given.
-    public let imagePath: String
+    public let image: String
     /// The image's size in bytes.
     public let imageSize: UInt64
     /// The image's partition table.
@@ -65,7 +65,7 @@ public struct InstallPlan: Sendable {
 
         let (boot, fs) = try chooseBootPartition(path: path, source: source, table: table, requested: requested)
         let module = grubFilesystemModules[fs.type]!
-        let plan = InstallPlan(imagePath: path, imageSize: size, table: table, embedding: embedding,
+        let plan = InstallPlan(image: path, imageSize: size, table: table, embedding: embedding,
                                bootPartition: boot, bootFilesystem: fs, grubFilesystemModule: module)
         try plan.checkEmbeddingRoom(extraModules: extraModules, logger: logger)
         try plan.checkFilesystemRoom(logger: logger)
@@ -142,12 +142,12 @@ public struct InstallPlan: Sendable {
     /// and only for a first install (a reinstall overwrites files of the same size).
     private func checkFilesystemRoom(logger: Logger) throws(InstallGrubError) {
         guard Self.isExt(bootFilesystem),
-              let ext = try? Ext2Filesystem(image: imagePath, offset: bootPartition.startSector * UInt64(table.sectorSize)),
+              let ext = try? Ext2Filesystem(image: image, offset: bootPartition.startSector * UInt64(table.sectorSize)),
               !ext.exists("/boot/grub/i386-pc"), !ext.exists("/grub/i386-pc") else { return }
         let needed = GrubTools.moduleFilesBytes()
         logger.debug("boot filesystem has \(ext.freeBytes) bytes free; GRUB's i386-pc files take \(needed)")
         if ext.freeBytes < needed {
-            throw .bootFilesystemFull(path: imagePath, number: bootPartition.number, free: ext.freeBytes, needed: needed)
+            throw .bootFilesystemFull(path: image, number: bootPartition.number, free: ext.freeBytes, needed: needed)
         }
     }
 
@@ -162,9 +162,9 @@ public struct InstallPlan: Sendable {
         guard needed > embedding.sectorCount else { return }
         switch embedding.kind {
         case .postMBRGap:
-            throw .gapTooSmall(path: imagePath, sectors: embedding.sectorCount, needed: needed)
+            throw .gapTooSmall(path: image, sectors: embedding.sectorCount, needed: needed)
         case .biosBootPartition(let number):
-            throw .biosBootTooSmall(path: imagePath, number: number, sectors: embedding.sectorCount, needed: needed)
+            throw .biosBootTooSmall(path: image, number: number, sectors: embedding.sectorCount, needed: needed)
         }
     }
 }

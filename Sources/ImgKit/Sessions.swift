@@ -66,7 +66,9 @@ public enum Status {
     /// Every session with a journal or with something in the kernel, sorted by id. Needs no root
     /// to read; device-mapper maps are seen only by root.
     public static func run(_ options: Options = .init(), logger: Logger) -> [SessionStatus] {
-        Sessions.list()
+        let sessions = Sessions.list()
+        logger.debug("\(sessions.count) sessions", metadata: ["stale": "\(sessions.filter { !$0.live }.count)"])
+        return sessions
     }
 }
 
@@ -86,19 +88,9 @@ public enum Cleanup {
         }
     }
 
-    /// Something that could not be released, and why (for a busy mount: who holds it).
-    public struct Failure: Sendable, Equatable {
-        /// What could not be released, as `SessionStatus.Resource.description` words it.
-        public let resource: String
-        /// Why: the error's message, or for a busy mount the pids that hold it.
-        public let reason: String
-
-        /// Makes a value, for an embedder's tests.
-        public init(resource: String, reason: String) {
-            self.resource = resource
-            self.reason = reason
-        }
-    }
+    /// Something that could not be released, and why (for a busy mount: who holds it): the same
+    /// value a session's own release reports (`InstallGrubError.cleanupFailed`).
+    public typealias Failure = Session.CleanupFailure
 
     /// What a cleanup did.
     public struct Result: Sendable, Equatable {

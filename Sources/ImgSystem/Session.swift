@@ -17,12 +17,18 @@ public final class Session {
     }
 
     /// A release that failed: what it was and why. The resource is still held.
-    public struct CleanupFailure: Error, CustomStringConvertible, Sendable {
+    public struct CleanupFailure: Error, CustomStringConvertible, Sendable, Equatable {
         /// What could not be released, as `onClose` named it ("/dev/loop3").
         public let resource: String
-        /// Why the release failed: the underlying error's message.
+        /// Why the release failed: the underlying error's message (for a busy mount: who holds it).
         public let reason: String
         public var description: String { "could not release \(resource): \(reason)" }
+
+        /// Makes a value, for an embedder's tests.
+        public init(resource: String, reason: String) {
+            self.resource = resource
+            self.reason = reason
+        }
     }
 
     /// A unique identifier for the session; it appears in the journal's file name and the kernel tags of what the session holds.
