@@ -7,30 +7,16 @@ import Logging
 /// filesystems in it, its boot code and the OS inside. The image is opened O_RDONLY; nothing is
 /// attached or mounted and no root is needed.
 public enum Inspect {
-    /// What to inspect.
-    public struct Options: Sendable {
-        /// The image file or block device.
-        public var image: String
-        /// Read the image inside a throwaway VM instead of on this kernel (`Isolation`): for
-        /// images nobody vouches for.
-        public var isolation: Isolation?
-
-        /// Options for inspecting `image`, an image file or block device.
-        public init(image: String, isolation: Isolation? = nil) {
-            self.image = image
-            self.isolation = isolation
-        }
-    }
+    /// The image to inspect, and whether to read it in a throwaway VM.
+    public typealias Options = ReportOptions
 
     /// Reads everything the report needs. Problems with the image's contents are findings in the
     /// report, not errors; only an image that cannot be opened at all (or an isolated VM that
     /// could not run) is an error.
     public static func run(_ options: Options, logger: Logger) throws(ReportError) -> InspectReport {
-        if let isolation = options.isolation {
-            return try IsolatedRequest(.inspect(.init(image: options.image)), logLevel: logger.logLevel)
-                .send(through: isolation, logger: logger, errors: ReportError.self, decode: InspectReport.init(json:))
+        try options.run(.inspect(options.local), logger: logger, decode: InspectReport.init(json:)) { path throws(ImageOpenError) in
+            try report(path, logger: logger)
         }
-        do { return try report(options.image, logger: logger) } catch { throw .open(error) }
     }
 
     private static func report(_ path: String, logger: Logger) throws(ImageOpenError) -> InspectReport {

@@ -6,29 +6,15 @@ import Logging
 /// Whether an image will boot with BIOS, decided from its bytes alone: the boot code, GRUB's
 /// core.img (decoded), and what core.img needs from the partition it names. Read-only, no root.
 public enum Verify {
-    /// What to verify.
-    public struct Options: Sendable {
-        /// The image file or block device.
-        public var image: String
-        /// Read the image inside a throwaway VM instead of on this kernel (`Isolation`): for
-        /// images nobody vouches for.
-        public var isolation: Isolation?
-
-        /// Options for verifying `image`, an image file or block device.
-        public init(image: String, isolation: Isolation? = nil) {
-            self.image = image
-            self.isolation = isolation
-        }
-    }
+    /// The image to verify, and whether to read it in a throwaway VM.
+    public typealias Options = ReportOptions
 
     /// Reads the image and gives the verdict. Only an image that cannot be opened (or an isolated
     /// VM that could not run) is an error.
     public static func run(_ options: Options, logger: Logger) throws(ReportError) -> VerifyReport {
-        if let isolation = options.isolation {
-            return try IsolatedRequest(.verify(.init(image: options.image)), logLevel: logger.logLevel)
-                .send(through: isolation, logger: logger, errors: ReportError.self, decode: VerifyReport.init(json:))
+        try options.run(.verify(options.local), logger: logger, decode: VerifyReport.init(json:)) { path throws(ImageOpenError) in
+            try report(path, logger: logger)
         }
-        do { return try report(options.image, logger: logger) } catch { throw .open(error) }
     }
 
     private static func report(_ path: String, logger: Logger) throws(ImageOpenError) -> VerifyReport {
