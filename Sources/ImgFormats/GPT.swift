@@ -33,8 +33,9 @@ enum GPT {
     enum HeaderCheck {
         case usable(Header)
         /// `alternateLBA` is set when the header's own CRC was good, so its pointer to the other
-        /// copy can be trusted as a place to look.
-        case unusable(reason: String, alternateLBA: UInt64?)
+        /// copy can be trusted as a place to look. `unverified` is that header with an entry array
+        /// whose CRC32 does not match: all there is when no copy verifies.
+        case unusable(reason: String, alternateLBA: UInt64?, unverified: Header? = nil)
     }
 
     static func hasSignature(in source: some ByteSource, sectorSize: Int) throws -> Bool {
@@ -54,12 +55,14 @@ enum GPT {
         }
 
         var chosen: Header?
+        var unverified: (header: Header, sectorSize: Int)?
         let primary = try checkHeader(at: 1, sectorSize: sectorSize, in: source)
         switch primary {
         case .usable(let header):
             chosen = header
             findings += try backupFindings(primary: header, sectorSize: sectorSize, in: source)
-        case .unusable(let reason, let alternateHint):
+        case .unusable(let reason, let alternateHint, let primaryUnverified):
+            if let primaryUnverified { unverified = (primaryUnverified, sectorSize) }
             // Places the backup may be: where a CRC-valid primary says, then the last sector for
             // each sector size (the primary's signature may be gone, so its size is unknown).
             var candidates: [(lba: UInt64, sectorSize: Int)] = []
@@ -78,8 +81,9 @@ enum GPT {
                     findings.append(
                         Finding(.warning,
                             "primary GPT header at LBA 1 is unusable (\(reason)); using the backup header at LBA \(candidate.lba)"))
-                case .unusable(let backupReason, _):
+                case .unusable(let backupReason, _, let backupUnverified):
                     reasons.append("LBA \(candidate.lba) with \(candidate.sectorSize)-byte sectors: \(backupReason)")
+                    if unverified == nil, let backupUnverified { unverified = (backupUnverified, candidate.sectorSize) }
                 }
                 if chosen != nil { break }
             }
@@ -88,7 +92,19 @@ enum GPT {
                     Finding(.error,
                         "no usable GPT header: primary at LBA 1: \(reason); backup: "
                             + (reasons.isEmpty ? "image too small to hold one" : reasons.joined(separator: "; "))))
-                return PartitionTable(kind: .gpt, sectorSize: sectorSize, identifier: "", partitions: [], findings: findings)
+                guard let (header, size) = unverified else {
+                    return PartitionTable(kind: .gpt, sectorSize: sectorSize, identifier: "", partitions: [], findings: findings)
+                }
+                // A forensic view shows what the entries say, marked as such; sgdisk and the kernel
+                // show nothing, and nothing may be written on their strength.
+                findings.append(
+                    Finding(.error,
+                        "the partitions listed are read from the entry array of the header at LBA \(header.lba), whose CRC32 does not match: they are untrusted"))
+                let (partitions, entryFindings) = decodeEntries(header, imageSectors: source.size / UInt64(size))
+                return PartitionTable(
+                    kind: .gpt, sectorSize: size, identifier: header.diskGUID.description, partitions: partitions,
+                    findings: findings + entryFindings, firstUsableLBA: header.firstUsableLBA,
+                    lastUsableLBA: header.lastUsableLBA, untrusted: true)
             }
         }
         guard let header = chosen else { preconditionFailure("a usable header was chosen above") }
@@ -147,15 +163,16 @@ enum GPT {
         }
         let storedEntriesCRC = sector.le32(88)
         let computedEntriesCRC = CRC32.checksum(entries)
+        let header = Header(
+            lba: lba, alternateLBA: alternateLBA, firstUsableLBA: sector.le64(40), lastUsableLBA: sector.le64(48),
+            diskGUID: GUID(bytes: sector[56..<72])!, entriesLBA: entriesLBA, entryCount: Int(entryCount),
+            entrySize: Int(entrySize), entriesCRC: storedEntriesCRC, entries: entries)
         guard storedEntriesCRC == computedEntriesCRC else {
-            return bad("partition entries CRC32 is 0x\(hex(storedEntriesCRC)), computed 0x\(hex(computedEntriesCRC))")
+            return .unusable(
+                reason: "partition entries CRC32 is 0x\(hex(storedEntriesCRC)), computed 0x\(hex(computedEntriesCRC))",
+                alternateLBA: alternateLBA, unverified: header)
         }
-
-        return .usable(
-            Header(
-                lba: lba, alternateLBA: alternateLBA, firstUsableLBA: sector.le64(40), lastUsableLBA: sector.le64(48),
-                diskGUID: GUID(bytes: sector[56..<72])!, entriesLBA: entriesLBA, entryCount: Int(entryCount),
-                entrySize: Int(entrySize), entriesCRC: storedEntriesCRC, entries: entries))
+        return .usable(header)
     }
 
     /// With a good primary, says what is wrong with the backup (tools such as sgdisk and fdisk warn
@@ -167,7 +184,7 @@ enum GPT {
             return [Finding(.warning, "backup GPT header LBA \(alternate) is past the end of the image (last LBA \(lastLBA)); the image may have been truncated")]
         }
         switch try checkHeader(at: alternate, sectorSize: sectorSize, in: source) {
-        case .unusable(let reason, _):
+        case .unusable(let reason, _, _):
             return [Finding(.warning, "backup GPT header at LBA \(alternate) is unusable (\(reason)); the primary is used")]
         case .usable(let backup):
             var findings: [Finding] = []

@@ -21,8 +21,9 @@ struct MBR {
         let relativeStart: UInt32
         let sectorCount: UInt32
 
-        /// Type 0 or zero size means unused, as in the kernel and libfdisk.
-        var isEmpty: Bool { type == 0 || sectorCount == 0 }
+        /// Zero size means unused. Type 0 with a size is listed, as the kernel and sfdisk list it
+        /// (some xorriso layouts write one at sector 0).
+        var isEmpty: Bool { sectorCount == 0 }
         var isExtended: Bool { MBR.extendedTypes.contains(type) }
 
         init(sector: [UInt8], slot: Int) {
@@ -54,7 +55,7 @@ struct MBR {
     }
 
     var isProtective: Bool { entries.contains { $0.type == Self.protectiveType } }
-    var isHybrid: Bool { isProtective && entries.contains { $0.type != Self.protectiveType && !$0.isEmpty } }
+    var isHybrid: Bool { isProtective && entries.contains { $0.type != Self.protectiveType && $0.type != 0 && !$0.isEmpty } }
 
     /// sfdisk's spelling of the disk signature.
     var identifier: String {
@@ -164,7 +165,7 @@ struct MBR {
             }
 
             let link = Entry(sector: sector, slot: 1)
-            if link.isEmpty { break }
+            if link.isEmpty || link.type == 0 { break }
             guard link.isExtended else {
                 findings.append(
                     Finding(.warning, "EBR at LBA \(ebrLBA) links onward with type 0x\(String(link.type, radix: 16)), not an extended type; the chain ends there"))

@@ -97,12 +97,17 @@ public struct PartitionTable: Sendable {
     public let firstUsableLBA: UInt64?
     /// GPT only (inclusive, as the header stores it).
     public let lastUsableLBA: UInt64?
+    /// The partitions come from an entry array whose CRC32 does not match, because no copy of the
+    /// table verifies: what is there, for a forensic view, with an `.error` finding. Nothing may be
+    /// written on their strength.
+    public let untrusted: Bool
 
     /// Makes a table as `read` would, for tests and reports.
     public init(
         kind: Kind, sectorSize: Int, identifier: String, partitions: [Partition], findings: [Finding],
-        firstUsableLBA: UInt64? = nil, lastUsableLBA: UInt64? = nil
+        firstUsableLBA: UInt64? = nil, lastUsableLBA: UInt64? = nil, untrusted: Bool = false
     ) {
+        self.untrusted = untrusted
         self.kind = kind
         self.sectorSize = sectorSize
         self.identifier = identifier
@@ -124,7 +129,9 @@ public struct PartitionTable: Sendable {
     ///
     /// Returns nil when there is no partition table at all: the image is shorter than one sector,
     /// sector 0 lacks the 55AA signature, or sector 0 does not look like an MBR (a boot indicator
-    /// other than 0x00/0x80, as in a filesystem boot sector; libblkid applies the same rule).
+    /// other than 0x00/0x80), or is the boot sector of a FAT or exFAT filesystem that fills the
+    /// image (libblkid applies the same rules: a FAT boot sector ends in 55AA too, and its code can
+    /// leave the entry area looking like an empty table).
     /// An MBR with 55AA and four empty entries is an empty dos table, as sfdisk treats it.
     ///
     /// A protective MBR (an entry of type 0xEE) means GPT. When both GPT headers are unusable the
@@ -136,6 +143,7 @@ public struct PartitionTable: Sendable {
     public static func read(from source: some ByteSource) throws -> PartitionTable? {
         guard let sector0 = try source.readIfInBounds(at: 0, count: MBR.sectorSize) else { return nil }
         guard let mbr = MBR(sector: sector0) else { return nil }
+        if !mbr.isProtective, isFilesystemBootSector(sector0, source: source) { return nil }
         if mbr.isProtective {
             var findings: [Finding] = []
             if mbr.isHybrid {
@@ -145,6 +153,13 @@ public struct PartitionTable: Sendable {
             return try GPT.read(from: source, mbrFindings: findings)
         }
         return try MBR.readTable(mbr, from: source)
+    }
+
+    /// A FAT12/16/32 boot sector whose BPB describes a filesystem that fits the image, or an exFAT
+    /// boot sector ("EXFAT   " at byte 3).
+    static func isFilesystemBootSector(_ sector0: [UInt8], source: some ByteSource) -> Bool {
+        if sector0[3..<11].elementsEqual("EXFAT   ".utf8) { return true }
+        return (try? FATFilesystem.open(source, offset: 0, length: source.size)) != nil
     }
 
     /// The free stretches of the disk: sectors inside the usable area that no partition covers,

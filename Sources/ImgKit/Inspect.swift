@@ -51,11 +51,14 @@ public enum Inspect {
             }
             tableReport = InspectReport.Table(
                 type: PartitionTableType(table.kind), id: table.identifier, partitions: partitions,
-                unallocated: table.unallocated(totalSectors: sectors))
+                unallocated: table.unallocated(totalSectors: sectors), untrusted: table.untrusted)
         } else {
             sectorSize = 512
-            // Labels imgtool does not parse are named, never read as something else.
-            let label = source.size > 0 ? try? partitionTableType(fd: source.fd, path: path, size: source.size) : nil
+            // Labels imgtool does not parse are named, never read as something else. dos and gpt it
+            // parses itself: when its reader found no table (a FAT or exFAT boot sector, which
+            // Debian 12's libblkid still calls dos for exFAT), that reading stands.
+            let label = source.size > 0 ? (try? partitionTableType(fd: source.fd, path: path, size: source.size))
+                .flatMap { $0 == "dos" || $0 == "gpt" ? nil : $0 } : nil
             if let label {
                 findings.append(Finding(.info, "a \(label) partition table (recognised by libblkid); imgtool does not parse it, so its partitions are not listed"))
             }

@@ -84,6 +84,9 @@ public struct InspectReport: Sendable, Equatable {
         public let partitions: [Partition]
         /// The ranges of sectors no partition covers.
         public let unallocated: [SectorRange]
+        /// The partitions come from an entry array no checksum vouches for (a GPT whose every copy
+        /// fails its CRC32): what is there, for a forensic view, with an error finding.
+        public let untrusted: Bool
 
         /// Whether imgtool parsed the table (false for labels it only names).
         public var parsed: Bool {
@@ -94,7 +97,9 @@ public struct InspectReport: Sendable, Equatable {
         }
 
         /// Makes a value, for an embedder's tests.
-        public init(type: PartitionTableType?, id: String?, partitions: [Partition], unallocated: [SectorRange]) {
+        public init(type: PartitionTableType?, id: String?, partitions: [Partition], unallocated: [SectorRange],
+                    untrusted: Bool = false) {
+            self.untrusted = untrusted
             self.type = type
             self.id = id
             self.partitions = partitions

@@ -46,6 +46,10 @@ public struct InstallPlan: Sendable {
         } catch {
             throw .unreadable(path: path, reason: "\(error)")
         }
+        // Entries no checksum vouches for are a forensic view, never a place to write.
+        if table.untrusted, let damage = table.findings.first(where: { $0.severity == .error }) {
+            throw .damagedPartitionTable(path: path, detail: damage.message)
+        }
         // A table describing more disk than there is means the file was cut short; say that
         // rather than calling the table damaged.
         let sectors = size / UInt64(table.sectorSize)

@@ -144,6 +144,7 @@ extension InspectReport.Table {
             "type": JSONValue(type?.description), "id": JSONValue(id), "parsed": .bool(parsed),
             "partitions": .array(partitions.map(\.json)),
             "unallocated": .array(unallocated.map { .object(["start": .uint($0.start), "count": .uint($0.count)]) }),
+            "untrusted": .bool(untrusted),
         ])
     }
 
@@ -153,8 +154,9 @@ extension InspectReport.Table {
               let unallocated = decodeAll(json["unallocated"], { range -> SectorRange? in
                   guard let start = range["start"]?.uint64Value, let count = range["count"]?.uint64Value else { return nil }
                   return SectorRange(start: start, count: count)
-              }) else { return nil }
-        self.init(type: type.map(PartitionTableType.init), id: id, partitions: partitions, unallocated: unallocated)
+              }), let untrusted = json["untrusted"]?.boolValue else { return nil }
+        self.init(type: type.map(PartitionTableType.init), id: id, partitions: partitions, unallocated: unallocated,
+                  untrusted: untrusted)
     }
 }
 

@@ -40,7 +40,9 @@ struct InspectCommand {
         let t = r.partitionTable
         switch (t.type, t.parsed) {
         case (nil, _): out += "partition table: none\n"
-        case (let type?, true): out += "partition table: \(type), id \(t.id ?? "-")\n"
+        case (let type?, true):
+            out += "partition table: \(type), id \(t.id ?? "-")"
+                + (t.untrusted ? " (UNTRUSTED: no copy of its entries passes its checksum)" : "") + "\n"
         case (let type?, false): out += "partition table: \(type) (not parsed by imgtool)\n"
         }
         out += "boot code: \(r.bootCode.description)\n"

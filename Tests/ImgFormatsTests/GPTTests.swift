@@ -74,16 +74,31 @@ struct GPTTests {
         #expect(table.findings.first?.message.contains("entries CRC32") == true)
     }
 
-    @Test func badEntriesCRCInBothCopiesIsAnError() throws {
+    @Test func badEntriesCRCInBothCopiesIsAnErrorWithTheEntriesUntrusted() throws {
         var (image, layout) = Self.standard()
-        image.bytes[image.offset(lba: layout.primaryEntriesLBA) + 56] ^= 0x01
+        let clean = try #require(try PartitionTable.read(from: image.source))
+        #expect(!clean.untrusted)
+        image.bytes[image.offset(lba: layout.primaryEntriesLBA) + 56] ^= 0x01  // a name's first byte
         image.bytes[image.offset(lba: layout.backupEntriesLBA) + 56] ^= 0x01
         let table = try #require(try PartitionTable.read(from: image.source))
         #expect(table.kind == .gpt)
-        #expect(table.partitions.isEmpty)
-        #expect(table.identifier == "")
         #expect(table.hasErrors)
         #expect(table.findings.first { $0.severity == .error }?.message.contains("entries CRC32") == true)
+        // What is there, from the primary's array, marked untrusted: a forensic view.
+        #expect(table.untrusted)
+        #expect(table.identifier == clean.identifier)
+        #expect(table.partitions.map(\.startSector) == clean.partitions.map(\.startSector))
+        #expect(table.partitions.map(\.typeGUID) == clean.partitions.map(\.typeGUID))
+        #expect(table.partitions.first?.name != clean.partitions.first?.name, "the flipped byte is what is shown")
+        #expect(table.findings.contains { $0.severity == .error && $0.message.contains("untrusted") })
+    }
+
+    @Test func headerCRCFailuresInBothCopiesLeaveNothingToShow() throws {
+        var (image, _) = Self.standard()
+        image.bytes[image.offset(lba: 1) + 60] ^= 0xFF
+        image.bytes[image.offset(lba: 8191) + 60] ^= 0xFF
+        let table = try #require(try PartitionTable.read(from: image.source))
+        #expect(table.partitions.isEmpty && !table.untrusted && table.identifier == "")
     }
 
     @Test func badBackupWithGoodPrimaryIsAWarning() throws {

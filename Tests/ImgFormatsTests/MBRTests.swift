@@ -149,13 +149,15 @@ struct MBRTests {
         #expect(table.findings.map(\.message).contains { $0.contains("partitions 1 and 2 overlap") })
     }
 
-    @Test func zeroSizeAndEmptyEntriesAreSkipped() throws {
+    @Test func zeroSizeEntriesAreSkippedAndTypeZeroWithASizeIsListed() throws {
         var image = ImageBuilder(sectors: 8192)
         image.setMBREntry(slot: 0, type: 0x83, start: 2048, count: 0)
-        image.setMBREntry(slot: 1, type: 0x00, start: 2048, count: 100)
+        image.setMBREntry(slot: 1, type: 0x00, start: 0, count: 100)
         image.setMBREntry(slot: 2, type: 0x83, start: 2048, count: 100)
         let table = try #require(try PartitionTable.read(from: image.source))
-        #expect(table.partitions.map(\.number) == [3])
+        // The kernel and sfdisk skip only size 0; a type-0 entry with a size is a partition.
+        #expect(table.partitions.map(\.number) == [2, 3])
+        #expect(table.partitions[0].mbrType == 0x00 && table.partitions[0].startSector == 0)
     }
 
     @Test func emptyLogicalEntryDoesNotConsumeANumber() throws {
@@ -193,6 +195,34 @@ struct MBRTests {
         image.setMBREntry(slot: 0, type: 0x83, start: 1, count: 10)
         image.bytes[446] = 0x29  // a FAT boot sector has code here, not a boot indicator
         #expect(try PartitionTable.read(from: image.source) == nil)
+    }
+
+    /// A FAT12 boot sector built field by field: entry area zero (boot indicators 0), 55AA. It is
+    /// a filesystem, not an empty dos table; the same sector with a BPB that does not fit the image
+    /// (or none) stays a table.
+    @Test func fatBootSectorFillingTheImageIsNotATable() throws {
+        func volume(totalSectors: UInt16, imageSectors: Int) -> ImageBuilder {
+            var image = ImageBuilder(sectors: imageSectors)
+            image.put([0xEB, 0x3C, 0x90] + Array("MSDOS5.0".utf8), at: 0)
+            image.put16(512, at: 11)         // bytes per sector
+            image.bytes[13] = 4              // sectors per cluster
+            image.put16(1, at: 14)           // reserved sectors
+            image.bytes[16] = 2              // FATs
+            image.put16(512, at: 17)         // root directory entries
+            image.put16(totalSectors, at: 19)
+            image.bytes[21] = 0xF8           // media
+            image.put16(8, at: 22)           // sectors per FAT: 2030 clusters need 6
+            image.setBootSignature()
+            return image
+        }
+        #expect(try PartitionTable.read(from: volume(totalSectors: 8192, imageSectors: 8192).source) == nil)
+        #expect(try FATFilesystem.open(volume(totalSectors: 8192, imageSectors: 8192).source, offset: 0, length: 8192 * 512).kind == .fat12)
+        // A BPB claiming more sectors than the image has is no filesystem here: the sector reads as a table.
+        #expect(try PartitionTable.read(from: volume(totalSectors: 8192, imageSectors: 4096).source)?.kind == .dos)
+        var exfat = ImageBuilder(sectors: 64)
+        exfat.put([0xEB, 0x76, 0x90] + Array("EXFAT   ".utf8), at: 0)
+        exfat.setBootSignature()
+        #expect(try PartitionTable.read(from: exfat.source) == nil)
     }
 
     @Test func gptHeaderBehindNonProtectiveMBRIsReported() throws {

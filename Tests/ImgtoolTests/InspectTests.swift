@@ -176,6 +176,34 @@ struct InspectTests {
         #expect(fs["blockSize"] as? Int == probed["BLOCK_SIZE"].flatMap { Int($0) })
     }
 
+    /// sfdisk reads an empty dos label into any of these boot sectors (they end in 55AA); blkid and
+    /// mmls find none for FAT, and mmls none for exFAT, which Debian 12's blkid calls both exfat and
+    /// dos. imgtool follows mmls and libblkid's FAT rule, as newer libblkid does for exFAT too.
+    @Test("a FAT or exFAT volume filling the image is that filesystem, not an empty dos table", arguments: [
+        ["mkfs.vfat", "-F", "12"], ["mkfs.vfat", "-F", "16"], ["mkfs.vfat", "-F", "32"], ["mkfs.exfat"],
+    ])
+    func bareFATAndExFAT(mkfs: [String]) throws {
+        let scratch = try Scratch()
+        let image = scratch.file("volume.img")
+        try run(["truncate", "-s", mkfs.last == "32" ? "64M" : "16M", image])
+        try run(mkfs + [image])
+        let report = try inspect(image)
+        let table = try #require(report["partitionTable"] as? JSON)
+        #expect(table["type"] is NSNull, "\(table)")
+        #expect((table["partitions"] as? [Any])?.isEmpty == true)
+        let fs = try #require(report["filesystem"] as? JSON)
+        let probed = try blkid(image, offset: 0)
+        #expect(fs["type"] as? String == probed["TYPE"] && probed["TYPE"] != nil)
+        #expect(fs["uuid"] as? String == probed["UUID"])
+        if probed["TYPE"] == "vfat" { #expect(probed["PTTYPE"] == nil, "blkid reads no table into a FAT volume") }
+        let mmls = try Subprocess.run(["mmls", image])
+        #expect(mmls.status != 0 && mmls.stdout.isEmpty, "mmls found a table: \(mmls.stdout)")
+        // install-grub refuses it as what it is.
+        let install = try imgtool(["install-grub", image])
+        #expect(install.status == ExitStatus.badImage.rawValue && install.stderr.contains("a bare \(probed["TYPE"] ?? "?") filesystem"),
+                "\(install.stderr)")
+    }
+
     @Test("labels imgtool does not parse are named as libblkid names them, never read as dos", arguments: ["sun", "dvh", "mac"])
     func otherLabels(parted label: String) throws {
         let scratch = try Scratch()
@@ -218,6 +246,37 @@ struct InspectTests {
         #expect(r.stdout.contains("boot code: zeroed"))
         #expect(r.stdout.contains("Linux (0x83)"))
         #expect(r.stdout.contains("ext4 \"boot\" 494d4754-0000-4000-8000-0000000000f5"))
+    }
+
+    /// sgdisk warns that the CRC does not check out and still lists the entries; the kernel and
+    /// sfdisk list none. imgtool lists them, marked untrusted, as sgdisk does, and install-grub
+    /// refuses the table.
+    @Test func entriesCRCWrongInBothCopies() throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("gpt.img"), ["--label", "gpt"])
+        let clean = try #require(try inspect(image)["partitionTable"] as? JSON)
+        // A byte of the first entry's name, in the primary array (LBA 2) and the backup (33 sectors from the end).
+        try run(["python3", "-c", """
+            import os, sys
+            f = open(sys.argv[1], 'r+b'); size = os.path.getsize(sys.argv[1])
+            for at in (2 * 512 + 56, size - 33 * 512 + 56):
+                f.seek(at); b = f.read(1); f.seek(at); f.write(bytes([b[0] ^ 1]))
+            """, image])
+        let table = try #require(try inspect(image)["partitionTable"] as? JSON)
+        #expect(table["untrusted"] as? Bool == true && clean["untrusted"] as? Bool == false)
+        let starts = { (t: JSON) in (t["partitions"] as? [JSON])?.compactMap { $0["start"] as? Int } ?? [] }
+        #expect(!starts(table).isEmpty && starts(table) == starts(clean))
+        let sgdisk = try Subprocess.run(["sgdisk", "-p", image])
+        #expect(sgdisk.stdout.contains("CRC") || sgdisk.stderr.contains("CRC"), "\(sgdisk.stdout)\(sgdisk.stderr)")
+        let listed = sgdisk.stdout.split(separator: "\n").compactMap { line -> Int? in
+            let fields = line.split(separator: " ")
+            return fields.count > 2 && Int(fields[0]) != nil ? Int(fields[1]) : nil
+        }
+        #expect(listed == starts(table), "sgdisk lists the same entries")
+        let before = try sha256(image)
+        let install = try imgtool(["install-grub", image])
+        #expect(install.status == ExitStatus.badImage.rawValue && install.stderr.contains("partition entries CRC32"), "\(install.stderr)")
+        #expect(try sha256(image) == before)
     }
 }
 
