@@ -65,8 +65,12 @@ public struct BootCode: Sendable, Equatable {
     private static let grubMessages = ["GRUB ", "Geom", "Hard Disk", "Read"]
 
     /// GRUB 2 boot.img or boot_hybrid.img: jump EB 63 90 over the BPB, then GRUB's messages.
+    /// xorriso (grub-mkrescue with an Apple partition map) writes the APM's "ER" block 0 over the
+    /// first bytes and jumps over it (EB 02) into boot_hybrid.img's NOP sled, which ends in a jump
+    /// to the same place.
     static func grub2(_ sector: [UInt8]) -> BootCode? {
-        guard sector[0..<3].elementsEqual([0xEB, 0x63, 0x90]),
+        let apmPrefixed = sector[0..<2].elementsEqual("ER".utf8) && sector[4..<6].elementsEqual([0xEB, 0x02])
+        guard sector[0..<3].elementsEqual([0xEB, 0x63, 0x90]) || apmPrefixed,
             let offsets = findInOrder(grubMessages + [" Error\r\n"], in: sector, terminatedByNUL: true)
         else { return nil }
         // boot_hybrid.img keeps its floppy probe (with the "Floppy" message) in the BPB area and
@@ -79,6 +83,7 @@ public struct BootCode: Sendable, Equatable {
         let hybrid = floppyFirst || (standardSector == 0 && hybridSector != 0)
         let coreSector = hybrid ? hybridSector : standardSector
         let image = hybrid ? "boot_hybrid.img" : "boot.img"
+        let details = apmPrefixed ? ["apm": "xorriso's Apple partition map block 0 over its first 8 bytes"] : [:]
 
         let driveCheck: String
         switch (sector[0x66], sector[0x67]) {
@@ -89,7 +94,8 @@ public struct BootCode: Sendable, Equatable {
         let (drive, driveText) = bootDrive(sector[0x64])
         return BootCode(
             kind: .grub2, description: "GRUB 2 \(image) (core.img at sector \(coreSector), \(driveText))",
-            details: ["image": image, "coreImageSector": String(coreSector), "bootDrive": drive, "driveCheck": driveCheck])
+            details: ["image": image, "coreImageSector": String(coreSector), "bootDrive": drive, "driveCheck": driveCheck]
+                .merging(details) { a, _ in a })
     }
 
     /// GRUB legacy (0.9x) stage1: the same messages, but " Error" without CR LF.

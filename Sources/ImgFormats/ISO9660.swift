@@ -151,12 +151,44 @@ public struct ISO9660Volume: Sendable {
                 let identifier = data[(offset + 33)..<(offset + 33 + nameLength)].prefix { $0 != UInt8(ascii: ";") }
                 var name = String(decoding: identifier, as: UTF8.self)
                 while name.count > 1, name.hasSuffix(".") { name.removeLast() }
+                // The System Use area follows the identifier (and a pad byte after an even-length one).
+                let systemUse = offset + 33 + nameLength + (nameLength % 2 == 0 ? 1 : 0)
+                if systemUse < offset + length, let rockRidge = rockRidgeName(data[systemUse..<(offset + length)]) {
+                    name = rockRidge
+                }
                 records.append(Record(name: name, block: data.le32(offset + 2), size: data.le32(offset + 10),
                                       isDirectory: data[offset + 25] & 0x02 != 0))
             }
             offset += length
         }
         return records
+    }
+
+    /// The Rock Ridge name (RRIP "NM" entries, concatenated while they say CONTINUE) in a
+    /// record's System Use area; nil when there is none. A continuation area (CE) elsewhere on the
+    /// disc is not followed: names long enough to need one keep their ISO 9660 name.
+    static func rockRidgeName(_ area: ArraySlice<UInt8>) -> String? {
+        var name: [UInt8] = []
+        var found = false
+        var at = area.startIndex
+        // Each SUSP entry: two signature bytes, its length (at least 4), its version, its data.
+        while at + 4 <= area.endIndex {
+            let length = Int(area[at + 2])
+            guard length >= 4, at + length <= area.endIndex else { break }
+            if area[at] == UInt8(ascii: "N"), area[at + 1] == UInt8(ascii: "M"), length >= 5 {
+                let flags = area[at + 4]
+                // CURRENT (2) and PARENT (4) name "." and ".."; those records are skipped anyway.
+                if flags & 0x06 == 0 {
+                    name += area[(at + 5)..<(at + length)]
+                    found = true
+                }
+                if flags & 0x01 == 0 && found { break }
+            } else if area[at] == UInt8(ascii: "S"), area[at + 1] == UInt8(ascii: "T") {
+                break
+            }
+            at += length
+        }
+        return found && !name.isEmpty ? String(decoding: name, as: UTF8.self) : nil
     }
 
     private static func read(_ source: any ByteSource, at offset: UInt64, count: Int) throws(Problem) -> [UInt8] {

@@ -52,6 +52,11 @@ public enum Inspect {
             tableReport = InspectReport.Table(
                 type: PartitionTableType(table.kind), id: table.identifier, partitions: partitions,
                 unallocated: table.unallocated(totalSectors: sectors), untrusted: table.untrusted)
+            // A filesystem can span the whole image around the table: a hybrid ISO's ISO 9660
+            // volume, which is what a BIOS or a CD drive reads. blkid -p reports it beside the table.
+            if let fs = try? FilesystemProbe.probe(fd: source.fd, path: path, offset: 0, length: source.size) {
+                bare = InspectReport.Filesystem(fs)
+            }
         } else {
             sectorSize = 512
             // Labels imgtool does not parse are named, never read as something else. dos and gpt it

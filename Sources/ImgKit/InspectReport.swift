@@ -115,7 +115,8 @@ public struct InspectReport: Sendable, Equatable {
     public let sectorSize: Int
     /// The partition table; its `type` is nil when there is none.
     public let partitionTable: Table
-    /// A filesystem that fills the image (no partition table).
+    /// A filesystem on the whole image: one that fills it (no partition table), or one that spans
+    /// it around the table (a hybrid ISO's ISO 9660 volume), as `blkid -p` on the image reports it.
     public let filesystem: Filesystem?
     /// What the boot code in sector 0 is.
     public let bootCode: BootCode

@@ -74,7 +74,11 @@ public enum Verify {
     /// Where core.img lies (never over a partition), then what it needs from the image.
     static func checkCore(_ core: GrubCoreImage, table: PartitionTable?, source: FileByteSource, path: String) -> [Finding] {
         var problems: [Finding] = []
-        if let table {
+        // A hybrid ISO (grub-mkrescue, xorriso): core.img is a file of the ISO 9660 volume that
+        // spans the image, and the partitions are windows into that read-only volume, so they
+        // may overlap it.
+        let iso = wholeDiskISO(source, path: path)
+        if let table, iso == nil {
             for range in core.blocklist + [SectorRange(start: core.firstSector, count: 1)] {
                 for p in table.partitions where p.kind != .extended && p.typeGUID != .biosBoot
                     && range.start < p.endSector && p.startSector < range.end {
@@ -82,9 +86,36 @@ public enum Verify {
                 }
             }
         }
+        if let iso, let prefix = core.prefix, let (device, directory) = Optional(splitPrefix(prefix)),
+           device == nil || device == "" {
+            return problems + checkWholeDiskISO(iso, modules: core.modules, directory: directory)
+        }
         return problems + checkGrubNeeds(image: "core.img", modules: core.modules, prefix: core.prefix, config: core.config,
                                          platform: "i386-pc", loadedFrom: nil, espFAT: nil, table: table, source: source,
                                          path: path)
+    }
+
+    /// The ISO 9660 volume that spans the whole image (a hybrid ISO), as libblkid finds it there.
+    static func wholeDiskISO(_ source: FileByteSource, path: String) -> ISO9660Volume? {
+        guard (try? FilesystemProbe.probe(fd: source.fd, path: path, offset: 0, length: source.size))?.type == "iso9660"
+        else { return nil }
+        return try? ISO9660Volume(source)
+    }
+
+    /// A prefix without a device on a hybrid ISO: GRUB's root is the whole disk it booted from,
+    /// read as ISO 9660, with no partition map in the way; normal.mod and grub.cfg must be files
+    /// of the volume.
+    static func checkWholeDiskISO(_ iso: ISO9660Volume, modules: [String], directory: String) -> [Finding] {
+        var problems: [Finding] = []
+        if !modules.contains("iso9660") {
+            problems.append(Finding(.error, "core.img lacks iso9660: GRUB cannot read the ISO 9660 volume its prefix \(directory) lies on and stops at grub rescue>"))
+        }
+        if !modules.contains("normal") && !iso.isFile("\(directory)/i386-pc/normal.mod") {
+            problems.append(Finding(.error, "\(directory)/i386-pc/normal.mod is missing from the ISO 9660 volume: GRUB stops at grub rescue>"))
+        } else if !iso.isFile("\(directory)/grub.cfg") {
+            problems.append(Finding(.warning, "there is no \(directory)/grub.cfg in the ISO 9660 volume: GRUB boots to a grub> prompt"))
+        }
+        return problems
     }
 
     /// What a GRUB image needs to reach normal.mod, for BIOS core.img and EFI images alike: a

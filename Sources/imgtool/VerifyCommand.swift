@@ -63,17 +63,20 @@ struct VerifyCommand {
         return finish(report, interruption: interruption)
     }
 
-    /// --boot, then the report.
+    /// --boot, then the report, whose verdict follows what the boot showed.
     func finish(_ report: VerifyReport, interruption: Interruption) -> Int32 {
+        var report = report
         var observation: BootObservation?
         if boot {
+            let firmware = firmware ?? defaultFirmware(report)
             do {
-                observation = try QemuBoot.observe(image: image, timeout: timeout, firmware: firmware ?? defaultFirmware(report),
-                                                   interruption: interruption)
+                observation = try QemuBoot.observe(image: image, timeout: timeout, firmware: firmware, interruption: interruption)
             } catch {
                 printError(error.description)
                 return 2
             }
+            // The boot is the truth: the verdict follows it, and a disagreement is a finding.
+            if let observation { report = report.reconciled(with: observation, firmware: firmware) }
         }
         if json {
             // The report's keys plus "boot": what qemu showed, or null without --boot.

@@ -104,6 +104,27 @@ struct ISO9660Tests {
     }
 
     /// Records never cross a block: a zero or short length, or one that would cross, ends the block.
+    /// Rock Ridge: NM entries in the System Use area (after the pad byte of an even-length
+    /// identifier) give the name, continued over entries while CONTINUE is set; other entries
+    /// before them are stepped over, and a malformed entry ends the walk with the ISO name.
+    @Test func rockRidgeNames() {
+        func withSystemUse(_ name: String, _ entries: [[UInt8]]) -> [UInt8] {
+            var r = ISOBuilder.file(name, block: 7, size: 3)
+            r += entries.joined()
+            r[0] = UInt8(r.count)
+            return r
+        }
+        func nm(_ text: String, continues: Bool = false) -> [UInt8] {
+            [UInt8(ascii: "N"), UInt8(ascii: "M"), UInt8(5 + text.utf8.count), 1, continues ? 1 : 0] + Array(text.utf8)
+        }
+        let px: [UInt8] = [UInt8(ascii: "P"), UInt8(ascii: "X"), 8, 1, 0, 0, 0, 0]
+        let names = ISO9660Volume.records(withSystemUse("I386_PC;1", [px, nm("i386-pc")])
+            + withSystemUse("NORMAL.MOD;1", [nm("normal", continues: true), nm(".mod")])
+            + withSystemUse("PLAIN;1", [])
+            + withSystemUse("BROKEN;1", [[UInt8(ascii: "N"), UInt8(ascii: "M"), 2, 1]])).map(\.name)
+        #expect(names == ["i386-pc", "normal.mod", "PLAIN", "BROKEN"])
+    }
+
     @Test func recordsSkipTheRestOfABlock() {
         let a = ISOBuilder.file("A;1", block: 5, size: 1), b = ISOBuilder.file("B;1", block: 6, size: 2)
         #expect(a.count == 36)

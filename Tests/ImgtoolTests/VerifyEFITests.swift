@@ -23,6 +23,7 @@ struct VerifyEFITests {
         let r = try imgtool(["verify", image, "--json", "--boot", "--timeout", "\(timeout)"])
         let json = try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? JSON, "stderr: \(r.stderr)")
         #expect(try sha256(image) == hash, "verify changed the image")
+        #expect(bootDisagreements(json).isEmpty, "the boot and the static verdict disagree")
         #expect((json["bios"] as? JSON)?["bootable"] as? Bool == false, "the ESP-only image has zeroed BIOS boot code")
         return (r.status, json, try #require(json["efi"] as? JSON), try #require(json["boot"] as? JSON))
     }

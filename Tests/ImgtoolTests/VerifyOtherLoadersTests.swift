@@ -23,6 +23,7 @@ struct VerifyOtherLoadersTests {
         let r = try imgtool(["verify", image, "--json", "--boot", "--timeout", "\(timeout)"])
         let json = try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? JSON, "stderr: \(r.stderr)")
         #expect(try sha256(image) == hash, "verify changed the image")
+        #expect(bootDisagreements(json).isEmpty, "the boot and the static verdict disagree")
         #expect(try Subprocess.run(["pgrep", "-f", "qemu-system.*\(image)"]).stdout.isEmpty, "qemu is still running")
         return (r.status, json)
     }

@@ -15,6 +15,9 @@ struct VerifyTests {
         let r = try imgtool(["verify", image, "--json", "--timeout", "\(timeout)"] + (boot ? ["--boot"] : []))
         let json = try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? JSON, "stderr: \(r.stderr)")
         #expect(try sha256(image) == hash, "verify changed the image")
+        // Every image this suite boots: the boot and the static verdict agree (else the verdict
+        // follows the boot and says so, and that is a bug in the static checks).
+        #expect(bootDisagreements(json).isEmpty)
         return (r.status, json)
     }
 
@@ -32,6 +35,33 @@ struct VerifyTests {
         try "set timeout=30\nmenuentry 'Alpha' { true }\nmenuentry 'Beta' { true }\n".write(toFile: cfg, atomically: true, encoding: .utf8)
         try run(["debugfs", "-w", "-R", "write \(cfg) /boot/grub/grub.cfg", "\(image)?offset=\(try bootPartitionOffset(image))"])
         return image
+    }
+
+    /// grub-mkrescue's layouts: boot_hybrid.img in sector 0 (under xorriso's Apple partition map
+    /// block 0 in the GPT variant), core.img a file of the ISO 9660 volume that spans the image
+    /// and that the partitions are windows into, and a prefix without a partition.
+    @Test("grub-mkrescue hybrid ISOs (GPT with ESP and HFS+; BIOS-only MBR with type 0xcd): bootable, as the boot shows",
+          arguments: ["hybrid", "bios"])
+    func grubMkrescue(variant: String) throws {
+        let scratch = try Scratch()
+        let tree = scratch.file("tree")
+        try run(["mkdir", "-p", tree + "/boot/grub"])
+        try "set timeout=30\nmenuentry 'Rescue' { true }\n".write(toFile: tree + "/boot/grub/grub.cfg", atomically: true, encoding: .utf8)
+        let image = scratch.file("rescue.iso")
+        try run(["grub-mkrescue"] + (variant == "bios" ? ["-d", "/usr/lib/grub/i386-pc"] : []) + ["-o", image, tree])
+        let (status, json) = try verify(image, boot: false)
+        #expect(status == 0 && json["bootable"] as? Bool == true, "\(problems(json))")
+        let bootCode = try #require(json["bootCode"] as? JSON)
+        #expect((bootCode["details"] as? JSON)?["image"] as? String == "boot_hybrid.img")
+        let booted = try verify(image)
+        #expect(booted.status == 0 && outcome(booted.json) == "grubMenu")
+        // inspect names the ISO 9660 volume on the whole image beside the table, as blkid -p does.
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(try imgtool(["inspect", "--json", image]).output)) as? JSON)
+        let fs = try #require(report["filesystem"] as? JSON)
+        let blkid = try run(["blkid", "-p", "-o", "export", image]).stdout
+        #expect(fs["type"] as? String == "iso9660" && blkid.contains("TYPE=iso9660"))
+        #expect(blkid.contains("LABEL=\(fs["label"] as? String ?? "?")"))
+        #expect((report["partitionTable"] as? JSON)?["type"] as? String == (variant == "bios" ? "dos" : "gpt"))
     }
 
     @Test("installed by imgtool: bootable, with the modules and prefix grub-install chose; the boot shows the menu",

@@ -63,12 +63,27 @@ public func makeDisk(_ out: String, _ arguments: [String]) throws -> String {
     return out
 }
 
+/// The findings of a `verify --boot --json` document that say the boot overruled the static
+/// verdict: each is a bug in verify's static checks, so every boot test expects none.
+public func bootDisagreements(_ verifyJSON: [String: Any]) -> [String] {
+    let efi = verifyJSON["efi"] as? [String: Any]
+    let findings = (verifyJSON["problems"] as? [[String: Any]] ?? []) + (efi?["problems"] as? [[String: Any]] ?? [])
+    return findings.compactMap { $0["message"] as? String }.filter { $0.contains("the verdict follows the boot") }
+}
+
 /// Boots `image` under qemu (TCG, copy-on-write) and returns what GRUB printed on the serial
-/// console, and whether `expect` appeared.
+/// console, and whether `expect` appeared. Every image the suite boots is also a test of verify:
+/// when `expect` appears (GRUB read its grub.cfg), verify's static verdict must be "bootable";
+/// if it disagrees, `found` is false and the console says why, so the test fails.
 public func boot(_ image: String, expect: String, timeout: Int = 60) throws -> (found: Bool, console: String) {
     let r = try Subprocess.run(["\(repositoryRoot)/TestImages/boot.sh", image, "--timeout", "\(timeout)",
                                 "--expect", expect])
-    return (r.succeeded, r.stdout + r.stderr)
+    guard r.succeeded else { return (false, r.stdout + r.stderr) }
+    let verdict = try imgtool(["verify", image])
+    guard verdict.status == 0 else {
+        return (false, r.stdout + r.stderr + "\nThe image booted to \(expect), but verify's static verdict disagrees (exit \(verdict.status)):\n\(verdict.stdout)\(verdict.stderr)")
+    }
+    return (true, r.stdout + r.stderr)
 }
 
 /// The imgtool executable built alongside the tests (IMGTOOL overrides).
