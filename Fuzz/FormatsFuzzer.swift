@@ -1,4 +1,4 @@
-// libFuzzer entry point for the MBR/EBR, GPT, boot-code, GRUB core.img, FAT, PE/GRUB EFI, SYSLINUX patch area,
+// libFuzzer entry point for the MBR/EBR, GPT, APM, boot-code, GRUB core.img, FAT, PE/GRUB EFI, SYSLINUX patch area,
 // ISOLINUX boot info table, ISO 9660, GRUB legacy, JSON and isolated-response parsers. Not a SwiftPM
 // target: run.sh compiles it together with Sources/ImgFormats/*.swift into one module, so the
 // parsers' internal API is visible without an import and the whole parser is instrumented for
@@ -236,7 +236,12 @@ private func check(_ table: PartitionTable, imageBytes: UInt64) {
     guard numbers == numbers.sorted(), Set(numbers).count == numbers.count, numbers.allSatisfy({ $0 >= 1 }) else {
         fatalError("partition numbers are not unique, positive and ascending: \(numbers)")
     }
-    let limit = table.kind == .dos ? 4 + MBR.maxEBRHops : Int(GPT.maxEntryArrayBytes) / GPT.minEntrySize
+    let limit: Int
+    switch table.kind {
+    case .dos: limit = 4 + MBR.maxEBRHops
+    case .gpt: limit = Int(GPT.maxEntryArrayBytes) / GPT.minEntrySize
+    case .mac: limit = APM.maxEntries
+    }
     guard table.partitions.count <= limit else { fatalError("\(table.partitions.count) partitions exceed \(limit)") }
 
     // Free ranges: non-empty, ascending, disjoint, never touching (they would have been one), and

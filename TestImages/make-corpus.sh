@@ -212,6 +212,24 @@ struct.pack_into("<I", isolinux, 20, sum(struct.unpack_from("<496I", isolinux, 6
 tree = iso_tree(2, [("ISOLINUX.BIN", 2048), ("ISOLINUX.CFG", 11), ("LDLINUX.C32", 0)])
 write("isohybrid.bin", mbr + pvd(5, 2) + tree + isolinux)
 
+# An Apple partition map as parted writes it: the driver descriptor ("ER", 512-byte blocks), then
+# the map's own entry, an HFS partition and free space ("PM" entries, big-endian).
+apm = bytearray(4 * 512)
+apm[0:4] = b"ER\x02\x00"
+for i, (start, count, name, kind) in enumerate([(1, 63, b"Apple", b"Apple_partition_map"),
+                                                (64, 1984, b"untitled", b"Apple_HFS"), (2048, 100, b"", b"Apple_Free")]):
+    base = (i + 1) * 512
+    struct.pack_into(">2sHIII", apm, base, b"PM", 0, 3, start, count)
+    apm[base + 16:base + 16 + len(name)] = name
+    apm[base + 48:base + 48 + len(kind)] = kind
+write("apm-map.bin", apm)
+
+# Rock Ridge names in a directory (a PX entry, then NM split over two entries with CONTINUE).
+rr = dirrec(b"NORMAL.MOD;1", 5, 3, False)
+su = b"PX" + bytes([8, 1]) + bytes(4) + b"NM" + bytes([11, 1, 1]) + b"normal" + b"NM" + bytes([9, 1, 0]) + b".mod"
+rr = bytes([len(rr) + len(su)]) + rr[1:] + su
+write("iso9660-rock-ridge-dir.bin", rr + bytes(2048 - len(rr)))
+
 # GRUB 2 boot.img as grub-setup leaves it on an msdos disk: core.img at 1, drive check nopped,
 # partition 1 at 2048 (past the end of this one-sector image, which is a finding, not a crash).
 path = "/usr/lib/grub/i386-pc/boot.img"

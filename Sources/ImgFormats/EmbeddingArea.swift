@@ -32,6 +32,8 @@ public struct EmbeddingArea: Sendable, Equatable {
         case noPostMBRGap(firstPartitionStart: UInt64)
         /// A GPT disk without a BIOS boot partition.
         case noBIOSBootPartition
+        /// A partition map GRUB's i386-pc install does not embed into (APM).
+        case unsupportedTable(PartitionTable.Kind)
     }
 
     /// Finds the embedding area of `table`. On msdos the gap ends where the first partition (or EBR)
@@ -49,6 +51,8 @@ public struct EmbeddingArea: Sendable, Equatable {
             }
             return .success(EmbeddingArea(kind: .biosBootPartition(number: p.number),
                                           startSector: p.startSector, sectorCount: p.sectorCount))
+        case .mac:
+            return .failure(.unsupportedTable(.mac))
         }
     }
 }

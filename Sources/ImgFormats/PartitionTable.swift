@@ -2,8 +2,9 @@
 public struct Partition: Sendable, Equatable {
     /// Where the entry sits in its table.
     public enum Kind: Sendable {
-        /// MBR primary (slots 1-4), the MBR extended container, a logical partition in the EBR chain, or a GPT entry.
-        case primary, extended, logical, gpt
+        /// MBR primary (slots 1-4), the MBR extended container, a logical partition in the EBR chain, a GPT entry,
+        /// or an Apple partition map entry.
+        case primary, extended, logical, gpt, apm
     }
 
     /// MBR: 1-4 for primaries and the extended container (the slot number), logicals from 5 in
@@ -28,13 +29,16 @@ public struct Partition: Sendable, Equatable {
     /// GPT attribute bits (bit 0 required, bit 1 no block IO, bit 2 legacy BIOS bootable, 48-63
     /// type specific); nil for MBR.
     public let attributes: UInt64?
+    /// The Apple partition map entry's type ("Apple_HFS", "Apple_partition_map"); nil for others.
+    public let apmType: String?
 
     /// Makes a partition; nothing is checked. MBR-only and GPT-only fields default to nil.
     public init(
         number: Int, kind: Kind, startSector: UInt64, sectorCount: UInt64, mbrType: UInt8? = nil,
         bootable: Bool = false, typeGUID: GUID? = nil, uuid: GUID? = nil, name: String? = nil,
-        attributes: UInt64? = nil
+        attributes: UInt64? = nil, apmType: String? = nil
     ) {
+        self.apmType = apmType
         self.number = number
         self.kind = kind
         self.startSector = startSector
@@ -78,16 +82,18 @@ public struct SectorRange: Sendable, Equatable {
 public struct PartitionTable: Sendable {
     /// The scheme the table was read as.
     public enum Kind: String, Sendable {
-        /// MBR with its EBR chain ("dos", as sfdisk names it), or GPT.
-        case dos, gpt
+        /// MBR with its EBR chain ("dos", as sfdisk names it), GPT, or the Apple partition map ("mac",
+        /// as libblkid names it).
+        case dos, gpt, mac
     }
 
-    /// MBR (`dos`) or GPT; a protective MBR reads as `gpt` even when both GPT headers are unusable.
+    /// MBR (`dos`), GPT or APM (`mac`); a protective MBR reads as `gpt` even when both GPT headers are
+    /// unusable.
     public let kind: Kind
     /// 512, or 4096 for a GPT whose header was found at byte 4096.
     public let sectorSize: Int
     /// dos: the disk signature as sfdisk prints it ("0x1234abcd"); gpt: the disk GUID, uppercase.
-    /// Empty for a GPT whose headers are both unusable.
+    /// Empty for a GPT whose headers are both unusable, and for APM, which has none.
     public let identifier: String
     /// Ordered by number. For dos this includes the extended container (kind `.extended`).
     public let partitions: [Partition]
@@ -127,6 +133,8 @@ public struct PartitionTable: Sendable {
 
     /// Reads the table from sector 0 (and, for GPT, the header at LBA 1 or its backup).
     ///
+    /// Without an MBR, sector 0 may start an Apple partition map ("ER", then "PM" entries).
+    ///
     /// Returns nil when there is no partition table at all: the image is shorter than one sector,
     /// sector 0 lacks the 55AA signature, or sector 0 does not look like an MBR (a boot indicator
     /// other than 0x00/0x80), or is the boot sector of a FAT or exFAT filesystem that fills the
@@ -142,7 +150,7 @@ public struct PartitionTable: Sendable {
     /// contents is reported in `findings`.
     public static func read(from source: some ByteSource) throws -> PartitionTable? {
         guard let sector0 = try source.readIfInBounds(at: 0, count: MBR.sectorSize) else { return nil }
-        guard let mbr = MBR(sector: sector0) else { return nil }
+        guard let mbr = MBR(sector: sector0) else { return try APM.read(from: source, block0: sector0) }
         if !mbr.isProtective, isFilesystemBootSector(sector0, source: source) { return nil }
         if mbr.isProtective {
             var findings: [Finding] = []

@@ -208,7 +208,7 @@ enum OffsetPresentation: DiskPresentation {
         // grub-probe sees this loop device as a disk of its own, so it cannot tell grub-install
         // which partition map and filesystem the real disk needs.
         return PresentedDisk(strategy: .offset, diskDevice: disk.path, bootDevice: loop.path,
-                             extraModules: [plan.table.kind == .gpt ? "part_gpt" : "part_msdos", plan.grubFilesystemModule])
+                             extraModules: [plan.table.kind.grubModule, plan.grubFilesystemModule])
     }
 }
 

@@ -50,7 +50,7 @@ public enum Inspect {
                 partitions.append(InspectReport.Partition(p, filesystem: fs))
             }
             tableReport = InspectReport.Table(
-                type: PartitionTableType(table.kind), id: table.identifier, partitions: partitions,
+                type: PartitionTableType(table.kind), id: table.kind == .mac ? nil : table.identifier, partitions: partitions,
                 unallocated: table.unallocated(totalSectors: sectors), untrusted: table.untrusted)
             // A filesystem can span the whole image around the table: a hybrid ISO's ISO 9660
             // volume, which is what a BIOS or a CD drive reads. blkid -p reports it beside the table.

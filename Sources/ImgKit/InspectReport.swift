@@ -68,7 +68,8 @@ public struct InspectReport: Sendable, Equatable {
 
         init(_ p: ImgFormats.Partition, filesystem fs: FilesystemProbe?) {
             self.init(number: p.number, start: p.startSector, size: p.sectorCount,
-                      type: p.typeGUID.map(PartitionType.gpt) ?? .mbr(p.mbrType ?? 0), bootable: p.bootable,
+                      type: p.typeGUID.map(PartitionType.gpt) ?? p.apmType.map(PartitionType.apm) ?? .mbr(p.mbrType ?? 0),
+                      bootable: p.bootable,
                       uuid: p.uuid?.description, name: p.name.flatMap { $0.isEmpty ? nil : $0 },
                       filesystem: fs.map(Filesystem.init))
         }
@@ -91,7 +92,7 @@ public struct InspectReport: Sendable, Equatable {
         /// Whether imgtool parsed the table (false for labels it only names).
         public var parsed: Bool {
             switch type {
-            case .dos?, .gpt?: return true
+            case .dos?, .gpt?, .mac?: return true
             case .unparsed?, nil: return false
             }
         }

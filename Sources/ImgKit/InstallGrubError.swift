@@ -23,6 +23,8 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case gapTooSmall(path: String, sectors: UInt64, needed: UInt64)
     /// GPT: no BIOS boot partition to embed core.img in.
     case noBIOSBootPartition(path: String)
+    /// The partition table is one GRUB's BIOS install does not embed into (`table`: "mac").
+    case unsupportedPartitionTable(path: String, table: String)
     /// GPT: BIOS boot partition `number` has fewer sectors than core.img needs.
     case biosBootTooSmall(path: String, number: Int, sectors: UInt64, needed: UInt64)
     /// No partition holds a filesystem for /boot/grub; `found` lists the filesystems there are.
@@ -73,7 +75,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         switch self {
         case .imageMissing, .notAnImage, .unreadable: return .noInput
         case .empty, .truncated, .noPartitionTable, .damagedPartitionTable, .noPostMBRGap, .gapTooSmall,
-             .noBIOSBootPartition, .biosBootTooSmall, .noBootFilesystem, .bootPartitionInvalid,
+             .noBIOSBootPartition, .unsupportedPartitionTable, .biosBootTooSmall, .noBootFilesystem, .bootPartitionInvalid,
              .ambiguousBootPartition, .bootFilesystemFull:
             return .badImage
         case .busy: return .busy
@@ -119,6 +121,8 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
             return "\(p): the post-MBR gap has \(sectors) sectors but GRUB's core.img needs \(needed). Start the first partition at sector 2048 (1 MiB) to leave room."
         case .noBIOSBootPartition(let p):
             return "\(p) has a GPT label without a BIOS boot partition, so GRUB (i386-pc) cannot embed core.img. Add one (1 MiB, type EF02, e.g. `sgdisk -n 0:0:+1M -t 0:ef02`)."
+        case .unsupportedPartitionTable(let p, let table):
+            return "\(p) has a \(table) partition table (an Apple partition map), which GRUB's BIOS install cannot embed core.img into. Give the image an msdos label, or GPT with a BIOS boot partition."
         case .biosBootTooSmall(let p, let n, let sectors, let needed):
             return "\(p): BIOS boot partition \(n) has \(sectors) sectors but GRUB's core.img needs \(needed). Make it at least 1 MiB."
         case .noBootFilesystem(let p, let found):

@@ -65,6 +65,7 @@ public struct InstallPlan: Sendable {
         case .success(let area): embedding = area
         case .failure(.noPostMBRGap(let start)): throw .noPostMBRGap(path: path, firstPartitionStart: start)
         case .failure(.noBIOSBootPartition): throw .noBIOSBootPartition(path: path)
+        case .failure(.unsupportedTable(let kind)): throw .unsupportedPartitionTable(path: path, table: kind.rawValue)
         }
 
         let (boot, fs) = try chooseBootPartition(path: path, source: source, table: table, requested: requested)
@@ -160,7 +161,7 @@ public struct InstallPlan: Sendable {
     /// the modules (btrfs is about 140 sectors, ext2 about 53).
     private func checkEmbeddingRoom(extraModules: [String], logger: Logger) throws(InstallGrubError) {
         guard embedding.sectorCount < EmbeddingArea.maximumCoreSectors else { return }
-        let partmap = table.kind == .gpt ? "part_gpt" : "part_msdos"
+        let partmap = table.kind.grubModule
         let needed = try GrubTools.coreImageSectors(modules: ["biosdisk", partmap, grubFilesystemModule] + extraModules,
                                                     logger: logger)
         guard needed > embedding.sectorCount else { return }
@@ -169,6 +170,17 @@ public struct InstallPlan: Sendable {
             throw .gapTooSmall(path: image, sectors: embedding.sectorCount, needed: needed)
         case .biosBootPartition(let number):
             throw .biosBootTooSmall(path: image, number: number, sectors: embedding.sectorCount, needed: needed)
+        }
+    }
+}
+
+extension PartitionTable.Kind {
+    /// GRUB's module for reading this partition table.
+    var grubModule: String {
+        switch self {
+        case .dos: return "part_msdos"
+        case .gpt: return "part_gpt"
+        case .mac: return "part_apple"
         }
     }
 }

@@ -196,6 +196,8 @@ extension InstallGrubError: IsolatedError {
         case .gapTooSmall(let p, let sectors, let needed):
             set("gapTooSmall", ["path": .string(p), "sectors": .uint(sectors), "needed": .uint(needed)])
         case .noBIOSBootPartition(let p): set("noBIOSBootPartition", ["path": .string(p)])
+        case .unsupportedPartitionTable(let p, let table):
+            set("unsupportedPartitionTable", ["path": .string(p), "table": .string(table)])
         case .biosBootTooSmall(let p, let n, let sectors, let needed):
             set("biosBootTooSmall", ["path": .string(p), "number": JSONValue(n), "sectors": .uint(sectors), "needed": .uint(needed)])
         case .noBootFilesystem(let p, let found): set("noBootFilesystem", ["path": .string(p), "found": JSONValue(found)])
@@ -246,6 +248,9 @@ extension InstallGrubError: IsolatedError {
             guard let s = uint("sectors"), let n = uint("needed") else { return nil }
             self = .gapTooSmall(path: p, sectors: s, needed: n)
         case "noBIOSBootPartition": self = .noBIOSBootPartition(path: p)
+        case "unsupportedPartitionTable":
+            guard let t = string("table") else { return nil }
+            self = .unsupportedPartitionTable(path: p, table: t)
         case "biosBootTooSmall":
             guard let number = int("number"), let s = uint("sectors"), let n = uint("needed") else { return nil }
             self = .biosBootTooSmall(path: p, number: number, sectors: s, needed: n)

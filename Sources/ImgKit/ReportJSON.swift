@@ -127,9 +127,10 @@ extension InspectReport.Partition {
         ])
     }
 
-    init?(json: JSONValue) {
+    init?(json: JSONValue, table: PartitionTableType?) {
         guard let number = json["number"].flatMap(int), let start = json["start"]?.uint64Value,
-              let size = json["size"]?.uint64Value, let type = json["type"]?.stringValue.flatMap(PartitionType.init),
+              let size = json["size"]?.uint64Value,
+              let type = json["type"]?.stringValue.flatMap({ PartitionType($0, table: table) }),
               let bootable = json["bootable"]?.boolValue, let uuid = optional(json["uuid"], \.stringValue),
               let name = optional(json["name"], \.stringValue),
               let filesystem = optional(json["filesystem"], InspectReport.Filesystem.init(json:)) else { return nil }
@@ -150,7 +151,7 @@ extension InspectReport.Table {
 
     init?(json: JSONValue) {
         guard let type = optional(json["type"], \.stringValue), let id = optional(json["id"], \.stringValue),
-              let partitions = decodeAll(json["partitions"], InspectReport.Partition.init(json:)),
+              let partitions = decodeAll(json["partitions"], { InspectReport.Partition(json: $0, table: type.map(PartitionTableType.init)) }),
               let unallocated = decodeAll(json["unallocated"], { range -> SectorRange? in
                   guard let start = range["start"]?.uint64Value, let count = range["count"]?.uint64Value else { return nil }
                   return SectorRange(start: start, count: count)

@@ -9,6 +9,8 @@ public enum PartitionTableType: Sendable, Hashable, CustomStringConvertible {
     case dos
     /// GPT, with its protective MBR.
     case gpt
+    /// The Apple partition map, as libblkid names it.
+    case mac
     /// A label libblkid recognises and imgtool does not parse ("sun", "sgi", ...), by libblkid's name.
     case unparsed(String)
 
@@ -17,16 +19,24 @@ public enum PartitionTableType: Sendable, Hashable, CustomStringConvertible {
         switch name {
         case "dos": self = .dos
         case "gpt": self = .gpt
+        case "mac": self = .mac
         default: self = .unparsed(name)
         }
     }
 
-    init(_ kind: PartitionTable.Kind) { self = kind == .dos ? .dos : .gpt }
+    init(_ kind: PartitionTable.Kind) {
+        switch kind {
+        case .dos: self = .dos
+        case .gpt: self = .gpt
+        case .mac: self = .mac
+        }
+    }
 
     public var description: String {
         switch self {
         case .dos: return "dos"
         case .gpt: return "gpt"
+        case .mac: return "mac"
         case .unparsed(let name): return name
         }
     }
@@ -38,8 +48,11 @@ public enum PartitionType: Sendable, Hashable, CustomStringConvertible {
     case mbr(UInt8)
     /// A GPT partition's type GUID.
     case gpt(GUID)
+    /// An Apple partition map entry's type ("Apple_HFS").
+    case apm(String)
 
-    /// From "0x83" or a GUID, as `description` prints them; nil for anything else.
+    /// From "0x83" or a GUID, as `description` prints them; nil for anything else. An APM type is
+    /// any text, so it is read as `.apm` only where the table says mac (`init?(_:table:)`).
     public init?(_ text: String) {
         if text.hasPrefix("0x"), text.count == 4, let byte = UInt8(text.dropFirst(2), radix: 16) {
             self = .mbr(byte)
@@ -50,11 +63,19 @@ public enum PartitionType: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// "0x83" for MBR (two lowercase hex digits, as sfdisk prints them), the uppercase type GUID for GPT.
+    /// From `description`'s text in a table of type `table`: an APM type in a mac table, else
+    /// as `init?(_:)` reads it.
+    public init?(_ text: String, table: PartitionTableType?) {
+        if table == .mac { self = .apm(text) } else { self.init(text) }
+    }
+
+    /// "0x83" for MBR (two lowercase hex digits, as sfdisk prints them), the uppercase type GUID for
+    /// GPT, the type string for APM.
     public var description: String {
         switch self {
         case .mbr(let t): return "0x" + (t < 16 ? "0" : "") + String(t, radix: 16)
         case .gpt(let guid): return guid.description
+        case .apm(let type): return type
         }
     }
 
@@ -63,6 +84,7 @@ public enum PartitionType: Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .mbr(let t): return PartitionTypeNames.name(mbrType: t)
         case .gpt(let guid): return PartitionTypeNames.name(gptType: guid)
+        case .apm: return nil
         }
     }
 }

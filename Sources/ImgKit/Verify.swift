@@ -136,7 +136,7 @@ public enum Verify {
             return problems
         }
         let (device, directory) = splitPrefix(prefix)
-        let partmap = table.kind == .gpt ? "part_gpt" : "part_msdos"
+        let partmap = table.kind.grubModule
         // Also for a prefix without a device: GRUB finds the partition it was loaded from by reading
         // the table (without part_gpt an EFI GRUB stops at "unknown filesystem").
         if !modules.contains(partmap) {

@@ -59,6 +59,13 @@ struct FuzzCorpusTests {
         #expect(BootCode.identify(sector0: try Self.read(path)).kind == kind)
     }
 
+    @Test func appleMapAndRockRidgeSeeds() throws {
+        let apm = try #require(try PartitionTable.read(from: MemoryByteSource(try Self.read("\(Self.corpus)/apm-map.bin"))))
+        #expect(apm.kind == .mac && apm.partitions.map(\.apmType) == ["Apple_partition_map", "Apple_HFS", "Apple_Free"])
+        let directory = try Self.read("\(Self.corpus)/iso9660-rock-ridge-dir.bin")
+        #expect(ISO9660Volume.records(directory).map(\.name) == ["normal.mod"])
+    }
+
     /// Every seed and every saved crash input, through the checks the fuzzer makes.
     @Test func seedsAndRegressionsKeepInvariants() throws {
         let paths = Self.files(in: Self.corpus) + Self.files(in: Self.regressions)

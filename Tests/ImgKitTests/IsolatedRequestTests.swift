@@ -11,7 +11,7 @@ struct IsolatedRequestTests {
         .truncated(path: "/i.img", detail: "the GPT ends past the image"), .noPartitionTable(path: "/i.img", filesystem: "ext4"),
         .noPartitionTable(path: "/i.img", filesystem: nil), .damagedPartitionTable(path: "/i.img", detail: "CRC"),
         .noPostMBRGap(path: "/i.img", firstPartitionStart: 1), .gapTooSmall(path: "/i.img", sectors: 62, needed: 120),
-        .noBIOSBootPartition(path: "/i.img"), .biosBootTooSmall(path: "/i.img", number: 1, sectors: 34, needed: 120),
+        .noBIOSBootPartition(path: "/i.img"), .unsupportedPartitionTable(path: "/i.img", table: "mac"), .biosBootTooSmall(path: "/i.img", number: 1, sectors: 34, needed: 120),
         .noBootFilesystem(path: "/i.img", found: ["swap on partition 2"]),
         .bootPartitionInvalid(path: "/i.img", number: 2, reason: "/grub is a symbolic link"),
         .ambiguousBootPartition(path: "/i.img", candidates: [1, 2]),

@@ -45,6 +45,7 @@ struct ReportCodingTests {
         let bad = Data(#"{"image": "/i.img", "bootable": "yes"}"#.utf8)
         #expect(throws: DecodingError.self) { try JSONDecoder().decode(VerifyReport.self, from: bad) }
         #expect(PartitionType("0x183") == nil && PartitionType("linux") == nil)
+        #expect(PartitionType("Apple_HFS", table: .mac) == .apm("Apple_HFS") && PartitionType("Apple_HFS", table: .gpt) == nil)
         #expect(FilesystemKind("ext4") == .ext4 && FilesystemKind("ext4").isExt && !FilesystemKind("xfs").isExt)
         #expect(PartitionTableType("atari") == .unparsed("atari"))
     }

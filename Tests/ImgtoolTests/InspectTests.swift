@@ -204,7 +204,35 @@ struct InspectTests {
                 "\(install.stderr)")
     }
 
-    @Test("labels imgtool does not parse are named as libblkid names them, never read as dos", arguments: ["sun", "dvh", "mac"])
+    /// parted's Apple partition map, read as mmls reads it: every entry in map order, the map
+    /// itself and the free space included, in 512-byte sectors; blkid names it mac.
+    @Test("an Apple partition map (parted mklabel mac) is read as mmls reads it")
+    func appleMap() throws {
+        let scratch = try Scratch()
+        let image = scratch.file("mac.img")
+        try run(["truncate", "-s", "16M", image])
+        try run(["parted", "-s", image, "mklabel", "mac", "mkpart", "primary", "hfs+", "1MiB", "8MiB",
+                 "mkpart", "primary", "ext2", "8MiB", "15MiB"])
+        try run(["mkfs.ext2", "-q", "-E", "offset=\(16384 * 512)", image, "7M"])
+        let table = try #require(try inspect(image)["partitionTable"] as? JSON)
+        #expect(table["type"] as? String == "mac" && table["parsed"] as? Bool == true)
+        #expect(try blkid(image, offset: 0)["PTTYPE"] == "mac")
+        let partitions = try #require(table["partitions"] as? [JSON])
+        // mmls: "004:  001  0000002048  0000016383  0000014336  Apple_HFS".
+        let mmls = try run(["mmls", image]).stdout.split(separator: "\n").compactMap { line -> [String]? in
+            let f = line.split(separator: " ").map(String.init)
+            return f.count >= 6 && f[0].hasSuffix(":") && Int(f[1]) != nil ? f : nil
+        }.sorted { Int($0[1])! < Int($1[1])! }  // mmls sorts by start; its slot (f[1]) is the map index
+        #expect(partitions.map { $0["start"] as? Int } == mmls.map { Int($0[2]) })
+        #expect(partitions.map { $0["size"] as? Int } == mmls.map { Int($0[4]) })
+        #expect(partitions.map { $0["type"] as? String } == mmls.map { $0[5] })
+        // The filesystem in entry 3 is probed as in any partition.
+        #expect(((partitions.first { $0["start"] as? Int == 16384 })?["filesystem"] as? JSON)?["type"] as? String == "ext2")
+        let install = try imgtool(["install-grub", image])
+        #expect(install.status == ExitStatus.badImage.rawValue && install.stderr.contains("Apple partition map"), "\(install.stderr)")
+    }
+
+    @Test("labels imgtool does not parse are named as libblkid names them, never read as dos", arguments: ["sun", "dvh"])
     func otherLabels(parted label: String) throws {
         let scratch = try Scratch()
         let image = scratch.file("label.img")
