@@ -238,7 +238,7 @@ private func check(_ table: PartitionTable, imageBytes: UInt64) {
     }
     let limit: Int
     switch table.kind {
-    case .dos: limit = 4 + MBR.maxEBRHops
+    case .dos: limit = 4 + MBR.maxEBRHops + 4 * BSDLabel.maxPartitions
     case .gpt: limit = Int(GPT.maxEntryArrayBytes) / GPT.minEntrySize
     case .mac: limit = APM.maxEntries
     }

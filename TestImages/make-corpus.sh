@@ -224,6 +224,22 @@ for i, (start, count, name, kind) in enumerate([(1, 63, b"Apple", b"Apple_partit
     apm[base + 48:base + 48 + len(kind)] = kind
 write("apm-map.bin", apm)
 
+# A BSD disklabel in an OpenBSD slice (0xA6) at sector 1: the label in the slice's sector 1, with
+# both magic numbers, three partitions (one the raw slice) and its XOR checksum.
+bsd = bytearray(8 * 512)
+struct.pack_into("<B3sB3sII", bsd, 446, 0x80, b"\xfe\xff\xff", 0xA6, b"\xfe\xff\xff", 1, 7)
+bsd[510:512] = b"\x55\xaa"
+label = bytearray(512)
+struct.pack_into("<I", label, 0, 0x82564557); struct.pack_into("<I", label, 132, 0x82564557)
+parts = [(3, 3, 7), (2, 6, 1), (7, 1, 0)]
+struct.pack_into("<H", label, 138, len(parts))
+for i, (size, off, fs) in enumerate(parts): struct.pack_into("<IIIB", label, 148 + 16 * i, size, off, 0, fs)
+x = 0
+for i in range(0, 148 + 16 * len(parts), 2): x ^= struct.unpack_from("<H", label, i)[0]
+struct.pack_into("<H", label, 136, x)
+bsd[1024:1536] = label
+write("mbr-bsd-label.bin", bsd)
+
 # Rock Ridge names in a directory (a PX entry, then NM split over two entries with CONTINUE).
 rr = dirrec(b"NORMAL.MOD;1", 5, 3, False)
 su = b"PX" + bytes([8, 1]) + bytes(4) + b"NM" + bytes([11, 1, 1]) + b"normal" + b"NM" + bytes([9, 1, 0]) + b".mod"

@@ -98,6 +98,15 @@ struct MBR {
             findings += chainFindings
         }
 
+        // BSD disklabels in FreeBSD, OpenBSD and NetBSD slices: their partitions follow, numbered on
+        // from 5 or the last logical, as the kernel and libblkid number them.
+        for slice in partitions where slice.kind == .primary && BSDLabel.sliceTypes.contains(slice.mbrType ?? 0) {
+            let (inside, labelFindings) = try BSDLabel.read(slice: slice, firstNumber: max(4, partitions.map(\.number).max() ?? 4) + 1,
+                                                           from: source)
+            partitions += inside
+            findings += labelFindings
+        }
+
         for partition in partitions where partition.endSector > imageSectors {
             findings.append(pastEndFinding(partition, imageSectors: imageSectors))
         }
@@ -107,7 +116,12 @@ struct MBR {
             partitions.map { ($0.number, $0.startSector, $0.endSector) },
             ignore: { a, b in
                 let pair = (kinds[a], kinds[b])
-                return (pair.0 == .extended && pair.1 == .logical) || (pair.0 == .logical && pair.1 == .extended)
+                // A container and what lies inside it: the extended partition and its logicals, a
+                // slice and its BSD partitions.
+                func inside(_ outer: Partition.Kind?, _ inner: Partition.Kind?) -> Bool {
+                    (outer == .extended && inner == .logical) || (outer == .primary && inner == .bsd)
+                }
+                return inside(pair.0, pair.1) || inside(pair.1, pair.0)
             })
 
         return PartitionTable(

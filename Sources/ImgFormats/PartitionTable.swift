@@ -3,8 +3,8 @@ public struct Partition: Sendable, Equatable {
     /// Where the entry sits in its table.
     public enum Kind: Sendable {
         /// MBR primary (slots 1-4), the MBR extended container, a logical partition in the EBR chain, a GPT entry,
-        /// or an Apple partition map entry.
-        case primary, extended, logical, gpt, apm
+        /// an Apple partition map entry, or a BSD disklabel's partition inside an MBR slice.
+        case primary, extended, logical, gpt, apm, bsd
     }
 
     /// MBR: 1-4 for primaries and the extended container (the slot number), logicals from 5 in
@@ -31,14 +31,17 @@ public struct Partition: Sendable, Equatable {
     public let attributes: UInt64?
     /// The Apple partition map entry's type ("Apple_HFS", "Apple_partition_map"); nil for others.
     public let apmType: String?
+    /// The BSD disklabel entry's filesystem type (7 for 4.2BSD, 1 for swap); nil for others.
+    public let bsdType: UInt8?
 
     /// Makes a partition; nothing is checked. MBR-only and GPT-only fields default to nil.
     public init(
         number: Int, kind: Kind, startSector: UInt64, sectorCount: UInt64, mbrType: UInt8? = nil,
         bootable: Bool = false, typeGUID: GUID? = nil, uuid: GUID? = nil, name: String? = nil,
-        attributes: UInt64? = nil, apmType: String? = nil
+        attributes: UInt64? = nil, apmType: String? = nil, bsdType: UInt8? = nil
     ) {
         self.apmType = apmType
+        self.bsdType = bsdType
         self.number = number
         self.kind = kind
         self.startSector = startSector

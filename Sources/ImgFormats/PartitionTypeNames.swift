@@ -5,6 +5,16 @@ public enum PartitionTypeNames {
     public static func name(mbrType: UInt8) -> String? { mbr[mbrType] }
     /// fdisk's name for a GPT type GUID ("EFI System"), or nil for a type not in the list.
     public static func name(gptType: GUID) -> String? { gpt[gptType.description] }
+    /// disklabel's name for a BSD partition's filesystem type (FSTYPENAMES, as mmls prints them).
+    public static func name(bsdType: UInt8) -> String? { bsd[bsdType] }
+    /// The BSD filesystem type `name` names.
+    public static func bsdType(named name: String) -> UInt8? { bsd.first { $0.value == name }?.key }
+
+    static let bsd: [UInt8: String] = [
+        1: "swap", 2: "Version 6", 3: "Version 7", 4: "System V", 5: "4.1BSD", 6: "Eighth Edition", 7: "4.2BSD",
+        8: "MSDOS", 9: "4.4LFS", 10: "unknown", 11: "HPFS", 12: "ISO9660", 13: "boot", 14: "vinum", 15: "HFS",
+        16: "FILECORE", 17: "ext2fs", 18: "NTFS", 19: "RAID", 20: "ccd", 21: "jfs2", 22: "Apple UFS",
+    ]
 
     static let mbr: [UInt8: String] = [
         0x00: "Empty", 0x01: "FAT12", 0x04: "FAT16 <32M", 0x05: "Extended", 0x06: "FAT16",

@@ -68,7 +68,8 @@ public struct InspectReport: Sendable, Equatable {
 
         init(_ p: ImgFormats.Partition, filesystem fs: FilesystemProbe?) {
             self.init(number: p.number, start: p.startSector, size: p.sectorCount,
-                      type: p.typeGUID.map(PartitionType.gpt) ?? p.apmType.map(PartitionType.apm) ?? .mbr(p.mbrType ?? 0),
+                      type: p.typeGUID.map(PartitionType.gpt) ?? p.apmType.map(PartitionType.apm)
+                        ?? p.bsdType.map(PartitionType.bsd) ?? .mbr(p.mbrType ?? 0),
                       bootable: p.bootable,
                       uuid: p.uuid?.description, name: p.name.flatMap { $0.isEmpty ? nil : $0 },
                       filesystem: fs.map(Filesystem.init))

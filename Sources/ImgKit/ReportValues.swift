@@ -50,18 +50,27 @@ public enum PartitionType: Sendable, Hashable, CustomStringConvertible {
     case gpt(GUID)
     /// An Apple partition map entry's type ("Apple_HFS").
     case apm(String)
+    /// A BSD disklabel partition's filesystem type (7, "4.2BSD").
+    case bsd(UInt8)
 
-    /// From "0x83" or a GUID, as `description` prints them; nil for anything else. An APM type is
+    /// From "0x83", a GUID or a BSD type name, as `description` prints them; nil for anything else. An APM type is
     /// any text, so it is read as `.apm` only where the table says mac (`init?(_:table:)`).
     public init?(_ text: String) {
         if text.hasPrefix("0x"), text.count == 4, let byte = UInt8(text.dropFirst(2), radix: 16) {
             self = .mbr(byte)
         } else if let guid = GUID(string: text) {
             self = .gpt(guid)
+        } else if let type = PartitionTypeNames.bsdType(named: text) {
+            self = .bsd(type)
+        } else if text.hasPrefix(Self.bsdPrefix), let type = UInt8(text.dropFirst(Self.bsdPrefix.count)) {
+            self = .bsd(type)
         } else {
             return nil
         }
     }
+
+    /// How a BSD filesystem type without a name prints: "bsd fstype 42".
+    static let bsdPrefix = "bsd fstype "
 
     /// From `description`'s text in a table of type `table`: an APM type in a mac table, else
     /// as `init?(_:)` reads it.
@@ -70,12 +79,13 @@ public enum PartitionType: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// "0x83" for MBR (two lowercase hex digits, as sfdisk prints them), the uppercase type GUID for
-    /// GPT, the type string for APM.
+    /// GPT, the type string for APM, disklabel's name for a BSD partition's type ("4.2BSD").
     public var description: String {
         switch self {
         case .mbr(let t): return "0x" + (t < 16 ? "0" : "") + String(t, radix: 16)
         case .gpt(let guid): return guid.description
         case .apm(let type): return type
+        case .bsd(let type): return PartitionTypeNames.name(bsdType: type) ?? Self.bsdPrefix + String(type)
         }
     }
 
@@ -84,7 +94,7 @@ public enum PartitionType: Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .mbr(let t): return PartitionTypeNames.name(mbrType: t)
         case .gpt(let guid): return PartitionTypeNames.name(gptType: guid)
-        case .apm: return nil
+        case .apm, .bsd: return nil
         }
     }
 }

@@ -59,9 +59,11 @@ struct FuzzCorpusTests {
         #expect(BootCode.identify(sector0: try Self.read(path)).kind == kind)
     }
 
-    @Test func appleMapAndRockRidgeSeeds() throws {
+    @Test func appleMapBSDLabelAndRockRidgeSeeds() throws {
         let apm = try #require(try PartitionTable.read(from: MemoryByteSource(try Self.read("\(Self.corpus)/apm-map.bin"))))
         #expect(apm.kind == .mac && apm.partitions.map(\.apmType) == ["Apple_partition_map", "Apple_HFS", "Apple_Free"])
+        let bsd = try #require(try PartitionTable.read(from: MemoryByteSource(try Self.read("\(Self.corpus)/mbr-bsd-label.bin"))))
+        #expect(bsd.partitions.map(\.number) == [1, 5, 6] && bsd.partitions.last?.bsdType == 1)
         let directory = try Self.read("\(Self.corpus)/iso9660-rock-ridge-dir.bin")
         #expect(ISO9660Volume.records(directory).map(\.name) == ["normal.mod"])
     }

@@ -232,6 +232,49 @@ struct InspectTests {
         #expect(install.status == ExitStatus.badImage.rawValue && install.stderr.contains("Apple partition map"), "\(install.stderr)")
     }
 
+    /// A BSD disklabel in an OpenBSD slice (absolute offsets) and a FreeBSD slice whose raw
+    /// partition starts at 0 (offsets from the slice, the kernel's rule), built by hand following
+    /// <sys/disklabel.h>. libblkid reads them as the kernel does; mmls -t bsd reads the same
+    /// partitions, but always from the disk's start.
+    @Test("BSD disklabels in MBR slices are read as the kernel and libblkid read them; mmls agrees on OpenBSD", arguments: [0xA6, 0xA5])
+    func bsdLabels(slice: Int) throws {
+        let scratch = try Scratch()
+        let image = scratch.file("bsd.img")
+        let relative = slice == 0xA5
+        try run(["python3", "-c", """
+            import struct, sys
+            img = bytearray(16 << 20)
+            struct.pack_into("<B3sB3sII", img, 446, 0x80, b"\\xfe\\xff\\xff", int(sys.argv[2]), b"\\xfe\\xff\\xff", 2048, 16384)
+            img[510:512] = b"\\x55\\xaa"
+            base = 0 if sys.argv[3] == "1" else 2048
+            parts = [(4000, base + 16, 7), (2000, base + 4016, 1), (16384, base, 0), (8000, base + 6016, 7)]
+            label = bytearray(512)
+            struct.pack_into("<I", label, 0, 0x82564557); struct.pack_into("<I", label, 132, 0x82564557)
+            struct.pack_into("<H", label, 138, len(parts))
+            for i, (size, off, fs) in enumerate(parts): struct.pack_into("<IIIB", label, 148 + 16 * i, size, off, 0, fs)
+            x = 0
+            for i in range(0, 148 + 16 * len(parts), 2): x ^= struct.unpack_from("<H", label, i)[0]
+            struct.pack_into("<H", label, 136, x)
+            img[2049 * 512:2050 * 512] = label
+            open(sys.argv[1], "wb").write(img)
+            """, image, String(slice), relative ? "1" : "0"])
+        let partitions = try #require((try inspect(image)["partitionTable"] as? JSON)?["partitions"] as? [JSON])
+        let bsd = partitions.dropFirst()
+        #expect(bsd.map { $0["type"] as? String } == ["4.2BSD", "swap", "4.2BSD"])
+        // libblkid (partx) reads them as the kernel does: numbers from 5, and the same sectors.
+        let partx = try run(["partx", "--show", "--noheadings", "-o", "NR,START,SECTORS", image]).stdout
+            .split(separator: "\n").map { $0.split(separator: " ").compactMap { Int($0) } }
+        #expect(partitions.map { [$0["number"] as? Int ?? -1, $0["start"] as? Int ?? -1, $0["size"] as? Int ?? -1] } == partx)
+        // mmls: "003:  000  0000002064  0000006063  0000004000  4.2BSD (0x07)"; slot 002 is the raw partition.
+        let rows = try run(["mmls", "-t", "bsd", "-o", "2048", image]).stdout.split(separator: "\n").compactMap { line -> [String]? in
+            let f = line.split(separator: " ").map(String.init)
+            return f.count >= 6 && Int(f[1]) != nil && !line.contains("Unused") ? f : nil
+        }.sorted { Int($0[1])! < Int($1[1])! }
+        let shift = relative ? 2048 : 0
+        #expect(bsd.map { $0["start"] as? Int } == rows.map { Int($0[2]).map { $0 + shift } })
+        #expect(bsd.map { $0["size"] as? Int } == rows.map { Int($0[4]) })
+    }
+
     @Test("labels imgtool does not parse are named as libblkid names them, never read as dos", arguments: ["sun", "dvh"])
     func otherLabels(parted label: String) throws {
         let scratch = try Scratch()
