@@ -1,4 +1,4 @@
-// libFuzzer entry point for the MBR/EBR, GPT, APM, boot-code, GRUB core.img, FAT, PE/GRUB EFI, SYSLINUX patch area,
+// libFuzzer entry point for the MBR/EBR, GPT, APM, container-header, boot-code, GRUB core.img, FAT, PE/GRUB EFI, SYSLINUX patch area,
 // ISOLINUX boot info table, ISO 9660, GRUB legacy, JSON and isolated-response parsers. Not a SwiftPM
 // target: run.sh compiles it together with Sources/ImgFormats/*.swift into one module, so the
 // parsers' internal API is visible without an import and the whole parser is instrumented for
@@ -41,6 +41,12 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         guard let again = ResponseFrame.decode(end.encoded), again.data.isEmpty, again.end.encoded == end.encoded else {
             fatalError("a decoded response does not survive encoding: \(end)")
         }
+    }
+
+    // The input as a container's header: identified or not, never a trap; what it names is bounded.
+    if let container = try? DiskContainer.identify(source), let backing = container.backingFile,
+       backing.utf8.count > DiskContainer.maxNameBytes * 3 {
+        fatalError("a backing file name of \(backing.utf8.count) bytes")
     }
 
     let boot = BootCode.identify(sector0: Array(bytes.prefix(512)))

@@ -240,6 +240,29 @@ struct.pack_into("<H", label, 136, x)
 bsd[1024:1536] = label
 write("mbr-bsd-label.bin", bsd)
 
+# Container headers as qemu-img writes them, cut to what identify reads: a qcow2 v3 with a zstd
+# compression type and a backing file name, a VMDK sparse extent with its embedded descriptor, and
+# a dynamic VHD (footer copy, dynamic header, footer).
+qcow = bytearray(512)
+struct.pack_into(">4sIQIIQI", qcow, 0, b"QFI\xfb", 3, 112, 8, 16, 64 << 20, 0)
+struct.pack_into(">QQQII", qcow, 72, 1 << 3, 0, 0, 4, 112)
+qcow[104] = 1
+qcow[112:120] = b"base.img"
+write("qcow2-header.bin", qcow)
+vmdk = bytearray(2 * 512)
+struct.pack_into("<4sIIQQQQ", vmdk, 0, b"KDMV", 3, 3, 131072, 128, 1, 1)
+struct.pack_into("<H", vmdk, 77, 1)
+vmdk[512:] = b'# Disk DescriptorFile\nversion=1\ncreateType="streamOptimized"\nRW 131072 SPARSE "x.vmdk"\n'.ljust(512, b"\0")
+write("vmdk-sparse-header.bin", vmdk)
+footer = bytearray(512)
+struct.pack_into(">8sIIQ", footer, 0, b"conectix", 2, 0x10000, 512)
+struct.pack_into(">QQ", footer, 40, 64 << 20, 64 << 20)
+struct.pack_into(">I", footer, 60, 3)
+dyn = bytearray(1024)
+struct.pack_into(">8sQQII", dyn, 0, b"cxsparse", 0xFFFFFFFFFFFFFFFF, 1536, 0x10000, 32)
+struct.pack_into(">I", dyn, 32, 2 << 20)
+write("vhd-dynamic.bin", footer + dyn + bytes(128) + footer)
+
 # Rock Ridge names in a directory (a PX entry, then NM split over two entries with CONTINUE).
 rr = dirrec(b"NORMAL.MOD;1", 5, 3, False)
 su = b"PX" + bytes([8, 1]) + bytes(4) + b"NM" + bytes([11, 1, 1]) + b"normal" + b"NM" + bytes([9, 1, 0]) + b".mod"

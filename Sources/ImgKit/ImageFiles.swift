@@ -61,6 +61,7 @@ public enum ImageFiles {
     /// an image without a partition table, the image itself (`hasTable` false).
     static func locate(image: String) throws(Error) -> Layout {
         let source = try openImage(image)
+        if let container = try? DiskContainer.identify(source) { throw .container(path: image, format: container.format) }
         let table: PartitionTable?
         do {
             table = try PartitionTable.read(from: source)
@@ -144,6 +145,8 @@ public enum ImageFiles {
         case cannotOpen(ImageOpenError)
         /// Reading the image failed; `reason` is the error's message.
         case unreadable(path: String, reason: String)
+        /// The file is a virtual-disk container, which imgtool does not read inside yet.
+        case container(path: String, format: DiskContainer.Format)
         /// A partition was asked for, but the image has no partition table (`filesystem`: what fills it, if anything).
         case noPartitionTable(path: String, filesystem: String?)
         /// The table has no partition `number`; `available` lists those it has.
@@ -168,7 +171,7 @@ public enum ImageFiles {
         public var exitStatus: ExitStatus {
             switch self {
             case .cannotOpen, .unreadable: return .noInput
-            case .noPartitionTable, .noSuchPartition, .notExt, .noExtFilesystem, .ambiguous, .damaged: return .badImage
+            case .noPartitionTable, .noSuchPartition, .notExt, .noExtFilesystem, .ambiguous, .damaged, .container: return .badImage
             case .file(.library, _, _), .output, .isolatedOpen: return .failure
             case .file: return .badImage
             case .isolation(let e): return e.exitStatus
@@ -187,6 +190,9 @@ public enum ImageFiles {
                 return e.description
             case .unreadable(let p, let reason):
                 return "cannot read \(p): \(reason). Check its permissions (reading needs no root, only read access)."
+            case .container(let p, let format):
+                let convert = format.qemuDriver.map { "qemu-img convert -f \($0) -O raw \(p) \(p).raw" } ?? "convert it to a raw image"
+                return "\(p) is a \(format.rawValue) container; imgtool does not read inside containers yet. Convert it to a raw image (\(convert)) and read that."
             case .noPartitionTable(let p, let fs):
                 let what = fs.map { "it is a bare \($0) filesystem" } ?? "it has none"
                 return "\(p) has no partition table (\(what)), so there is no partition to choose; leave out --partition."

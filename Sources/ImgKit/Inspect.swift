@@ -21,6 +21,15 @@ public enum Inspect {
 
     private static func report(_ path: String, logger: Logger) throws(ImageOpenError) -> InspectReport {
         let source = try ImageSource.open(path)
+        // A container's bytes are its own format, not a disk: reading them as one would be wrong.
+        if let container = try? DiskContainer.identify(source) {
+            let sector0 = (try? source.read(at: 0, count: Int(min(512, source.size)))) ?? []
+            return InspectReport(
+                image: path, size: source.size, sectorSize: 512,
+                partitionTable: InspectReport.Table(type: nil, id: nil, partitions: [], unallocated: []), filesystem: nil,
+                bootCode: BootCode.identify(sector0: sector0), os: nil, findings: container.findings(path: path),
+                container: container)
+        }
         var findings: [Finding] = []
         let sectorSize: Int
         var tableReport: InspectReport.Table
@@ -91,4 +100,19 @@ public enum Inspect {
         return min(overflow2 ? .max : length, imageSize - start)
     }
 
+}
+
+extension DiskContainer {
+    /// What a report says of a container: that imgtool does not read inside it yet (and how to
+    /// read it anyway), and the backing file it names, which imgtool never opens.
+    func findings(path: String) -> [Finding] {
+        let size = virtualSize.map { " holding a \($0)-byte virtual disk" } ?? ""
+        let convert = format.qemuDriver.map { "qemu-img convert -f \($0) -O raw \(path) \(path).raw" } ?? "ewfexport"
+        var findings = [Finding(.warning, "\(path) is a \(format.rawValue) container\(size); imgtool does not read inside containers yet, so its partitions, filesystems and boot code are not shown. Convert it to a raw image to look inside (\(convert)).")]
+        if let backingFile {
+            findings.append(Finding(.warning, "it names \(backingFile) as its backing file, which holds part of the disk; imgtool never opens a file an image names"))
+        }
+        if encrypted { findings.append(Finding(.info, "its contents are encrypted")) }
+        return findings
+    }
 }

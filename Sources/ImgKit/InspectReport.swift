@@ -126,10 +126,13 @@ public struct InspectReport: Sendable, Equatable {
     public let os: OSReport?
     /// What is unusual or damaged, by severity.
     public let findings: [Finding]
+    /// The virtual-disk container the file is (qcow2, VMDK, VHD, VHDX, E01); nil for a raw image.
+    public let container: DiskContainer?
 
     /// Makes a value, for an embedder's tests.
     public init(image: String, size: UInt64, sectorSize: Int, partitionTable: Table, filesystem: Filesystem?,
-                bootCode: BootCode, os: OSReport?, findings: [Finding]) {
+                bootCode: BootCode, os: OSReport?, findings: [Finding], container: DiskContainer? = nil) {
+        self.container = container
         self.image = image
         self.size = size
         self.sectorSize = sectorSize

@@ -11,6 +11,8 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case unreadable(path: String, reason: String)
     /// The image is 0 bytes long.
     case empty(path: String)
+    /// The file is a virtual-disk container (`format`: "qcow2", "vmdk", ...), not a raw image.
+    case container(path: String, format: String)
     /// The image is shorter than a sector, or a partition ends past its end; `detail` says which.
     case truncated(path: String, detail: String)
     /// The image has no partition table (`filesystem`: what fills it instead, if anything).
@@ -74,7 +76,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     public var exitStatus: ExitStatus {
         switch self {
         case .imageMissing, .notAnImage, .unreadable: return .noInput
-        case .empty, .truncated, .noPartitionTable, .damagedPartitionTable, .noPostMBRGap, .gapTooSmall,
+        case .empty, .container, .truncated, .noPartitionTable, .damagedPartitionTable, .noPostMBRGap, .gapTooSmall,
              .noBIOSBootPartition, .unsupportedPartitionTable, .biosBootTooSmall, .noBootFilesystem, .bootPartitionInvalid,
              .ambiguousBootPartition, .bootFilesystemFull:
             return .badImage
@@ -108,6 +110,9 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
             return "cannot read \(p): \(reason). Check its permissions."
         case .empty(let p):
             return "\(p) is empty (0 bytes). Partition it and make a filesystem for /boot first."
+        case .container(let p, let format):
+            let convert = DiskContainer.Format(rawValue: format)?.qemuDriver.map { "qemu-img convert -f \($0) -O raw \(p) \(p).raw" } ?? "convert it to a raw image"
+            return "\(p) is a \(format) container, not a raw disk image; imgtool does not write inside containers yet. Convert it (\(convert)), install into the raw copy, and convert back if you need to. Nothing was changed."
         case .truncated(let p, let detail):
             return "\(p) is truncated: \(detail). Recreate or restore the image; nothing was changed."
         case .noPartitionTable(let p, let fs):

@@ -85,6 +85,7 @@ public struct InstallPlan: Sendable {
             throw .unusableImage(error)
         }
         guard source.size > 0 else { throw .empty(path: path) }
+        if let container = try? DiskContainer.identify(source) { throw .container(path: path, format: container.format.rawValue) }
         guard source.size >= 512 else {
             throw .truncated(path: path, detail: "it has \(source.size) bytes, less than the one sector a partition table needs")
         }

@@ -75,6 +75,8 @@ extension ImageFiles.Error: IsolatedError {
         switch self {
         case .cannotOpen(let e): return errorDocument(self, case: "cannotOpen", e.isolatedPayload)
         case .unreadable(let p, let reason): return errorDocument(self, case: "unreadable", ["path": .string(p), "reason": .string(reason)])
+        case .container(let p, let format):
+            return errorDocument(self, case: "container", ["path": .string(p), "format": .string(format.rawValue)])
         case .noPartitionTable(let p, let fs):
             return errorDocument(self, case: "noPartitionTable", ["path": .string(p), "filesystem": JSONValue(fs)])
         case .noSuchPartition(let p, let n, let available):
@@ -110,6 +112,9 @@ extension ImageFiles.Error: IsolatedError {
         guard let p = json["path"]?.stringValue else { return nil }
         switch name {
         case "unreadable": guard let r = json["reason"]?.stringValue else { return nil }; self = .unreadable(path: p, reason: r)
+        case "container":
+            guard let f = json["format"]?.stringValue.flatMap(DiskContainer.Format.init(rawValue:)) else { return nil }
+            self = .container(path: p, format: f)
         case "noPartitionTable":
             guard let fs = optional(json["filesystem"], \.stringValue) else { return nil }
             self = .noPartitionTable(path: p, filesystem: fs)
@@ -189,6 +194,7 @@ extension InstallGrubError: IsolatedError {
         case .notAnImage(let p, let kind): set("notAnImage", ["path": .string(p), "kind": .string(kind)])
         case .unreadable(let p, let reason): set("unreadable", ["path": .string(p), "reason": .string(reason)])
         case .empty(let p): set("empty", ["path": .string(p)])
+        case .container(let p, let format): set("container", ["path": .string(p), "format": .string(format)])
         case .truncated(let p, let detail): set("truncated", ["path": .string(p), "detail": .string(detail)])
         case .noPartitionTable(let p, let fs): set("noPartitionTable", ["path": .string(p), "filesystem": JSONValue(fs)])
         case .damagedPartitionTable(let p, let detail): set("damagedPartitionTable", ["path": .string(p), "detail": .string(detail)])
@@ -240,6 +246,7 @@ extension InstallGrubError: IsolatedError {
         case "notAnImage": guard let k = string("kind") else { return nil }; self = .notAnImage(path: p, kind: k)
         case "unreadable": guard let r = string("reason") else { return nil }; self = .unreadable(path: p, reason: r)
         case "empty": self = .empty(path: p)
+        case "container": guard let f = string("format") else { return nil }; self = .container(path: p, format: f)
         case "truncated": guard let d = string("detail") else { return nil }; self = .truncated(path: p, detail: d)
         case "noPartitionTable": self = .noPartitionTable(path: p, filesystem: string("filesystem"))
         case "damagedPartitionTable": guard let d = string("detail") else { return nil }; self = .damagedPartitionTable(path: p, detail: d)

@@ -90,17 +90,41 @@ extension InspectReport: JSONDocument {
             "image": .string(image), "size": .uint(size), "sectorSize": JSONValue(sectorSize),
             "partitionTable": partitionTable.json, "filesystem": filesystem?.json ?? .null,
             "bootCode": bootCode.json, "os": os?.json ?? .null, "findings": .array(findings.map(\.json)),
+            "container": container?.json ?? .null,
         ])
     }
 
     public init?(json: JSONValue) {
-        guard let image = json["image"]?.stringValue, let size = json["size"]?.uint64Value,
+        guard let container = optional(json["container"], DiskContainer.init(json:)),
+              let image = json["image"]?.stringValue, let size = json["size"]?.uint64Value,
               let sectorSize = json["sectorSize"].flatMap(int), let table = json["partitionTable"].flatMap(Table.init(json:)),
               let filesystem = optional(json["filesystem"], Filesystem.init(json:)),
               let bootCode = json["bootCode"].flatMap(BootCode.init(json:)),
               let os = optional(json["os"], OSReport.init(json:)), let findings = Finding.list(json["findings"]) else { return nil }
         self.init(image: image, size: size, sectorSize: sectorSize, partitionTable: table, filesystem: filesystem,
-                  bootCode: bootCode, os: os, findings: findings)
+                  bootCode: bootCode, os: os, findings: findings, container: container)
+    }
+}
+
+extension DiskContainer {
+    var json: JSONValue {
+        .object([
+            "format": .string(format.rawValue), "version": JSONValue(version), "variant": JSONValue(variant),
+            "virtualSize": JSONValue(virtualSize), "clusterSize": JSONValue(clusterSize),
+            "compression": JSONValue(compression), "backingFile": JSONValue(backingFile), "encrypted": .bool(encrypted),
+        ])
+    }
+
+    init?(json: JSONValue) {
+        guard let format = json["format"]?.stringValue.flatMap(Format.init(rawValue:)),
+              let version = optional(json["version"], int), let variant = optional(json["variant"], \.stringValue),
+              let virtualSize = optional(json["virtualSize"], \.uint64Value),
+              let clusterSize = optional(json["clusterSize"], \.uint64Value),
+              let compression = optional(json["compression"], \.stringValue),
+              let backingFile = optional(json["backingFile"], \.stringValue),
+              let encrypted = json["encrypted"]?.boolValue else { return nil }
+        self.init(format: format, version: version, variant: variant, virtualSize: virtualSize, clusterSize: clusterSize,
+                  compression: compression, backingFile: backingFile, encrypted: encrypted)
     }
 }
 

@@ -19,6 +19,11 @@ public enum Verify {
 
     private static func report(_ path: String, logger: Logger) throws(ImageOpenError) -> VerifyReport {
         let source = try ImageSource.open(path)
+        if let container = try? DiskContainer.identify(source) {
+            let sector0 = (try? source.read(at: 0, count: Int(min(512, source.size)))) ?? []
+            return VerifyReport(image: path, bootable: nil, biosBootable: nil, bootCode: BootCode.identify(sector0: sector0),
+                                grub: nil, problems: container.findings(path: path), efi: nil)
+        }
         let sector0 = (try? source.read(at: 0, count: Int(min(512, source.size)))) ?? []
         let bootCode = BootCode.identify(sector0: sector0)
         let table = try? PartitionTable.read(from: source)

@@ -37,6 +37,12 @@ struct InspectCommand {
     /// fdisk -l, blkid and file(1) in one screen.
     func render(_ r: InspectReport) -> String {
         var out = "\(r.image): \(humanSize(r.size)) (\(r.size) bytes), \(r.sectorSize)-byte sectors\n"
+        if let c = r.container {
+            let parts = [c.version.map { "version \($0)" }, c.variant, c.virtualSize.map { "\(humanSize($0)) virtual disk" },
+                         c.clusterSize.map { "\(humanSize($0)) clusters" }, c.compression.map { "\($0) compression" },
+                         c.backingFile.map { "backing file \($0)" }, c.encrypted ? "encrypted" : nil].compactMap { $0 }
+            out += "container: \(c.format.rawValue)" + (parts.isEmpty ? "" : ", " + parts.joined(separator: ", ")) + "\n"
+        }
         let t = r.partitionTable
         switch (t.type, t.parsed) {
         case (nil, _): out += "partition table: none\n"

@@ -59,6 +59,18 @@ struct FuzzCorpusTests {
         #expect(BootCode.identify(sector0: try Self.read(path)).kind == kind)
     }
 
+    @Test func containerSeeds() throws {
+        func identify(_ name: String) throws -> DiskContainer? {
+            try DiskContainer.identify(MemoryByteSource(try Self.read("\(Self.corpus)/\(name)")))
+        }
+        #expect(try identify("qcow2-header.bin") == DiskContainer(format: .qcow2, version: 3, virtualSize: 64 << 20,
+                                                                  clusterSize: 65536, compression: "zstd", backingFile: "base.img"))
+        let vmdk = try #require(try identify("vmdk-sparse-header.bin"))
+        #expect(vmdk.variant == "streamOptimized" && vmdk.compression == "deflate" && vmdk.virtualSize == 64 << 20)
+        let vhd = try #require(try identify("vhd-dynamic.bin"))
+        #expect(vhd.variant == "dynamic" && vhd.clusterSize == 2 << 20 && vhd.virtualSize == 64 << 20)
+    }
+
     @Test func appleMapBSDLabelAndRockRidgeSeeds() throws {
         let apm = try #require(try PartitionTable.read(from: MemoryByteSource(try Self.read("\(Self.corpus)/apm-map.bin"))))
         #expect(apm.kind == .mac && apm.partitions.map(\.apmType) == ["Apple_partition_map", "Apple_HFS", "Apple_Free"])

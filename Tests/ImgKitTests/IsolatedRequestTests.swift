@@ -7,7 +7,7 @@ import Testing
 struct IsolatedRequestTests {
     static let errors: [InstallGrubError] = [
         .imageMissing(path: "/i.img"), .notAnImage(path: "/i.img", kind: "a directory"),
-        .unreadable(path: "/i.img", reason: "Permission denied"), .empty(path: "/i.img"),
+        .unreadable(path: "/i.img", reason: "Permission denied"), .empty(path: "/i.img"), .container(path: "/i.qcow2", format: "qcow2"),
         .truncated(path: "/i.img", detail: "the GPT ends past the image"), .noPartitionTable(path: "/i.img", filesystem: "ext4"),
         .noPartitionTable(path: "/i.img", filesystem: nil), .damagedPartitionTable(path: "/i.img", detail: "CRC"),
         .noPostMBRGap(path: "/i.img", firstPartitionStart: 1), .gapTooSmall(path: "/i.img", sectors: 62, needed: 120),
@@ -86,7 +86,7 @@ struct IsolatedRequestTests {
         .cannotOpen(ImageOpenError(path: "/i.img", problem: .missing)),
         .cannotOpen(ImageOpenError(path: "/i.img", problem: .notAnImage(kind: "a directory"))),
         .cannotOpen(ImageOpenError(path: "/i.img", problem: .unreadable(reason: "Permission denied"))),
-        .unreadable(path: "/i.img", reason: "I/O error"), .noPartitionTable(path: "/i.img", filesystem: "ext4"),
+        .unreadable(path: "/i.img", reason: "I/O error"), .container(path: "/i.vmdk", format: .vmdk), .noPartitionTable(path: "/i.img", filesystem: "ext4"),
         .noPartitionTable(path: "/i.img", filesystem: nil), .noSuchPartition(path: "/i.img", number: 9, available: [1, 2]),
         .notExt(path: "/i.img", partition: 1, found: "vfat"), .notExt(path: "/i.img", partition: nil, found: nil),
         .noExtFilesystem(path: "/i.img", found: ["vfat on partition 1"]),
