@@ -192,7 +192,7 @@ public enum ImageFiles {
                 return "cannot read \(p): \(reason). Check its permissions (reading needs no root, only read access)."
             case .container(let p, let format):
                 let convert = format.qemuDriver.map { "qemu-img convert -f \($0) -O raw \(p) \(p).raw" } ?? "convert it to a raw image"
-                return "\(p) is a \(format.rawValue) container; imgtool does not read inside containers yet. Convert it to a raw image (\(convert)) and read that."
+                return "\(p) is a \(format.rawValue) container; imgtool does not read inside containers on this machine yet. Run it with --isolate (qemu reads the container), or convert it to a raw image (\(convert)) and read that."
             case .noPartitionTable(let p, let fs):
                 let what = fs.map { "it is a bare \($0) filesystem" } ?? "it has none"
                 return "\(p) has no partition table (\(what)), so there is no partition to choose; leave out --partition."

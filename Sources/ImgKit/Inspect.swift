@@ -14,9 +14,15 @@ public enum Inspect {
     /// report, not errors; only an image that cannot be opened at all (or an isolated VM that
     /// could not run) is an error.
     public static func run(_ options: Options, logger: Logger) throws(ReportError) -> InspectReport {
-        try options.run(.inspect(options.local), logger: logger, decode: InspectReport.init(json:)) { path throws(ImageOpenError) in
-            try report(path, logger: logger)
+        let made = try options.run(.inspect(options.local), logger: logger, decode: InspectReport.init(json:)) {
+            path throws(ImageOpenError) in try report(path, logger: logger)
         }
+        // In the VM the container's virtual disk is the image; the report names the container too.
+        guard options.isolation != nil, made.container == nil,
+              let container = try? DiskContainer.identify(FileByteSource(path: options.image)) else { return made }
+        return InspectReport(image: made.image, size: made.size, sectorSize: made.sectorSize,
+                             partitionTable: made.partitionTable, filesystem: made.filesystem, bootCode: made.bootCode,
+                             os: made.os, findings: made.findings, container: container)
     }
 
     private static func report(_ path: String, logger: Logger) throws(ImageOpenError) -> InspectReport {
@@ -103,12 +109,26 @@ public enum Inspect {
 }
 
 extension DiskContainer {
+    /// Why qemu cannot be given this container alone, or nil when it can: qemu would open what it
+    /// names (a backing file, extents, a parent), or cannot read it.
+    var isolationRefusal: String? {
+        guard format.qemuDriver != nil else { return "qemu does not read \(format.rawValue) files" }
+        if let backingFile { return "it names \(backingFile) as its backing file, which imgtool never opens" }
+        if encrypted { return "its contents are encrypted" }
+        if format == .vmdk, variant != "monolithicSparse", variant != "streamOptimized" {
+            return "its descriptor (\(variant ?? "no createType")) names extent files, which imgtool never opens"
+        }
+        if format == .vhd, variant == "differencing" { return "it is a differencing disk, whose parent imgtool never opens" }
+        return nil
+    }
+
     /// What a report says of a container: that imgtool does not read inside it yet (and how to
     /// read it anyway), and the backing file it names, which imgtool never opens.
     func findings(path: String) -> [Finding] {
         let size = virtualSize.map { " holding a \($0)-byte virtual disk" } ?? ""
         let convert = format.qemuDriver.map { "qemu-img convert -f \($0) -O raw \(path) \(path).raw" } ?? "ewfexport"
-        var findings = [Finding(.warning, "\(path) is a \(format.rawValue) container\(size); imgtool does not read inside containers yet, so its partitions, filesystems and boot code are not shown. Convert it to a raw image to look inside (\(convert)).")]
+        let how = isolationRefusal == nil ? "Run it with --isolate (qemu reads the container), or convert it" : "Convert it"
+        var findings = [Finding(.warning, "\(path) is a \(format.rawValue) container\(size); imgtool does not read inside containers on this machine yet, so its partitions, filesystems and boot code are not shown. \(how) to a raw image to look inside (\(convert)).")]
         if let backingFile {
             findings.append(Finding(.warning, "it names \(backingFile) as its backing file, which holds part of the disk; imgtool never opens a file an image names"))
         }

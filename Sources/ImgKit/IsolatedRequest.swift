@@ -137,6 +137,12 @@ package struct IsolatedRequest: Sendable {
         let purpose: Isolation.Purpose
         if case .installGrub = workflow { purpose = .installGrub } else { purpose = .readOnly }
         do { _ = try ImageSource.check(workflow.image) } catch { throw .unusableImage(error) }
+        // A container goes to qemu with its format named (never probed), and only when it names no
+        // other file: the host reads its header, nothing more.
+        if let container = try? DiskContainer.identify(FileByteSource(path: workflow.image)) {
+            if let refusal = container.isolationRefusal { throw .isolation(.container(path: workflow.image, reason: refusal)) }
+            isolation.vm.imageFormat = container.format.qemuDriver ?? "raw"
+        }
         let r: IsolatedVM.Result
         do {
             r = try isolation.run([Self.command, json.rendered()], image: workflow.image, purpose: purpose, logger: logger)

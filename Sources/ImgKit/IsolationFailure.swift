@@ -8,6 +8,9 @@ public enum IsolationFailure: ImgKitError {
     /// The job failed in the VM with an error that has no typed form on the host (a failure of the
     /// guest's kernel layer, such as a loop device or mount): its exit code and message.
     case guest(status: Int32, message: String)
+    /// The image is a container qemu cannot be given alone (`reason`: it names a backing file or
+    /// other extents, which imgtool never opens, or it is encrypted or a format qemu does not read).
+    case container(path: String, reason: String)
     /// The VM's imgtool answered with something that is not a response (`output`: how it began),
     /// for `workflow`: a guest that is not this imgtool, or one that crashed mid-answer.
     case unreadableResponse(workflow: String, output: String)
@@ -16,6 +19,7 @@ public enum IsolationFailure: ImgKitError {
         switch self {
         case .vm(let e): return e.exitStatus
         case .guest(let status, _): return ExitStatus(rawValue: status) ?? .failure
+        case .container: return .badImage
         case .unreadableResponse: return .failure
         }
     }
@@ -33,6 +37,8 @@ public enum IsolationFailure: ImgKitError {
         switch self {
         case .vm(let e): return e.description
         case .guest(_, let message): return message
+        case .container(let path, let reason):
+            return "\(path) cannot go into the isolated VM as it is: \(reason). Make a self-contained raw copy you trust (qemu-img convert -O raw) and use that."
         case .unreadableResponse(let workflow, let output):
             return "the isolated VM's \(workflow) gave no response imgtool could read (it began: \(output)). Run with --verbose to see the VM's console, and check that the imgtool run in the VM is this version."
         }

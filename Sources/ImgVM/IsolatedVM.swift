@@ -64,6 +64,10 @@ public enum IsolatedVM {
         public var cpu: String?
         /// The guest's memory in MiB.
         public var memoryMiB = 256
+        /// qemu's block driver for the image, given explicitly (qemu never probes it): "raw", or a
+        /// self-contained container's ("qcow2", "vmdk", "vpc", "vhdx"), whose virtual disk the
+        /// guest sees as /dev/vda. A container that names other files must not be given here.
+        public var imageFormat = "raw"
         /// Where extracted kernels, KVM verdicts and assembled initramfs archives are kept; nil keeps
         /// nothing (every run then boots the compressed kernel and takes no KVM trial).
         public var cacheDirectory: String? = VMCache.defaultDirectory
@@ -208,7 +212,7 @@ public enum IsolatedVM {
         configuration.outputPorts = GuestProtocol.outputPorts
         configuration.inputPorts = [(GuestProtocol.commandPort,
                                      GuestProtocol.commandMessage(command, deadline: timeout + GuestProtocol.guestGrace))]
-        if let image { configuration.disks = [KernelVM.Disk(path: image, readOnly: readOnly)] }
+        if let image { configuration.disks = [KernelVM.Disk(path: image, readOnly: readOnly, format: options.imageFormat)] }
         configuration.accelerator = try KVMTrial.choose(options.accelerator, configuration: configuration,
                                                         archive: { () throws(Error) in try assemble().archive }, kernel: kernelPath,
                                                         cache: cache, interruption: options.interruption, logger: logger)

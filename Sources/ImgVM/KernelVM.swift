@@ -47,9 +47,13 @@ public enum KernelVM {
         package var path: String
         /// qemu opens the file read-only and the guest sees a read-only disk (VIRTIO_BLK_F_RO).
         package var readOnly: Bool
-        package init(path: String, readOnly: Bool) {
+        /// qemu's block driver for the file, always given (qemu never probes it): "raw", or a
+        /// container's ("qcow2", "vmdk", "vpc", "vhdx"), whose virtual disk the guest then sees.
+        package var format: String
+        package init(path: String, readOnly: Bool, format: String = "raw") {
             self.path = path
             self.readOnly = readOnly
+            self.format = format
         }
     }
 
@@ -317,7 +321,7 @@ public enum KernelVM {
         ]
         for (i, disk) in c.disks.enumerated() {
             // file.driver=file keeps qemu from reading a protocol ("nbd:", "json:") into the path.
-            a += ["-drive", "file.driver=file,file.filename=\(escape(disk.path)),format=raw,if=none,id=disk\(i),"
+            a += ["-drive", "file.driver=file,file.filename=\(escape(disk.path)),format=\(escape(disk.format)),if=none,id=disk\(i),"
                     + "readonly=\(disk.readOnly ? "on" : "off")",
                   "-device", "\(c.machine.blockDevice),drive=disk\(i)"]
         }

@@ -159,6 +159,37 @@ final class IsolateTests {
         #expect(throws: ImageFiles.Error.self) { try ImageFiles.run(isolated) }
     }
 
+    /// Containers go to qemu with their format named, never probed, and only when they name no
+    /// other file: inside the VM the guest sees the virtual disk, so inspect reads it and
+    /// install-grub installs into it through qemu's own driver.
+    @Test("qcow2 and VMDK through --isolate: inspect reads inside, install-grub installs, the image boots; a backing file is refused")
+    func containers() throws {
+        let marker = "IMGTOOL-QCOW2"
+        let raw = try makeDisk(scratch.file("disk.img"), ["--label", "gpt", "--marker", marker])
+        let qcow2 = scratch.file("disk.qcow2"), vmdk = scratch.file("disk.vmdk")
+        try run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow2])
+        try run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, vmdk])
+        let local = try #require(try JSONSerialization.jsonObject(with: Data(try imgtool(["inspect", "--json", raw]).output)) as? [String: Any])
+        for image in [qcow2, vmdk] {
+            let r = try imgtool(["inspect", "--isolate", "--json", image])
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? [String: Any], "\(r.stderr)")
+            #expect(NSDictionary(dictionary: report["partitionTable"] as? [String: Any] ?? [:])
+                    == NSDictionary(dictionary: local["partitionTable"] as? [String: Any] ?? [:]), "\(image)")
+            #expect((report["container"] as? [String: Any])?["format"] as? String == (image == qcow2 ? "qcow2" : "vmdk"))
+        }
+        #expect(try imgtool(["install-grub", "-q", "--isolate", qcow2]).status == 0)
+        let installed = scratch.file("installed.img")
+        try run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", qcow2, installed])
+        #expect(try boot(installed, expect: marker).found)
+
+        let overlay = scratch.file("overlay.qcow2")
+        try run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw", overlay])
+        let before = try sha256(overlay)
+        let refused = try imgtool(["install-grub", "--isolate", overlay])
+        #expect(refused.status == ExitStatus.badImage.rawValue && refused.stderr.contains("backing file"), "\(refused.stderr)")
+        #expect(try sha256(overlay) == before)
+    }
+
     @Test("errors: no device mapper here suggests --isolate; a missing kernel or qemu names its package")
     func errors() throws {
         let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])

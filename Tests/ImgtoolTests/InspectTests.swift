@@ -291,7 +291,7 @@ struct InspectTests {
         #expect(container["virtualSize"] as? Int == info["virtual-size"] as? Int)
         if let cluster = info["cluster-size"] as? Int { #expect(container["clusterSize"] as? Int == cluster) }
         #expect((report["partitionTable"] as? JSON)?["type"] is NSNull)
-        #expect((report["findings"] as? [JSON] ?? []).contains { ($0["message"] as? String)?.contains("does not read inside containers yet") == true })
+        #expect((report["findings"] as? [JSON] ?? []).contains { ($0["message"] as? String)?.contains("does not read inside containers") == true })
         let before = try sha256(image)
         let install = try imgtool(["install-grub", image])
         #expect(install.status == ExitStatus.badImage.rawValue && install.stderr.contains("container"), "\(install.stderr)")
