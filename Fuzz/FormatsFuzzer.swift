@@ -1,4 +1,4 @@
-// libFuzzer entry point for the MBR/EBR, GPT, APM, container-header, boot-code, GRUB core.img, FAT, PE/GRUB EFI, SYSLINUX patch area,
+// libFuzzer entry point for the MBR/EBR, GPT, APM, container-header, LVM2, boot-code, GRUB core.img, FAT, PE/GRUB EFI, SYSLINUX patch area,
 // ISOLINUX boot info table, ISO 9660, GRUB legacy, JSON and isolated-response parsers. Not a SwiftPM
 // target: run.sh compiles it together with Sources/ImgFormats/*.swift into one module, so the
 // parsers' internal API is visible without an import and the whole parser is instrumented for
@@ -42,6 +42,13 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
             fatalError("a decoded response does not survive encoding: \(end)")
         }
     }
+
+    // The input as an LVM2 physical volume, and as lvm2 metadata text: a volume's mapping stays
+    // inside the numbers it came from, never a trap.
+    if let pv = try? LVMPhysicalVolume.read(source, offset: 0, length: source.size) {
+        for lv in pv.logicalVolumes { _ = pv.extent(of: lv) }
+    }
+    _ = try? LVMConfig.parse(bytes)
 
     // The input as a container's header: identified or not, never a trap; what it names is bounded.
     if let container = try? DiskContainer.identify(source), let backing = container.backingFile,

@@ -36,14 +36,18 @@ public enum ImageFiles {
         /// The partition; nil: the image itself when it has no partition table, else its only
         /// ext2/3/4 partition.
         public var partition: Int?
+        /// An LVM logical volume ("vg/lv") holding the filesystem, found on the image's physical
+        /// volumes (in `partition` when given); it must lie in one run of extents.
+        public var logicalVolume: String?
         /// `list` and `read` the image inside a throwaway VM instead of on this kernel
         /// (`Isolation`). `run` refuses it: an opened filesystem cannot come back from a VM.
         public var isolation: Isolation?
 
-        /// Options for `image`, and for `partition` when given.
-        public init(image: String, partition: Int? = nil, isolation: Isolation? = nil) {
+        /// Options for `image`, and for `partition` or `logicalVolume` when given.
+        public init(image: String, partition: Int? = nil, logicalVolume: String? = nil, isolation: Isolation? = nil) {
             self.image = image
             self.partition = partition
+            self.logicalVolume = logicalVolume
             self.isolation = isolation
         }
     }
@@ -98,6 +102,7 @@ public enum ImageFiles {
     /// partition table, else its only ext2/3/4 partition (several are an error listing them).
     public static func run(_ options: Options) throws(Error) -> Opened {
         guard options.isolation == nil else { throw .isolatedOpen(path: options.image) }
+        if let name = options.logicalVolume { return try openLogicalVolume(name, options: options) }
         let image = options.image, partition = options.partition
         let layout = try locate(image: image)
         let hasTable = layout.hasTable, locations = layout.locations
@@ -163,6 +168,10 @@ public enum ImageFiles {
         case file(Ext2Filesystem.Error, image: String, partition: Int?)
         /// `read`'s output failed (the caller's, e.g. writing to standard output); reading stopped.
         case output(path: String, SystemError)
+        /// No physical volume of the image holds logical volume `name`; `available` lists those there are.
+        case noSuchLogicalVolume(path: String, name: String, available: [String])
+        /// Logical volume `name` does not lie in one run of extents of one physical volume here.
+        case logicalVolumeNotContiguous(path: String, name: String)
         /// `run` was given an `isolation`: the filesystem it opens would live in the VM.
         case isolatedOpen(path: String)
         /// The isolated VM (`Options.isolation`) could not run the job.
@@ -171,7 +180,9 @@ public enum ImageFiles {
         public var exitStatus: ExitStatus {
             switch self {
             case .cannotOpen, .unreadable: return .noInput
-            case .noPartitionTable, .noSuchPartition, .notExt, .noExtFilesystem, .ambiguous, .damaged, .container: return .badImage
+            case .noPartitionTable, .noSuchPartition, .notExt, .noExtFilesystem, .ambiguous, .damaged, .container,
+                 .noSuchLogicalVolume, .logicalVolumeNotContiguous:
+                return .badImage
             case .file(.library, _, _), .output, .isolatedOpen: return .failure
             case .file: return .badImage
             case .isolation(let e): return e.exitStatus
@@ -226,6 +237,11 @@ public enum ImageFiles {
                 }
             case .output(let path, let e):
                 return "writing \(path) out failed: \(e)."
+            case .noSuchLogicalVolume(let p, let name, let available):
+                let list = available.isEmpty ? "none: no LVM physical volume was found" : available.joined(separator: ", ")
+                return "\(p) has no logical volume \(name) (its logical volumes: \(list)). Name one as VG/LV with --lv."
+            case .logicalVolumeNotContiguous(let p, let name):
+                return "\(p): logical volume \(name) is not one run of extents on one physical volume of this image (several segments with gaps, several disks, or a type other than linear); imgtool reads only such volumes. Run imgtool inspect to see its segments."
             case .isolatedOpen(let p):
                 return "\(p): an opened filesystem cannot come back from an isolated VM. Use ImageFiles.list or ImageFiles.read with the isolation, or open it without one."
             case .isolation(let e):
@@ -238,5 +254,39 @@ public enum ImageFiles {
             _ = parts.popLast()
             return "/" + parts.joined(separator: "/")
         }
+    }
+}
+
+extension ImageFiles {
+    /// The physical volumes of `image` (in `partition` when given, else in every partition or the
+    /// whole image), with their byte offsets.
+    static func physicalVolumes(image: String, partition: Int?) throws(Error) -> [(pv: LVMPhysicalVolume, offset: UInt64)] {
+        let layout = try locate(image: image)
+        let source = try openImage(image)
+        return layout.locations.filter { $0.type == "LVM2_member" && (partition == nil || $0.partition == partition) }.compactMap { l in
+            (try? LVMPhysicalVolume.read(source, offset: l.offset, length: l.length)).flatMap { $0 }.map { ($0, l.offset) }
+        }
+    }
+
+    /// Opens the ext filesystem in logical volume "vg/lv".
+    static func openLogicalVolume(_ name: String, options: Options) throws(Error) -> Opened {
+        let image = options.image
+        let pvs = try physicalVolumes(image: image, partition: options.partition)
+        var available: [String] = []
+        for (pv, offset) in pvs {
+            for lv in pv.logicalVolumes {
+                let full = "\(pv.volumeGroup ?? "?")/\(lv.name)"
+                if !available.contains(full) { available.append(full) }
+                guard full == name, let extent = pv.extent(of: lv) else { continue }
+                let location = Location(partition: options.partition, offset: offset + extent.offset, length: extent.length, type: nil)
+                do {
+                    return Opened(filesystem: try Ext2Filesystem(image: image, offset: location.offset), location: location)
+                } catch {
+                    throw .damaged(path: image, partition: options.partition, reason: "logical volume \(name): \(error.operation)")
+                }
+            }
+        }
+        throw available.contains(name) ? .logicalVolumeNotContiguous(path: image, name: name)
+                                       : .noSuchLogicalVolume(path: image, name: name, available: available)
     }
 }

@@ -98,7 +98,7 @@ extension ImageFiles {
 
     /// The options the VM's imgtool runs with: the same, minus the isolation it is inside.
     private static func local(_ options: Options) -> Options {
-        Options(image: options.image, partition: options.partition)
+        Options(image: options.image, partition: options.partition, logicalVolume: options.logicalVolume)
     }
 
     private static func join(_ directory: String, _ name: String) -> String {

@@ -22,7 +22,7 @@ public enum Inspect {
               let container = try? DiskContainer.identify(FileByteSource(path: options.image)) else { return made }
         return InspectReport(image: made.image, size: made.size, sectorSize: made.sectorSize,
                              partitionTable: made.partitionTable, filesystem: made.filesystem, bootCode: made.bootCode,
-                             os: made.os, findings: made.findings, container: container)
+                             os: made.os, findings: made.findings, container: container, volumeGroups: made.volumeGroups)
     }
 
     private static func report(_ path: String, logger: Logger) throws(ImageOpenError) -> InspectReport {
@@ -41,6 +41,7 @@ public enum Inspect {
         var tableReport: InspectReport.Table
         var bare: InspectReport.Filesystem?
         var filesystems: [OSInspection.Filesystem] = []
+        var physicalVolumes: [FoundPV] = []
 
         if source.size == 0 { findings.append(Finding(.error, "the image is empty (0 bytes)")) }
         let table: PartitionTable?
@@ -61,6 +62,9 @@ public enum Inspect {
                     let offset = p.startSector * UInt64(sectorSize)
                     fs = try? FilesystemProbe.probe(fd: source.fd, path: path, offset: offset, length: length)
                     if let fs, FilesystemKind(fs.type).isExt { filesystems.append(.init(partition: p.number, offset: offset)) }
+                    if fs?.type == "LVM2_member", let pv = try? LVMPhysicalVolume.read(source, offset: offset, length: length) {
+                        physicalVolumes.append(.init(pv: pv, partition: p.number, offset: offset))
+                    }
                 }
                 partitions.append(InspectReport.Partition(p, filesystem: fs))
             }
@@ -86,16 +90,20 @@ public enum Inspect {
             if source.size > 0, let fs = try? FilesystemProbe.probe(fd: source.fd, path: path, offset: 0, length: source.size) {
                 bare = InspectReport.Filesystem(fs)
                 if FilesystemKind(fs.type).isExt { filesystems.append(.init(partition: nil, offset: 0)) }
+                if fs.type == "LVM2_member", let pv = try? LVMPhysicalVolume.read(source, offset: 0, length: source.size) {
+                    physicalVolumes.append(.init(pv: pv, partition: nil, offset: 0))
+                }
             }
         }
 
+        let groups = volumeGroups(physicalVolumes, source: source, path: path, filesystems: &filesystems, findings: &findings)
         let sector0 = (try? source.read(at: 0, count: Int(min(512, source.size)))) ?? []
         let bootCode = BootCode.identify(sector0: sector0)
         let os = filesystems.isEmpty ? nil : OSInspection.inspect(image: path, filesystems: filesystems)
         logger.debug("inspected \(path)", metadata: ["partitions": "\(tableReport.partitions.count)"])
         return InspectReport(
             image: path, size: source.size, sectorSize: sectorSize, partitionTable: tableReport,
-            filesystem: bare, bootCode: bootCode, os: os, findings: findings)
+            filesystem: bare, bootCode: bootCode, os: os, findings: findings, volumeGroups: groups)
     }
 
     /// The partition's length in bytes, clipped to the image; nil when it starts past the end.

@@ -128,11 +128,15 @@ public struct InspectReport: Sendable, Equatable {
     public let findings: [Finding]
     /// The virtual-disk container the file is (qcow2, VMDK, VHD, VHDX, E01); nil for a raw image.
     public let container: DiskContainer?
+    /// The LVM2 volume groups on the image's physical volumes.
+    public let volumeGroups: [VolumeGroup]
 
     /// Makes a value, for an embedder's tests.
     public init(image: String, size: UInt64, sectorSize: Int, partitionTable: Table, filesystem: Filesystem?,
-                bootCode: BootCode, os: OSReport?, findings: [Finding], container: DiskContainer? = nil) {
+                bootCode: BootCode, os: OSReport?, findings: [Finding], container: DiskContainer? = nil,
+                volumeGroups: [VolumeGroup] = []) {
         self.container = container
+        self.volumeGroups = volumeGroups
         self.image = image
         self.size = size
         self.sectorSize = sectorSize

@@ -91,7 +91,7 @@ extension ImageFiles.Error: IsolatedError {
             return errorDocument(self, case: "damaged", ["path": .string(p), "partition": JSONValue(n), "reason": .string(reason)])
         case .file(let e, let image, let n):
             return errorDocument(self, case: "file", ["path": .string(image), "partition": JSONValue(n), "file": e.isolatedJSON])
-        case .output, .isolatedOpen, .isolation:
+        case .output, .isolatedOpen, .isolation, .noSuchLogicalVolume, .logicalVolumeNotContiguous:
             return errorDocument(self, case: "isolated")
         }
     }

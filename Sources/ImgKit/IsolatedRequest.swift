@@ -64,7 +64,8 @@ package struct IsolatedRequest: Sendable {
         case .inspect(let o): options = .object(["image": .string(o.image)])
         case .verify(let o): options = .object(["image": .string(o.image)])
         case .list(let o, let path), .read(let o, let path):
-            options = .object(["image": .string(o.image), "partition": JSONValue(o.partition), "path": .string(path)])
+            options = .object(["image": .string(o.image), "partition": JSONValue(o.partition),
+                               "logicalVolume": JSONValue(o.logicalVolume), "path": .string(path)])
         }
         return .object(["workflow": .string(workflow.name), "logLevel": .string(logLevel.rawValue), "options": options])
     }
@@ -89,8 +90,9 @@ package struct IsolatedRequest: Sendable {
         case "verify": workflow = .verify(.init(image: image))
         case "ls", "cat":
             guard let path = o["path"]?.stringValue,
-                  let partition = optional(o["partition"], { $0.int64Value.flatMap { Int(exactly: $0) } }) else { return nil }
-            let files = ImageFiles.Options(image: image, partition: partition)
+                  let partition = optional(o["partition"], { $0.int64Value.flatMap { Int(exactly: $0) } }),
+                  let logicalVolume = optional(o["logicalVolume"], \.stringValue) else { return nil }
+            let files = ImageFiles.Options(image: image, partition: partition, logicalVolume: logicalVolume)
             workflow = name == "ls" ? .list(files, path: path) : .read(files, path: path)
         default: return nil
         }

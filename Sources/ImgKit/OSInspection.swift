@@ -4,8 +4,11 @@ import ImgSystem
 
 /// The operating system installed in an image, as virt-inspector reports it.
 public struct OSReport: Sendable, Equatable {
-    /// The partition number holding the root filesystem (nil for a bare filesystem).
+    /// The partition number holding the root filesystem (nil for a bare filesystem); for a root in
+    /// an LVM logical volume, the partition holding its physical volume.
     public let rootPartition: Int?
+    /// "vg/lv" when the root filesystem is in an LVM logical volume.
+    public let rootLogicalVolume: String?
     /// os-release ID ("debian").
     public let id: String?
     /// os-release VERSION_ID ("12").
@@ -20,7 +23,8 @@ public struct OSReport: Sendable, Equatable {
 
     /// Makes a value, for an embedder's tests.
     public init(rootPartition: Int?, id: String?, versionID: String?, prettyName: String?, hostname: String?,
-                kernels: [String]) {
+                kernels: [String], rootLogicalVolume: String? = nil) {
+        self.rootLogicalVolume = rootLogicalVolume
         self.rootPartition = rootPartition
         self.id = id
         self.versionID = versionID
@@ -38,6 +42,8 @@ enum OSInspection {
     struct Filesystem: Sendable, Equatable {
         let partition: Int?
         let offset: UInt64
+        /// "vg/lv" for a filesystem in an LVM logical volume (whose PV is in `partition`).
+        var logicalVolume: String? = nil
     }
 
     /// os-release is a few hundred bytes; more is not an os-release file.
@@ -52,9 +58,9 @@ enum OSInspection {
     /// Kernels come from its /boot, else from the top of another filesystem that has vmlinuz-*
     /// and no /etc (a separate /boot). Returns nil if no root is found.
     static func inspect(image: String, filesystems: [Filesystem]) -> OSReport? {
-        let opened = filesystems.compactMap { candidate -> (partition: Int?, fs: Ext2Filesystem)? in
+        let opened = filesystems.compactMap { candidate -> (partition: Int?, fs: Ext2Filesystem, logicalVolume: String?)? in
             guard let fs = try? Ext2Filesystem(image: image, offset: candidate.offset) else { return nil }
-            return (candidate.partition, fs)
+            return (candidate.partition, fs, candidate.logicalVolume)
         }
         for (index, root) in opened.enumerated() {
             guard (try? root.fs.stat("/etc").kind) == .directory,
@@ -67,7 +73,8 @@ enum OSInspection {
                 }
             }
             return OSReport(rootPartition: root.partition, id: release["ID"], versionID: release["VERSION_ID"],
-                            prettyName: release["PRETTY_NAME"], hostname: hostname(root.fs), kernels: kernels)
+                            prettyName: release["PRETTY_NAME"], hostname: hostname(root.fs), kernels: kernels,
+                            rootLogicalVolume: root.logicalVolume)
         }
         return nil
     }

@@ -90,19 +90,20 @@ extension InspectReport: JSONDocument {
             "image": .string(image), "size": .uint(size), "sectorSize": JSONValue(sectorSize),
             "partitionTable": partitionTable.json, "filesystem": filesystem?.json ?? .null,
             "bootCode": bootCode.json, "os": os?.json ?? .null, "findings": .array(findings.map(\.json)),
-            "container": container?.json ?? .null,
+            "container": container?.json ?? .null, "lvm": .array(volumeGroups.map(\.json)),
         ])
     }
 
     public init?(json: JSONValue) {
         guard let container = optional(json["container"], DiskContainer.init(json:)),
+              let groups = decodeAll(json["lvm"], VolumeGroup.init(json:)),
               let image = json["image"]?.stringValue, let size = json["size"]?.uint64Value,
               let sectorSize = json["sectorSize"].flatMap(int), let table = json["partitionTable"].flatMap(Table.init(json:)),
               let filesystem = optional(json["filesystem"], Filesystem.init(json:)),
               let bootCode = json["bootCode"].flatMap(BootCode.init(json:)),
               let os = optional(json["os"], OSReport.init(json:)), let findings = Finding.list(json["findings"]) else { return nil }
         self.init(image: image, size: size, sectorSize: sectorSize, partitionTable: table, filesystem: filesystem,
-                  bootCode: bootCode, os: os, findings: findings, container: container)
+                  bootCode: bootCode, os: os, findings: findings, container: container, volumeGroups: groups)
     }
 }
 
@@ -191,6 +192,7 @@ extension OSReport: JSONDocument {
         .object([
             "rootPartition": JSONValue(rootPartition), "id": JSONValue(id), "versionID": JSONValue(versionID),
             "prettyName": JSONValue(prettyName), "hostname": JSONValue(hostname), "kernels": JSONValue(kernels),
+            "rootLogicalVolume": JSONValue(rootLogicalVolume),
         ])
     }
 
@@ -198,9 +200,10 @@ extension OSReport: JSONDocument {
         guard let root = optional(json["rootPartition"], int), let id = optional(json["id"], \.stringValue),
               let versionID = optional(json["versionID"], \.stringValue),
               let prettyName = optional(json["prettyName"], \.stringValue),
-              let hostname = optional(json["hostname"], \.stringValue), let kernels = strings(json["kernels"]) else { return nil }
+              let hostname = optional(json["hostname"], \.stringValue), let kernels = strings(json["kernels"]),
+              let lv = optional(json["rootLogicalVolume"], \.stringValue) else { return nil }
         self.init(rootPartition: root, id: id, versionID: versionID, prettyName: prettyName, hostname: hostname,
-                  kernels: kernels)
+                  kernels: kernels, rootLogicalVolume: lv)
     }
 }
 

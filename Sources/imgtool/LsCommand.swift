@@ -15,14 +15,15 @@ let lsCommand = CommandSpec(
         PositionalSpec(name: "path", optional: true, help: "The path inside the filesystem (default /)."),
     ],
     options: [
-        partitionOption,
+        partitionOption, logicalVolumeOption,
         .flag("long", short: "l", help: "Long format: mode, owner, group, size, modification time (UTC), name."),
         .flag("json", help: "Print a JSON array of entries."),
     ],
     isolation: .readOnly,
     run: { arguments throws(UsageError) in
         LsCommand(image: arguments.positional(0)!, path: arguments.positional(1) ?? "/",
-                  partition: try partition(arguments), long: arguments.flag("long"), json: arguments.flag("json"),
+                  partition: try partition(arguments), logicalVolume: arguments.value("lv"), long: arguments.flag("long"),
+                  json: arguments.flag("json"),
                   isolation: arguments.isolation).run()
     })
 
@@ -30,6 +31,10 @@ let lsCommand = CommandSpec(
 let partitionOption = OptionSpec.option(
     "partition", "<n>",
     help: "The partition holding the filesystem (default: the only ext2/3/4 one, or the whole image if it has no partition table).")
+
+/// --lv for ls and cat.
+let logicalVolumeOption = OptionSpec.option(
+    "lv", "<vg/lv>", help: "The LVM logical volume holding the filesystem, as VG/LV (with --partition: on that partition's physical volume).")
 
 func partition(_ arguments: ParsedArguments) throws(UsageError) -> Int? {
     try arguments.value("partition", as: Int.self, expected: "a partition number")
@@ -39,6 +44,7 @@ struct LsCommand {
     let image: String
     let path: String
     let partition: Int?
+    let logicalVolume: String?
     let long: Bool
     let json: Bool
     let isolation: Isolation?
@@ -47,7 +53,7 @@ struct LsCommand {
         let listing: ImageFiles.Listing
         do {
             listing = try withSignalsStopping(isolation) { isolation throws(ImageFiles.Error) in
-                try ImageFiles.list(.init(image: image, partition: partition, isolation: isolation), path: path,
+                try ImageFiles.list(.init(image: image, partition: partition, logicalVolume: logicalVolume, isolation: isolation), path: path,
                                     logger: makeLogger(label: "imgtool.ls", verbose: false, quiet: true))
             }
         } catch {

@@ -59,6 +59,17 @@ struct FuzzCorpusTests {
         #expect(BootCode.identify(sector0: try Self.read(path)).kind == kind)
     }
 
+    @Test func lvmSeed() throws {
+        let bytes = try Self.read("\(Self.corpus)/lvm2-pv.bin")
+        let pv = try #require(try LVMPhysicalVolume.read(MemoryByteSource(bytes), offset: 0, length: UInt64(bytes.count)))
+        #expect(pv.uuid == "TpMSoD-bdUV-OFCP-E4pa-ik1S-w0sG-GofWx5" && pv.volumeGroup == "vgtest" && pv.extentSize == 4 << 20)
+        #expect(pv.logicalVolumes.map(\.name) == ["root", "swap"] && pv.findings.isEmpty)
+        // root has a gap (extents 0-5, then 8-9): not one run; swap is extents 6-7 after the 1 MiB pe_start.
+        #expect(pv.extent(of: pv.logicalVolumes[0]) == nil)
+        let swap = try #require(pv.extent(of: pv.logicalVolumes[1]))
+        #expect(swap.offset == (1 << 20) + 6 * (4 << 20) && swap.length == 8 << 20)
+    }
+
     @Test func containerSeeds() throws {
         func identify(_ name: String) throws -> DiskContainer? {
             try DiskContainer.identify(MemoryByteSource(try Self.read("\(Self.corpus)/\(name)")))

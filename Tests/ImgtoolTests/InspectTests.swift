@@ -313,6 +313,59 @@ struct InspectTests {
         #expect(!r.stdout.contains("root:"), "nothing of the backing file is read")
     }
 
+    /// An installer's layout: the root filesystem in a logical volume of a volume group on an MBR
+    /// partition. lvm2's own tools write the PV, VG and LVs (through a loop device at the partition's
+    /// offset, never activated: this kernel has no device mapper) and are the reference for where
+    /// the extents lie.
+    @Test("root on an LVM logical volume: inspected down to its OS, as lvs and blkid read it; cat reads from the volume")
+    func lvmRoot() throws {
+        let scratch = try Scratch()
+        let image = scratch.file("lvm.img")
+        try run(["truncate", "-s", "96M", image])
+        try run(["sh", "-c", "printf 'label: dos\\nstart=2048, type=8e\\n' | sfdisk -q \"$1\"", "sh", image])
+        let partitionOffset = 2048 * 512
+        let loop = try run(["losetup", "-f", "--show", "-o", "\(partitionOffset)", image]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { _ = try? Subprocess.run(["losetup", "-d", loop]) }
+        let config = "devices { obtain_device_list_from_udev=0 filter=[\"a|^\(loop)$|\", \"r|.*|\"] } activation { udev_sync=0 udev_rules=0 }"
+        func lvm(_ arguments: [String]) throws -> String {
+            try run(["env", "LVM_SUPPRESS_FD_WARNINGS=1", arguments[0], "--driverloaded", "n", "--config", config] + arguments.dropFirst()).stdout
+        }
+        _ = try lvm(["pvcreate", "-q", "-y", loop])
+        _ = try lvm(["vgcreate", "-q", "vgimg", loop])
+        _ = try lvm(["lvcreate", "-q", "-an", "-Zn", "-L", "8M", "-n", "swap", "vgimg"])
+        _ = try lvm(["lvcreate", "-q", "-an", "-Zn", "-L", "40M", "-n", "root", "vgimg"])
+        func number(_ text: String) -> Int? { Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        let peStart = try #require(number(try lvm(["pvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", loop])))
+        let extent = try #require(number(try lvm(["vgs", "--noheadings", "--units", "b", "--nosuffix", "-o", "vg_extent_size", "vgimg"])))
+        // "/dev/loop0:2-11": the root's extents on the PV.
+        let ranges = try lvm(["lvs", "--noheadings", "-o", "seg_pe_ranges", "vgimg/root"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let firstPE = try #require(Int(ranges.split(separator: ":").last?.split(separator: "-").first ?? ""))
+        let rootOffset = partitionOffset + peStart + firstPE * extent
+        try run(["mkfs.ext4", "-q", "-L", "lvroot", "-E", "offset=\(rootOffset)", image, "40M"])
+        let release = scratch.file("os-release")
+        try "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n".write(toFile: release, atomically: true, encoding: .utf8)
+        try run(["debugfs", "-w", "-R", "mkdir /etc", "\(image)?offset=\(rootOffset)"])
+        try run(["debugfs", "-w", "-R", "write \(release) /etc/os-release", "\(image)?offset=\(rootOffset)"])
+
+        let report = try inspect(image)
+        let group = try #require((report["lvm"] as? [JSON])?.first)
+        #expect(group["name"] as? String == "vgimg" && group["extentSize"] as? Int == extent)
+        let volumes = try #require(group["logicalVolumes"] as? [JSON])
+        #expect(volumes.map { $0["name"] as? String } == ["swap", "root"])
+        let root = try #require(volumes.last)
+        #expect(root["offset"] as? Int == rootOffset && root["size"] as? Int == 40 << 20)
+        let probed = try blkid(image, offset: UInt64(rootOffset), size: 40 << 20)
+        #expect((root["filesystem"] as? JSON)?["type"] as? String == probed["TYPE"] && probed["TYPE"] == "ext4")
+        let os = try #require(report["os"] as? JSON)
+        #expect(os["prettyName"] as? String == "Debian GNU/Linux 12 (bookworm)")
+        #expect(os["rootLogicalVolume"] as? String == "vgimg/root" && os["rootPartition"] as? Int == 1)
+
+        let cat = try imgtool(["cat", "--lv", "vgimg/root", image, "/etc/os-release"])
+        #expect(cat.status == 0 && cat.stdout.contains("ID=debian"), "\(cat.stderr)")
+        let missing = try imgtool(["ls", "--lv", "vgimg/home", image])
+        #expect(missing.status == ExitStatus.badImage.rawValue && missing.stderr.contains("vgimg/root"), "\(missing.stderr)")
+    }
+
     @Test("labels imgtool does not parse are named as libblkid names them, never read as dos", arguments: ["sun", "dvh"])
     func otherLabels(parted label: String) throws {
         let scratch = try Scratch()
