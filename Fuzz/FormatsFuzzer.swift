@@ -1,4 +1,4 @@
-// libFuzzer entry point for the MBR/EBR, GPT, APM, container-header, LVM2, boot-code, GRUB core.img, FAT, PE/GRUB EFI, SYSLINUX patch area,
+// libFuzzer entry point for the MBR/EBR, GPT, APM, container-header, LVM2, LUKS, boot-code, GRUB core.img, FAT, PE/GRUB EFI, SYSLINUX patch area,
 // ISOLINUX boot info table, ISO 9660, GRUB legacy, JSON and isolated-response parsers. Not a SwiftPM
 // target: run.sh compiles it together with Sources/ImgFormats/*.swift into one module, so the
 // parsers' internal API is visible without an import and the whole parser is instrumented for
@@ -49,6 +49,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         for lv in pv.logicalVolumes { _ = pv.extent(of: lv) }
     }
     _ = try? LVMConfig.parse(bytes)
+    if let luks = try? LUKSHeader.read(source, offset: 0), luks.keySlots.count > 8 && luks.version == 1 {
+        fatalError("a LUKS1 header with \(luks.keySlots.count) key slots")
+    }
 
     // The input as a container's header: identified or not, never a trap; what it names is bounded.
     if let container = try? DiskContainer.identify(source), let backing = container.backingFile,

@@ -286,6 +286,19 @@ struct.pack_into("<IQQQQII", lvm, mda + 20, 1, 4096, 8192, 512, len(text), 0, 0)
 lvm[mda + 512:mda + 512 + len(text)] = text
 write("lvm2-pv.bin", lvm)
 
+# LUKS headers as cryptsetup writes them: LUKS1 with slot 0 enabled, and LUKS2 with its JSON area.
+luks1 = bytearray(1024)
+struct.pack_into(">6sH32s32s32sII", luks1, 0, b"LUKS\xba\xbe", 1, b"aes", b"xts-plain64", b"sha256", 4096, 64)
+luks1[168:204] = b"9677f01f-77e5-4d28-8783-89a9e554635d"
+struct.pack_into(">I", luks1, 208, 0x00AC71F3)
+write("luks1-header.bin", luks1)
+area = b'{"keyslots":{"0":{"type":"luks2"}},"segments":{"0":{"type":"crypt","offset":"16777216","encryption":"aes-xts-plain64"}}}'
+luks2 = bytearray(4096 + 4096)
+struct.pack_into(">6sHQ", luks2, 0, b"LUKS\xba\xbe", 2, len(luks2))
+luks2[168:204] = b"f77ebc6d-55d8-440e-822a-073d7fe0db9c"
+luks2[4096:4096 + len(area)] = area
+write("luks2-header.bin", luks2)
+
 # Rock Ridge names in a directory (a PX entry, then NM split over two entries with CONTINUE).
 rr = dirrec(b"NORMAL.MOD;1", 5, 3, False)
 su = b"PX" + bytes([8, 1]) + bytes(4) + b"NM" + bytes([11, 1, 1]) + b"normal" + b"NM" + bytes([9, 1, 0]) + b".mod"

@@ -12,6 +12,7 @@
 @_exported import struct ImgFormats.PEImage
 @_exported import struct ImgFormats.DiskContainer
 @_exported import struct ImgFormats.LVMPhysicalVolume
+@_exported import struct ImgFormats.LUKSHeader
 // The throwaway VMs: `Isolation.vm` is an `IsolatedVM.Options` (whose machine and result's
 // accelerator are KernelVM's), verify's boot check a `QemuBoot` run with a `BootObservation`, which
 // `BootScreen` classifies. ImgVM's other parts are `package`: ImgKit's to use, not an embedder's.

@@ -22,7 +22,8 @@ public enum Inspect {
               let container = try? DiskContainer.identify(FileByteSource(path: options.image)) else { return made }
         return InspectReport(image: made.image, size: made.size, sectorSize: made.sectorSize,
                              partitionTable: made.partitionTable, filesystem: made.filesystem, bootCode: made.bootCode,
-                             os: made.os, findings: made.findings, container: container, volumeGroups: made.volumeGroups)
+                             os: made.os, findings: made.findings, container: container, volumeGroups: made.volumeGroups,
+                             encryptedVolumes: made.encryptedVolumes)
     }
 
     private static func report(_ path: String, logger: Logger) throws(ImageOpenError) -> InspectReport {
@@ -42,6 +43,7 @@ public enum Inspect {
         var bare: InspectReport.Filesystem?
         var filesystems: [OSInspection.Filesystem] = []
         var physicalVolumes: [FoundPV] = []
+        var encrypted: [InspectReport.EncryptedVolume] = []
 
         if source.size == 0 { findings.append(Finding(.error, "the image is empty (0 bytes)")) }
         let table: PartitionTable?
@@ -64,6 +66,9 @@ public enum Inspect {
                     if let fs, FilesystemKind(fs.type).isExt { filesystems.append(.init(partition: p.number, offset: offset)) }
                     if fs?.type == "LVM2_member", let pv = try? LVMPhysicalVolume.read(source, offset: offset, length: length) {
                         physicalVolumes.append(.init(pv: pv, partition: p.number, offset: offset))
+                    }
+                    if fs?.type == "crypto_LUKS", let header = try? LUKSHeader.read(source, offset: offset) {
+                        encrypted.append(.init(partition: p.number, header: header))
                     }
                 }
                 partitions.append(InspectReport.Partition(p, filesystem: fs))
@@ -93,6 +98,9 @@ public enum Inspect {
                 if fs.type == "LVM2_member", let pv = try? LVMPhysicalVolume.read(source, offset: 0, length: source.size) {
                     physicalVolumes.append(.init(pv: pv, partition: nil, offset: 0))
                 }
+                if fs.type == "crypto_LUKS", let header = try? LUKSHeader.read(source, offset: 0) {
+                    encrypted.append(.init(partition: nil, header: header))
+                }
             }
         }
 
@@ -103,7 +111,7 @@ public enum Inspect {
         logger.debug("inspected \(path)", metadata: ["partitions": "\(tableReport.partitions.count)"])
         return InspectReport(
             image: path, size: source.size, sectorSize: sectorSize, partitionTable: tableReport,
-            filesystem: bare, bootCode: bootCode, os: os, findings: findings, volumeGroups: groups)
+            filesystem: bare, bootCode: bootCode, os: os, findings: findings, volumeGroups: groups, encryptedVolumes: encrypted)
     }
 
     /// The partition's length in bytes, clipped to the image; nil when it starts past the end.

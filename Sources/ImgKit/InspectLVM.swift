@@ -75,6 +75,40 @@ extension InspectReport {
     }
 }
 
+extension InspectReport {
+    /// A LUKS-encrypted volume: where it is, and what its header says (never opened).
+    public struct EncryptedVolume: Sendable, Equatable {
+        /// The partition holding it; nil for one that fills the image.
+        public let partition: Int?
+        /// Its header.
+        public let header: LUKSHeader
+
+        /// Makes a value, for an embedder's tests.
+        public init(partition: Int?, header: LUKSHeader) {
+            self.partition = partition
+            self.header = header
+        }
+
+        var json: JSONValue {
+            .object([
+                "partition": JSONValue(partition), "version": .int(Int64(header.version)), "uuid": .string(header.uuid),
+                "cipher": JSONValue(header.cipher), "keySlots": .array(header.keySlots.map { JSONValue($0) }),
+                "payloadOffset": JSONValue(header.payloadOffset),
+            ])
+        }
+
+        init?(json: JSONValue) {
+            guard let partition = optional(json["partition"], { $0.int64Value.map { Int($0) } }),
+                  let version = json["version"]?.int64Value, let uuid = json["uuid"]?.stringValue,
+                  let cipher = optional(json["cipher"], \.stringValue),
+                  let slots = decodeAll(json["keySlots"], { $0.int64Value.map { Int($0) } }),
+                  let payload = optional(json["payloadOffset"], \.uint64Value) else { return nil }
+            self.init(partition: partition, header: LUKSHeader(version: Int(version), uuid: uuid, cipher: cipher, keySlots: slots,
+                                                               payloadOffset: payload))
+        }
+    }
+}
+
 extension Inspect {
     /// A physical volume found at `offset` (in `partition`) of the image.
     struct FoundPV {

@@ -130,13 +130,16 @@ public struct InspectReport: Sendable, Equatable {
     public let container: DiskContainer?
     /// The LVM2 volume groups on the image's physical volumes.
     public let volumeGroups: [VolumeGroup]
+    /// The LUKS volumes in partitions (or filling the image), identified and never opened.
+    public let encryptedVolumes: [EncryptedVolume]
 
     /// Makes a value, for an embedder's tests.
     public init(image: String, size: UInt64, sectorSize: Int, partitionTable: Table, filesystem: Filesystem?,
                 bootCode: BootCode, os: OSReport?, findings: [Finding], container: DiskContainer? = nil,
-                volumeGroups: [VolumeGroup] = []) {
+                volumeGroups: [VolumeGroup] = [], encryptedVolumes: [EncryptedVolume] = []) {
         self.container = container
         self.volumeGroups = volumeGroups
+        self.encryptedVolumes = encryptedVolumes
         self.image = image
         self.size = size
         self.sectorSize = sectorSize

@@ -91,19 +91,22 @@ extension InspectReport: JSONDocument {
             "partitionTable": partitionTable.json, "filesystem": filesystem?.json ?? .null,
             "bootCode": bootCode.json, "os": os?.json ?? .null, "findings": .array(findings.map(\.json)),
             "container": container?.json ?? .null, "lvm": .array(volumeGroups.map(\.json)),
+            "luks": .array(encryptedVolumes.map(\.json)),
         ])
     }
 
     public init?(json: JSONValue) {
         guard let container = optional(json["container"], DiskContainer.init(json:)),
               let groups = decodeAll(json["lvm"], VolumeGroup.init(json:)),
+              let luks = decodeAll(json["luks"], EncryptedVolume.init(json:)),
               let image = json["image"]?.stringValue, let size = json["size"]?.uint64Value,
               let sectorSize = json["sectorSize"].flatMap(int), let table = json["partitionTable"].flatMap(Table.init(json:)),
               let filesystem = optional(json["filesystem"], Filesystem.init(json:)),
               let bootCode = json["bootCode"].flatMap(BootCode.init(json:)),
               let os = optional(json["os"], OSReport.init(json:)), let findings = Finding.list(json["findings"]) else { return nil }
         self.init(image: image, size: size, sectorSize: sectorSize, partitionTable: table, filesystem: filesystem,
-                  bootCode: bootCode, os: os, findings: findings, container: container, volumeGroups: groups)
+                  bootCode: bootCode, os: os, findings: findings, container: container, volumeGroups: groups,
+                  encryptedVolumes: luks)
     }
 }
 

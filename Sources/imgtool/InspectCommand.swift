@@ -70,6 +70,15 @@ struct InspectCommand {
         if let fs = r.filesystem {
             out += "filesystem (whole image): \(fs.type)\(fs.label.map { " \"\($0)\"" } ?? "")\(fs.uuid.map { " \($0)" } ?? "")\n"
         }
+        for g in r.volumeGroups {
+            out += "lvm: volume group \(g.name), logical volumes " + g.logicalVolumes.map { lv in
+                "\(lv.name) (\(humanSize(lv.size))\(lv.filesystem.map { ", \($0.type)" } ?? ""))"
+            }.joined(separator: ", ") + "\n"
+        }
+        for e in r.encryptedVolumes {
+            out += "luks: \(e.partition.map { "partition \($0)" } ?? "the whole image"), LUKS\(e.header.version) "
+                + "\(e.header.cipher ?? "cipher unknown"), key slots \(e.header.keySlots.map(String.init).joined(separator: " ")), UUID \(e.header.uuid)\n"
+        }
         if let os = r.os {
             var line = "os: \(os.prettyName ?? os.id ?? "unknown")"
             if let root = os.rootPartition { line += ", root on partition \(root)" }

@@ -59,6 +59,15 @@ struct FuzzCorpusTests {
         #expect(BootCode.identify(sector0: try Self.read(path)).kind == kind)
     }
 
+    @Test func luksSeeds() throws {
+        let one = try #require(try LUKSHeader.read(MemoryByteSource(try Self.read("\(Self.corpus)/luks1-header.bin")), offset: 0))
+        #expect(one == LUKSHeader(version: 1, uuid: "9677f01f-77e5-4d28-8783-89a9e554635d", cipher: "aes-xts-plain64", keySlots: [0],
+                                  payloadOffset: 4096 * 512))
+        let two = try #require(try LUKSHeader.read(MemoryByteSource(try Self.read("\(Self.corpus)/luks2-header.bin")), offset: 0))
+        #expect(two == LUKSHeader(version: 2, uuid: "f77ebc6d-55d8-440e-822a-073d7fe0db9c", cipher: "aes-xts-plain64", keySlots: [0],
+                                  payloadOffset: 16 << 20))
+    }
+
     @Test func lvmSeed() throws {
         let bytes = try Self.read("\(Self.corpus)/lvm2-pv.bin")
         let pv = try #require(try LVMPhysicalVolume.read(MemoryByteSource(bytes), offset: 0, length: UInt64(bytes.count)))

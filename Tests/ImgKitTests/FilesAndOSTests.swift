@@ -71,7 +71,8 @@ import TestSupport
             #expect(rootOnly.kernels == [] && rootOnly.id == "debian")
             // The JSON document keeps every key; what the image lacks is null.
             let json = try #require(try JSONSerialization.jsonObject(with: Data(rootOnly.json.rendered().utf8)) as? [String: Any])
-            #expect(Set(json.keys) == ["rootPartition", "id", "versionID", "prettyName", "hostname", "kernels"])
+            #expect(Set(json.keys) == ["rootPartition", "id", "versionID", "prettyName", "hostname", "kernels", "rootLogicalVolume"])
+            #expect(json["rootLogicalVolume"] is NSNull, "a root in a partition names no logical volume")
             #expect(json["id"] as? String == "debian" && json["kernels"] as? [String] == [])
         }
 

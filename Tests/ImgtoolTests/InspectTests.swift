@@ -366,6 +366,33 @@ struct InspectTests {
         #expect(missing.status == ExitStatus.badImage.rawValue && missing.stderr.contains("vgimg/root"), "\(missing.stderr)")
     }
 
+    /// cryptsetup's LUKS1 and LUKS2 in a partition: identified as cryptsetup luksDump reads
+    /// them (version, UUID, cipher, enabled key slots, payload offset), never opened.
+    @Test("LUKS1 and LUKS2 volumes are described as luksDump describes them, never opened", arguments: ["luks1", "luks2"])
+    func luks(type: String) throws {
+        let scratch = try Scratch()
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "gpt"])
+        // The root partition's contents become a LUKS volume.
+        let volume = scratch.file("volume")
+        try run(["truncate", "-s", "20M", volume])
+        try run(["sh", "-c", "printf secret | cryptsetup luksFormat -q --type \"$1\" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file - \"$2\"",
+                 "sh", type, volume])
+        let partitions = try #require((try inspect(image)["partitionTable"] as? JSON)?["partitions"] as? [JSON])
+        let last = try #require(partitions.last)
+        let start = try #require(last["start"] as? Int)
+        try run(["dd", "if=\(volume)", "of=\(image)", "bs=512", "seek=\(start)", "conv=notrunc,sparse", "status=none"])
+        let report = try inspect(image)
+        let luks = try #require((report["luks"] as? [JSON])?.first)
+        let dump = try run(["cryptsetup", "luksDump", volume]).stdout
+        #expect(luks["partition"] as? Int == last["number"] as? Int)
+        #expect(luks["version"] as? Int == (type == "luks1" ? 1 : 2))
+        #expect(dump.contains(luks["uuid"] as? String ?? "?"), "\(luks)")
+        #expect(luks["keySlots"] as? [Int] == [0])
+        let cipher = try #require(luks["cipher"] as? String)
+        #expect(type == "luks1" ? dump.contains("Cipher name:   \taes") && cipher == "aes-xts-plain64" : dump.contains("cipher: \(cipher)"), "\(dump)")
+        if type == "luks2" { #expect(dump.contains("offset: \(luks["payloadOffset"] as? Int ?? -1) [bytes]")) }
+    }
+
     @Test("labels imgtool does not parse are named as libblkid names them, never read as dos", arguments: ["sun", "dvh"])
     func otherLabels(parted label: String) throws {
         let scratch = try Scratch()
