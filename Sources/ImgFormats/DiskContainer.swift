@@ -126,8 +126,10 @@ public struct DiskContainer: Sendable, Equatable {
         let capacity = h.le64(12), grain = h.le64(20)
         var descriptor: Descriptor?
         let (offset, size) = (h.le64(28), h.le64(36))
-        if offset > 0, size > 0, size <= UInt64(maxDescriptorBytes / 512),
-           let text = try source.readIfInBounds(at: offset * 512, count: Int(size * 512)) {
+        // The offset is the header's word: a hostile one overflows sectors-to-bytes.
+        let (start, overflow) = offset.multipliedReportingOverflow(by: 512)
+        if offset > 0, !overflow, size > 0, size <= UInt64(maxDescriptorBytes / 512),
+           let text = try source.readIfInBounds(at: start, count: Int(size * 512)) {
             descriptor = Descriptor(text)
         }
         let (bytes, o1) = capacity.multipliedReportingOverflow(by: 512)
