@@ -217,8 +217,15 @@ final class IsolateTests {
     @Test("a VM that does not finish within --timeout is killed and reported with its console")
     func timeout() throws {
         let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
+        // A resumed VM can finish a whole install within a second, so the guest's grub-install
+        // (taken from the host's PATH) is one that never finishes.
+        let bin = scratch.file("bin")
+        try run(["mkdir", "-p", bin])
+        try "#!/bin/sh\nexec sleep 60\n".write(toFile: bin + "/grub-install", atomically: true, encoding: .utf8)
+        chmod(bin + "/grub-install", 0o755)
+        let path = bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
         let started = monotonicNow()
-        let r = try imgtool(["install-grub", "--isolate", "--timeout", "1", image])
+        let r = try Subprocess.run(["env", "PATH=\(path)", imgtoolPath, "install-grub", "--isolate", "--timeout", "1", image])
         #expect(monotonicNow() - started < 15)
         #expect(r.status == ExitStatus.failure.rawValue)
         #expect(r.stderr.contains("within 1 s and was killed. Its console ended with:"), "\(r.stderr)")
