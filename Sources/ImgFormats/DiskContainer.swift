@@ -29,6 +29,12 @@ public struct DiskContainer: Sendable, Equatable {
         /// The Expert Witness Format of forensic acquisitions (E01).
         case ewf
 
+        /// The command that makes a raw copy of the container at `path`: what to run to read or
+        /// change it on a machine that cannot present the container as a disk.
+        public func rawCopyCommand(_ path: String) -> String {
+            qemuDriver.map { "qemu-img convert -f \($0) -O raw \(path) \(path).raw" } ?? "ewfexport \(path)"
+        }
+
         /// qemu's block driver for the format (`format=` names it; qemu never probes it), nil
         /// for formats qemu does not open.
         public var qemuDriver: String? {
@@ -82,8 +88,8 @@ public struct DiskContainer: Sendable, Equatable {
     /// The container `source` is, by its magic; nil for anything else (a raw disk). Header fields
     /// that are absurd or point outside the file are left nil rather than trusted.
     public static func identify(_ source: some ByteSource) throws -> DiskContainer? {
-        guard let head = try source.readIfInBounds(at: 0, count: 8) ?? (source.size > 0 ? try source.read(at: 0, count: Int(min(8, source.size))) : nil)
-        else { return nil }
+        guard source.size > 0 else { return nil }
+        let head = try source.read(at: 0, count: Int(min(8, source.size)))
         if head.starts(with: [0x51, 0x46, 0x49, 0xFB]) { return try qcow2(source) }
         if head.starts(with: Array("KDMV".utf8)) { return try vmdkSparse(source) }
         if head.starts(with: Array("# Disk D".utf8)) { return try vmdkDescriptor(source) }

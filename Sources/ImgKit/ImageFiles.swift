@@ -202,7 +202,7 @@ public enum ImageFiles {
             case .unreadable(let p, let reason):
                 return "cannot read \(p): \(reason). Check its permissions (reading needs no root, only read access)."
             case .container(let p, let format):
-                let convert = format.qemuDriver.map { "qemu-img convert -f \($0) -O raw \(p) \(p).raw" } ?? "convert it to a raw image"
+                let convert = format.rawCopyCommand(p)
                 return "\(p) is a \(format.rawValue) container; imgtool does not read inside containers on this machine yet. Run it with --isolate (qemu reads the container), or convert it to a raw image (\(convert)) and read that."
             case .noPartitionTable(let p, let fs):
                 let what = fs.map { "it is a bare \($0) filesystem" } ?? "it has none"

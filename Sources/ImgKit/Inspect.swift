@@ -142,7 +142,7 @@ extension DiskContainer {
     /// read it anyway), and the backing file it names, which imgtool never opens.
     func findings(path: String) -> [Finding] {
         let size = virtualSize.map { " holding a \($0)-byte virtual disk" } ?? ""
-        let convert = format.qemuDriver.map { "qemu-img convert -f \($0) -O raw \(path) \(path).raw" } ?? "ewfexport"
+        let convert = format.rawCopyCommand(path)
         let how = isolationRefusal == nil ? "Run it with --isolate (qemu reads the container), or convert it" : "Convert it"
         var findings = [Finding(.warning, "\(path) is a \(format.rawValue) container\(size); imgtool does not read inside containers on this machine yet, so its partitions, filesystems and boot code are not shown. \(how) to a raw image to look inside (\(convert)).")]
         if let backingFile {

@@ -111,7 +111,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         case .empty(let p):
             return "\(p) is empty (0 bytes). Partition it and make a filesystem for /boot first."
         case .container(let p, let format):
-            let convert = DiskContainer.Format(rawValue: format)?.qemuDriver.map { "qemu-img convert -f \($0) -O raw \(p) \(p).raw" } ?? "convert it to a raw image"
+            let convert = DiskContainer.Format(rawValue: format)?.rawCopyCommand(p) ?? "convert it to a raw image"
             return "\(p) is a \(format) container, not a raw disk image, and this machine's kernel cannot present it as a disk. Run install-grub with --isolate (qemu opens the container itself), or convert it (\(convert)) and install into the raw copy. Nothing was changed."
         case .truncated(let p, let detail):
             return "\(p) is truncated: \(detail). Recreate or restore the image; nothing was changed."

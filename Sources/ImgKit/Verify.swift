@@ -81,8 +81,8 @@ public enum Verify {
         var problems: [Finding] = []
         // A hybrid ISO (grub-mkrescue, xorriso): core.img is a file of the ISO 9660 volume that
         // spans the image, and the partitions are windows into that read-only volume, so they
-        // may overlap it.
-        let iso = wholeDiskISO(source, path: path)
+        // may overlap it. The volume's descriptor is at block 16, where libblkid also looks.
+        let iso = try? ISO9660Volume(source)
         if let table, iso == nil {
             for range in core.blocklist + [SectorRange(start: core.firstSector, count: 1)] {
                 for p in table.partitions where p.kind != .extended && p.typeGUID != .biosBoot
@@ -98,13 +98,6 @@ public enum Verify {
         return problems + checkGrubNeeds(image: "core.img", modules: core.modules, prefix: core.prefix, config: core.config,
                                          platform: "i386-pc", loadedFrom: nil, espFAT: nil, table: table, source: source,
                                          path: path)
-    }
-
-    /// The ISO 9660 volume that spans the whole image (a hybrid ISO), as libblkid finds it there.
-    static func wholeDiskISO(_ source: FileByteSource, path: String) -> ISO9660Volume? {
-        guard (try? FilesystemProbe.probe(fd: source.fd, path: path, offset: 0, length: source.size))?.type == "iso9660"
-        else { return nil }
-        return try? ISO9660Volume(source)
     }
 
     /// A prefix without a device on a hybrid ISO: GRUB's root is the whole disk it booted from,
