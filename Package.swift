@@ -22,6 +22,8 @@ let package = Package(
         .target(name: "CExt2fsFdIO", dependencies: ["CExt2fs"]),
         // liblzma decodes GRUB's core.img: pure computation, so the formats layer may use it.
         .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
+        // libewf reads E01 acquisitions; it opens their segment files itself, so ImgSystem uses it.
+        .systemLibrary(name: "CEwf", pkgConfig: "libewf", providers: [.apt(["libewf-dev"])]),
         // The distribution's libdevmapper (libdevmapper-dev), so a package depending on ImgKit
         // builds with plain `swift build`. The CLI's static build (`make build`) links a static
         // libdevmapper.a of the same version instead: see Scripts/build-libdevmapper.sh.
@@ -31,7 +33,7 @@ let package = Package(
         .target(name: "ImgFormats", dependencies: ["CLzma"]),
         .target(
             name: "ImgSystem",
-            dependencies: ["ImgFormats", "CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", "CDevMapper", "CDevMapperShim",
+            dependencies: ["ImgFormats", "CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", "CDevMapper", "CDevMapperShim", "CEwf",
                            .product(name: "Logging", package: "swift-log")]),
         // Throwaway VMs: qemu's process, its QMP monitor, initramfs assembly, saved VMs, boot screens.
         .target(

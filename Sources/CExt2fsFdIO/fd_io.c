@@ -7,12 +7,18 @@
 #include <string.h>
 #include <unistd.h>
 
+/// One channel: a descriptor (fd >= 0) or a callback source, and where the filesystem starts.
 struct fd_io_data {
     int fd;
+    struct imgtool_read_source *source;
     uint64_t offset;
 };
 
 static struct struct_io_manager fd_io_manager;
+static struct struct_io_manager source_io_manager;
+
+static errcode_t open_channel(const char *name, io_manager manager, int fd, struct imgtool_read_source *source,
+                              uint64_t offset, io_channel *channel);
 
 static errcode_t fd_open(const char *name, int flags, io_channel *channel) {
     if (!name || !channel) return EXT2_ET_BAD_DEVICE_NAME;
@@ -21,7 +27,23 @@ static errcode_t fd_open(const char *name, int flags, io_channel *channel) {
     uint64_t offset;
     if (sscanf(name, "fd:%d:%" SCNu64 "%n", &fd, &offset, &consumed) != 2 || name[consumed] != '\0' || fd < 0)
         return EXT2_ET_BAD_DEVICE_NAME;
+    return open_channel(name, &fd_io_manager, fd, NULL, offset, channel);
+}
 
+static errcode_t source_open(const char *name, int flags, io_channel *channel) {
+    if (!name || !channel) return EXT2_ET_BAD_DEVICE_NAME;
+    if (flags & IO_FLAG_RW) return EROFS;
+    int consumed = 0;
+    uintptr_t address;
+    uint64_t offset;
+    if (sscanf(name, "src:%" SCNxPTR ":%" SCNu64 "%n", &address, &offset, &consumed) != 2 || name[consumed] != '\0' ||
+        address == 0)
+        return EXT2_ET_BAD_DEVICE_NAME;
+    return open_channel(name, &source_io_manager, -1, (struct imgtool_read_source *)address, offset, channel);
+}
+
+static errcode_t open_channel(const char *name, io_manager manager, int fd, struct imgtool_read_source *source,
+                              uint64_t offset, io_channel *channel) {
     io_channel io = calloc(1, sizeof(*io));
     struct fd_io_data *data = calloc(1, sizeof(*data));
     char *copy = strdup(name);
@@ -32,9 +54,10 @@ static errcode_t fd_open(const char *name, int flags, io_channel *channel) {
         return ENOMEM;
     }
     data->fd = fd;
+    data->source = source;
     data->offset = offset;
     io->magic = EXT2_ET_MAGIC_IO_CHANNEL;
-    io->manager = &fd_io_manager;
+    io->manager = manager;
     io->name = copy;
     io->block_size = 1024;
     io->refcount = 1;
@@ -66,6 +89,20 @@ static errcode_t fd_read_blk64(io_channel channel, unsigned long long block, int
     if (__builtin_mul_overflow((uint64_t)block, (uint64_t)channel->block_size, &at) ||
         __builtin_add_overflow(at, data->offset, &at) || at > INT64_MAX || size > INT64_MAX - at)
         return EXT2_ET_SHORT_READ;
+    if (data->source) {
+        struct imgtool_read_source *source = data->source;
+        uint64_t available = at < source->size ? source->size - at : 0;
+        uint64_t wanted = size < available ? size : available;
+        if (wanted > 0) {
+            int err = source->read(source->context, at, buffer, wanted);
+            if (err) return err;
+        }
+        if (wanted < size) {
+            memset((char *)buffer + wanted, 0, size - wanted);
+            return EXT2_ET_SHORT_READ;
+        }
+        return 0;
+    }
     uint64_t done = 0;
     while (done < size) {
         ssize_t n = pread(data->fd, (char *)buffer + done, size - done, (off_t)(at + done));
@@ -124,4 +161,21 @@ static struct struct_io_manager fd_io_manager = {
     .write_blk64 = fd_write_blk64,
 };
 
+static struct struct_io_manager source_io_manager = {
+    .magic = EXT2_ET_MAGIC_IO_MANAGER,
+    .name = "imgtool read-only callback I/O manager",
+    .open = source_open,
+    .close = fd_close,
+    .set_blksize = fd_set_blksize,
+    .read_blk = fd_read_blk,
+    .write_blk = fd_write_blk,
+    .flush = fd_flush,
+    .write_byte = fd_write_byte,
+    .set_option = fd_set_option,
+    .read_blk64 = fd_read_blk64,
+    .write_blk64 = fd_write_blk64,
+};
+
 io_manager imgtool_fd_io_manager(void) { return &fd_io_manager; }
+
+io_manager imgtool_source_io_manager(void) { return &source_io_manager; }

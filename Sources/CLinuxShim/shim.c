@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 
 int imgtool_ioctl_ptr(int fd, unsigned long request, void *arg) {
     int r;
@@ -20,6 +21,11 @@ int imgtool_ioctl_int(int fd, unsigned long request, unsigned long arg) {
 
 int imgtool_pipe_cloexec(int fds[2]) {
     return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0;
+}
+
+int imgtool_memfd_create(const char *name) {
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
 }
 
 void imgtool_loop_info_set_file_name(struct loop_info64 *info, const char *name) {

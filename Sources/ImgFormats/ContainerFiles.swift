@@ -30,3 +30,11 @@ public struct ContainerError: Error, CustomStringConvertible, Sendable, Equatabl
     /// Makes an error whose message is `description`.
     public init(_ description: String) { self.description = description }
 }
+
+/// A container's reader: the virtual disk it presents, and the backing file it was not allowed
+/// to open, if any (what the backing file would supply then reads as zeros).
+public protocol ContainerDisk: ByteSource {
+    /// The backing file or parent the image names and that was not opened; nil when there is
+    /// none or it was opened.
+    var backingNotOpened: String? { get }
+}

@@ -457,3 +457,22 @@ public struct FATFilesystem: Sendable {
         }
     }
 }
+
+extension FATFilesystem {
+    /// Where the root directory lies, as absolute byte ranges of the source: the fixed area on
+    /// FAT12/16, else the first `limit` clusters of its chain and the FAT sectors that chain them.
+    /// What a reader of the volume label (libblkid's) looks at besides the boot sector.
+    public func rootDirectoryRanges(limit: Int) -> [Range<UInt64>] {
+        if kind != .fat32 { return [rootStart..<rootStart + UInt64(rootEntryCount * 32)] }
+        var ranges: [Range<UInt64>] = []
+        let sector = UInt64(bytesPerSector)
+        _ = try? walkChain(from: rootCluster, path: "/", limit: limit) { (cluster) throws(Problem) in
+            let start = clusterOffset(cluster)
+            ranges.append(start..<start + UInt64(clusterSize))
+            let entry = fatStart + UInt64(cluster) * 4 / sector * sector
+            ranges.append(entry..<entry + sector)
+            return ranges.count < 2 * limit
+        }
+        return ranges
+    }
+}

@@ -42,18 +42,25 @@ public enum ImageFiles {
         /// `list` and `read` the image inside a throwaway VM instead of on this kernel
         /// (`Isolation`). `run` refuses it: an opened filesystem cannot come back from a VM.
         public var isolation: Isolation?
+        /// Read the backing file (or parent) a container names, as `ReportOptions.backingFiles`;
+        /// without it such a container is refused (`Error.backingNotOpened`).
+        public var backingFiles: Bool
 
         /// Options for `image`, and for `partition` or `logicalVolume` when given.
-        public init(image: String, partition: Int? = nil, logicalVolume: String? = nil, isolation: Isolation? = nil) {
+        public init(image: String, partition: Int? = nil, logicalVolume: String? = nil, isolation: Isolation? = nil,
+                    backingFiles: Bool = false) {
             self.image = image
             self.partition = partition
             self.logicalVolume = logicalVolume
             self.isolation = isolation
+            self.backingFiles = backingFiles
         }
     }
 
     /// Where an image's filesystems may be.
     struct Layout {
+        /// The disk they are on (a container's virtual disk).
+        let disk: any ByteSource
         /// False for a bare filesystem filling the image.
         let hasTable: Bool
         let locations: [Location]
@@ -63,9 +70,13 @@ public enum ImageFiles {
 
     /// Every partition that may hold a filesystem (not an extended container), with its type; for
     /// an image without a partition table, the image itself (`hasTable` false).
-    static func locate(image: String) throws(Error) -> Layout {
-        let source = try openImage(image)
-        if let container = try? DiskContainer.identify(source) { throw .container(path: image, format: container.format) }
+    static func locate(image: String, backingFiles: Bool) throws(Error) -> Layout {
+        let opened: OpenedImage
+        do { opened = try OpenedImage.open(image, backing: backingFiles) } catch { throw .cannotOpen(error) }
+        guard let source = opened.disk else {
+            throw .container(path: image, format: opened.container?.format ?? .qcow2, reason: opened.problem ?? "unknown")
+        }
+        if let backing = (source as? any ContainerDisk)?.backingNotOpened { throw .backingNotOpened(path: image, backing: backing) }
         let table: PartitionTable?
         do {
             table = try PartitionTable.read(from: source)
@@ -73,8 +84,8 @@ public enum ImageFiles {
             throw .unreadable(path: image, reason: "\(error)")
         }
         guard let table else {
-            return Layout(hasTable: false, locations: [Location(partition: nil, offset: 0, length: source.size,
-                                                                type: probe(source, offset: 0, length: source.size))])
+            return Layout(disk: source, hasTable: false, locations: [Location(partition: nil, offset: 0, length: source.size,
+                                                                type: probe(source, name: image, offset: 0, length: source.size))])
         }
         let sectorSize = UInt64(table.sectorSize)
         var locations: [Location] = []
@@ -88,14 +99,9 @@ public enum ImageFiles {
             }
             let available = min(length, source.size - offset)
             locations.append(Location(partition: p.number, offset: offset, length: available,
-                                      type: probe(source, offset: offset, length: available)))
+                                      type: probe(source, name: image, offset: offset, length: available)))
         }
-        return Layout(hasTable: true, locations: locations)
-    }
-
-    /// The ext2/3/4 filesystems of `image`, in the form `OSInspection.inspect` takes.
-    static func extFilesystems(image: String) throws(Error) -> [OSInspection.Filesystem] {
-        try locate(image: image).locations.filter(\.isExt).map { .init(partition: $0.partition, offset: $0.offset) }
+        return Layout(disk: source, hasTable: true, locations: locations)
     }
 
     /// Opens the ext2/3/4 filesystem in `partition`; without one, the image itself when it has no
@@ -104,7 +110,7 @@ public enum ImageFiles {
         guard options.isolation == nil else { throw .isolatedOpen(path: options.image) }
         if let name = options.logicalVolume { return try openLogicalVolume(name, options: options) }
         let image = options.image, partition = options.partition
-        let layout = try locate(image: image)
+        let layout = try locate(image: image, backingFiles: options.backingFiles)
         let hasTable = layout.hasTable, locations = layout.locations
         let location: Location
         if let partition {
@@ -128,19 +134,15 @@ public enum ImageFiles {
         }
         guard location.isExt else { throw .notExt(path: image, partition: location.partition, found: location.type) }
         do {
-            return Opened(filesystem: try Ext2Filesystem(image: image, offset: location.offset), location: location)
+            return Opened(filesystem: try Ext2Filesystem(source: layout.disk, offset: location.offset, name: image), location: location)
         } catch {
             throw .damaged(path: image, partition: location.partition, reason: error.operation)
         }
     }
 
-    private static func probe(_ source: FileByteSource, offset: UInt64, length: UInt64) -> String? {
+    private static func probe(_ source: any ByteSource, name: String, offset: UInt64, length: UInt64) -> String? {
         guard length > 0 else { return nil }
-        return (try? FilesystemProbe.probe(fd: source.fd, path: source.path, offset: offset, length: length))?.type
-    }
-
-    private static func openImage(_ path: String) throws(Error) -> FileByteSource {
-        do { return try ImageSource.open(path) } catch { throw .cannotOpen(error) }
+        return (try? FilesystemProbe.probe(source, offset: offset, length: length, name: name))?.type
     }
 
     /// Why a file could not be read from an image. `description` is the message a user reads:
@@ -150,8 +152,11 @@ public enum ImageFiles {
         case cannotOpen(ImageOpenError)
         /// Reading the image failed; `reason` is the error's message.
         case unreadable(path: String, reason: String)
-        /// The file is a virtual-disk container, which imgtool does not read inside yet.
-        case container(path: String, format: DiskContainer.Format)
+        /// The file is a virtual-disk container whose disk cannot be read; `reason` says why.
+        case container(path: String, format: DiskContainer.Format, reason: String)
+        /// The container names `backing` as its backing file, which was not allowed to be opened
+        /// (`Options.backingFiles`): files read from it could be wrong where it holds their blocks.
+        case backingNotOpened(path: String, backing: String)
         /// A partition was asked for, but the image has no partition table (`filesystem`: what fills it, if anything).
         case noPartitionTable(path: String, filesystem: String?)
         /// The table has no partition `number`; `available` lists those it has.
@@ -180,6 +185,7 @@ public enum ImageFiles {
         public var exitStatus: ExitStatus {
             switch self {
             case .cannotOpen, .unreadable: return .noInput
+            case .backingNotOpened: return .usage
             case .noPartitionTable, .noSuchPartition, .notExt, .noExtFilesystem, .ambiguous, .damaged, .container,
                  .noSuchLogicalVolume, .logicalVolumeNotContiguous:
                 return .badImage
@@ -201,9 +207,11 @@ public enum ImageFiles {
                 return e.description
             case .unreadable(let p, let reason):
                 return "cannot read \(p): \(reason). Check its permissions (reading needs no root, only read access)."
-            case .container(let p, let format):
+            case .container(let p, let format, let reason):
                 let convert = format.rawCopyCommand(p)
-                return "\(p) is a \(format.rawValue) container; imgtool does not read inside containers on this machine yet. Run it with --isolate (qemu reads the container), or convert it to a raw image (\(convert)) and read that."
+                return "\(p) is a \(format.rawValue) container whose disk cannot be read: \(reason). Convert it to a raw image (\(convert)) and read that."
+            case .backingNotOpened(let p, let backing):
+                return "\(p) names \(backing) as its backing file, which holds the parts of the disk \(p) does not. imgtool opens it only when asked, since an image can name any file: pass --backing if you trust \(p)."
             case .noPartitionTable(let p, let fs):
                 let what = fs.map { "it is a bare \($0) filesystem" } ?? "it has none"
                 return "\(p) has no partition table (\(what)), so there is no partition to choose; leave out --partition."
@@ -260,9 +268,8 @@ public enum ImageFiles {
 extension ImageFiles {
     /// The physical volumes of `image` (in `partition` when given, else in every partition or the
     /// whole image), with their byte offsets.
-    static func physicalVolumes(image: String, partition: Int?) throws(Error) -> [(pv: LVMPhysicalVolume, offset: UInt64)] {
-        let layout = try locate(image: image)
-        let source = try openImage(image)
+    static func physicalVolumes(_ layout: Layout, partition: Int?) -> [(pv: LVMPhysicalVolume, offset: UInt64)] {
+        let source = layout.disk
         return layout.locations.filter { $0.type == "LVM2_member" && (partition == nil || $0.partition == partition) }.compactMap { l in
             (try? LVMPhysicalVolume.read(source, offset: l.offset, length: l.length)).flatMap { $0 }.map { ($0, l.offset) }
         }
@@ -271,7 +278,8 @@ extension ImageFiles {
     /// Opens the ext filesystem in logical volume "vg/lv".
     static func openLogicalVolume(_ name: String, options: Options) throws(Error) -> Opened {
         let image = options.image
-        let pvs = try physicalVolumes(image: image, partition: options.partition)
+        let layout = try locate(image: image, backingFiles: options.backingFiles)
+        let pvs = physicalVolumes(layout, partition: options.partition)
         var available: [String] = []
         for (pv, offset) in pvs {
             for lv in pv.logicalVolumes {
@@ -280,7 +288,8 @@ extension ImageFiles {
                 guard full == name, let extent = pv.extent(of: lv) else { continue }
                 let location = Location(partition: options.partition, offset: offset + extent.offset, length: extent.length, type: nil)
                 do {
-                    return Opened(filesystem: try Ext2Filesystem(image: image, offset: location.offset), location: location)
+                    return Opened(filesystem: try Ext2Filesystem(source: layout.disk, offset: location.offset, name: image),
+                                  location: location)
                 } catch {
                     throw .damaged(path: image, partition: options.partition, reason: "logical volume \(name): \(error.operation)")
                 }

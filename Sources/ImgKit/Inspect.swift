@@ -15,7 +15,7 @@ public enum Inspect {
     /// could not run) is an error.
     public static func run(_ options: Options, logger: Logger) throws(ReportError) -> InspectReport {
         let made = try options.run(.inspect(options.local), logger: logger, decode: InspectReport.init(json:)) {
-            path throws(ImageOpenError) in try report(path, logger: logger)
+            path throws(ImageOpenError) in try report(path, backingFiles: options.backingFiles, logger: logger)
         }
         // In the VM the container's virtual disk is the image; the report names the container too.
         guard options.isolation != nil, made.container == nil,
@@ -26,18 +26,19 @@ public enum Inspect {
                              encryptedVolumes: made.encryptedVolumes)
     }
 
-    private static func report(_ path: String, logger: Logger) throws(ImageOpenError) -> InspectReport {
-        let source = try ImageSource.open(path)
-        // A container's bytes are its own format, not a disk: reading them as one would be wrong.
-        if let container = try? DiskContainer.identify(source) {
-            let sector0 = (try? source.read(at: 0, count: Int(min(512, source.size)))) ?? []
+    private static func report(_ path: String, backingFiles: Bool, logger: Logger) throws(ImageOpenError) -> InspectReport {
+        let image = try OpenedImage.open(path, backing: backingFiles)
+        // A container whose disk cannot be read: its facts, and why. Its own bytes are not a disk.
+        guard let source = image.disk else {
+            let file = image.file
+            let sector0 = (try? file.read(at: 0, count: Int(min(512, file.size)))) ?? []
             return InspectReport(
-                image: path, size: source.size, sectorSize: 512,
+                image: path, size: file.size, sectorSize: 512,
                 partitionTable: InspectReport.Table(type: nil, id: nil, partitions: [], unallocated: []), filesystem: nil,
-                bootCode: BootCode.identify(sector0: sector0), os: nil, findings: container.findings(path: path),
-                container: container)
+                bootCode: BootCode.identify(sector0: sector0), os: nil,
+                findings: image.container?.findings(path: path, problem: image.problem) ?? [], container: image.container)
         }
-        var findings: [Finding] = []
+        var findings: [Finding] = image.findings
         let sectorSize: Int
         var tableReport: InspectReport.Table
         var bare: InspectReport.Filesystem?
@@ -62,7 +63,7 @@ public enum Inspect {
                 var fs: FilesystemProbe?
                 if p.kind != .extended, let length = boundedLength(p, sectorSize: sectorSize, imageSize: source.size) {
                     let offset = p.startSector * UInt64(sectorSize)
-                    fs = try? FilesystemProbe.probe(fd: source.fd, path: path, offset: offset, length: length)
+                    fs = try? FilesystemProbe.probe(source, offset: offset, length: length, name: path)
                     if let fs, FilesystemKind(fs.type).isExt { filesystems.append(.init(partition: p.number, offset: offset)) }
                     if fs?.type == "LVM2_member", let pv = try? LVMPhysicalVolume.read(source, offset: offset, length: length) {
                         physicalVolumes.append(.init(pv: pv, partition: p.number, offset: offset))
@@ -78,7 +79,7 @@ public enum Inspect {
                 unallocated: table.unallocated(totalSectors: sectors), untrusted: table.untrusted)
             // A filesystem can span the whole image around the table: a hybrid ISO's ISO 9660
             // volume, which is what a BIOS or a CD drive reads. blkid -p reports it beside the table.
-            if let fs = try? FilesystemProbe.probe(fd: source.fd, path: path, offset: 0, length: source.size) {
+            if let fs = try? FilesystemProbe.probe(source, offset: 0, length: source.size, name: path) {
                 bare = InspectReport.Filesystem(fs)
             }
         } else {
@@ -86,13 +87,13 @@ public enum Inspect {
             // Labels imgtool does not parse are named, never read as something else. dos and gpt it
             // parses itself: when its reader found no table (a FAT or exFAT boot sector, which
             // Debian 12's libblkid still calls dos for exFAT), that reading stands.
-            let label = source.size > 0 ? (try? partitionTableType(fd: source.fd, path: path, size: source.size))
+            let label = source.size > 0 ? (try? partitionTableType(source, name: path))
                 .flatMap { $0 == "dos" || $0 == "gpt" ? nil : $0 } : nil
             if let label {
                 findings.append(Finding(.info, "a \(label) partition table (recognised by libblkid); imgtool does not parse it, so its partitions are not listed"))
             }
             tableReport = InspectReport.Table(type: label.map(PartitionTableType.unparsed), id: nil, partitions: [], unallocated: [])
-            if source.size > 0, let fs = try? FilesystemProbe.probe(fd: source.fd, path: path, offset: 0, length: source.size) {
+            if source.size > 0, let fs = try? FilesystemProbe.probe(source, offset: 0, length: source.size, name: path) {
                 bare = InspectReport.Filesystem(fs)
                 if FilesystemKind(fs.type).isExt { filesystems.append(.init(partition: nil, offset: 0)) }
                 if fs.type == "LVM2_member", let pv = try? LVMPhysicalVolume.read(source, offset: 0, length: source.size) {
@@ -107,11 +108,12 @@ public enum Inspect {
         let groups = volumeGroups(physicalVolumes, source: source, path: path, filesystems: &filesystems, findings: &findings)
         let sector0 = (try? source.read(at: 0, count: Int(min(512, source.size)))) ?? []
         let bootCode = BootCode.identify(sector0: sector0)
-        let os = filesystems.isEmpty ? nil : OSInspection.inspect(image: path, filesystems: filesystems)
+        let os = filesystems.isEmpty ? nil : OSInspection.inspect(image: path, source: source, filesystems: filesystems)
         logger.debug("inspected \(path)", metadata: ["partitions": "\(tableReport.partitions.count)"])
         return InspectReport(
             image: path, size: source.size, sectorSize: sectorSize, partitionTable: tableReport,
-            filesystem: bare, bootCode: bootCode, os: os, findings: findings, volumeGroups: groups, encryptedVolumes: encrypted)
+            filesystem: bare, bootCode: bootCode, os: os, findings: findings, container: image.container, volumeGroups: groups,
+            encryptedVolumes: encrypted)
     }
 
     /// The partition's length in bytes, clipped to the image; nil when it starts past the end.
@@ -138,16 +140,14 @@ extension DiskContainer {
         return nil
     }
 
-    /// What a report says of a container: that imgtool does not read inside it yet (and how to
-    /// read it anyway), and the backing file it names, which imgtool never opens.
-    func findings(path: String) -> [Finding] {
+    /// What a report says of a container whose disk cannot be read: why (`problem`), and how to
+    /// look inside anyway.
+    func findings(path: String, problem: String?) -> [Finding] {
         let size = virtualSize.map { " holding a \($0)-byte virtual disk" } ?? ""
         let convert = format.rawCopyCommand(path)
         let how = isolationRefusal == nil ? "Run it with --isolate (qemu reads the container), or convert it" : "Convert it"
-        var findings = [Finding(.warning, "\(path) is a \(format.rawValue) container\(size); imgtool does not read inside containers on this machine yet, so its partitions, filesystems and boot code are not shown. \(how) to a raw image to look inside (\(convert)).")]
-        if let backingFile {
-            findings.append(Finding(.warning, "it names \(backingFile) as its backing file, which holds part of the disk; imgtool never opens a file an image names"))
-        }
+        let why = problem.map { ": \($0)" } ?? ""
+        var findings = [Finding(.error, "\(path) is a \(format.rawValue) container\(size) whose disk cannot be read\(why). Its partitions, filesystems and boot code are not shown. \(how) to a raw image to look inside (\(convert)).")]
         if encrypted { findings.append(Finding(.info, "its contents are encrypted")) }
         return findings
     }

@@ -119,7 +119,7 @@ extension Inspect {
 
     /// The volume groups of `found`, one per group (every PV carries the whole group's metadata),
     /// their linear volumes probed by libblkid where they lie in one run; ext ones join `filesystems`.
-    static func volumeGroups(_ found: [FoundPV], source: FileByteSource, path: String,
+    static func volumeGroups(_ found: [FoundPV], source: any ByteSource, path: String,
                              filesystems: inout [OSInspection.Filesystem], findings: inout [Finding]) -> [InspectReport.VolumeGroup] {
         var groups: [InspectReport.VolumeGroup] = []
         var seen: Set<String> = []
@@ -137,7 +137,7 @@ extension Inspect {
                     let (start, overflow) = member.offset.addingReportingOverflow(extent.offset)
                     if !overflow, start < source.size {
                         offset = start
-                        fs = try? FilesystemProbe.probe(fd: source.fd, path: path, offset: start, length: min(extent.length, source.size - start))
+                        fs = try? FilesystemProbe.probe(source, offset: start, length: min(extent.length, source.size - start), name: path)
                         if let fs, FilesystemKind(fs.type).isExt {
                             filesystems.append(.init(partition: member.partition, offset: start, logicalVolume: "\(name)/\(lv.name)"))
                         }

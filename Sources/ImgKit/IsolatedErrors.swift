@@ -75,8 +75,10 @@ extension ImageFiles.Error: IsolatedError {
         switch self {
         case .cannotOpen(let e): return errorDocument(self, case: "cannotOpen", e.isolatedPayload)
         case .unreadable(let p, let reason): return errorDocument(self, case: "unreadable", ["path": .string(p), "reason": .string(reason)])
-        case .container(let p, let format):
-            return errorDocument(self, case: "container", ["path": .string(p), "format": .string(format.rawValue)])
+        case .container(let p, let format, let reason):
+            return errorDocument(self, case: "container", ["path": .string(p), "format": .string(format.rawValue), "reason": .string(reason)])
+        case .backingNotOpened(let p, let backing):
+            return errorDocument(self, case: "backingNotOpened", ["path": .string(p), "backing": .string(backing)])
         case .noPartitionTable(let p, let fs):
             return errorDocument(self, case: "noPartitionTable", ["path": .string(p), "filesystem": JSONValue(fs)])
         case .noSuchPartition(let p, let n, let available):
@@ -113,8 +115,12 @@ extension ImageFiles.Error: IsolatedError {
         switch name {
         case "unreadable": guard let r = json["reason"]?.stringValue else { return nil }; self = .unreadable(path: p, reason: r)
         case "container":
-            guard let f = json["format"]?.stringValue.flatMap(DiskContainer.Format.init(rawValue:)) else { return nil }
-            self = .container(path: p, format: f)
+            guard let f = json["format"]?.stringValue.flatMap(DiskContainer.Format.init(rawValue:)),
+                  let r = json["reason"]?.stringValue else { return nil }
+            self = .container(path: p, format: f, reason: r)
+        case "backingNotOpened":
+            guard let b = json["backing"]?.stringValue else { return nil }
+            self = .backingNotOpened(path: p, backing: b)
         case "noPartitionTable":
             guard let fs = optional(json["filesystem"], \.stringValue) else { return nil }
             self = .noPartitionTable(path: p, filesystem: fs)

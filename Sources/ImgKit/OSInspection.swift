@@ -57,9 +57,9 @@ enum OSInspection {
     /// /usr/lib/os-release, symbolic links followed inside the filesystem) and an /etc directory.
     /// Kernels come from its /boot, else from the top of another filesystem that has vmlinuz-*
     /// and no /etc (a separate /boot). Returns nil if no root is found.
-    static func inspect(image: String, filesystems: [Filesystem]) -> OSReport? {
+    static func inspect(image: String, source: any ByteSource, filesystems: [Filesystem]) -> OSReport? {
         let opened = filesystems.compactMap { candidate -> (partition: Int?, fs: Ext2Filesystem, logicalVolume: String?)? in
-            guard let fs = try? Ext2Filesystem(image: image, offset: candidate.offset) else { return nil }
+            guard let fs = try? Ext2Filesystem(source: source, offset: candidate.offset, name: image) else { return nil }
             return (candidate.partition, fs, candidate.logicalVolume)
         }
         for (index, root) in opened.enumerated() {

@@ -7,11 +7,16 @@ public struct ReportOptions: Sendable {
     /// Read the image inside a throwaway VM instead of on this kernel (`Isolation`): for images
     /// nobody vouches for.
     public var isolation: Isolation?
+    /// Read the backing file (or parent) that a container names, and its own, as qemu would.
+    /// Off by default: an untrusted image can name any file (/etc/shadow, /dev/sda) as its
+    /// backing file; then what it would supply reads as zeros and the report says so.
+    public var backingFiles: Bool
 
     /// Options for `image`, an image file or block device, read here or in `isolation`.
-    public init(image: String, isolation: Isolation? = nil) {
+    public init(image: String, isolation: Isolation? = nil, backingFiles: Bool = false) {
         self.image = image
         self.isolation = isolation
+        self.backingFiles = backingFiles
     }
 
     /// The options the VM's imgtool runs with: the same, minus the isolation it is inside.

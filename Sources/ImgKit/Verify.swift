@@ -13,21 +13,23 @@ public enum Verify {
     /// VM that could not run) is an error.
     public static func run(_ options: Options, logger: Logger) throws(ReportError) -> VerifyReport {
         try options.run(.verify(options.local), logger: logger, decode: VerifyReport.init(json:)) { path throws(ImageOpenError) in
-            try report(path, logger: logger)
+            try report(path, backingFiles: options.backingFiles, logger: logger)
         }
     }
 
-    private static func report(_ path: String, logger: Logger) throws(ImageOpenError) -> VerifyReport {
-        let source = try ImageSource.open(path)
-        if let container = try? DiskContainer.identify(source) {
-            let sector0 = (try? source.read(at: 0, count: Int(min(512, source.size)))) ?? []
+    private static func report(_ path: String, backingFiles: Bool, logger: Logger) throws(ImageOpenError) -> VerifyReport {
+        let image = try OpenedImage.open(path, backing: backingFiles)
+        guard let source = image.disk else {
+            let file = image.file
+            let sector0 = (try? file.read(at: 0, count: Int(min(512, file.size)))) ?? []
             return VerifyReport(image: path, bootable: nil, biosBootable: nil, bootCode: BootCode.identify(sector0: sector0),
-                                grub: nil, problems: container.findings(path: path), efi: nil)
+                                grub: nil, problems: image.container?.findings(path: path, problem: image.problem) ?? [], efi: nil)
         }
         let sector0 = (try? source.read(at: 0, count: Int(min(512, source.size)))) ?? []
         let bootCode = BootCode.identify(sector0: sector0)
         let table = try? PartitionTable.read(from: source)
-        var problems: [Finding] = []
+        // A backing file not opened leaves parts of the disk unread, so no verdict can stand on it.
+        var problems = image.findings.map { Finding(.info, $0.message) }
         var grub: VerifyReport.Grub?
         var bootable: Bool?
 
@@ -77,7 +79,7 @@ public enum Verify {
     }
 
     /// Where core.img lies (never over a partition), then what it needs from the image.
-    static func checkCore(_ core: GrubCoreImage, table: PartitionTable?, source: FileByteSource, path: String) -> [Finding] {
+    static func checkCore(_ core: GrubCoreImage, table: PartitionTable?, source: any ByteSource, path: String) -> [Finding] {
         var problems: [Finding] = []
         // A hybrid ISO (grub-mkrescue, xorriso): core.img is a file of the ISO 9660 volume that
         // spans the image, and the partitions are windows into that read-only volume, so they
@@ -122,7 +124,7 @@ public enum Verify {
     /// a module for that filesystem, and the prefix directory with `platform`/normal.mod in it.
     static func checkGrubNeeds(image: String, modules: [String], prefix: String?, config: String?, platform: String,
                                loadedFrom: Partition?, espFAT: FATFilesystem?, table: PartitionTable?,
-                               source: FileByteSource, path: String) -> [Finding] {
+                               source: any ByteSource, path: String) -> [Finding] {
         var problems: [Finding] = []
         let sectorSize = UInt64(table?.sectorSize ?? 512)
         guard let prefix else {
@@ -148,7 +150,7 @@ public enum Verify {
         // Hostile tables may hold sizes that overflow or lie past the end: bounded as inspect does.
         func probe(_ p: Partition) -> FilesystemProbe? {
             guard let length = Inspect.boundedLength(p, sectorSize: Int(sectorSize), imageSize: source.size) else { return nil }
-            return try? FilesystemProbe.probe(fd: source.fd, path: path, offset: p.startSector * sectorSize, length: length)
+            return try? FilesystemProbe.probe(source, offset: p.startSector * sectorSize, length: length, name: path)
         }
         if let number = partitionNumber(device) {
             partition = table.partitions.first { $0.number == number && $0.kind != .extended }
@@ -190,7 +192,7 @@ public enum Verify {
         // imgtool's own reader. A normal module built into the image needs no normal.mod.
         let exists: (String) -> Bool
         if InstallPlan.isExt(filesystem) {
-            guard let ext = try? Ext2Filesystem(image: path, offset: partition.startSector * sectorSize) else {
+            guard let ext = try? Ext2Filesystem(source: source, offset: partition.startSector * sectorSize, name: path) else {
                 problems.append(Finding(.error, "the ext filesystem on partition \(partition.number) cannot be opened: GRUB will not read it either"))
                 return problems
             }

@@ -11,7 +11,7 @@ extension Verify {
     static let maximumLoaderBytes = 64 << 20
 
     /// nil when the image has no EFI system partition.
-    static func checkEFI(table: PartitionTable?, source: FileByteSource, path: String) -> VerifyReport.EFI? {
+    static func checkEFI(table: PartitionTable?, source: any ByteSource, path: String) -> VerifyReport.EFI? {
         guard let table, let esp = table.partitions.first(where: { $0.typeGUID == .efiSystem || $0.mbrType == 0xEF }) else {
             return nil
         }
@@ -109,8 +109,8 @@ extension Verify {
 /// The image followed by zeros up to 2^63 bytes: how firmware sees a filesystem that claims more
 /// than the image holds, as long as it never reads there.
 private struct ZeroExtended: ByteSource {
-    let base: FileByteSource
-    init(_ base: FileByteSource) { self.base = base }
+    let base: any ByteSource
+    init(_ base: any ByteSource) { self.base = base }
     var size: UInt64 { UInt64(Int64.max) }
 
     func read(at offset: UInt64, count: Int) throws -> [UInt8] {

@@ -30,7 +30,7 @@ extension Verify {
 
     /// mbr.bin, gptmbr.bin and altmbr.bin pick a partition and run its first sector; isohdpfx.bin and
     /// isohdppx.bin load isolinux.bin from the sector recorded at 0x1B0.
-    static func checkSyslinux(bootCode: BootCode, table: PartitionTable?, source: FileByteSource, path: String) -> LoaderVerdict {
+    static func checkSyslinux(bootCode: BootCode, table: PartitionTable?, source: any ByteSource, path: String) -> LoaderVerdict {
         let image = bootCode.details["image"] ?? ""
         guard let sector0 = try? source.read(at: 0, count: 512) else {
             return LoaderVerdict([Finding(.error, "sector 0 cannot be read")])
@@ -96,7 +96,7 @@ extension Verify {
     /// exactly where the boot sector and ldlinux.sys's own sector map say it is, intact, then
     /// ldlinux.c32 and a configuration file.
     static func checkSyslinuxPartition(number: Int, start: UInt64, sectors: UInt64, missing: String,
-                                       source: FileByteSource, path: String) -> LoaderVerdict {
+                                       source: any ByteSource, path: String) -> LoaderVerdict {
         let (offset, overflow) = start.multipliedReportingOverflow(by: 512)
         guard !overflow, offset < source.size, source.size - offset >= 512 else {
             return LoaderVerdict([Finding(.error, "partition \(number) starts at sector \(start), past the end of the image: SYSLINUX's MBR cannot read its boot sector and stops with an error")])
@@ -157,7 +157,7 @@ extension Verify {
     /// first sector from the pointer the installer patched into it, that sector loads the rest from
     /// the sector map in ldlinux.sys's patch area, and the whole is checked against its checksum.
     static func checkLdlinux(_ file: [UInt8], path: String, vbr: [UInt8], partition number: Int, offset: UInt64,
-                             length: UInt64, source: FileByteSource) -> [Finding] {
+                             length: UInt64, source: any ByteSource) -> [Finding] {
         let reinstall = "Reinstall: syslinux --install (FAT) or extlinux --install (ext)."
         guard let patch = try? SyslinuxPatchArea(ldlinux: file), let first = patch.firstSector(bootSector: vbr) else {
             return [Finding(.error, "\(path) on partition \(number) has no usable SYSLINUX patch area: it is not an ldlinux.sys of SYSLINUX 4 or later, or it is damaged: the boot sector loads something else in its place and SYSLINUX prints \"Boot error\". \(reinstall)")]
@@ -194,7 +194,7 @@ extension Verify {
     /// isohdpfx.bin loads isolinux.bin from the 512-byte sector at 0x1B0 (64-bit; xorriso and isohybrid
     /// write it as 4 x the 2048-byte block), checks its hybrid signature and its checksum; isolinux.bin
     /// then reads the rest of itself from its boot info table and needs ldlinux.c32 from the ISO.
-    static func checkIsohybrid(image: String, sector0: [UInt8], source: FileByteSource) -> LoaderVerdict {
+    static func checkIsohybrid(image: String, sector0: [UInt8], source: any ByteSource) -> LoaderVerdict {
         guard let sector = IsolinuxBootInfoTable.isolinuxSector(hybridMBR: sector0) else {
             return LoaderVerdict([Finding(.error, "sector 0 cannot be read")])
         }
@@ -239,7 +239,7 @@ extension Verify {
     /// GRUB legacy's stage1 loads one sector, the start sector of stage2 or stage1.5, to its stage2
     /// address and jumps there; that sector loads the rest from the blocklist at its end, whose first
     /// sector begins with stage2's header (decoded by ImgFormats' GrubLegacy).
-    static func checkGrubLegacy(bootCode: BootCode, table: PartitionTable?, source: FileByteSource, path: String) -> LoaderVerdict {
+    static func checkGrubLegacy(bootCode: BootCode, table: PartitionTable?, source: any ByteSource, path: String) -> LoaderVerdict {
         guard let sector0 = try? source.read(at: 0, count: 512), let stage1 = try? GrubLegacy.Stage1(sector0) else {
             return LoaderVerdict([Finding(.error, "sector 0 cannot be read")])
         }
@@ -318,14 +318,14 @@ private enum LoaderFilesystem {
     static let maximumDirectories = 256
 
     /// The filesystem, or nil and, when the boot sector's BPB passed for FAT's, why FAT could not be read.
-    static func open(source: FileByteSource, path: String, offset: UInt64, length: UInt64) -> (LoaderFilesystem?, String?) {
+    static func open(source: any ByteSource, path: String, offset: UInt64, length: UInt64) -> (LoaderFilesystem?, String?) {
         let fatProblem: FATFilesystem.Problem
         do {
             return (.fat(try FATFilesystem.open(source, offset: offset, length: length)), nil)
         } catch {
             fatProblem = error
         }
-        if let ext = try? Ext2Filesystem(image: path, offset: offset) { return (.ext(ext), nil) }
+        if let ext = try? Ext2Filesystem(source: source, offset: offset, name: path) { return (.ext(ext), nil) }
         switch fatProblem {
         case .noBootSignature, .invalidBPB: return (nil, nil)  // not FAT at all (EXTLINUX's BPB is empty)
         default: return (nil, fatProblem.description)

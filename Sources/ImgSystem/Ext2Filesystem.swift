@@ -1,6 +1,7 @@
 import CExt2fs
 import CExt2fsFdIO
 import Glibc
+import ImgFormats
 import Synchronization
 
 /// An ext2/3/4 filesystem inside an image, opened read-only through libext2fs: no mount, no root,
@@ -25,20 +26,67 @@ public final class Ext2Filesystem: @unchecked Sendable {
     /// The unit of streaming reads.
     public static let chunkBytes = 64 * 1024
 
-    /// The image, open read-only; libext2fs reads through it (see CExt2fsFdIO). Closed after
-    /// ext2fs_close_free, when the stored properties go.
-    private let file: FileHandle
+    /// What libext2fs reads through (see CExt2fsFdIO): the image's descriptor, or a byte source
+    /// behind a callback. Released after ext2fs_close_free, when the stored properties go.
+    private let reader: Reader
+
+    private enum Reader {
+        case file(FileHandle)
+        case byteSource(FileByteSource)
+        case callback(CallbackSource)
+    }
 
     /// Opens the filesystem at byte `offset` of `image`, read-only. Wraps ext2fs_open2(3) with an
     /// I/O manager that reads through this descriptor and can neither write nor fsync.
-    public init(image: String, offset: UInt64) throws(SystemError) {
-        file = try FileHandle(path: image, flags: O_RDONLY)
-        let err = ext2fs_open2("fd:\(file.fd):\(offset)", nil, 0, 0, 0, imgtool_fd_io_manager(), &handle)
+    public convenience init(image: String, offset: UInt64) throws(SystemError) {
+        let file = try FileHandle(path: image, flags: O_RDONLY)
+        try self.init(channel: "fd:\(file.fd):\(offset)", manager: imgtool_fd_io_manager(), reader: .file(file),
+                      name: image, offset: offset)
+    }
+
+    /// Opens the filesystem at byte `offset` of `source`, read-only: a raw image through its
+    /// descriptor, anything else (a container's virtual disk) through a callback into its reads.
+    /// `name` is what errors call the image. Wraps ext2fs_open2(3).
+    public convenience init(source: any ByteSource, offset: UInt64, name: String) throws(SystemError) {
+        if let file = source as? FileByteSource {
+            try self.init(channel: "fd:\(file.fd):\(offset)", manager: imgtool_fd_io_manager(), reader: .byteSource(file),
+                          name: name, offset: offset)
+        } else {
+            let callback = CallbackSource(source)
+            let address = String(UInt(bitPattern: callback.cSource), radix: 16)
+            try self.init(channel: "src:\(address):\(offset)", manager: imgtool_source_io_manager(), reader: .callback(callback),
+                          name: name, offset: offset)
+        }
+    }
+
+    private init(channel: String, manager: io_manager?, reader: Reader, name: String, offset: UInt64) throws(SystemError) {
+        self.reader = reader
+        let err = ext2fs_open2(channel, nil, 0, 0, 0, manager, &handle)
         guard err == 0, let fs = handle else {
-            throw SystemError("ext2fs_open2 at offset \(offset) (\(Self.message(err)))",
-                              on: image, errno: EIO)
+            throw SystemError("ext2fs_open2 at offset \(offset) (\(Self.message(err)))", on: name, errno: EIO)
         }
         self.fs = fs
+    }
+
+    /// A byte source as the C struct the "src:" channel calls; owns the struct.
+    private final class CallbackSource {
+        let source: any ByteSource
+        let cSource: UnsafeMutablePointer<imgtool_read_source>
+
+        init(_ source: any ByteSource) {
+            self.source = source
+            cSource = .allocate(capacity: 1)
+            cSource.initialize(to: imgtool_read_source(context: nil, read: { context, offset, buffer, count in
+                guard let context, let buffer, count <= UInt64(Int.max) else { return EINVAL }
+                let box = Unmanaged<CallbackSource>.fromOpaque(context).takeUnretainedValue()
+                guard let bytes = try? box.source.read(at: offset, count: Int(count)) else { return EIO }
+                bytes.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                return 0
+            }, size: source.size))
+            cSource.pointee.context = Unmanaged.passUnretained(self).toOpaque()
+        }
+
+        deinit { cSource.deallocate() }
     }
 
     deinit {

@@ -15,6 +15,12 @@ package final class FileHandle: Sendable {
         descriptor = Mutex(try systemCall("open", on: path) { open(path, flags | O_CLOEXEC, mode) })
     }
 
+    /// Takes ownership of `fd`, already open; `path` names it in errors.
+    package init(adopting fd: Int32, path: String) {
+        self.path = path
+        descriptor = Mutex(fd)
+    }
+
     /// Closes once, whoever calls first. Wraps close(2).
     package func close() {
         let fd = descriptor.withLock { fd in

@@ -46,6 +46,17 @@ public struct FilesystemProbe: Sendable, Equatable {
                                blockSize: value(pr, "BLOCK_SIZE").flatMap { Int($0) })
     }
 
+    /// Probes `length` bytes at `offset` of `source`: through its descriptor when it is a file,
+    /// else (a container's virtual disk) through a sparse copy of what the probers read
+    /// (`ProbeWindow`). `name` names the image in errors.
+    public static func probe(_ source: any ByteSource, offset: UInt64, length: UInt64, name: String) throws(SystemError) -> FilesystemProbe? {
+        if let file = source as? FileByteSource {
+            return try probe(fd: file.fd, path: name, offset: offset, length: length)
+        }
+        let copy = try ProbeCopy(source, offset: offset, length: length, name: name)
+        return try probe(fd: copy.file.fd, path: name, offset: 0, length: length)
+    }
+
     /// Two of libblkid's probers read 256 KiB at a time and are most of a probe's cost:
     /// zfs_member reads four labels, two at each end of the area, and matches only on the
     /// uberblock magic 0x00bab10c (either byte order) at the start of an uberblock slot;
@@ -122,6 +133,14 @@ public struct FilesystemProbe: Sendable, Equatable {
         guard blkid_probe_lookup_value(pr, name, &data, &len) == 0, let data else { return nil }
         return String(cString: data)
     }
+}
+
+/// `partitionTableType(fd:path:size:)` for any source: a container's virtual disk through a
+/// sparse copy of its head and tail, where partition labels live.
+package func partitionTableType(_ source: any ByteSource, name: String) throws(SystemError) -> String? {
+    if let file = source as? FileByteSource { return try partitionTableType(fd: file.fd, path: name, size: source.size) }
+    let copy = try ProbeCopy(source, offset: 0, length: source.size, name: name)
+    return try partitionTableType(fd: copy.file.fd, path: name, size: source.size)
 }
 
 /// The partition-table type libblkid recognises ("dos", "gpt", "sun", "bsd", "atari", ...), for

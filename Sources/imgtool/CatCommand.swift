@@ -14,13 +14,14 @@ let catCommand = CommandSpec(
         PositionalSpec(name: "image", optional: false, completion: .file, help: "The disk image (or a bare filesystem image, or a block device)."),
         PositionalSpec(name: "path", optional: false, help: "The file inside the filesystem."),
     ],
-    options: [partitionOption, logicalVolumeOption],
+    options: [partitionOption, logicalVolumeOption, backingOption],
     isolation: .readOnly,
     run: { arguments throws(UsageError) in
         let image = arguments.positional(0)!, path = arguments.positional(1)!, number = try partition(arguments)
         do throws(ImageFiles.Error) {
             try withSignalsStopping(arguments.isolation) { isolation throws(ImageFiles.Error) in
-                try ImageFiles.read(.init(image: image, partition: number, logicalVolume: arguments.value("lv"), isolation: isolation),
+                try ImageFiles.read(.init(image: image, partition: number, logicalVolume: arguments.value("lv"), isolation: isolation,
+                                          backingFiles: arguments.flag("backing")),
                                     path: path,
                                     logger: makeLogger(label: "imgtool.cat", verbose: false, quiet: true)) { chunk throws(SystemError) in
                     try writeFully(1, chunk, path: "standard output")

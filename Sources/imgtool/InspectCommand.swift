@@ -9,14 +9,19 @@ let inspectCommand = CommandSpec(
     options: [
         .flag("json", help: "Print the report as JSON on stdout."),
         .flag("verbose", short: "v", help: "More detail on stderr."),
+        backingOption,
     ],
     isolation: .readOnly,
-    run: { InspectCommand(image: $0.positional(0)!, json: $0.flag("json"), verbose: $0.flag("verbose"), isolation: $0.isolation).run() })
+    run: {
+        InspectCommand(image: $0.positional(0)!, json: $0.flag("json"), verbose: $0.flag("verbose"), backing: $0.flag("backing"),
+                       isolation: $0.isolation).run()
+    })
 
 struct InspectCommand {
     let image: String
     let json: Bool
     let verbose: Bool
+    let backing: Bool
     let isolation: Isolation?
 
     func run() -> Int32 {
@@ -24,7 +29,7 @@ struct InspectCommand {
         let report: InspectReport
         do {
             report = try withSignalsStopping(isolation) { isolation throws(ReportError) in
-                try Inspect.run(.init(image: image, isolation: isolation), logger: logger)
+                try Inspect.run(.init(image: image, isolation: isolation, backingFiles: backing), logger: logger)
             }
         } catch {
             printError(error.description)

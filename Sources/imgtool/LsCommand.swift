@@ -15,7 +15,7 @@ let lsCommand = CommandSpec(
         PositionalSpec(name: "path", optional: true, help: "The path inside the filesystem (default /)."),
     ],
     options: [
-        partitionOption, logicalVolumeOption,
+        partitionOption, logicalVolumeOption, backingOption,
         .flag("long", short: "l", help: "Long format: mode, owner, group, size, modification time (UTC), name."),
         .flag("json", help: "Print a JSON array of entries."),
     ],
@@ -23,9 +23,14 @@ let lsCommand = CommandSpec(
     run: { arguments throws(UsageError) in
         LsCommand(image: arguments.positional(0)!, path: arguments.positional(1) ?? "/",
                   partition: try partition(arguments), logicalVolume: arguments.value("lv"), long: arguments.flag("long"),
-                  json: arguments.flag("json"),
+                  json: arguments.flag("json"), backing: arguments.flag("backing"),
                   isolation: arguments.isolation).run()
     })
+
+/// --backing for inspect, verify, ls and cat.
+let backingOption = OptionSpec.flag(
+    "backing",
+    help: "Also read the backing file (or parent) a qcow2, VMDK, VHD or VHDX image names. Off by default: an image can name any file, /etc/shadow or /dev/sda included.")
 
 /// --partition for ls and cat.
 let partitionOption = OptionSpec.option(
@@ -47,13 +52,15 @@ struct LsCommand {
     let logicalVolume: String?
     let long: Bool
     let json: Bool
+    let backing: Bool
     let isolation: Isolation?
 
     func run() -> Int32 {
         let listing: ImageFiles.Listing
         do {
             listing = try withSignalsStopping(isolation) { isolation throws(ImageFiles.Error) in
-                try ImageFiles.list(.init(image: image, partition: partition, logicalVolume: logicalVolume, isolation: isolation), path: path,
+                try ImageFiles.list(.init(image: image, partition: partition, logicalVolume: logicalVolume, isolation: isolation,
+                                          backingFiles: backing), path: path,
                                     logger: makeLogger(label: "imgtool.ls", verbose: false, quiet: true))
             }
         } catch {

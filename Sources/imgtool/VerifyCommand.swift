@@ -21,6 +21,7 @@ let verifyCommand = CommandSpec(
         .option("firmware", "<bios|efi>", completion: .choices(QemuBoot.Firmware.allCases.map(\.rawValue)), help: "What --boot boots with (default: BIOS when sector 0 holds boot code, else UEFI when there is an EFI system partition)."),
         .flag("json", help: "Print the report as JSON on stdout."),
         .flag("verbose", short: "v", help: "More detail on stderr."),
+        backingOption,
     ],
     isolation: .readOnly,
     run: { arguments throws(UsageError) in
@@ -29,7 +30,7 @@ let verifyCommand = CommandSpec(
         let firmware = try arguments.value("firmware", as: QemuBoot.Firmware.self, expected: "bios or efi")
         return VerifyCommand(image: arguments.positional(0)!, boot: arguments.flag("boot"), timeout: timeout,
                              firmware: firmware, json: arguments.flag("json"), verbose: arguments.flag("verbose"),
-                             isolation: arguments.isolation).run()
+                             backing: arguments.flag("backing"), isolation: arguments.isolation).run()
     })
 
 struct VerifyCommand {
@@ -39,6 +40,7 @@ struct VerifyCommand {
     let firmware: QemuBoot.Firmware?
     let json: Bool
     let verbose: Bool
+    let backing: Bool
     /// --isolate: the report is made in a throwaway VM; --boot still boots here, under qemu, on a
     /// copy-on-write overlay, so the host kernel never reads the image either way.
     let isolation: Isolation?
@@ -52,7 +54,7 @@ struct VerifyCommand {
         isolation?.vm.interruption = interruption
         let report: VerifyReport
         do {
-            report = try Verify.run(.init(image: image, isolation: isolation), logger: logger)
+            report = try Verify.run(.init(image: image, isolation: isolation, backingFiles: backing), logger: logger)
         } catch {
             printError(error.description)
             // An image that cannot be opened is "unknown" (2), as verify documents; a VM that could

@@ -11,4 +11,20 @@
 /// process's dirty pages.
 io_manager imgtool_fd_io_manager(void);
 
+/// Where a "src:" channel reads: `read(context, offset, buffer, count)` fills exactly `count` bytes
+/// at byte `offset` of the source and returns 0, or returns an errno value. For sources that are
+/// not a descriptor (a container's virtual disk, read by Swift code).
+struct imgtool_read_source {
+    void *context;
+    int (*read)(void *context, uint64_t offset, void *buffer, uint64_t count);
+    /// The source's size in bytes; reads past it return zeros and EXT2_ET_SHORT_READ, as past the
+    /// end of a file.
+    uint64_t size;
+};
+
+/// Opens channels named "src:<address of a struct imgtool_read_source, hex>:<byte offset>", which
+/// read through the callback. Read-only in the same way as imgtool_fd_io_manager; the struct must
+/// outlive the channel.
+io_manager imgtool_source_io_manager(void);
+
 #endif

@@ -39,6 +39,10 @@ int imgtool_ioctl_int(int fd, unsigned long request, unsigned long arg);
 /// pipe2(2) with O_CLOEXEC (Glibc's Swift overlay does not export pipe2); returns 0 or -errno.
 int imgtool_pipe_cloexec(int fds[2]);
 
+/// memfd_create(2) with MFD_CLOEXEC (glibc declares it only with _GNU_SOURCE); returns the
+/// descriptor or -errno.
+int imgtool_memfd_create(const char *name);
+
 /// Copies `name` (truncated, NUL-terminated) into lo_file_name.
 void imgtool_loop_info_set_file_name(struct loop_info64 *info, const char *name);
 /// lo_file_name as a NUL-terminated string (the kernel does not guarantee the NUL; this does).

@@ -1,0 +1,49 @@
+import CLinuxShim
+import Glibc
+import ImgFormats
+
+/// A sparse in-memory copy (a memfd) of the parts of an area that libblkid reads
+/// (`ProbeWindow`), for areas that are not in a file: libblkid reads only through a descriptor,
+/// and a container's virtual disk has none. Everything else of the area is a hole and reads as
+/// zeros; all-zero chunks are not written, so a mostly empty area costs little memory.
+struct ProbeCopy {
+    let file: FileHandle
+    let length: UInt64
+
+    /// The copy unit: small, so a chunk of zeros is skipped without holding much.
+    static let chunk = 64 * 1024
+
+    /// Copies `ProbeWindow.ranges` of `length` bytes at `offset` of `source` into a new memfd of
+    /// `length` bytes; `name` names the image in errors. Wraps memfd_create(2), ftruncate(2) and
+    /// pwrite(2).
+    init(_ source: any ByteSource, offset: UInt64, length: UInt64, name: String) throws(SystemError) {
+        let fd = imgtool_memfd_create("imgtool-probe")
+        guard fd >= 0 else { throw SystemError("memfd_create", on: name, errno: -fd) }
+        file = FileHandle(adopting: fd, path: name)
+        self.length = length
+        guard length <= UInt64(off_t.max) else { throw SystemError("ftruncate(memfd)", on: name, errno: EFBIG) }
+        try systemCall("ftruncate(memfd)", on: name) { ftruncate(fd, off_t(length)) }
+        for range in ProbeWindow.ranges(source, offset: offset, length: length) {
+            var position = range.lowerBound
+            while position < range.upperBound {
+                let count = Int(min(UInt64(Self.chunk), range.upperBound - position))
+                let bytes: [UInt8]
+                do {
+                    bytes = try source.read(at: offset + position, count: count)
+                } catch {
+                    throw SystemError("reading \(count) bytes at \(offset + position) (\(error))", on: name, errno: EIO)
+                }
+                if bytes.contains(where: { $0 != 0 }) {
+                    var done = 0
+                    while done < bytes.count {
+                        let at = off_t(position) + off_t(done)
+                        done += try systemCall("pwrite(memfd)", on: name) {
+                            bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, at) }
+                        }
+                    }
+                }
+                position += UInt64(count)
+            }
+        }
+    }
+}
