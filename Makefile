@@ -7,9 +7,10 @@ FUZZ_SECONDS ?= 60
 OUT := out
 
 # What each job needs from Debian. Build: the C libraries the Swift targets link (what a package
-# depending on ImgKit needs too); static: what Scripts/build-libdevmapper.sh needs to build the
-# static libdevmapper.a that only the CLI's static build (`make build`) links.
-BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev liblzma-dev libdevmapper-dev
+# depending on ImgKit needs too; zlib and zstd inflate qcow2 and VMDK clusters, libewf reads E01);
+# static: what Scripts/build-libdevmapper.sh needs to build the static libdevmapper.a that only
+# the CLI's static build (`make build`) links.
+BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev liblzma-dev libdevmapper-dev zlib1g-dev libzstd-dev libewf-dev
 STATIC_PKGS := dpkg-dev gcc make
 # install-grub at run time: grub-install and GRUB's i386-pc files; udevadm, which grub-probe asks
 # where a partition starts; util-linux for setpriv; eatmydata, preloaded into grub-install in
@@ -17,7 +18,7 @@ STATIC_PKGS := dpkg-dev gcc make
 RUN_PKGS := grub-pc-bin grub2-common udev e2fsprogs util-linux eatmydata
 # Building test images (sfdisk, sgdisk, parted, mkfs/debugfs) and booting them (qemu, SeaBIOS);
 # kpartx to check imgtool's partition maps against, dmsetup for the udev rules of the dm VM test.
-TEST_PKGS := kpartx dmsetup linux-image-cloud-amd64 busybox-static cpio fdisk gdisk parted qemu-system-x86 python3 xorriso isolinux syslinux-common dosfstools mtools grub-efi-amd64-bin ovmf exfatprogs syslinux extlinux sleuthkit qemu-utils lvm2 cryptsetup-bin
+TEST_PKGS := kpartx dmsetup linux-image-cloud-amd64 busybox-static cpio fdisk gdisk parted qemu-system-x86 python3 xorriso isolinux syslinux-common dosfstools mtools grub-efi-amd64-bin ovmf exfatprogs syslinux extlinux sleuthkit qemu-utils lvm2 cryptsetup-bin ewf-tools
 # The benchmarks' measuring tools: peak memory (time) and bytes read (strace); libguestfs's
 # appliance (virt-filesystems), the reference for --isolate.
 BENCH_PKGS := time strace libguestfs-tools

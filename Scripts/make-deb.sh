@@ -45,7 +45,7 @@ CHANGELOG
 
 # The Debian sources of what the static executable has linked in (policy 7.8, Built-Using).
 built_using=$(dpkg-query -W -f='${source:Package} (= ${source:Version}), ' \
-	libc6-dev libblkid-dev libext2fs-dev liblzma-dev libdevmapper-dev | sed 's/, $//')
+	libc6-dev libblkid-dev libext2fs-dev liblzma-dev libdevmapper-dev zlib1g-dev libzstd-dev libewf-dev | sed 's/, $//')
 installed_size=$(du -sk --apparent-size --exclude=DEBIAN "$stage" | cut -f1)
 # What imgtool runs: grub-install and GRUB's BIOS files, udevadm (grub-probe asks it), mkfs and
 # libext2fs's tools, setpriv (--pdeathsig: util-linux 2.33; util-linux is essential, so only a
