@@ -59,6 +59,18 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         fatalError("a backing file name of \(backing.utf8.count) bytes")
     }
 
+    // The input as an area libblkid will probe through a copy: every range lies inside the area,
+    // sorted and apart, the head first; also with the input followed by zeros up to 1 TiB.
+    for area: any ByteSource in [source, ZeroExtendedSource(bytes: bytes, size: 1 << 40)] {
+        let ranges = ProbeWindow.ranges(area, offset: 0, length: area.size)
+        for (i, r) in ranges.enumerated() where r.upperBound > area.size || r.isEmpty || (i > 0 && r.lowerBound <= ranges[i - 1].upperBound) {
+            fatalError("probe window range \(r) of an area of \(area.size) bytes: \(ranges)")
+        }
+        if ranges.reduce(0, { $0 + ($1.upperBound - $1.lowerBound) }) > ProbeWindow.head + ProbeWindow.tail + 64 * ProbeWindow.maxRange {
+            fatalError("probe window copies too much: \(ranges)")
+        }
+    }
+
     let boot = BootCode.identify(sector0: Array(bytes.prefix(512)))
     if boot.kind == .unknown, size >= 512, boot.details["sha256"]?.count != 64 {
         fatalError("unknown boot code without a 64-digit sha256: \(boot)")

@@ -114,6 +114,7 @@ public enum ProbeWindow {
                     if descriptor.le16(0) == 6 {
                         let integrity = UInt64(descriptor.le32(436)) * block
                         ranges.append(integrity..<integrity + UInt64(descriptor.le32(432)))
+                        break  // one logical volume is what libblkid reads
                     }
                     if descriptor.le16(0) == 8 { break }  // the terminating descriptor
                     position += block

@@ -104,6 +104,11 @@ public enum ImageFiles {
         return Layout(disk: source, hasTable: true, locations: locations)
     }
 
+    /// The ext2/3/4 filesystems of `image`, in the form `OSInspection.inspect` takes.
+    static func extFilesystems(image: String) throws(Error) -> [OSInspection.Filesystem] {
+        try locate(image: image, backingFiles: false).locations.filter(\.isExt).map { .init(partition: $0.partition, offset: $0.offset) }
+    }
+
     /// Opens the ext2/3/4 filesystem in `partition`; without one, the image itself when it has no
     /// partition table, else its only ext2/3/4 partition (several are an error listing them).
     public static func run(_ options: Options) throws(Error) -> Opened {

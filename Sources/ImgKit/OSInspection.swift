@@ -57,6 +57,12 @@ enum OSInspection {
     /// /usr/lib/os-release, symbolic links followed inside the filesystem) and an /etc directory.
     /// Kernels come from its /boot, else from the top of another filesystem that has vmlinuz-*
     /// and no /etc (a separate /boot). Returns nil if no root is found.
+    static func inspect(image: String, filesystems: [Filesystem]) -> OSReport? {
+        guard let source = try? ImageSource.open(image) else { return nil }
+        return inspect(image: image, source: source, filesystems: filesystems)
+    }
+
+    /// `inspect(image:filesystems:)` on `source`, the disk `image` holds (a container's virtual disk).
     static func inspect(image: String, source: any ByteSource, filesystems: [Filesystem]) -> OSReport? {
         let opened = filesystems.compactMap { candidate -> (partition: Int?, fs: Ext2Filesystem, logicalVolume: String?)? in
             guard let fs = try? Ext2Filesystem(source: source, offset: candidate.offset, name: image) else { return nil }

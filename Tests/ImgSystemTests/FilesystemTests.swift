@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import ImgSystem
+import ImgFormats
 import Testing
 import TestSupport
 
@@ -164,5 +165,46 @@ import TestSupport
         }
         #expect(error?.errno == ENOTDIR)
         #expect(error?.path == scratch.file("file") + "/sub")
+    }
+}
+
+/// What libblkid reads through a sparse copy of `ProbeWindow`'s ranges (how a container's disk is
+/// probed) is what blkid -p reads from the whole file: type, UUID, label and version, also for
+/// the formats whose label lies past the window's head.
+@Suite struct ProbeCopyTests {
+    /// The file, read through the protocol only, so the probe takes the copying path.
+    struct Indirect: ByteSource {
+        let file: FileByteSource
+        var size: UInt64 { file.size }
+        func read(at offset: UInt64, count: Int) throws -> [UInt8] { try file.read(at: offset, count: count) }
+    }
+
+    @Test("FAT32 (root directory past 2 MiB), FAT16, exFAT, NTFS, UDF, ext4 and swap, labelled", arguments: [
+        ("vfat", "2G", ["mkfs.vfat", "-F", "32", "-s", "1", "-n", "DEEPFAT", "-i", "494D4754"]),
+        ("vfat", "256M", ["mkfs.vfat", "-F", "16", "-n", "FAT16", "-i", "494D4755"]),
+        ("exfat", "1G", ["mkfs.exfat", "-L", "deepexfat", "-c", "4K"]),
+        ("ntfs", "256M", ["mkntfs", "-q", "-F", "-f", "-L", "deepntfs"]),
+        ("udf", "256M", ["mkudffs", "--label=deepudf", "--blocksize=2048"]),
+        ("ext4", "64M", ["mkfs.ext4", "-q", "-L", "extlabel", "-U", "494d4754-0000-4000-8000-0000000000f5"]),
+        ("swap", "64M", ["mkswap", "-L", "swaplabel", "-U", "494d4754-0000-4000-8000-0000000000f6"]),
+    ])
+    func sameAsBlkid(type: String, size: String, mkfs: [String]) throws {
+        let scratch = try Scratch()
+        let image = scratch.file("fs.img")
+        try run(["truncate", "-s", size, image])
+        try run(mkfs + [image])
+        let file = try FileByteSource(path: image)
+        let ours = try #require(try FilesystemProbe.probe(Indirect(file: file), offset: 0, length: file.size, name: image))
+        var theirs: [String: String] = [:]
+        for line in try run(["blkid", "-p", "-o", "export", image]).stdout.split(separator: "\n") {
+            let kv = line.split(separator: "=", maxSplits: 1)
+            if kv.count == 2 { theirs[String(kv[0])] = String(kv[1]) }
+        }
+        #expect(ours.type == type && theirs["TYPE"] == type)
+        #expect(ours.uuid == theirs["UUID"] && ours.label == theirs["LABEL"] && ours.version == theirs["VERSION"], "\(ours) vs \(theirs)")
+        #expect(ours.label != nil)
+        // The copy reads the window, not the filesystem: a fraction of the 2 GiB.
+        let direct = try #require(try FilesystemProbe.probe(fd: file.fd, path: image, offset: 0, length: file.size))
+        #expect(direct == ours)
     }
 }
