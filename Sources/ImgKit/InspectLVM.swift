@@ -17,11 +17,13 @@ extension InspectReport {
             /// Bytes.
             public let size: UInt64
             /// Where its bytes start in the image, when they are one run there; nil when not
-            /// (several physical volumes, gaps, or segments that are not linear).
+            /// (several physical volumes, gaps, or segments that are not linear). A linear volume
+            /// in several runs is still read (`filesystem`), through its segments.
             public let offset: UInt64?
             /// Its segments, in the order of their first extents.
             public let segments: [Segment]
-            /// What libblkid finds in it (only for a volume with an `offset`).
+            /// What libblkid finds in it: a volume with an `offset`, or a linear one in several runs
+            /// of this image's physical volumes.
             public let filesystem: Filesystem?
 
             /// Makes a value, for an embedder's tests.
@@ -128,6 +130,11 @@ extension Inspect {
             guard let name = first.pv.volumeGroup, seen.insert(first.pv.volumeGroupUUID ?? name).inserted else { continue }
             let members = found.filter { ($0.pv.volumeGroupUUID ?? $0.pv.volumeGroup) == (first.pv.volumeGroupUUID ?? name) }
             let nameOf = Dictionary(first.pv.members.map { ($0.uuid, $0.name) }, uniquingKeysWith: { a, _ in a })
+            // Where each of the group's PVs on this disk lies, by its name in the metadata.
+            var places: [String: (offset: UInt64, extentStart: UInt64)] = [:]
+            for m in members {
+                if let member = first.pv.members.first(where: { $0.uuid == m.pv.uuid }) { places[member.name] = (m.offset, member.extentStart) }
+            }
             var volumes: [InspectReport.VolumeGroup.LogicalVolume] = []
             for lv in first.pv.logicalVolumes {
                 // The PV holding all of it, if one of this image's does.
@@ -141,6 +148,14 @@ extension Inspect {
                         if let fs, FilesystemKind(fs.type).isExt {
                             filesystems.append(.init(partition: member.partition, offset: start, logicalVolume: "\(name)/\(lv.name)"))
                         }
+                    }
+                }
+                // In pieces: read through its segments, as device mapper's linear targets would.
+                if placed == nil, let size = first.pv.extentSize,
+                   let pieces = LogicalVolumeSource(volume: lv, extentSize: size, physicalVolumes: places, disk: source) {
+                    fs = try? FilesystemProbe.probe(pieces, offset: 0, length: pieces.size, name: path)
+                    if let fs, FilesystemKind(fs.type).isExt {
+                        filesystems.append(.init(partition: first.partition, offset: 0, logicalVolume: "\(name)/\(lv.name)", source: pieces))
                     }
                 }
                 volumes.append(.init(name: lv.name, uuid: lv.uuid, size: lv.extentCount &* (first.pv.extentSize ?? 0), offset: offset,

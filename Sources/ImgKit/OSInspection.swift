@@ -39,11 +39,13 @@ public struct OSReport: Sendable, Equatable {
 /// result in `InspectReport.os`.
 enum OSInspection {
     /// An ext2/3/4 filesystem of the image: its partition (nil for a bare filesystem) and byte offset.
-    struct Filesystem: Sendable, Equatable {
+    struct Filesystem: Sendable {
         let partition: Int?
         let offset: UInt64
         /// "vg/lv" for a filesystem in an LVM logical volume (whose PV is in `partition`).
         var logicalVolume: String? = nil
+        /// Where to read it when not at `offset` of the image: a logical volume in pieces.
+        var source: (any ByteSource)? = nil
     }
 
     /// os-release is a few hundred bytes; more is not an os-release file.
@@ -65,7 +67,7 @@ enum OSInspection {
     /// `inspect(image:filesystems:)` on `source`, the disk `image` holds (a container's virtual disk).
     static func inspect(image: String, source: any ByteSource, filesystems: [Filesystem]) -> OSReport? {
         let opened = filesystems.compactMap { candidate -> (partition: Int?, fs: Ext2Filesystem, logicalVolume: String?)? in
-            guard let fs = try? Ext2Filesystem(source: source, offset: candidate.offset, name: image) else { return nil }
+            guard let fs = try? Ext2Filesystem(source: candidate.source ?? source, offset: candidate.offset, name: image) else { return nil }
             return (candidate.partition, fs, candidate.logicalVolume)
         }
         for (index, root) in opened.enumerated() {

@@ -3,6 +3,8 @@
 # ext4 on one) against what a user would otherwise run: `sfdisk -J` plus `blkid -p` on each
 # partition (offsets known beforehand, so the pipeline pays for nothing else). Alternating, in one
 # run. Also peak memory, and bytes read on a 1 GiB and a 1 TiB image (they must not grow).
+# Then the same image as a qcow2: inspect on it against inspect on the raw image (target <= 2x),
+# against `qemu-img convert` to raw + sfdisk + blkid, and against libguestfs's virt-filesystems.
 # env: IMGTOOL (default .build/release/imgtool), BENCH_RUNS (default 30). No root needed.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -79,3 +81,59 @@ print(f"  imgtool inspect --json   {statistics.median(t['inspect'].values()):7.2
 print(f"  peak memory: imgtool {peak / 1024:.1f} MiB (target < 25 MiB); sfdisk alone {peak_sfdisk / 1024:.1f} MiB")
 print(f"  bytes of the image read: 1 GiB image {small}, 1 TiB image {big}   ({'same' if small == big else 'DIFFERENT'})")
 EOF2
+
+# The same disks as qcow2 files: what a cloud or VM user holds.
+qemu-img convert -f raw -O qcow2 "$SMALL" "$WORK/small.qcow2"
+qemu-img convert -f raw -O qcow2 "$BIG" "$WORK/big.qcow2"
+QCOW2=$WORK/big.qcow2
+if ! diff <("$IMGTOOL" inspect --json "$BIG" | grep -v '"image"') \
+          <("$IMGTOOL" inspect --json "$QCOW2" | python3 -c 'import json,sys; d=json.load(sys.stdin); d["container"]=None; print(json.dumps(d,indent=2,sort_keys=True))' | grep -v '"image"') >/dev/null; then
+    # The keys are sorted in both (imgtool sorts them); only the container differs.
+    echo "inspect.sh: the qcow2's report differs from the raw image's" >&2
+fi
+converted() { qemu-img convert -f qcow2 -O raw "$1" "$WORK/converted.raw"; pipeline "$WORK/converted.raw"; rm -f "$WORK/converted.raw"; }
+: >"$WORK/qtimes"
+for (( i = 1; i <= RUNS; i++ )); do
+    if (( i % 2 )); then order="inspect-qcow2 inspect-raw"; else order="inspect-raw inspect-qcow2"; fi
+    for side in $order; do
+        t0=$(now_us)
+        if [[ $side == inspect-qcow2 ]]; then inspect "$QCOW2"; else inspect "$BIG"; fi
+        t1=$(now_us)
+        echo "$side $i $(( t1 - t0 ))" >>"$WORK/qtimes"
+    done
+done
+# The alternatives take seconds: a few runs each.
+for (( i = 1; i <= 3; i++ )); do
+    t0=$(now_us); converted "$QCOW2"; t1=$(now_us); echo "convert $i $(( t1 - t0 ))" >>"$WORK/qtimes"
+done
+if command -v virt-filesystems >/dev/null; then
+    export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
+    for (( i = 1; i <= 3; i++ )); do
+        t0=$(now_us); virt-filesystems --all --long -a "$QCOW2" --format=qcow2 >/dev/null 2>&1 || true; t1=$(now_us)
+        echo "guestfs $i $(( t1 - t0 ))" >>"$WORK/qtimes"
+    done
+fi
+
+python3 - "$WORK/qtimes" "$RUNS" "$(peak_kib "$IMGTOOL" inspect --json "$QCOW2")" \
+    "$(image_bytes_read "$WORK/small.qcow2")" "$(image_bytes_read "$QCOW2")" <<'EOF3'
+import statistics, sys
+t = {}
+for line in open(sys.argv[1]):
+    side, i, us = line.split()
+    t.setdefault(side, {})[int(i)] = int(us) / 1000
+runs, peak, small, big = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+ratio = statistics.median(t["inspect-qcow2"][i] / t["inspect-raw"][i] for i in t["inspect-qcow2"])
+q = statistics.median(t["inspect-qcow2"].values())
+print(f"inspect of the same 1 TiB disk as a qcow2: {runs} runs per side, median wall time")
+print(f"  imgtool inspect --json, raw     {statistics.median(t['inspect-raw'].values()):9.2f} ms")
+print(f"  imgtool inspect --json, qcow2   {q:9.2f} ms   ratio to raw {ratio:.2f}   (target <= 2.0)")
+c = statistics.median(t["convert"].values())
+print(f"  qemu-img convert + sfdisk + blkid x4   {c:9.2f} ms   ratio {q / c:.3f}")
+if "guestfs" in t:
+    g = statistics.median(t["guestfs"].values())
+    print(f"  virt-filesystems --all --long (TCG)    {g:9.2f} ms   ratio {q / g:.4f}")
+else:
+    print("  virt-filesystems: not installed (libguestfs-tools), not measured")
+print(f"  peak memory: imgtool {peak / 1024:.1f} MiB (target < 25 MiB)")
+print(f"  bytes of the qcow2 read: 1 GiB disk {small}, 1 TiB disk {big}   ({'same' if small == big else 'DIFFERENT'})")
+EOF3
