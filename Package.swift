@@ -24,13 +24,16 @@ let package = Package(
         .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
         // libewf reads E01 acquisitions; it opens their segment files itself, so ImgSystem uses it.
         .systemLibrary(name: "CEwf", pkgConfig: "libewf", providers: [.apt(["libewf-dev"])]),
+        // zlib and zstd inflate qcow2's and VMDK's compressed clusters: pure computation, like liblzma.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         // The distribution's libdevmapper (libdevmapper-dev), so a package depending on ImgKit
         // builds with plain `swift build`. The CLI's static build (`make build`) links a static
         // libdevmapper.a of the same version instead: see Scripts/build-libdevmapper.sh.
         .systemLibrary(name: "CDevMapper", pkgConfig: "devmapper", providers: [.apt(["libdevmapper-dev"])]),
         // libdm's variadic log callback, formatted in C for a Swift function pointer.
         .target(name: "CDevMapperShim", dependencies: ["CDevMapper"]),
-        .target(name: "ImgFormats", dependencies: ["CLzma"]),
+        .target(name: "ImgFormats", dependencies: ["CLzma", "CZlib", "CZstd"]),
         .target(
             name: "ImgSystem",
             dependencies: ["ImgFormats", "CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", "CDevMapper", "CDevMapperShim", "CEwf",
