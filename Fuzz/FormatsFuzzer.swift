@@ -71,6 +71,17 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         }
     }
 
+    // The input as a container: opened or refused, then read at its start, middle and end, and
+    // across a cluster boundary; every read gives exactly what was asked or an error.
+    for disk in containerDisks(source) {
+        for (offset, count) in [(0, 4096), (disk.size / 2, 65536 + 1), (disk.size &- 512, 512), (65536 - 7, 14)]
+        where count > 0 && offset <= disk.size && UInt64(count) <= disk.size - offset {
+            if let read = try? disk.read(at: offset, count: count), read.count != count {
+                fatalError("a container read of \(count) bytes gave \(read.count)")
+            }
+        }
+    }
+
     let boot = BootCode.identify(sector0: Array(bytes.prefix(512)))
     if boot.kind == .unknown, size >= 512, boot.details["sha256"]?.count != 64 {
         fatalError("unknown boot code without a 64-digit sha256: \(boot)")
@@ -186,6 +197,13 @@ private func check(_ header: GrubLegacy.Stage2Header) {
 }
 
 /// `bytes`, then zeros up to `size`: a sparse image whose tail was never written.
+/// The readers that open the input as a container (no other file may be opened).
+private func containerDisks(_ source: MemoryByteSource) -> [any ByteSource] {
+    var disks: [any ByteSource] = []
+    if let disk = try? QCOW2Disk(file: source, files: .none) { disks.append(disk) }
+    return disks
+}
+
 private struct ZeroExtendedSource: ByteSource {
     let bytes: [UInt8]
     let size: UInt64

@@ -18,11 +18,12 @@ swiftc=$(command -v swiftc || echo /opt/swift/usr/bin/swiftc)
 mkdir -p "$out"
 
 # One module from the parser sources plus the entry point; lld because gold warns about ASan's
-# local symbols. -g so a crash report has file:line. -I finds the CLzma module map (core.img's
-# decompression uses liblzma, package liblzma-dev).
+# local symbols. -g so a crash report has file:line. -I finds the CLzma, CZlib and CZstd module
+# maps (core.img's decompression uses liblzma, package liblzma-dev; qcow2's and VMDK's
+# compressed clusters zlib and zstd, packages zlib1g-dev and libzstd-dev).
 echo "building $fuzzer"
 "$swiftc" -parse-as-library -module-name FormatsFuzzer -package-name imgtool -sanitize=fuzzer,address -O -g -use-ld=lld \
-    -I "$root/Sources/CLzma" -llzma \
+    -I "$root/Sources/CLzma" -I "$root/Sources/CZlib" -I "$root/Sources/CZstd" -llzma -lz -lzstd \
     "$root"/Sources/ImgFormats/*.swift "$root/Fuzz/FormatsFuzzer.swift" -o "$fuzzer" || exit 2
 
 # libFuzzer adds what it finds to its first corpus directory: work on a copy so the seeds in the

@@ -31,7 +31,7 @@ public enum ProbeWindow {
             let lower = min(r.lowerBound, length), upper = min(r.upperBound, length, lower &+ maxRange)
             return lower < upper ? lower..<upper : nil
         }
-        return merged([0..<min(length, head), length - min(length, tail)..<length] + bounded)
+        return merged(([0..<min(length, head), length - min(length, tail)..<length] + bounded).filter { !$0.isEmpty })
     }
 
     /// Reads inside the area only; nil where a range leaves it or the read fails.

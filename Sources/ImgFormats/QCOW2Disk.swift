@@ -579,3 +579,5 @@ public final class QCOW2Disk: ByteSource {
         }
     }
 }
+
+extension QCOW2Disk: ContainerDisk {}

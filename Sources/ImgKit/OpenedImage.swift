@@ -38,7 +38,7 @@ struct OpenedImage {
             let (disk, facts) = try virtualDisk(of: file, container: container, path: path, backing: backing, depth: 0)
             var findings: [Finding] = []
             if let name = (disk as? any ContainerDisk)?.backingNotOpened {
-                findings.append(Finding(.warning, "it names \(name) as its backing file, which holds the parts of the disk this file does not; it was not opened (an image can name any file), so those parts read as zeros. Pass --backing to read it too."))
+                findings.append(Finding(.warning, "\(path) names \(name) as its backing file, which holds the parts of the disk this file does not; it was not opened (an image can name any file), so those parts read as zeros. Pass --backing to read it too."))
             }
             return OpenedImage(path: path, file: file, container: facts, disk: disk, problem: nil, findings: findings)
         } catch {
@@ -54,7 +54,8 @@ struct OpenedImage {
         let openBacking: @Sendable (String) throws -> any ByteSource = { name in try backingDisk(name, of: path, depth: depth + 1) }
         let files = ContainerFiles(openExtent: openExtent, openBacking: backing ? openBacking : nil)
         switch container.format {
-        case .qcow2, .vmdk, .vhd, .vhdx: _ = files; throw ContainerError("imgtool cannot read inside \(container.format.rawValue) files yet")
+        case .qcow2: return (try QCOW2Disk(file: file, files: files), container)
+        case .vmdk, .vhd, .vhdx: _ = files; throw ContainerError("imgtool cannot read inside \(container.format.rawValue) files yet")
         case .ewf:
             let ewf = try EWFDisk(path: path)
             return (ewf, DiskContainer(format: .ewf, virtualSize: ewf.size, clusterSize: ewf.chunkSize > 0 ? ewf.chunkSize : nil))
