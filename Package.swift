@@ -22,13 +22,15 @@ let package = Package(
         .target(name: "CExt2fsFdIO", dependencies: ["CExt2fs"]),
         // liblzma decodes GRUB's core.img: pure computation, so the formats layer may use it.
         .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
+        // zlib inflates streamOptimized VMDK grains: pure computation too.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // The distribution's libdevmapper (libdevmapper-dev), so a package depending on ImgKit
         // builds with plain `swift build`. The CLI's static build (`make build`) links a static
         // libdevmapper.a of the same version instead: see Scripts/build-libdevmapper.sh.
         .systemLibrary(name: "CDevMapper", pkgConfig: "devmapper", providers: [.apt(["libdevmapper-dev"])]),
         // libdm's variadic log callback, formatted in C for a Swift function pointer.
         .target(name: "CDevMapperShim", dependencies: ["CDevMapper"]),
-        .target(name: "ImgFormats", dependencies: ["CLzma"]),
+        .target(name: "ImgFormats", dependencies: ["CLzma", "CZlib"]),
         .target(
             name: "ImgSystem",
             dependencies: ["ImgFormats", "CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", "CDevMapper", "CDevMapperShim",
