@@ -183,7 +183,7 @@ public final class VHDDisk: ByteSource {
                 if sparse.differencing {
                     try VirtualDisk.appendParent(parent, at: position, count: Int(length), to: &out)
                 } else {
-                    out.append(contentsOf: repeatElement(0, count: Int(length)))
+                    out.append(contentsOf: [UInt8](repeating: 0, count: Int(length)))
                 }
             } else {
                 let bitmapOffset = UInt64(entry) * 512, dataOffset = bitmapOffset + sparse.bitmapBytes

@@ -230,7 +230,7 @@ public final class VHDXDisk: ByteSource {
             case .notPresent where differencing:
                 try VirtualDisk.appendParent(parent, at: position, count: Int(length), to: &out)
             case .notPresent, .undefined, .zero, .unmapped:
-                out.append(contentsOf: repeatElement(0, count: Int(length)))
+                out.append(contentsOf: [UInt8](repeating: 0, count: Int(length)))
             case .fullyPresent:
                 try checkInFile(fileOffset, blockBytes, block)
                 out.append(contentsOf: try file.read(at: fileOffset + within, count: Int(length)))

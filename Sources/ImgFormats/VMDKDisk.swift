@@ -219,7 +219,7 @@ public final class VMDKDisk: ByteSource {
             case .unallocated:
                 try VirtualDisk.appendParent(parent, at: base + position, count: Int(length), to: &out)
             case .zeroed:
-                out.append(contentsOf: repeatElement(0, count: Int(length)))
+                out.append(contentsOf: [UInt8](repeating: 0, count: Int(length)))
             case .atSector(let sector):
                 if sparse.compressed {
                     let bytes = try inflatedGrain(grain, at: sector, of: sparse, number: number)
@@ -350,7 +350,7 @@ public final class VMDKDisk: ByteSource {
             let length = min(end - position, extent.length - within)
             switch extent.kind {
             case .zero:
-                out.append(contentsOf: repeatElement(0, count: Int(length)))
+                out.append(contentsOf: [UInt8](repeating: 0, count: Int(length)))
             case .flat(let source, let base):
                 out.append(contentsOf: try source.read(at: base + within, count: Int(length)))
             case .sparse(let sparse):

@@ -84,12 +84,12 @@ enum VirtualDisk {
     /// reads as zeros past its end, as qemu reads a short backing file.
     static func appendParent(_ parent: (any ByteSource)?, at offset: UInt64, count: Int, to out: inout [UInt8]) throws {
         guard let parent, offset < parent.size else {
-            out.append(contentsOf: repeatElement(0, count: count))
+            out.append(contentsOf: [UInt8](repeating: 0, count: count))
             return
         }
         let inside = Int(min(UInt64(count), parent.size - offset))
         out.append(contentsOf: try parent.read(at: offset, count: inside))
-        out.append(contentsOf: repeatElement(0, count: count - inside))
+        out.append(contentsOf: [UInt8](repeating: 0, count: count - inside))
     }
 
     /// Opens the parent `name` through `files.openBacking`; nil (and the name, for

@@ -56,7 +56,7 @@ struct VirtualDiskReaderTests {
             let got = try disk.read(at: offset, count: count)
             var want = offset < reference.size ? try reference.read(at: offset, count: Int(min(UInt64(count), reference.size - offset))) : []
             want += [UInt8](repeating: 0, count: count - want.count)
-            guard got == want else {
+            guard Self.same(got, want) else {
                 let first = zip(got, want).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? 0
                 Issue.record("\(label): differs from the reference at byte \(offset + UInt64(first))")
                 return
@@ -72,6 +72,11 @@ struct VirtualDiskReaderTests {
             #expect(try disk.read(at: start, count: count) == want, "\(label): \(count) bytes at \(start)")
         }
         #expect(throws: (any Error).self, "\(label): a read past the end") { try disk.read(at: disk.size - 1, count: 2) }
+    }
+
+    /// Byte equality through memcmp: Array's == is element by element in a debug build.
+    static func same(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in a.isEmpty || memcmp(x.baseAddress!, y.baseAddress!, a.count) == 0 } }
     }
 
     static func open(_ path: String, format: DiskContainer.Format, files: ContainerFiles) throws -> any ByteSource {
@@ -161,7 +166,8 @@ struct VirtualDiskReaderTests {
             bytes[block0 + 1] = 0x00
             try Data(bytes).write(to: URL(fileURLWithPath: made.path("child.vhd")))
 
-            let parentBytes = (0..<raw.count).map { UInt8(truncatingIfNeeded: $0 / 512 &* 37 &+ 11) }
+            var parentBytes: [UInt8] = []
+            for sector in 0..<(raw.count / 512) { parentBytes += [UInt8](repeating: UInt8(truncatingIfNeeded: sector &* 37 &+ 11), count: 512) }
             let parentSource = MemoryByteSource(parentBytes)
             let disk = try VHDDisk(file: FileByteSource(path: made.path("child.vhd")),
                                    files: ContainerFiles(openExtent: { _ in parentSource }, openBacking: { name in
