@@ -296,4 +296,9 @@ struct VirtualDiskReaderTests {
             #expect(throws: ContainerError.self) { try Self.openAndReadAll(hugeMarker, .vmdk) }
         }
     }
+
+    @Test func crc32cCheckValue() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([UInt8]()) == 0)
+    }
 }
