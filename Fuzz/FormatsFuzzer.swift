@@ -201,6 +201,9 @@ private func check(_ header: GrubLegacy.Stage2Header) {
 private func containerDisks(_ source: MemoryByteSource) -> [any ByteSource] {
     var disks: [any ByteSource] = []
     if let disk = try? QCOW2Disk(file: source, files: .none) { disks.append(disk) }
+    if let disk = try? VMDKDisk(file: source, files: .none) { disks.append(disk) }
+    if let disk = try? VHDDisk(file: source, files: .none) { disks.append(disk) }
+    if let disk = try? VHDXDisk(file: source, files: .none) { disks.append(disk) }
     return disks
 }
 

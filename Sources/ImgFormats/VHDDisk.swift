@@ -218,3 +218,5 @@ public final class VHDDisk: ByteSource {
         return bitmap
     }
 }
+
+extension VHDDisk: ContainerDisk {}

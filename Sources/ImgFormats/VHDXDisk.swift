@@ -280,3 +280,5 @@ public final class VHDXDisk: ByteSource {
         return bitmap
     }
 }
+
+extension VHDXDisk: ContainerDisk {}

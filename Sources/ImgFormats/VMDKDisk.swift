@@ -370,3 +370,5 @@ public final class VMDKDisk: ByteSource {
         return max(low, 0)
     }
 }
+
+extension VMDKDisk: ContainerDisk {}

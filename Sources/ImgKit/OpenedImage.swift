@@ -55,7 +55,9 @@ struct OpenedImage {
         let files = ContainerFiles(openExtent: openExtent, openBacking: backing ? openBacking : nil)
         switch container.format {
         case .qcow2: return (try QCOW2Disk(file: file, files: files), container)
-        case .vmdk, .vhd, .vhdx: _ = files; throw ContainerError("imgtool cannot read inside \(container.format.rawValue) files yet")
+        case .vmdk: return (try VMDKDisk(file: file, files: files), container)
+        case .vhd: return (try VHDDisk(file: file, files: files), container)
+        case .vhdx: return (try VHDXDisk(file: file, files: files), container)
         case .ewf:
             let ewf = try EWFDisk(path: path)
             return (ewf, DiskContainer(format: .ewf, virtualSize: ewf.size, clusterSize: ewf.chunkSize > 0 ? ewf.chunkSize : nil))

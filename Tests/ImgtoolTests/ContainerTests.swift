@@ -53,7 +53,11 @@ struct ContainerTests {
         if arguments.contains("--json"), let object = try? JSONSerialization.jsonObject(with: Data(r.output)) as? JSON {
             var trimmed = object
             trimmed["container"] = nil
-            text = String(decoding: try JSONSerialization.data(withJSONObject: trimmed, options: [.sortedKeys, .prettyPrinted]), as: UTF8.self)
+            text = String(decoding: try JSONSerialization.data(withJSONObject: trimmed, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]),
+                          as: UTF8.self)
+        } else {
+            // The human report's container line is the container's own.
+            text = text.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("container: ") }.joined(separator: "\n")
         }
         return "exit \(r.status)\n\(text)\n\(r.stderr)".replacingOccurrences(of: image, with: "IMAGE")
     }
