@@ -1,6 +1,7 @@
 #!/bin/bash
 # run.sh [SECONDS [LIBFUZZER FLAGS...]]: build the libFuzzer target for the ImgFormats parsers (MBR,
-# GPT, boot code, GRUB core.img, FAT, PE, SYSLINUX/ISOLINUX, ISO 9660, GRUB legacy) and fuzz them for
+# GPT, boot code, GRUB core.img, FAT, PE, SYSLINUX/ISOLINUX, ISO 9660, GRUB legacy, the container
+# readers, LVM, LUKS, the probe window) and fuzz them for
 # SECONDS (default 60); further arguments go to libFuzzer (for
 # example -use_value_profile=1 or -jobs=4). Exits 1 on a crash, leaving the reproducer in .build/fuzz/; 2 on
 # bad usage or a failed build. See README.md in this folder.
@@ -41,6 +42,35 @@ if command -v grub-mkimage >/dev/null && [[ -f $grub/boot.img ]]; then
     cat "$grub/boot.img" "$work/core.tmp" > "$work/grub2-core-chain.bin"
     truncate -s %512 "$work/grub2-core-chain.bin"  # whole sectors, or the last blocklist sector is cut off
     rm "$work/core.tmp"
+fi
+
+# Containers as qemu-img writes them, each holding a small disk with data in a few places (small
+# clusters keep the seeds small; VHD's 2 MiB blocks and VHDX's 1 MiB regions cannot be smaller).
+if command -v qemu-img >/dev/null; then
+    python3 - "$work/disk.tmp" <<'PY'
+import sys
+disk = bytearray(256 * 1024)
+disk[510:512] = b"\x55\xaa"
+disk[4096:4096 + 52] = b"imgtool fuzz seed, compressible text " + bytes(15)
+disk[131072 - 100:131072 + 100] = bytes(range(200))
+disk[-512:] = bytes((i * 7) & 0xFF for i in range(512))
+open(sys.argv[1], "wb").write(disk)
+PY
+    while read -r name args; do
+        # shellcheck disable=SC2086  # the options are words
+        qemu-img convert -f raw $args "$work/disk.tmp" "$work/$name" 2>/dev/null || echo "qemu-img could not write $name" >&2
+    done <<'FORMATS'
+container-v2.qcow2 -O qcow2 -o compat=0.10,cluster_size=512
+container-zlib.qcow2 -O qcow2 -c -o cluster_size=4096
+container-zstd.qcow2 -O qcow2 -c -o cluster_size=4096,compression_type=zstd
+container-l2.qcow2 -O qcow2 -o cluster_size=16384,extended_l2=on
+container-sparse.vmdk -O vmdk
+container-stream.vmdk -O vmdk -o subformat=streamOptimized
+container-dynamic.vhd -O vpc -o force_size=on
+container-fixed.vhd -O vpc -o subformat=fixed,force_size=on
+container-disk.vhdx -O vhdx -o block_size=1M,log_size=1M
+FORMATS
+    rm "$work/disk.tmp"
 fi
 
 # Swift's own crash handler would symbolicate for many seconds before libFuzzer saves the input.
