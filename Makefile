@@ -28,6 +28,8 @@ BENCH_PKGS := time strace libguestfs-tools
 DIST_PKGS := lintian debootstrap man-db bash-completion zsh fish groff fdisk python3
 # ImgtoolTests renders the generated man page with groff -ww.
 TEST_PKGS += groff-base
+# FilesFATISOTests measures imgtool cat's peak memory with GNU time.
+TEST_PKGS += time
 
 # `make install PREFIX=... DESTDIR=...`: the static executable, imgtool(1) and the completions.
 PREFIX ?= /usr/local

@@ -22,15 +22,43 @@ public struct FATFilesystem: Sendable {
         public let size: UInt32
         /// 0 for an empty file.
         public let firstCluster: UInt32
+        /// The attribute byte (0x01 read-only, 0x02 hidden, 0x04 system, 0x10 directory, 0x20 archive).
+        public let attributes: UInt8
+        /// The last-write date as stored (bits 15-9 years since 1980, 8-5 month, 4-0 day); see `unixTime`.
+        public let modifiedDate: UInt16
+        /// The last-write time as stored (bits 15-11 hours, 10-5 minutes, 4-0 two-second units).
+        public let modifiedTime: UInt16
 
         /// Makes an entry as a directory listing returns it.
-        public init(name: String, shortName: String, isDirectory: Bool, size: UInt32, firstCluster: UInt32) {
+        public init(name: String, shortName: String, isDirectory: Bool, size: UInt32, firstCluster: UInt32,
+                    attributes: UInt8? = nil, modifiedDate: UInt16 = 0, modifiedTime: UInt16 = 0) {
             self.name = name
             self.shortName = shortName
             self.isDirectory = isDirectory
             self.size = size
             self.firstCluster = firstCluster
+            self.attributes = attributes ?? (isDirectory ? 0x10 : 0)
+            self.modifiedDate = modifiedDate
+            self.modifiedTime = modifiedTime
         }
+
+        /// Whether the read-only attribute (0x01) is set.
+        public var isReadOnly: Bool { attributes & 0x01 != 0 }
+
+        /// The last-write time in seconds since the epoch (`FATFilesystem.unixTime`).
+        public var modified: Int64 { FATFilesystem.unixTime(date: modifiedDate, time: modifiedTime) }
+    }
+
+    /// Seconds since the epoch of a FAT date and time. FAT stores the writer's local time with no
+    /// zone; it is taken as UTC here (Linux's vfat does the same with `tz=UTC`, and by default when
+    /// the kernel's zone is UTC). As Linux's fat_time_fat2unix does, month and day 0 count as 1,
+    /// and the seconds field (two-second units, 0...29 valid) is used as stored.
+    public static func unixTime(date: UInt16, time: UInt16) -> Int64 {
+        let year = 1980 + Int64(date >> 9)
+        let month = max(1, Int64((date >> 5) & 0x0F))
+        let day = max(1, Int64(date & 0x1F))
+        let seconds = Int64(time >> 11) * 3600 + Int64((time >> 5) & 0x3F) * 60 + Int64(time & 0x1F) * 2
+        return daysFromCivil(year: year, month: min(month, 12), day: day) * 86400 + seconds
     }
 
     /// FAT12, FAT16 or FAT32, decided by the cluster count.
@@ -247,6 +275,17 @@ public struct FATFilesystem: Sendable {
         return try entries(of: entry, isRoot: isRoot, path: path)
     }
 
+    /// The root directory as an entry (no name on disk, no timestamp): the fixed area on
+    /// FAT12/16 (first cluster 0), the root cluster chain on FAT32.
+    public var root: Entry { Entry(name: "/", shortName: "/", isDirectory: true, size: 0, firstCluster: rootCluster) }
+
+    /// The entries of `directory` (found at `path`, which messages name), in on-disk order: the
+    /// fixed root area for the root of a FAT12/16 volume (first cluster 0), else its cluster chain.
+    public func list(_ directory: Entry, path: String) throws(Problem) -> [Entry] {
+        guard directory.isDirectory else { throw .notADirectory(path) }
+        return try entries(of: directory, isRoot: kind != .fat32 && directory.firstCluster == 0, path: path)
+    }
+
     /// `lookup`, also saying whether the entry is the root directory (which has no entry on disk).
     private func resolve(_ path: String) throws(Problem) -> (entry: Entry, isRoot: Bool)? {
         let components = path.split(separator: "/")
@@ -281,6 +320,42 @@ public struct FATFilesystem: Sendable {
         }
         guard clusters == needed else { throw .clusterChainTooShort(path: path, clusters: clusters, needed: needed) }
         return bytes
+    }
+
+    /// Streams the file `entry` (found at `path`, which messages name) to `body` in pieces of at
+    /// most one cluster, following its cluster chain until the size is covered or `body` returns
+    /// false. Memory stays at one cluster whatever the size; the chain is checked link by link as
+    /// `read` checks it (range, free and bad clusters, loops, a chain too short for the size).
+    public func stream(_ entry: Entry, path: String, _ body: (ArraySlice<UInt8>) -> Bool) throws(Problem) {
+        guard !entry.isDirectory else { throw .isADirectory(path) }
+        guard entry.size > 0 else { return }
+        let size = UInt64(entry.size), cluster = UInt64(clusterSize)
+        let needed = Int((size + cluster - 1) / cluster)
+        var done: UInt64 = 0
+        var stopped = false
+        let clusters = try walkChain(from: entry.firstCluster, path: path, limit: needed) { (c) throws(Problem) in
+            let count = Int(min(cluster, size - done))
+            let bytes = try Self.read(source, at: clusterOffset(c), count: count)
+            done += UInt64(count)
+            guard body(bytes[...]) else {
+                stopped = true
+                return false
+            }
+            return true
+        }
+        guard stopped || clusters == needed else { throw .clusterChainTooShort(path: path, clusters: clusters, needed: needed) }
+    }
+
+    /// The bytes a directory occupies, as Linux's vfat reports a directory's size: its clusters
+    /// times the cluster size (the fixed root area on FAT12/16). `entry` is a directory found at
+    /// `path`; the root is `lookup("/")`.
+    public func directoryBytes(_ entry: Entry, path: String) throws(Problem) -> UInt64 {
+        if entry.firstCluster == 0 {
+            return kind == .fat32 ? 0 : UInt64(rootEntryCount * 32)
+        }
+        let limit = max(1, Self.maximumDirectoryEntries * 32 / clusterSize) + 1
+        let clusters = try walkChain(from: entry.firstCluster, path: path, limit: limit) { (_) throws(Problem) in true }
+        return UInt64(clusters) * UInt64(clusterSize)
     }
 
     // MARK: directories
@@ -354,7 +429,8 @@ public struct FATFilesystem: Sendable {
             let long = expected == 0 && Self.checksum(raw) == checksum ? longName() : nil
             entries.append(Entry(
                 name: long ?? short, shortName: short, isDirectory: attributes & 0x10 != 0, size: e.le32(28),
-                firstCluster: (wideClusters ? UInt32(e.le16(20)) << 16 : 0) | UInt32(e.le16(26))))
+                firstCluster: (wideClusters ? UInt32(e.le16(20)) << 16 : 0) | UInt32(e.le16(26)),
+                attributes: attributes, modifiedDate: e.le16(24), modifiedTime: e.le16(22)))
             return true
         }
 

@@ -2,9 +2,19 @@ import Glibc
 import ImgFormats
 import ImgSystem
 
-/// Reading files from an image's ext2/3/4 filesystems without mounting it: finds the filesystems
-/// (the partitions, or a bare filesystem filling the image) and opens one. What `imgtool ls` and
-/// `imgtool cat` are made of, and how to get the list that `OSInspection.inspect` takes.
+/// Reading files from an image's filesystems without mounting it: ext2/3/4 (libext2fs), FAT12/16/32
+/// and ISO 9660 with Rock Ridge or Joliet (ImgFormats' readers). Finds the filesystems (the
+/// partitions, a bare filesystem filling the image, or an ISO 9660 volume spanning a hybrid image)
+/// and opens one. What `imgtool ls` and `imgtool cat` are made of.
+///
+/// Which filesystem is read without `--partition`, in this order:
+/// 1. an ISO 9660 volume that starts at the image's first byte (a primary volume descriptor at
+///    block 16): what a CD drive reads, even where a partition table surrounds it (the hybrid ISOs
+///    of grub-mkrescue and xorriso, whose partitions lie inside the ISO);
+/// 2. the image itself when it has no partition table (a bare filesystem);
+/// 3. its only ext2/3/4 partition (the system, where an ESP lies beside it);
+/// 4. without ext2/3/4 partitions, its only FAT or ISO 9660 partition.
+/// Several candidates at one step are an error naming them; `--partition N` picks any partition.
 public enum ImageFiles {
     /// A partition (or the whole image, `partition` nil) and what libblkid finds there.
     public struct Location: Sendable, Equatable {
@@ -17,14 +27,16 @@ public enum ImageFiles {
         /// libblkid's TYPE ("ext4", "vfat", "swap"), nil when it finds nothing.
         public let type: String?
 
-        /// Whether libblkid found ext2, ext3 or ext4, the filesystems `open` reads.
+        /// Whether libblkid found ext2, ext3 or ext4.
         public var isExt: Bool { type.map(ImageFiles.extTypes.contains) ?? false }
+        /// Whether libblkid found a filesystem `run` reads: ext2/3/4, FAT ("vfat") or ISO 9660.
+        public var isReadable: Bool { isExt || type == "vfat" || type == "iso9660" }
     }
 
     /// An opened filesystem and where it is.
     public struct Opened: Sendable {
-        /// The filesystem, read through libext2fs.
-        public let filesystem: Ext2Filesystem
+        /// The filesystem: ext2/3/4 through libext2fs, FAT or ISO 9660 through ImgFormats.
+        public let filesystem: Filesystem
         /// The partition (or whole image) it fills.
         public let location: Location
     }
@@ -33,8 +45,8 @@ public enum ImageFiles {
     public struct Options: Sendable {
         /// The image file or block device.
         public var image: String
-        /// The partition; nil: the image itself when it has no partition table, else its only
-        /// ext2/3/4 partition.
+        /// The partition; nil: the image's own filesystem or its only readable partition, as
+        /// `ImageFiles` describes.
         public var partition: Int?
         /// An LVM logical volume ("vg/lv") holding the filesystem, found on the image's physical
         /// volumes (in `partition` when given); it must lie in one run of extents.
@@ -64,9 +76,13 @@ public enum ImageFiles {
         /// False for a bare filesystem filling the image.
         let hasTable: Bool
         let locations: [Location]
+        /// An ISO 9660 volume from the image's first byte, beside a partition table (hybrid ISO).
+        var wholeImageISO = false
     }
 
     static let extTypes: Set<String> = ["ext2", "ext3", "ext4"]
+    /// The filesystems ls and cat read, for messages.
+    static let readableList = "ext2/3/4, FAT12/16/32 and ISO 9660"
 
     /// Every partition that may hold a filesystem (not an extended container), with its type; for
     /// an image without a partition table, the image itself (`hasTable` false).
@@ -101,7 +117,9 @@ public enum ImageFiles {
             locations.append(Location(partition: p.number, offset: offset, length: available,
                                       type: probe(source, name: image, offset: offset, length: available)))
         }
-        return Layout(disk: source, hasTable: true, locations: locations)
+        // A hybrid ISO: the table's partitions are windows into an ISO 9660 volume that spans the image.
+        let iso = (try? ISO9660Filesystem.open(source, offset: 0, length: source.size)) != nil
+        return Layout(disk: source, hasTable: true, locations: locations, wholeImageISO: iso)
     }
 
     /// The ext2/3/4 filesystems of `image`, in the form `OSInspection.inspect` takes.
@@ -109,8 +127,9 @@ public enum ImageFiles {
         try locate(image: image, backingFiles: false).locations.filter(\.isExt).map { .init(partition: $0.partition, offset: $0.offset) }
     }
 
-    /// Opens the ext2/3/4 filesystem in `partition`; without one, the image itself when it has no
-    /// partition table, else its only ext2/3/4 partition (several are an error listing them).
+    /// Opens the filesystem in `partition`; without one, the one `ImageFiles` describes (a
+    /// whole-image ISO 9660 volume, a bare filesystem, the only ext2/3/4 partition, the only FAT or
+    /// ISO 9660 partition); several candidates are an error listing them.
     public static func run(_ options: Options) throws(Error) -> Opened {
         guard options.isolation == nil else { throw .isolatedOpen(path: options.image) }
         if let name = options.logicalVolume { return try openLogicalVolume(name, options: options) }
@@ -124,24 +143,49 @@ public enum ImageFiles {
                 throw .noSuchPartition(path: image, number: partition, available: locations.compactMap(\.partition))
             }
             location = found
+        } else if layout.wholeImageISO {
+            location = Location(partition: nil, offset: 0, length: layout.disk.size, type: "iso9660")
         } else if !hasTable {
             location = locations[0]
         } else {
             let ext = locations.filter(\.isExt)
-            guard !ext.isEmpty else {
+            let candidates = ext.isEmpty ? locations.filter(\.isReadable) : ext
+            guard !candidates.isEmpty else {
                 throw .noExtFilesystem(path: image, found: locations.compactMap { l in
                     l.type.map { "\($0) on partition \(l.partition!)" } })
             }
-            guard ext.count == 1 else {
-                throw .ambiguous(path: image, candidates: ext.map { "partition \($0.partition!) (\($0.type!))" })
+            guard candidates.count == 1 else {
+                throw .ambiguous(path: image, candidates: candidates.map { "partition \($0.partition!) (\($0.type!))" })
             }
-            location = ext[0]
+            location = candidates[0]
         }
-        guard location.isExt else { throw .notExt(path: image, partition: location.partition, found: location.type) }
-        do {
-            return Opened(filesystem: try Ext2Filesystem(source: layout.disk, offset: location.offset, name: image), location: location)
-        } catch {
-            throw .damaged(path: image, partition: location.partition, reason: error.operation)
+        return Opened(filesystem: try open(location, on: layout.disk, image: image), location: location)
+    }
+
+    /// Opens the filesystem libblkid found at `location`: ext2/3/4 through libext2fs, "vfat" and
+    /// "iso9660" through ImgFormats' readers; anything else is `.notExt`.
+    static func open(_ location: Location, on disk: any ByteSource, image: String) throws(Error) -> Filesystem {
+        switch location.type {
+        case let type? where extTypes.contains(type):
+            do {
+                return .ext(try Ext2Filesystem(source: disk, offset: location.offset, name: image))
+            } catch {
+                throw .damaged(path: image, partition: location.partition, reason: error.operation)
+            }
+        case "vfat":
+            do {
+                return .fat(try FATFilesystem.open(disk, offset: location.offset, length: location.length))
+            } catch {
+                throw .unreadableFilesystem(path: image, partition: location.partition, filesystem: "FAT", reason: error.description)
+            }
+        case "iso9660":
+            do {
+                return .iso(try ISO9660Filesystem.open(disk, offset: location.offset, length: location.length))
+            } catch {
+                throw .unreadableFilesystem(path: image, partition: location.partition, filesystem: "ISO 9660", reason: error.description)
+            }
+        default:
+            throw .notExt(path: image, partition: location.partition, found: location.type)
         }
     }
 
@@ -166,14 +210,19 @@ public enum ImageFiles {
         case noPartitionTable(path: String, filesystem: String?)
         /// The table has no partition `number`; `available` lists those it has.
         case noSuchPartition(path: String, number: Int, available: [Int])
-        /// The chosen partition (or whole image, `partition` nil) holds no ext2/3/4; `found` is what libblkid found there.
+        /// The chosen partition (or whole image, `partition` nil) holds no filesystem ls reads
+        /// (ext2/3/4, FAT, ISO 9660); `found` is what libblkid found there.
         case notExt(path: String, partition: Int?, found: String?)
-        /// No partition holds ext2/3/4; `found` lists what the partitions hold.
+        /// No partition holds a filesystem ls reads; `found` lists what the partitions hold.
         case noExtFilesystem(path: String, found: [String])
-        /// No partition was given and several hold ext2/3/4; `candidates` names them.
+        /// No partition was given and several hold ext2/3/4 (or, without ext, several FAT or ISO
+        /// 9660); `candidates` names them.
         case ambiguous(path: String, candidates: [String])
         /// libext2fs could not open the filesystem; `reason` is its message.
         case damaged(path: String, partition: Int?, reason: String)
+        /// A FAT or ISO 9660 filesystem (`filesystem` names which) could not be opened, or is damaged
+        /// where a path led; `reason` is the reader's message.
+        case unreadableFilesystem(path: String, partition: Int?, filesystem: String, reason: String)
         /// A path inside the filesystem failed.
         case file(Ext2Filesystem.Error, image: String, partition: Int?)
         /// `read`'s output failed (the caller's, e.g. writing to standard output); reading stopped.
@@ -191,7 +240,7 @@ public enum ImageFiles {
             switch self {
             case .cannotOpen, .unreadable: return .noInput
             case .backingNotOpened: return .usage
-            case .noPartitionTable, .noSuchPartition, .notExt, .noExtFilesystem, .ambiguous, .damaged, .container,
+            case .noPartitionTable, .noSuchPartition, .notExt, .noExtFilesystem, .ambiguous, .damaged, .container, .unreadableFilesystem,
                  .noSuchLogicalVolume, .logicalVolumeNotContiguous:
                 return .badImage
             case .file(.library, _, _), .output, .isolatedOpen: return .failure
@@ -226,15 +275,20 @@ public enum ImageFiles {
             case .notExt(let p, let n, let found):
                 let place = n.map { "partition \($0) of \(p)" } ?? p
                 let what = found.map { "it is \($0)" } ?? "libblkid finds no filesystem there"
-                return "\(place) holds no ext2/3/4 filesystem (\(what)); imgtool ls and cat read ext2, ext3 and ext4 only."
+                return "\(place) holds no filesystem ls can read (\(what)); imgtool ls and cat read \(ImageFiles.readableList)."
             case .noExtFilesystem(let p, let found):
                 let seen = found.isEmpty ? "no filesystem at all" : "only " + found.joined(separator: ", ")
-                return "\(p) has no ext2/3/4 filesystem (\(seen)); imgtool ls and cat read ext2, ext3 and ext4 only."
+                return "\(p) has no filesystem ls can read (\(seen)); imgtool ls and cat read \(ImageFiles.readableList)."
             case .ambiguous(let p, let candidates):
-                return "\(p) has \(candidates.count) ext2/3/4 filesystems: \(candidates.joined(separator: ", ")). Choose one with --partition N."
+                let what = candidates.allSatisfy { $0.contains("(ext") } ? "ext2/3/4 filesystems" : "filesystems ls can read"
+                return "\(p) has \(candidates.count) \(what): \(candidates.joined(separator: ", ")). Choose one with --partition N."
             case .damaged(let p, let n, let reason):
                 let place = n.map { "partition \($0) of \(p)" } ?? p
                 return "libext2fs cannot open the filesystem in \(place): \(reason). It may be damaged; check a copy with e2fsck -n."
+            case .unreadableFilesystem(let p, let n, let fs, let reason):
+                let place = n.map { "partition \($0) of \(p)" } ?? p
+                let check = fs == "FAT" || fs.hasPrefix("FAT") ? "check a copy with fsck.fat -n" : "check it with xorriso -indev IMAGE -check_media --"
+                return "the \(fs) filesystem in \(place) cannot be read: \(reason). It may be damaged; \(check)."
             case .file(let error, let image, let partition):
                 let place = partition.map { "partition \($0) of \(image)" } ?? image
                 let ls = "imgtool ls \(image)" + (partition.map { " --partition \($0)" } ?? "")
@@ -293,7 +347,7 @@ extension ImageFiles {
                 guard full == name, let extent = pv.extent(of: lv) else { continue }
                 let location = Location(partition: options.partition, offset: offset + extent.offset, length: extent.length, type: nil)
                 do {
-                    return Opened(filesystem: try Ext2Filesystem(source: layout.disk, offset: location.offset, name: image),
+                    return Opened(filesystem: .ext(try Ext2Filesystem(source: layout.disk, offset: location.offset, name: image)),
                                   location: location)
                 } catch {
                     throw .damaged(path: image, partition: options.partition, reason: "logical volume \(name): \(error.operation)")

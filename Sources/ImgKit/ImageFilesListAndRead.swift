@@ -50,10 +50,7 @@ extension ImageFiles {
         let fs = opened.filesystem
         do {
             if try fs.stat(path).kind == .directory {
-                let entries = try fs.list(path)
-                return Listing(path: path, isDirectory: true, entries: entries.map { entry in
-                    Listing.Entry(entry, target: entry.kind == .symlink ? try? fs.readLink(join(path, entry.name)) : nil)
-                })
+                return Listing(path: path, isDirectory: true, entries: try fs.entries(path))
             }
             let entry = try fs.stat(path, followSymlinks: false)
             let named = Ext2Filesystem.Entry(name: path, kind: entry.kind, size: entry.size, mode: entry.mode,
@@ -61,7 +58,17 @@ extension ImageFiles {
             return Listing(path: path, isDirectory: false,
                            entries: [Listing.Entry(named, target: entry.kind == .symlink ? try? fs.readLink(path) : nil)])
         } catch {
-            throw .file(error, image: options.image, partition: opened.location.partition)
+            throw failure(error, opened, options)
+        }
+    }
+
+    /// A filesystem failure as the error `list` and `read` throw.
+    private static func failure(_ failure: Filesystem.Failure, _ opened: Opened, _ options: Options) -> Error {
+        switch failure {
+        case .path(let error): return .file(error, image: options.image, partition: opened.location.partition)
+        case .damaged(let reason):
+            return .unreadableFilesystem(path: options.image, partition: opened.location.partition,
+                                         filesystem: opened.filesystem.name, reason: reason)
         }
     }
 
@@ -86,8 +93,8 @@ extension ImageFiles {
         let opened = try run(options)
         do {
             try opened.filesystem.read(path) { chunk in try output(chunk) }
-        } catch let error as Ext2Filesystem.Error {
-            throw .file(error, image: options.image, partition: opened.location.partition)
+        } catch let error as Filesystem.Failure {
+            throw failure(error, opened, options)
         } catch let error as SystemError {
             throw .output(path: path, error)
         } catch {
@@ -99,10 +106,6 @@ extension ImageFiles {
     /// The options the VM's imgtool runs with: the same, minus the isolation it is inside.
     private static func local(_ options: Options) -> Options {
         Options(image: options.image, partition: options.partition, logicalVolume: options.logicalVolume)
-    }
-
-    private static func join(_ directory: String, _ name: String) -> String {
-        directory.hasSuffix("/") ? directory + name : directory + "/" + name
     }
 }
 

@@ -91,6 +91,9 @@ extension ImageFiles.Error: IsolatedError {
             return errorDocument(self, case: "ambiguous", ["path": .string(p), "candidates": JSONValue(candidates)])
         case .damaged(let p, let n, let reason):
             return errorDocument(self, case: "damaged", ["path": .string(p), "partition": JSONValue(n), "reason": .string(reason)])
+        case .unreadableFilesystem(let p, let n, let fs, let reason):
+            return errorDocument(self, case: "unreadableFilesystem", ["path": .string(p), "partition": JSONValue(n),
+                                                                      "filesystem": .string(fs), "reason": .string(reason)])
         case .file(let e, let image, let n):
             return errorDocument(self, case: "file", ["path": .string(image), "partition": JSONValue(n), "file": e.isolatedJSON])
         case .output, .isolatedOpen, .isolation, .noSuchLogicalVolume, .logicalVolumeNotContiguous:
@@ -135,6 +138,10 @@ extension ImageFiles.Error: IsolatedError {
         case "damaged":
             guard let n = optional(json["partition"], int), let r = json["reason"]?.stringValue else { return nil }
             self = .damaged(path: p, partition: n, reason: r)
+        case "unreadableFilesystem":
+            guard let n = optional(json["partition"], int), let fs = json["filesystem"]?.stringValue,
+                  let r = json["reason"]?.stringValue else { return nil }
+            self = .unreadableFilesystem(path: p, partition: n, filesystem: fs, reason: r)
         case "file":
             guard let n = optional(json["partition"], int), let e = json["file"].flatMap(Ext2Filesystem.Error.init(isolatedJSON:))
             else { return nil }

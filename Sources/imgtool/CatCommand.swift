@@ -4,11 +4,12 @@ import ImgSystem
 
 let catCommand = CommandSpec(
     name: "cat",
-    abstract: "Print a file of an ext2/3/4 filesystem in a disk image, without mounting it.",
+    abstract: "Print a file of an ext2/3/4, FAT12/16/32 or ISO 9660 filesystem in a disk image, without mounting it.",
     discussion: """
         Streams the file to standard output in 64 KiB chunks, so files of any size work. Reads \
-        the image through libext2fs: no root, no mount, and the image is opened read-only. \
-        Symbolic links are followed inside the image's filesystem, never on the host.
+        ext2/3/4 through libext2fs, FAT and ISO 9660 itself: no root, no mount, and the image is \
+        opened read-only. Symbolic links are followed inside the image's filesystem, never on \
+        the host. The filesystem is chosen as for imgtool ls.
         """,
     positionals: [
         PositionalSpec(name: "image", optional: false, completion: .file, help: "The disk image (or a bare filesystem image, or a block device)."),

@@ -4,11 +4,16 @@ import ImgSystem
 
 let lsCommand = CommandSpec(
     name: "ls",
-    abstract: "List a directory of an ext2/3/4 filesystem in a disk image, without mounting it.",
+    abstract: "List a directory of an ext2/3/4, FAT12/16/32 or ISO 9660 filesystem in a disk image, without mounting it.",
     discussion: """
-        Reads the image through libext2fs: no root, no loop device, no mount, and the image is \
-        opened read-only. Symbolic links are followed inside the image's filesystem, never on \
-        the host. A path that is not a directory is shown by itself.
+        Reads ext2/3/4 through libext2fs, FAT (VFAT long names) and ISO 9660 (Rock Ridge, else \
+        Joliet, else the plain names as Linux shows them) itself: no root, no loop device, no \
+        mount, and the image is opened read-only. Symbolic links are followed inside the image's \
+        filesystem, never on the host. A path that is not a directory is shown by itself. \
+        Without --partition: an ISO 9660 volume spanning the image (a hybrid ISO) is read as a CD \
+        drive reads it, else a bare filesystem, else the only ext2/3/4 partition, else the only \
+        FAT or ISO 9660 partition. FAT has no owners or modes: they show as Linux's vfat shows \
+        them by default (0755, 0555 when read-only, owner 0), times as UTC.
         """,
     positionals: [
         PositionalSpec(name: "image", optional: false, completion: .file, help: "The disk image (or a bare filesystem image, or a block device)."),
@@ -35,7 +40,7 @@ let backingOption = OptionSpec.flag(
 /// --partition for ls and cat.
 let partitionOption = OptionSpec.option(
     "partition", "<n>",
-    help: "The partition holding the filesystem (default: the only ext2/3/4 one, or the whole image if it has no partition table).")
+    help: "The partition holding the filesystem (default: a whole-image ISO 9660 volume, the whole image if it has no partition table, the only ext2/3/4 partition, else the only FAT or ISO 9660 one).")
 
 /// --lv for ls and cat.
 let logicalVolumeOption = OptionSpec.option(

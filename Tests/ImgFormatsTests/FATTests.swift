@@ -304,6 +304,33 @@ struct FATTests {
         #expect(cyclic.description.contains("fsck.fat"))
     }
 
+    /// `stream` gives what `read` gives, a cluster at a time; the same chain checks stop it; it
+    /// can be stopped early. Directory sizes are their clusters, attributes and dates come along.
+    @Test func streamsAndDescribes() throws {
+        let (image, data) = try Self.smallImage()
+        let good = try Damaged(image)
+        let fs = try good.open()
+        let entry = try #require(try fs.lookup(Self.bootFile))
+        var pieces: [Int] = [], bytes: [UInt8] = []
+        try fs.stream(entry, path: Self.bootFile) { pieces.append($0.count); bytes += $0; return true }
+        #expect(bytes == data && pieces.allSatisfy { $0 <= fs.clusterSize } && pieces.count == 40)
+        var first = 0
+        try fs.stream(entry, path: Self.bootFile) { _ in first += 1; return false }
+        #expect(first == 1)
+        #expect(throws: FATFilesystem.Problem.isADirectory("/EFI")) { try fs.stream(try #require(try fs.lookup("/EFI")), path: "/EFI") { _ in true } }
+        var damaged = good
+        damaged.setFAT(entry.firstCluster + 5, entry.firstCluster + 2)
+        #expect(throws: FATFilesystem.Problem.cyclicClusterChain(path: Self.bootFile, cluster: entry.firstCluster + 2)) {
+            try damaged.open().stream(entry, path: Self.bootFile) { _ in true }
+        }
+        // FAT12's root is its fixed area; a subdirectory is its clusters (one here).
+        #expect(try fs.directoryBytes(fs.root, path: "/") == UInt64(fs.rootEntryCount * 32))
+        #expect(try fs.directoryBytes(try #require(try fs.lookup("/EFI")), path: "/EFI") == UInt64(fs.clusterSize))
+        #expect(try fs.list(fs.root, path: "/").map(\.name) == (try fs.list("/")).map(\.name))
+        let efi = try #require(try fs.lookup("/EFI"))
+        #expect(efi.attributes & 0x10 != 0 && !efi.isReadOnly && efi.modified > 1_600_000_000, "mtools stamps the current time")
+    }
+
     @Test func cyclicDirectory() throws {
         let image = try Image(fat: 12, kibibytes: 1024)
         try image.mkdir("/many")

@@ -268,11 +268,11 @@ import TestSupport
             try run(["mkswap", "-U", "494d4754-0000-4000-8000-0000000000c1", swap])
             try run(["dd", "if=\(swap)", "of=\(image)", "bs=512", "seek=\(data.startSector)", "conv=notrunc", "status=none"])
             try expectFailure(["ls", image, "--partition", "2"], status: .badImage,
-                              message: "partition 2 of \(image) holds no ext2/3/4 filesystem (it is swap); imgtool ls and cat read ext2, ext3 and ext4 only.")
+                              message: "partition 2 of \(image) holds no filesystem ls can read (it is swap); imgtool ls and cat read ext2/3/4, FAT12/16/32 and ISO 9660.")
             try expectFailure(["cat", image, "--partition", "1", "/x"], status: .badImage,
-                              message: "partition 1 of \(image) holds no ext2/3/4 filesystem (libblkid finds no filesystem there)")
+                              message: "partition 1 of \(image) holds no filesystem ls can read (libblkid finds no filesystem there)")
             try expectFailure(["ls", image], status: .badImage,
-                              message: "\(image) has no ext2/3/4 filesystem (only swap on partition 2)")
+                              message: "\(image) has no filesystem ls can read (only swap on partition 2)")
         }
 
         @Test("a damaged directory block is a libext2fs failure (exit 1) naming the directory")
@@ -322,3 +322,4 @@ import TestSupport
         }
     }
 }
+

@@ -91,6 +91,8 @@ struct IsolatedRequestTests {
         .noPartitionTable(path: "/i.img", filesystem: nil), .noSuchPartition(path: "/i.img", number: 9, available: [1, 2]),
         .notExt(path: "/i.img", partition: 1, found: "vfat"), .notExt(path: "/i.img", partition: nil, found: nil),
         .noExtFilesystem(path: "/i.img", found: ["vfat on partition 1"]),
+        .unreadableFilesystem(path: "/i.img", partition: 2, filesystem: "FAT32", reason: "the cluster chain loops"),
+        .unreadableFilesystem(path: "/i.iso", partition: nil, filesystem: "ISO 9660 (Rock Ridge)", reason: "outside"),
         .ambiguous(path: "/i.img", candidates: ["partition 1 (ext4)", "partition 2 (ext2)"]),
         .damaged(path: "/i.img", partition: 2, reason: "ext2fs_open2"),
         .file(.notFound("/a/b", missing: "/a"), image: "/i.img", partition: 1),
