@@ -229,7 +229,7 @@ public enum ImageFiles {
         case output(path: String, SystemError)
         /// No physical volume of the image holds logical volume `name`; `available` lists those there are.
         case noSuchLogicalVolume(path: String, name: String, available: [String])
-        /// Logical volume `name` does not lie in one run of extents of one physical volume here.
+        /// Logical volume `name` is not linear, or lies partly on a physical volume not in this image.
         case logicalVolumeNotContiguous(path: String, name: String)
         /// `run` was given an `isolation`: the filesystem it opens would live in the VM.
         case isolatedOpen(path: String)
@@ -308,7 +308,7 @@ public enum ImageFiles {
                 let list = available.isEmpty ? "none: no LVM physical volume was found" : available.joined(separator: ", ")
                 return "\(p) has no logical volume \(name) (its logical volumes: \(list)). Name one as VG/LV with --lv."
             case .logicalVolumeNotContiguous(let p, let name):
-                return "\(p): logical volume \(name) is not one run of extents on one physical volume of this image (several segments with gaps, several disks, or a type other than linear); imgtool reads only such volumes. Run imgtool inspect to see its segments."
+                return "\(p): logical volume \(name) is not linear (striped, mirrored, RAID or thin), or part of it lies on a physical volume that is not in this image; imgtool reads linear volumes whose extents are all here. Run imgtool inspect to see its segments."
             case .isolatedOpen(let p):
                 return "\(p): an opened filesystem cannot come back from an isolated VM. Use ImageFiles.list or ImageFiles.read with the isolation, or open it without one."
             case .isolation(let e):
@@ -334,6 +334,17 @@ extension ImageFiles {
         }
     }
 
+    /// `volume` of the group `group` describes, read through its segments on the physical volumes
+    /// of that group found anywhere on the image; nil when it is not linear or one is missing.
+    static func pieces(of volume: LVMPhysicalVolume.LogicalVolume, group: LVMPhysicalVolume, layout: Layout) -> LogicalVolumeSource? {
+        guard let extentSize = group.extentSize else { return nil }
+        var places: [String: (offset: UInt64, extentStart: UInt64)] = [:]
+        for (pv, offset) in physicalVolumes(layout, partition: nil) where pv.volumeGroupUUID == group.volumeGroupUUID {
+            if let member = group.members.first(where: { $0.uuid == pv.uuid }) { places[member.name] = (offset, member.extentStart) }
+        }
+        return LogicalVolumeSource(volume: volume, extentSize: extentSize, physicalVolumes: places, disk: layout.disk)
+    }
+
     /// Opens the ext filesystem in logical volume "vg/lv".
     static func openLogicalVolume(_ name: String, options: Options) throws(Error) -> Opened {
         let image = options.image
@@ -344,11 +355,23 @@ extension ImageFiles {
             for lv in pv.logicalVolumes {
                 let full = "\(pv.volumeGroup ?? "?")/\(lv.name)"
                 if !available.contains(full) { available.append(full) }
-                guard full == name, let extent = pv.extent(of: lv) else { continue }
-                let location = Location(partition: options.partition, offset: offset + extent.offset, length: extent.length, type: nil)
+                guard full == name else { continue }
+                // One run of extents is read in place; a linear volume in several runs (of any
+                // physical volume of the group on this image) through its segments.
+                let source: any ByteSource
+                let location: Location
+                if let extent = pv.extent(of: lv) {
+                    source = layout.disk
+                    location = Location(partition: options.partition, offset: offset + extent.offset, length: extent.length, type: nil)
+                } else if let pieces = pieces(of: lv, group: pv, layout: layout) {
+                    source = pieces
+                    location = Location(partition: options.partition, offset: pieces.runs[0].diskOffset, length: pieces.size, type: nil)
+                } else {
+                    continue
+                }
                 do {
-                    return Opened(filesystem: .ext(try Ext2Filesystem(source: layout.disk, offset: location.offset, name: image)),
-                                  location: location)
+                    let inSource = source is LogicalVolumeSource ? 0 : location.offset
+                    return Opened(filesystem: .ext(try Ext2Filesystem(source: source, offset: inSource, name: image)), location: location)
                 } catch {
                     throw .damaged(path: image, partition: options.partition, reason: "logical volume \(name): \(error.operation)")
                 }

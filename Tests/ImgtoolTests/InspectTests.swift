@@ -328,6 +328,60 @@ struct InspectTests {
         #expect(missing.status == ExitStatus.badImage.rawValue && missing.stderr.contains("vgimg/root"), "\(missing.stderr)")
     }
 
+    /// A root volume grown after another volume took the extents behind it: two segments with a
+    /// gap, as lvs lists them. The filesystem is written piece by piece where lvs says each
+    /// segment lies (what device mapper would do), and imgtool reads it back through the segments.
+    @Test("a logical volume in two runs of extents: its filesystem and OS found, cat reads through its segments")
+    func lvmFragmented() throws {
+        let scratch = try Scratch()
+        let image = scratch.file("lvm.img")
+        try run(["truncate", "-s", "96M", image])
+        try run(["sh", "-c", "printf 'label: dos\\nstart=2048, type=8e\\n' | sfdisk -q \"$1\"", "sh", image])
+        let partitionOffset = 2048 * 512
+        let loop = try run(["losetup", "-f", "--show", "-o", "\(partitionOffset)", image]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { _ = try? Subprocess.run(["losetup", "-d", loop]) }
+        let config = "devices { obtain_device_list_from_udev=0 filter=[\"a|^\(loop)$|\", \"r|.*|\"] } activation { udev_sync=0 udev_rules=0 }"
+        func lvm(_ arguments: [String]) throws -> String {
+            try run(["env", "LVM_SUPPRESS_FD_WARNINGS=1", arguments[0], "--driverloaded", "n", "--config", config] + arguments.dropFirst()).stdout
+        }
+        _ = try lvm(["pvcreate", "-q", "-y", loop])
+        _ = try lvm(["vgcreate", "-q", "vgimg", loop])
+        _ = try lvm(["lvcreate", "-q", "-an", "-Zn", "-L", "8M", "-n", "root", "vgimg"])
+        _ = try lvm(["lvcreate", "-q", "-an", "-Zn", "-L", "8M", "-n", "other", "vgimg"])
+        _ = try lvm(["lvextend", "-q", "-L", "40M", "vgimg/root"])
+        let peStart = try #require(Int(try lvm(["pvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", loop])
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        let extent = try #require(Int(try lvm(["vgs", "--noheadings", "--units", "b", "--nosuffix", "-o", "vg_extent_size", "vgimg"])
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        // Each segment: its first byte in the volume, its size, and "/dev/loop0:FIRST-LAST".
+        let segments = try lvm(["lvs", "--noheadings", "--segments", "--units", "b", "--nosuffix", "-o", "seg_start,seg_size,seg_pe_ranges",
+                                "vgimg/root"]).split(separator: "\n").map { $0.split(separator: " ") }.filter { $0.count == 3 }
+        #expect(segments.count == 2, "lvs: \(segments)")
+
+        let volume = scratch.file("root.fs")
+        try run(["truncate", "-s", "40M", volume])
+        try run(["mkfs.ext4", "-q", "-L", "lvroot", volume])
+        let release = scratch.file("os-release")
+        try "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n".write(toFile: release, atomically: true, encoding: .utf8)
+        try run(["debugfs", "-w", "-R", "mkdir /etc", volume])
+        try run(["debugfs", "-w", "-R", "write \(release) /etc/os-release", volume])
+        for segment in segments {
+            let start = try #require(Int(segment[0])), size = try #require(Int(segment[1]))
+            let firstPE = try #require(Int(segment[2].split(separator: ":").last?.split(separator: "-").first ?? ""))
+            let at = partitionOffset + peStart + firstPE * extent
+            try run(["dd", "status=none", "conv=notrunc", "bs=1M", "iflag=skip_bytes,count_bytes", "oflag=seek_bytes",
+                     "if=\(volume)", "of=\(image)", "skip=\(start)", "count=\(size)", "seek=\(at)"])
+        }
+
+        let report = try inspect(image)
+        let root = try #require(((report["lvm"] as? [JSON])?.first?["logicalVolumes"] as? [JSON])?.first { $0["name"] as? String == "root" })
+        #expect(root["offset"] is NSNull && (root["segments"] as? [JSON])?.count == 2)
+        #expect((root["filesystem"] as? JSON)?["label"] as? String == "lvroot")
+        #expect((report["os"] as? JSON)?["rootLogicalVolume"] as? String == "vgimg/root")
+        let cat = try imgtool(["cat", "--lv", "vgimg/root", image, "/etc/os-release"])
+        #expect(cat.status == 0 && cat.stdout.contains("ID=debian"), "\(cat.stderr)")
+    }
+
     /// cryptsetup's LUKS1 and LUKS2 in a partition: identified as cryptsetup luksDump reads
     /// them (version, UUID, cipher, enabled key slots, payload offset), never opened.
     @Test("LUKS1 and LUKS2 volumes are described as luksDump describes them, never opened", arguments: ["luks1", "luks2"])
