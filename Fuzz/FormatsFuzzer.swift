@@ -125,6 +125,21 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     }
     for block in descriptorBlocks {
         if let volume = try? ISO9660Volume(source, descriptorBlock: block) { check(volume) }
+        // And as ls reads it: Rock Ridge, Joliet or plain names, every directory below the root
+        // (bounded), each file streamed, never more bytes than the file's size.
+        if let fs = try? ISO9660Filesystem.open(source, offset: 0, length: source.size, descriptorBlock: block) {
+            var pending = [(fs.root, "/")], visited = 0
+            while let (directory, path) = pending.popLast(), visited < 64 {
+                visited += 1
+                for file in (try? fs.list(directory, path: path)) ?? [] {
+                    let child = path == "/" ? "/" + file.name : path + "/" + file.name
+                    if file.kind == .directory { pending.append((file, child)); continue }
+                    var streamed: UInt64 = 0
+                    try? fs.stream(file, path: child) { chunk in streamed += UInt64(chunk.count); return true }
+                    if streamed > file.size { fatalError("\(child): streamed \(streamed) bytes of a \(file.size)-byte file") }
+                }
+            }
+        }
     }
     check(ISO9660Volume.records(bytes), directoryBytes: size)
 
@@ -251,6 +266,10 @@ private func check(_ fs: FATFilesystem) {
                 if directories.count < 8, path.split(separator: "/").count < 4 { directories.append(path) }
             } else if files < 16 {
                 files += 1
+                // Streamed as cat streams it: never more than the file's size.
+                var streamed = 0
+                try? fs.stream(found, path: path) { chunk in streamed += chunk.count; return streamed < 1 << 20 }
+                if streamed > Int(found.size) { fatalError("\(path): streamed \(streamed) bytes of a \(found.size)-byte file") }
                 if let data = try? fs.read(path, maxBytes: 64 << 10), data.count != Int(found.size) || data.count > 64 << 10 {
                     fatalError("\(path): read \(data.count) bytes of a \(found.size)-byte file with a 64 KiB cap")
                 }
