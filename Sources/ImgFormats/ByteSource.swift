@@ -16,6 +16,14 @@ public protocol ByteSource: Sendable {
     func read(at offset: UInt64, count: Int) throws -> [UInt8]
 }
 
+/// A byte source that knows where it holds nothing but zeros: a container's unallocated and zero
+/// clusters, what SEEK_DATA tells of a file. Copies of it skip those parts without reading them.
+public protocol SparseByteSource: ByteSource {
+    /// The parts of `range` that may hold bytes other than zeros, sorted and apart; the rest of
+    /// `range` reads as zeros. A part may hold zeros too (the answer may be generous, never short).
+    func dataRanges(in range: Range<UInt64>) throws -> [Range<UInt64>]
+}
+
 /// Why a read from a `ByteSource` failed. `description` is the message the user reads.
 public struct ByteSourceError: Error, CustomStringConvertible, Sendable {
     public let description: String

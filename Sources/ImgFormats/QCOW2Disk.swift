@@ -580,4 +580,35 @@ public final class QCOW2Disk: ByteSource {
     }
 }
 
-extension QCOW2Disk: ContainerDisk {}
+extension QCOW2Disk: ContainerDisk, SparseByteSource {
+    /// The allocated and compressed clusters of `range`, and what the backing disk holds where
+    /// this one has nothing (all of it, unless the backing disk says otherwise).
+    public func dataRanges(in range: Range<UInt64>) throws -> [Range<UInt64>] {
+        let upper = min(range.upperBound, size)
+        guard range.lowerBound < upper else { return [] }
+        var found: [Range<UInt64>] = []
+        func add(_ r: Range<UInt64>) {
+            if let last = found.last, last.upperBound == r.lowerBound { found[found.count - 1] = last.lowerBound..<r.upperBound } else { found.append(r) }
+        }
+        // In slices, so the plan for a huge range stays small.
+        var position = range.lowerBound
+        while position < upper {
+            let count = Int(min(upper - position, 64 << 20))
+            let segments = try cache.withLock { cache in try plan(offset: position, count: count, cache: &cache) }
+            for segment in segments {
+                let r = segment.guest..<segment.guest + UInt64(segment.length)
+                switch segment.kind {
+                case .data, .compressed: add(r)
+                case .zero: break
+                case .unallocated:
+                    guard let backing else { break }
+                    let inBacking = r.clamped(to: 0..<backing.size)
+                    if inBacking.isEmpty { break }
+                    if let sparse = backing as? any SparseByteSource { try sparse.dataRanges(in: inBacking).forEach(add) } else { add(inBacking) }
+                }
+            }
+            position += UInt64(count)
+        }
+        return found
+    }
+}

@@ -23,27 +23,56 @@ struct ProbeCopy {
         self.length = length
         guard length <= UInt64(off_t.max) else { throw SystemError("ftruncate(memfd)", on: name, errno: EFBIG) }
         try systemCall("ftruncate(memfd)", on: name) { ftruncate(fd, off_t(length)) }
-        for range in ProbeWindow.ranges(source, offset: offset, length: length) {
-            var position = range.lowerBound
-            while position < range.upperBound {
-                let count = Int(min(UInt64(Self.chunk), range.upperBound - position))
-                let bytes: [UInt8]
+        for window in ProbeWindow.ranges(source, offset: offset, length: length) {
+            // Only what may hold data: a container's unallocated clusters are holes already.
+            let pieces: [Range<UInt64>]
+            if let sparse = source as? any SparseByteSource {
                 do {
-                    bytes = try source.read(at: offset + position, count: count)
+                    pieces = try sparse.dataRanges(in: offset + window.lowerBound..<offset + window.upperBound).map {
+                        ($0.lowerBound - offset)..<($0.upperBound - offset)
+                    }
                 } catch {
-                    throw SystemError("reading \(count) bytes at \(offset + position) (\(error))", on: name, errno: EIO)
+                    throw SystemError("finding the data in \(window) (\(error))", on: name, errno: EIO)
                 }
-                if bytes.contains(where: { $0 != 0 }) {
-                    var done = 0
-                    while done < bytes.count {
-                        let at = off_t(position) + off_t(done)
-                        done += try systemCall("pwrite(memfd)", on: name) {
-                            bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, at) }
-                        }
+            } else {
+                pieces = [window]
+            }
+            for range in pieces { try copy(source, range: range, offset: offset, fd: fd, name: name) }
+        }
+    }
+
+    /// Copies `range` (of the area at `offset`) into the copy at `fd`, leaving all-zero chunks as holes.
+    private func copy(_ source: any ByteSource, range: Range<UInt64>, offset: UInt64, fd: Int32, name: String) throws(SystemError) {
+        var position = range.lowerBound
+        while position < range.upperBound {
+            let count = Int(min(UInt64(Self.chunk), range.upperBound - position))
+            let bytes: [UInt8]
+            do {
+                bytes = try source.read(at: offset + position, count: count)
+            } catch {
+                throw SystemError("reading \(count) bytes at \(offset + position) (\(error))", on: name, errno: EIO)
+            }
+            if !Self.isZero(bytes) {
+                var done = 0
+                while done < bytes.count {
+                    let at = off_t(position) + off_t(done)
+                    done += try systemCall("pwrite(memfd)", on: name) {
+                        bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, at) }
                     }
                 }
-                position += UInt64(count)
             }
+            position += UInt64(count)
+        }
+    }
+
+    /// Whether `bytes` are all zeros, eight at a time.
+    static func isZero(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { raw in
+            let words = raw.count / 8
+            var any: UInt64 = 0
+            for i in 0..<words { any |= raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) }
+            for i in words * 8..<raw.count { any |= UInt64(raw[i]) }
+            return any == 0
         }
     }
 }
