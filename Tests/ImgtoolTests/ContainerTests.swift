@@ -170,9 +170,11 @@ struct ContainerTests {
     @Test("an encrypted qcow2 is described, not read; install-grub refuses every container and changes nothing")
     func encryptedAndWriting() throws {
         let scratch = try Scratch()
+        // crypt_method 1 (AES), as an old encrypted image has it, set in a qemu-img image's header:
+        // qemu-img's LUKS encryption times its key derivation, which fails on a loaded machine.
         let encrypted = scratch.file("enc.qcow2")
-        try run(["qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=imgtool",
-                 "-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", encrypted, "64M"])
+        try run(["qemu-img", "create", "-q", "-f", "qcow2", encrypted, "64M"])
+        try run(["sh", "-c", "printf '\\000\\000\\000\\001' | dd of=\"$1\" bs=1 seek=32 conv=notrunc status=none", "sh", encrypted])
         let report = try #require(try JSONSerialization.jsonObject(with: Data(try imgtool(["inspect", "--json", encrypted]).output)) as? JSON)
         #expect((report["container"] as? JSON)?["encrypted"] as? Bool == true)
         #expect((report["findings"] as? [JSON] ?? []).contains { ($0["severity"] as? String) == "error" })
