@@ -65,6 +65,30 @@ public enum Verify {
                             problems: problems, efi: efi)
     }
 
+    /// The format qemu opens `image` with to boot it (`verify --boot`): "raw", or a container's
+    /// own driver. Throws, with the reason, for a container qemu cannot be given: one it does not
+    /// read (E01), an encrypted one, or one that names other files (a backing file, VMDK extents,
+    /// a parent), which qemu would open itself; a backing file only when `backingFiles` allows it.
+    public static func bootFormat(image: String, backingFiles: Bool) throws(BootRefusal) -> String {
+        guard let file = try? ImageSource.open(image), let container = try? DiskContainer.identify(file) else { return "raw" }
+        var refusal = container.isolationRefusal
+        // Allowed, a backing file or parent is the only other file qemu opens, and it opens it as
+        // imgtool would: next to the image.
+        let namesBacking = container.backingFile != nil || (container.format == .vhd && container.variant == "differencing")
+        let namesExtents = container.format == .vmdk && !["monolithicSparse", "streamOptimized"].contains(container.variant ?? "")
+        if backingFiles, namesBacking, !namesExtents, !container.encrypted, container.format.qemuDriver != nil { refusal = nil }
+        guard let driver = container.format.qemuDriver, refusal == nil else {
+            let next = namesBacking && !backingFiles ? ", or pass --backing to let qemu open its backing file" : ""
+            throw BootRefusal(description: "\(image) cannot be booted as it is: \(refusal ?? "qemu cannot open it"). Convert it to a raw image and boot that (\(container.format.rawCopyCommand(image)))\(next).")
+        }
+        return driver
+    }
+
+    /// Why an image cannot be booted by `verify --boot`; `description` is the message the user reads.
+    public struct BootRefusal: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
     /// Errors: it does not boot. Something imgtool could not check: it cannot tell. Else it boots.
     static func verdict(_ problems: [Finding]) -> Bool? {
         problems.contains { $0.severity == .error } ? false : problems.contains { $0.severity == .info } ? nil : true

@@ -60,13 +60,14 @@ public enum QemuBoot {
         }
     }
 
-    /// Boots `image` (raw) read-only via a copy-on-write overlay (snapshot=on, kept in the private temp
+    /// Boots `image` (opened as qemu's `format`, always named, never probed: "raw", "qcow2", ...)
+    /// read-only via a copy-on-write overlay (snapshot=on, kept in the private temp
     /// dir) so the image never changes, under TCG, without network. Polls the screen until it settles
     /// into a recognisable state (the same classification twice in a row) or `timeout` seconds pass:
     /// with SeaBIOS the VGA text buffer; with OVMF the serial console, because UEFI draws on a
     /// graphics framebuffer and copies its text console, GRUB's included, to the serial port. Always
     /// kills qemu and removes its temp dir, also when `interruption` fires.
-    public static func observe(image: String, timeout: Double, firmware: Firmware = .bios,
+    public static func observe(image: String, format: String = "raw", timeout: Double, firmware: Firmware = .bios,
                                interruption: Interruption? = nil) throws(QemuBoot.Error) -> BootObservation {
         guard let qemu = Subprocess.find(qemuProgram) else { throw .qemuMissing }
         if firmware == .efi {
@@ -79,7 +80,7 @@ public enum QemuBoot {
         do { process = try QemuProcess(temporaryPrefix: temporaryPrefix, interruption: interruption) } catch { throw .system(error) }
         let started = monotonicNow()
         do {
-            try process.start(try arguments(qemu: qemu, image: image, firmware: firmware, dir: process.directory), monitor: true)
+            try process.start(try arguments(qemu: qemu, image: image, format: format, firmware: firmware, dir: process.directory), monitor: true)
         } catch { throw .system(error) }
         guard let monitor = process.monitor else { throw .monitor("was not started") }
 
@@ -135,12 +136,12 @@ public enum QemuBoot {
 
     /// qemu's command line: the image read-only through a snapshot=on overlay (in the private dir,
     /// where QemuProcess points TMPDIR) and, for OVMF, a private copy of the variable store.
-    static func arguments(qemu: String, image: String, firmware: Firmware, dir: String) throws(SystemError) -> [String] {
+    static func arguments(qemu: String, image: String, format: String = "raw", firmware: Firmware, dir: String) throws(SystemError) -> [String] {
         // file.driver=file keeps qemu from reading a protocol ("nbd:", "json:") into the path.
         var arguments = [
             qemu, "-accel", "tcg", "-m", firmware == .efi ? "256" : "128", "-nodefaults", "-no-user-config",
             "-display", "none", "-vga", "std", "-no-reboot", "-nic", "none",
-            "-drive", "file.driver=file,file.filename=\(KernelVM.escape(image)),format=raw,if=ide,snapshot=on",
+            "-drive", "file.driver=file,file.filename=\(KernelVM.escape(image)),format=\(format),if=ide,snapshot=on",
         ] + QemuMonitor.qemuArguments
         if firmware == .efi {
             // The variable store is written by the firmware: a private copy, removed with the dir.

@@ -72,9 +72,14 @@ struct VerifyCommand {
         if boot {
             let firmware = firmware ?? defaultFirmware(report)
             do {
-                observation = try QemuBoot.observe(image: image, timeout: timeout, firmware: firmware, interruption: interruption)
-            } catch {
+                let format = try Verify.bootFormat(image: image, backingFiles: backing)
+                observation = try QemuBoot.observe(image: image, format: format, timeout: timeout, firmware: firmware,
+                                                   interruption: interruption)
+            } catch let error as Verify.BootRefusal {
                 printError(error.description)
+                return 2
+            } catch {
+                printError("\(error)")
                 return 2
             }
             // The boot is the truth: the verdict follows it, and a disagreement is a finding.

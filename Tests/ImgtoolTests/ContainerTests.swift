@@ -108,6 +108,26 @@ struct ContainerTests {
             let containers = try Self.convert(raw, in: scratch, prefix: prefix)
             try expectSameAnswers(raw: raw, containers: containers, commands: [["inspect", "--json"], ["verify", "--json"]])
         }
+        // ls reads the ESP's FAT and the hybrid's ISO 9660 volume through the container too.
+        try expectSameAnswers(raw: efi, containers: [scratch.file("efi-zstd.qcow2"), scratch.file("efi-disk.vhdx")],
+                              commands: [["ls", "--json", "--partition", "1", "/EFI/BOOT"]])
+        try expectSameAnswers(raw: rescue, containers: [scratch.file("rescue-stream.vmdk"), scratch.file("rescue-fast.E01")],
+                              commands: [["ls", "--json", "/boot/grub"]])
+
+        // verify --boot boots a container through qemu's own driver, named: the menu, as from the raw image.
+        func outcome(_ image: String) throws -> String? {
+            let r = try imgtool(["verify", "--boot", "--json", image])
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? JSON, "\(r.stderr)")
+            #expect(bootDisagreements(json).isEmpty, "\(image): \(bootDisagreements(json))")
+            return (json["boot"] as? JSON)?["outcome"] as? String
+        }
+        let booted = try outcome(rescue)
+        #expect(booted == "grubMenu")
+        #expect(try outcome(scratch.file("rescue-zlib.qcow2")) == booted)
+        #expect(try outcome(scratch.file("rescue-disk.vhdx")) == booted)
+        // qemu has no E01 driver: refused with the way to a raw copy.
+        let ewf = try imgtool(["verify", "--boot", scratch.file("rescue-fast.E01")])
+        #expect(ewf.status == 2 && ewf.stderr.contains("ewfexport"), "\(ewf.stderr)")
     }
 
     @Test("a backing file is read only with --backing; without it, a finding says what was not read")
