@@ -552,3 +552,41 @@ extension FATFilesystem {
         return ranges
     }
 }
+
+extension FATFilesystem {
+    /// Bytes in free clusters (FAT entry 0), counted over the whole table of the active FAT.
+    public func freeBytes() throws(Problem) -> UInt64 {
+        let entries = UInt64(clusterCount) + 2
+        let tableBytes: UInt64 = kind == .fat12 ? (entries * 3 + 1) / 2 : entries * (kind == .fat16 ? 2 : 4)
+        var free: UInt64 = 0
+        var position: UInt64 = 0
+        // In chunks that hold whole entries (a multiple of 3 bytes for FAT12's 1.5-byte ones).
+        let chunk: UInt64 = 3 * 4 * 4096
+        while position < tableBytes {
+            let count = Int(min(chunk, tableBytes - position))
+            let bytes = try Self.read(source, at: fatStart + position, count: count)
+            switch kind {
+            case .fat12:
+                // Two 12-bit entries in every three bytes; chunks start on such a triple.
+                for i in stride(from: 0, to: count, by: 3) {
+                    let b0 = UInt32(bytes[i]), b1 = i + 1 < count ? UInt32(bytes[i + 1]) : 0, b2 = i + 2 < count ? UInt32(bytes[i + 2]) : 0
+                    let n = (position + UInt64(i)) / 3 * 2
+                    if n >= 2, n < entries, b0 | (b1 & 0x0F) << 8 == 0 { free += 1 }
+                    if n + 1 >= 2, n + 1 < entries, b1 >> 4 | b2 << 4 == 0 { free += 1 }
+                }
+            case .fat16:
+                for i in stride(from: 0, to: count - 1, by: 2) {
+                    let n = (position + UInt64(i)) / 2
+                    if n >= 2, n < entries, bytes.le16(i) == 0 { free += 1 }
+                }
+            case .fat32:
+                for i in stride(from: 0, to: count - 3, by: 4) {
+                    let n = (position + UInt64(i)) / 4
+                    if n >= 2, n < entries, bytes.le32(i) & 0x0FFF_FFFF == 0 { free += 1 }
+                }
+            }
+            position += UInt64(count)
+        }
+        return free * UInt64(clusterSize)
+    }
+}

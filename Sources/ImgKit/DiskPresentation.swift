@@ -45,6 +45,8 @@ struct PresentedDisk {
     let bootDevice: String
     /// Modules grub-install cannot find out by itself with this presentation.
     let extraModules: [String]
+    /// The EFI system partition's node, for a UEFI or hybrid install.
+    var espDevice: String? = nil
 }
 
 /// The kernel cannot present the disk this way; `auto` moves on to the next strategy.
@@ -120,7 +122,15 @@ enum BlockDevicePresentation: DiskPresentation {
         guard udevadm || BlockDevice.geometryStart(boot) == range.start else {
             throw PresentationUnavailable(reason: "grub-probe cannot learn where \(boot) starts: no udevadm, and the driver reports no geometry")
         }
-        return PresentedDisk(strategy: .blockDevice, diskDevice: disk, bootDevice: boot, extraModules: [])
+        var esp: String?
+        if let e = plan.esp {
+            guard let espRange = BlockDevice.kernelPartitionRange(disk: disk, number: e.number),
+                  espRange.start == e.startSector * scale, espRange.count == e.sectorCount * scale else {
+                throw PresentationUnavailable(reason: "the kernel's partition \(e.number) of \(disk) is not the table's EFI system partition")
+            }
+            esp = BlockPartitions.nodePath(disk: disk, number: e.number)
+        }
+        return PresentedDisk(strategy: .blockDevice, diskDevice: disk, bootDevice: boot, extraModules: [], espDevice: esp)
     }
 
     /// The device node `path` names, if it is a whole-disk block device.
@@ -152,11 +162,13 @@ enum PartscanPresentation: DiskPresentation {
         // LOOP_CONFIGURE scans synchronously: if the nodes are not there now, this kernel has no
         // parser for the table.
         let number = plan.bootPartition.number
-        guard BlockPartitions.kernelPartitions(disk: disk.path).contains(number) else {
+        let kernel = BlockPartitions.kernelPartitions(disk: disk.path)
+        guard kernel.contains(number), plan.esp.map({ kernel.contains($0.number) }) ?? true else {
             throw PresentationUnavailable(reason: "the kernel did not create partition nodes for \(disk.path) (no partition-table parsing); use --strategy blkpg")
         }
         return PresentedDisk(strategy: .partscan, diskDevice: disk.path,
-                             bootDevice: BlockPartitions.nodePath(disk: disk.path, number: number), extraModules: [])
+                             bootDevice: BlockPartitions.nodePath(disk: disk.path, number: number), extraModules: [],
+                             espDevice: plan.esp.map { BlockPartitions.nodePath(disk: disk.path, number: $0.number) })
     }
 }
 
@@ -189,7 +201,7 @@ enum BlkpgPresentation: DiskPresentation {
         }
         return PresentedDisk(strategy: .blkpg, diskDevice: disk.path,
                              bootDevice: BlockPartitions.nodePath(disk: disk.path, number: plan.bootPartition.number),
-                             extraModules: [])
+                             extraModules: [], espDevice: plan.esp.map { BlockPartitions.nodePath(disk: disk.path, number: $0.number) })
     }
 }
 
@@ -197,18 +209,22 @@ enum OffsetPresentation: DiskPresentation {
     static func present(disk image: ImageDisk, plan: InstallPlan, options: InstallGrub.Options,
                         session: Session) throws -> PresentedDisk {
         let disk = try image.loopDevice()
-        let p = plan.bootPartition
         let sectorSize = UInt64(plan.table.sectorSize)
-        let tag = ResourceMarks.loopTag(session: session.id, suffix: "p\(p.number)")
-        try session.acquiring(.loop, LoopDevice.fileName(for: tag))
-        let loop = try LoopDevice.attach(plan.image, options: .init(
-            offset: p.startSector * sectorSize, sizeLimit: p.sectorCount * sectorSize,
-            tag: tag), logger: session.logger)
-        session.onClose(loop.path, journal: .init(.loop, loop.tag)) { try loop.detach() }
+        func attach(_ p: Partition) throws -> String {
+            let tag = ResourceMarks.loopTag(session: session.id, suffix: "p\(p.number)")
+            try session.acquiring(.loop, LoopDevice.fileName(for: tag))
+            let loop = try LoopDevice.attach(plan.image, options: .init(
+                offset: p.startSector * sectorSize, sizeLimit: p.sectorCount * sectorSize,
+                tag: tag), logger: session.logger)
+            session.onClose(loop.path, journal: .init(.loop, loop.tag)) { try loop.detach() }
+            return loop.path
+        }
+        let boot = try attach(plan.bootPartition)
+        let esp = try plan.esp.map { $0.number == plan.bootPartition.number ? boot : try attach($0) }
         // grub-probe sees this loop device as a disk of its own, so it cannot tell grub-install
         // which partition map and filesystem the real disk needs.
-        return PresentedDisk(strategy: .offset, diskDevice: disk.path, bootDevice: loop.path,
-                             extraModules: [plan.table.kind.grubModule, plan.grubFilesystemModule])
+        return PresentedDisk(strategy: .offset, diskDevice: disk.path, bootDevice: boot,
+                             extraModules: [plan.table.kind.grubModule, plan.grubFilesystemModule], espDevice: esp)
     }
 }
 
@@ -235,15 +251,16 @@ enum DeviceMapperPresentation: DiskPresentation {
         // kernel's own partition code leaves it out of a disk.
         let diskMap = try create(name: name, uuid: uuid,
                                  target: .linear(length: plan.imageSize / 512, device: device, offset: 0), session: session)
-        var bootMap: String?
+        var bootMap: String?, espMap: String?
         for map in try DeviceMapperLayout.partitionMaps(table: plan.table, diskName: name, diskUUID: uuid, disk: diskMap.device) {
             let info = try create(name: map.name, uuid: map.uuid, target: map.target, session: session)
             if map.number == plan.bootPartition.number { bootMap = info.path }
+            if map.number == plan.esp?.number { espMap = info.path }
         }
         guard let bootMap else {
             throw PresentationUnavailable(reason: "partition \(plan.bootPartition.number) has no device-mapper map")
         }
-        return PresentedDisk(strategy: .deviceMapper, diskDevice: diskMap.path, bootDevice: bootMap, extraModules: [])
+        return PresentedDisk(strategy: .deviceMapper, diskDevice: diskMap.path, bootDevice: bootMap, extraModules: [], espDevice: espMap)
     }
 
     private static func create(name: DeviceMapper.Name, uuid: DeviceMapper.UUID, target: DeviceMapper.Target,

@@ -4,31 +4,49 @@ import Logging
 
 /// The distribution's GRUB tools, as install-grub uses them.
 enum GrubTools {
-    static let target = GrubTarget.i386PC
-    static let moduleDirectory = "/usr/lib/grub/i386-pc"
+    static let moduleDirectory = GrubTarget.i386PC.moduleDirectory
 
-    /// Fails with the Debian package to install when a tool or GRUB's i386-pc files are missing.
-    /// Wraps access(2).
-    static func requireInstalled(needsUdevadm: Bool) throws(InstallGrubError) {
+    /// Fails with the Debian package to install when a tool or GRUB's files for `targets` are
+    /// missing, or, for UEFI, mtools, which writes the EFI system partition. Wraps access(2).
+    static func requireInstalled(needsUdevadm: Bool, targets: [GrubTarget] = [.i386PC]) throws(InstallGrubError) {
         if Subprocess.find("grub-install") == nil { throw .toolMissing(tool: "grub-install", package: "grub2-common") }
-        if !accessible("\(moduleDirectory)/boot.img", R_OK) {
-            throw .toolMissing(tool: "GRUB's i386-pc boot files (\(moduleDirectory))", package: "grub-pc-bin")
+        for target in targets where !accessible("\(target.moduleDirectory)/moddep.lst", R_OK) {
+            throw .toolMissing(tool: "GRUB's \(target.rawValue) files (\(target.moduleDirectory))", package: target.package)
+        }
+        if targets.contains(.x86_64EFI), Subprocess.find("mcopy") == nil {
+            throw .toolMissing(tool: "mcopy (it writes the EFI system partition, which this kernel cannot mount)", package: "mtools")
         }
         if needsUdevadm && Subprocess.find("udevadm") == nil {
             throw .toolMissing(tool: "udevadm (grub-probe asks it where a partition starts)", package: "udev")
         }
     }
 
-    /// Bytes of the regular files in GRUB's i386-pc directory: what grub-install copies at least.
-    /// Wraps lstat(2).
-    static func moduleFilesBytes() -> UInt64 {
+    /// Bytes of the regular files in GRUB's directory for `target`: what grub-install copies at
+    /// least. Wraps lstat(2).
+    static func moduleFilesBytes(_ target: GrubTarget = .i386PC) -> UInt64 {
         var total: UInt64 = 0
-        for name in directoryEntries(moduleDirectory) {
-            guard let st = try? fileStatus("\(moduleDirectory)/\(name)", followingLinks: false),
+        let directory = target.moduleDirectory
+        for name in directoryEntries(directory) {
+            guard let st = try? fileStatus("\(directory)/\(name)", followingLinks: false),
                   (st.st_mode & S_IFMT) == S_IFREG else { continue }
             total += UInt64(st.st_size)
         }
         return total
+    }
+
+    /// An upper bound on the EFI image grub-install builds for BOOTX64.EFI: about 140 KiB with the
+    /// modules a /boot needs (partition map, filesystem, search), far less with any of them.
+    static let efiImageBytes: UInt64 = 1 << 20
+
+    /// Bytes of what grub-install copies besides a platform's modules: the unicode font and
+    /// GRUB's translations. Wraps lstat(2).
+    static func sharedFilesBytes() -> UInt64 {
+        func size(_ path: String) -> UInt64 {
+            guard let st = try? fileStatus(path), (st.st_mode & S_IFMT) == S_IFREG else { return 0 }
+            return UInt64(st.st_size)
+        }
+        return size("/usr/share/grub/unicode.pf2")
+            + directoryEntries("/usr/share/locale").reduce(0) { $0 + size("/usr/share/locale/\($1)/LC_MESSAGES/grub.mo") }
     }
 
     /// The version of the GRUB that grub-install installs, e.g. "2.06-13+deb12u2": read from the
@@ -64,7 +82,7 @@ enum GrubTools {
         }
         let r: Subprocess.Result
         do throws(Subprocess.Error) {
-            r = try Subprocess.run(["grub-mkimage", "-O", target.rawValue, "-d", moduleDirectory, "-p", "(,msdos1)/boot/grub",
+            r = try Subprocess.run(["grub-mkimage", "-O", GrubTarget.i386PC.rawValue, "-d", moduleDirectory, "-p", "(,msdos1)/boot/grub",
                                     "-o", path] + modules)
         } catch {
             throw .subprocess(tool: "grub-mkimage", error)

@@ -3,8 +3,9 @@ import ImgFormats
 import ImgSystem
 import Logging
 
-/// Installs GRUB 2 for BIOS (i386-pc) into a partitioned disk image with the distribution's
-/// grub-install, and leaves nothing attached or mounted behind.
+/// Installs GRUB 2 for BIOS (i386-pc), UEFI (x86_64-efi, at the removable path) or both into a
+/// partitioned disk image with the distribution's grub-install, and leaves nothing attached or
+/// mounted behind.
 ///
 /// ```swift
 /// let result = try InstallGrub.run(.init(image: "disk.img"), logger: Logger(label: "installer"))
@@ -26,17 +27,47 @@ public enum InstallGrub {
         public var showGrubOutput: Bool
         /// Run the whole job inside a throwaway VM instead of on this kernel (`Isolation`).
         public var isolation: Isolation?
+        /// The firmware to install for; nil chooses from the layout (`Firmware.chosen`).
+        public var firmware: Firmware?
 
         /// Options for `image`; every other choice defaults to automatic.
         public init(image: String, strategy: Strategy? = nil, diskName: String? = nil, bootPartition: Int? = nil,
-                    modules: [String] = [], showGrubOutput: Bool = false, isolation: Isolation? = nil) {
+                    modules: [String] = [], showGrubOutput: Bool = false, isolation: Isolation? = nil,
+                    firmware: Firmware? = nil) {
             self.isolation = isolation
+            self.firmware = firmware
             self.image = image
             self.strategy = strategy
             self.diskName = diskName
             self.bootPartition = bootPartition
             self.modules = modules
             self.showGrubOutput = showGrubOutput
+        }
+    }
+
+    /// The firmware an install is for.
+    public enum Firmware: String, Sendable, CaseIterable, Codable {
+        /// BIOS: GRUB's i386-pc core.img in the post-MBR gap or the BIOS boot partition.
+        case bios
+        /// UEFI: GRUB's x86_64-efi image at the removable path, \EFI\BOOT\BOOTX64.EFI, of the EFI
+        /// system partition (firmware starts it on a disk it has no NVRAM entry for).
+        case uefi
+        /// Both, with one /boot/grub (one grub.cfg) reached from either.
+        case hybrid
+
+        /// The GRUB platforms it installs.
+        public var targets: [GrubTarget] {
+            switch self {
+            case .bios: return [.i386PC]
+            case .uefi: return [.x86_64EFI]
+            case .hybrid: return [.i386PC, .x86_64EFI]
+            }
+        }
+
+        /// What the layout asks for: an EFI system partition and no place for core.img means
+        /// UEFI, a place for core.img and no ESP means BIOS, both mean both.
+        public static func chosen(hasESP: Bool, hasBIOSPlace: Bool) -> Firmware {
+            hasESP ? (hasBIOSPlace ? .hybrid : .uefi) : .bios
         }
     }
 
@@ -62,6 +93,24 @@ public enum InstallGrub {
             }
         }
 
+        /// Where one firmware's loader went.
+        public struct Loader: Sendable, Equatable {
+            /// The firmware that starts it (`.bios` or `.uefi`).
+            public let firmware: Firmware
+            /// The partition holding it: the BIOS boot partition or the EFI system partition; nil
+            /// for the post-MBR gap.
+            public let partition: Int?
+            /// Where in it: "post-MBR gap", "BIOS boot partition", "/EFI/BOOT/BOOTX64.EFI".
+            public let location: String
+
+            /// Makes a value, for an embedder's tests.
+            public init(firmware: Firmware, partition: Int?, location: String) {
+                self.firmware = firmware
+                self.partition = partition
+                self.location = location
+            }
+        }
+
         /// The path as given.
         public let image: String
         /// How the image was presented as a disk.
@@ -70,8 +119,12 @@ public enum InstallGrub {
         public let diskDevice: String
         /// The partition /boot/grub went into.
         public let bootPartition: BootPartition
-        /// The GRUB platform installed (i386-pc).
+        /// The GRUB platform installed (i386-pc, x86_64-efi; for a hybrid install the BIOS one).
         public let target: GrubTarget
+        /// The firmware installed for.
+        public let firmware: Firmware
+        /// Where each firmware's loader went.
+        public let loaders: [Loader]
         /// grub-install's package version ("2.06-13+deb12u2"), when it can be read.
         public let grubInstallVersion: String?
         /// Wall time of the whole run.
@@ -79,12 +132,15 @@ public enum InstallGrub {
 
         /// Makes a value, for an embedder's tests.
         public init(image: String, strategy: Strategy, diskDevice: String, bootPartition: BootPartition,
-                    target: GrubTarget, grubInstallVersion: String?, seconds: Double) {
+                    target: GrubTarget, firmware: Firmware = .bios, loaders: [Loader] = [], grubInstallVersion: String?,
+                    seconds: Double) {
             self.image = image
             self.strategy = strategy
             self.diskDevice = diskDevice
             self.bootPartition = bootPartition
             self.target = target
+            self.firmware = firmware
+            self.loaders = loaders
             self.grubInstallVersion = grubInstallVersion
             self.seconds = seconds
         }
@@ -105,8 +161,9 @@ public enum InstallGrub {
         defer { withExtendedLifetime(lock) {} }
         guard geteuid() == 0 else { throw .notRoot(path: options.image) }
 
-        let order = try strategies(for: options.strategy ?? (options.diskName != nil ? .deviceMapper : nil), logger: logger)
-        logger.info("\(plan.table.kind.rawValue) label, /boot on partition \(plan.bootPartition.number) (\(plan.bootFilesystem.type)), core.img goes into \(plan.embeddingDescription)")
+        let order = try strategies(for: options.strategy ?? (options.diskName != nil ? .deviceMapper : nil),
+                                   targets: plan.firmware.targets, logger: logger)
+        logger.info("\(plan.table.kind.rawValue) label, \(plan.firmware.rawValue), /boot on partition \(plan.bootPartition.number) (\(plan.bootFilesystem.type)); \(plan.loaders.map(\.description).joined(separator: ", "))")
 
         let session: Session
         do {
@@ -130,8 +187,8 @@ public enum InstallGrub {
                 image: plan.image, strategy: presented.strategy, diskDevice: presented.diskDevice,
                 bootPartition: .init(number: plan.bootPartition.number, device: presented.bootDevice,
                                      filesystem: FilesystemKind(plan.bootFilesystem.type), uuid: plan.bootFilesystem.uuid),
-                target: GrubTools.target, grubInstallVersion: GrubTools.version(),
-                seconds: monotonicNow() - started)
+                target: plan.firmware.targets[0], firmware: plan.firmware, loaders: plan.loaders,
+                grubInstallVersion: GrubTools.version(), seconds: monotonicNow() - started)
         case .failure(let error):
             guard failures.isEmpty else { throw .cleanupFailed(failures, after: error.description) }
             throw error
@@ -168,12 +225,12 @@ public enum InstallGrub {
         }
     }
 
-    private static func strategies(for requested: Strategy?, logger: Logger) throws(InstallGrubError) -> [Strategy] {
+    private static func strategies(for requested: Strategy?, targets: [GrubTarget], logger: Logger) throws(InstallGrubError) -> [Strategy] {
         let hasUdevadm = Subprocess.find("udevadm") != nil
         if let requested {
             // grub-probe finds a partition's disk through udevadm for kernel partitions; device-mapper
             // maps it reads through libdevmapper.
-            try GrubTools.requireInstalled(needsUdevadm: requested == .partscan || requested == .blkpg)
+            try GrubTools.requireInstalled(needsUdevadm: requested == .partscan || requested == .blkpg, targets: targets)
             if requested == .deviceMapper {
                 // Before anything is attached: the usual reason is a kernel without device mapper.
                 do { try DeviceMapper.checkAvailable(logger: logger) } catch {
@@ -182,7 +239,7 @@ public enum InstallGrub {
             }
             return [requested]
         }
-        try GrubTools.requireInstalled(needsUdevadm: false)
+        try GrubTools.requireInstalled(needsUdevadm: false, targets: targets)
         if !hasUdevadm {
             // grub-probe locates kernel partitions through udevadm; without it, only the strategies
             // that need no kernel partitions work.
@@ -202,38 +259,41 @@ public enum InstallGrub {
             session.logger.info("strategy \(presented.strategy.rawValue): boot partition is \(presented.bootDevice)")
             try session.checkpoint()
 
-            // The directory's name is random past its prefix: the journal names the prefix.
-            let prefix = ResourceMarks.mountDirectoryPrefix(session: session.id)
-            try session.acquiring(.directory, TemporaryDirectory.defaultParent + "/" + prefix)
-            let mountPoint = try TemporaryDirectory(prefix: prefix)
-            session.onClose(mountPoint.path, journal: .init(.directory, TemporaryDirectory.defaultParent + "/" + prefix)) {
-                try mountPoint.remove()
+            // /boot/grub: in the mounted boot filesystem, or, when it is the EFI system partition
+            // (which this kernel cannot mount), in the staging area its files are copied from.
+            let staging = try plan.esp == nil ? nil : stagingArea(for: presented, session: session)
+            let bootDirectory: String
+            if plan.bootOnESP, let staging {
+                bootDirectory = staging + "/boot"
+                for dir in [bootDirectory, bootDirectory + "/grub"] {
+                    try systemCall("mkdir", on: dir) { mkdir(dir, 0o755) }
+                }
+            } else {
+                let mountPoint = try temporaryDirectory(session: session, prefix: ResourceMarks.mountDirectoryPrefix(session: session.id))
+                try session.acquiring(.mount, mountPoint)
+                let mount = try Mount(source: presented.bootDevice, target: mountPoint,
+                                      filesystemType: plan.bootFilesystem.type,
+                                      data: fastWriteOptions[plan.bootFilesystem.type], logger: session.logger)
+                session.onClose("mount \(mountPoint)", journal: .init(.mount, mountPoint)) { try mount.unmount() }
+                session.logger.info("mounted \(presented.bootDevice) on \(mountPoint)")
+                bootDirectory = try BootDirectory.prepare(mountPoint: mountPoint, plan: plan)
             }
-            try session.acquiring(.mount, mountPoint.path)
-            let mount = try Mount(source: presented.bootDevice, target: mountPoint.path,
-                                  filesystemType: plan.bootFilesystem.type,
-                                  data: fastWriteOptions[plan.bootFilesystem.type], logger: session.logger)
-            session.onClose("mount \(mountPoint.path)", journal: .init(.mount, mountPoint.path)) { try mount.unmount() }
-            session.logger.info("mounted \(presented.bootDevice) on \(mountPoint.path)")
-
-            let bootDirectory = try BootDirectory.prepare(mountPoint: mountPoint.path, plan: plan)
-            try BootDirectory.writeDeviceMap(.firstHardDisk(presented.diskDevice), bootDirectory: bootDirectory,
-                                             session: session)
             try session.checkpoint()
 
             let modules = presented.extraModules + options.modules
-            var arguments = ["grub-install", "--target=\(GrubTools.target)", "--boot-directory=\(bootDirectory)"]
-            if !modules.isEmpty { arguments.append("--modules=\(modules.joined(separator: " "))") }
-            arguments.append(presented.diskDevice)
-            try session.step("grub-install")
-            session.logger.info("running \(arguments.joined(separator: " "))")
-            let logger = session.logger
-            // setpriv --pdeathsig: should imgtool itself be killed (SIGKILL leaves no teardown),
-            // grub-install dies with it instead of writing on into a disk nobody watches.
-            let run = try Subprocess.run(["setpriv", "--pdeathsig", "KILL", "--"] + arguments, interruption: session.interruption,
-                                         onLine: options.showGrubOutput ? { logger.info("grub-install: \($0)") } : nil)
-            try session.checkpoint()
-            guard run.succeeded else { throw InstallGrubError.grubToolFailed(tool: "grub-install", status: run.status, stderr: run.stderr) }
+            if plan.firmware != .uefi {
+                try BootDirectory.writeDeviceMap(.firstHardDisk(presented.diskDevice), bootDirectory: bootDirectory,
+                                                 session: session)
+                try runGrubInstall(["--target=\(GrubTarget.i386PC)", "--boot-directory=\(bootDirectory)"], modules: modules,
+                                   disk: presented.diskDevice, step: "grub-install", options: options, session: session)
+            }
+            if plan.firmware != .bios, let staging, let esp = presented.espDevice {
+                // The removable path, and never the host's NVRAM: the image boots on any machine.
+                try runGrubInstall(["--target=\(GrubTarget.x86_64EFI)", "--removable", "--no-nvram", "--efi-directory=\(staging)",
+                                    "--boot-directory=\(bootDirectory)"],
+                                   modules: modules, disk: nil, step: "grub-install x86_64-efi", options: options, session: session)
+                try ESPWriter.copy(staging: staging, bootOnESP: plan.bootOnESP, to: esp, session: session)
+            }
             return presented
         } catch let e as InstallGrubError {
             throw e
@@ -242,6 +302,48 @@ public enum InstallGrub {
         } catch {
             throw InstallGrubError(wrapping: error)
         }
+    }
+
+    /// Runs grub-install with `arguments` (and `disk` last, for BIOS) as fault-injection step
+    /// `step`. setpriv --pdeathsig: should imgtool itself be killed (SIGKILL leaves no teardown),
+    /// grub-install dies with it instead of writing on into a disk nobody watches.
+    private static func runGrubInstall(_ arguments: [String], modules: [String], disk: String?, step: String,
+                                       options: Options, session: Session) throws {
+        var arguments = ["grub-install"] + arguments
+        if !modules.isEmpty { arguments.append("--modules=\(modules.joined(separator: " "))") }
+        if let disk { arguments.append(disk) }
+        try session.step(step)
+        session.logger.info("running \(arguments.joined(separator: " "))")
+        let logger = session.logger
+        let run = try Subprocess.run(["setpriv", "--pdeathsig", "KILL", "--"] + arguments, interruption: session.interruption,
+                                     onLine: options.showGrubOutput ? { logger.info("grub-install: \($0)") } : nil)
+        try session.checkpoint()
+        guard run.succeeded else { throw InstallGrubError.grubToolFailed(tool: "grub-install", status: run.status, stderr: run.stderr) }
+    }
+
+    /// A directory of the session's, removed when it closes; `prefix` is what the journal names.
+    private static func temporaryDirectory(session: Session, prefix: String) throws -> String {
+        // The directory's name is random past its prefix: the journal names the prefix.
+        try session.acquiring(.directory, TemporaryDirectory.defaultParent + "/" + prefix)
+        let directory = try TemporaryDirectory(prefix: prefix)
+        session.onClose(directory.path, journal: .init(.directory, TemporaryDirectory.defaultParent + "/" + prefix)) {
+            try directory.remove()
+        }
+        return directory.path
+    }
+
+    /// Where grub-install writes the EFI system partition's files: a tmpfs mounted with the ESP's
+    /// device node as its source. grub-install finds the device of --efi-directory in
+    /// /proc/self/mountinfo and reads its filesystem itself (GRUB's own FAT driver, in user
+    /// space), so it accepts the ESP without the kernel mounting it; this kernel has no vfat.
+    /// What it writes there is then copied into the ESP (`ESPWriter`).
+    private static func stagingArea(for presented: PresentedDisk, session: Session) throws -> String {
+        guard let esp = presented.espDevice else { throw SystemError("no device for the EFI system partition", on: presented.diskDevice, errno: ENODEV) }
+        let staging = try temporaryDirectory(session: session, prefix: ResourceMarks.mountDirectoryPrefix(session: session.id) + "esp-")
+        try session.acquiring(.mount, staging)
+        let mount = try Mount(source: esp, target: staging, filesystemType: "tmpfs", data: "mode=0755,size=256m", logger: session.logger)
+        session.onClose("mount \(staging)", journal: .init(.mount, staging)) { try mount.unmount() }
+        return staging
     }
 
     private static func present(disk: ImageDisk, plan: InstallPlan, options: Options, order: [Strategy],
@@ -261,11 +363,24 @@ public enum InstallGrub {
 }
 
 extension InstallPlan {
-    var embeddingDescription: String {
-        switch embedding.kind {
-        case .postMBRGap: return "the post-MBR gap (\(embedding.sectorCount) sectors)"
-        case .biosBootPartition(let n): return "BIOS boot partition \(n) (\(embedding.sectorCount) sectors)"
+    /// Where each firmware's loader goes.
+    var loaders: [InstallGrub.Result.Loader] {
+        var loaders: [InstallGrub.Result.Loader] = []
+        if let embedding {
+            switch embedding.kind {
+            case .postMBRGap: loaders.append(.init(firmware: .bios, partition: nil, location: "post-MBR gap"))
+            case .biosBootPartition(let n): loaders.append(.init(firmware: .bios, partition: n, location: "BIOS boot partition"))
+            }
         }
+        if let esp { loaders.append(.init(firmware: .uefi, partition: esp.number, location: "/EFI/BOOT/BOOTX64.EFI")) }
+        return loaders
+    }
+}
+
+extension InstallGrub.Result.Loader: CustomStringConvertible {
+    /// "uefi: /EFI/BOOT/BOOTX64.EFI on partition 1", "bios: post-MBR gap".
+    public var description: String {
+        "\(firmware.rawValue): \(location)" + (partition.map { location.hasPrefix("/") ? " on partition \($0)" : " \($0)" } ?? "")
     }
 }
 

@@ -37,6 +37,11 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case ambiguousBootPartition(path: String, candidates: [Int])
     /// The boot filesystem has less free space (bytes) than GRUB's files need.
     case bootFilesystemFull(path: String, number: Int, free: UInt64, needed: UInt64)
+    /// A UEFI install was asked for, and the image has no EFI system partition.
+    case noESP(path: String)
+    /// EFI system partition `number` cannot take GRUB's files; `reason` says why (not FAT,
+    /// damaged, too small).
+    case espInvalid(path: String, number: Int, reason: String)
     /// Another imgtool run holds the image's lock.
     case busy(ImageLock.Error)
     /// The install runs on this kernel (no `Isolation`) and the process is not root.
@@ -78,7 +83,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         case .imageMissing, .notAnImage, .unreadable: return .noInput
         case .empty, .container, .truncated, .noPartitionTable, .damagedPartitionTable, .noPostMBRGap, .gapTooSmall,
              .noBIOSBootPartition, .unsupportedPartitionTable, .biosBootTooSmall, .noBootFilesystem, .bootPartitionInvalid,
-             .ambiguousBootPartition, .bootFilesystemFull:
+             .ambiguousBootPartition, .bootFilesystemFull, .noESP, .espInvalid:
             return .badImage
         case .busy: return .busy
         case .notRoot: return .noPermission
@@ -138,7 +143,11 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         case .ambiguousBootPartition(let p, let candidates):
             return "\(p) has several partitions that could hold /boot/grub (\(candidates.map(String.init).joined(separator: ", "))) and none is marked. Choose one with --boot-partition N."
         case .bootFilesystemFull(let p, let n, let free, let needed):
-            return "\(p): the filesystem on partition \(n) has \(free / 1024) KiB free, but GRUB's i386-pc files alone take \(needed / 1024) KiB. Grow it or free space first (nothing was changed)."
+            return "\(p): the filesystem on partition \(n) has \(free / 1024) KiB free, but GRUB's platform files alone take \(needed / 1024) KiB. Grow it or free space first (nothing was changed)."
+        case .noESP(let p):
+            return "\(p) has no EFI system partition, so there is nowhere to put a UEFI loader. Add one (GPT type EF00, or MBR type 0xEF, with a FAT filesystem: e.g. `sgdisk -n 0:0:+256M -t 0:ef00` and mkfs.vfat), or install for BIOS with --firmware bios. Nothing was changed."
+        case .espInvalid(let p, let n, let reason):
+            return "\(p): EFI system partition \(n) cannot take GRUB's UEFI files: \(reason). Nothing was changed."
         case .busy(let e):
             return e.description
         case .notRoot(let p):

@@ -12,8 +12,14 @@ public struct InstallPlan: Sendable {
     public let imageSize: UInt64
     /// The image's partition table.
     public let table: PartitionTable
-    /// Where core.img goes: the post-MBR gap or the BIOS boot partition, large enough for it.
-    public let embedding: EmbeddingArea
+    /// The firmware the install is for: the options' choice, else what the layout asks for.
+    public let firmware: InstallGrub.Firmware
+    /// Where core.img goes: the post-MBR gap or the BIOS boot partition, large enough for it; nil
+    /// for a UEFI-only install.
+    public let embedding: EmbeddingArea?
+    /// The EFI system partition (GPT EF00, or MBR type 0xEF) that gets \EFI\BOOT\BOOTX64.EFI; nil
+    /// for a BIOS-only install.
+    public let esp: Partition?
     /// The partition that gets /boot/grub.
     public let bootPartition: Partition
     /// What libblkid found on `bootPartition`.
@@ -60,19 +66,32 @@ public struct InstallPlan: Sendable {
             throw .damagedPartitionTable(path: path, detail: damage.message)
         }
 
-        let embedding: EmbeddingArea
-        switch EmbeddingArea.find(in: table) {
-        case .success(let area): embedding = area
-        case .failure(.noPostMBRGap(let start)): throw .noPostMBRGap(path: path, firstPartitionStart: start)
-        case .failure(.noBIOSBootPartition): throw .noBIOSBootPartition(path: path)
-        case .failure(.unsupportedTable(let kind)): throw .unsupportedPartitionTable(path: path, table: kind.rawValue)
+        let biosPlace = EmbeddingArea.find(in: table)
+        let espPartition = table.partitions.first {
+            $0.kind != .extended && ($0.typeGUID == .efiSystem || (table.kind == .dos && $0.mbrType == 0xEF))
+        }
+        let firmware = options.firmware ?? .chosen(hasESP: espPartition != nil, hasBIOSPlace: (try? biosPlace.get()) != nil)
+        var embedding: EmbeddingArea?
+        if firmware != .uefi {
+            switch biosPlace {
+            case .success(let area): embedding = area
+            case .failure(.noPostMBRGap(let start)): throw .noPostMBRGap(path: path, firstPartitionStart: start)
+            case .failure(.noBIOSBootPartition): throw .noBIOSBootPartition(path: path)
+            case .failure(.unsupportedTable(let kind)): throw .unsupportedPartitionTable(path: path, table: kind.rawValue)
+            }
+        }
+        var esp: Partition?
+        if firmware != .bios {
+            guard let espPartition else { throw .noESP(path: path) }
+            esp = espPartition
         }
 
         let (boot, fs) = try chooseBootPartition(path: path, source: source, table: table, requested: requested)
         let module = grubFilesystemModules[fs.type]!
-        let plan = InstallPlan(image: path, imageSize: size, table: table, embedding: embedding,
+        let plan = InstallPlan(image: path, imageSize: size, table: table, firmware: firmware, embedding: embedding, esp: esp,
                                bootPartition: boot, bootFilesystem: fs, grubFilesystemModule: module)
         try plan.checkEmbeddingRoom(extraModules: extraModules, logger: logger)
+        try plan.checkESP(source: source, logger: logger)
         try plan.checkFilesystemRoom(logger: logger)
         return plan
     }
@@ -142,15 +161,50 @@ public struct InstallPlan: Sendable {
 
     static func isExt(_ fs: FilesystemProbe) -> Bool { ["ext2", "ext3", "ext4"].contains(fs.type) }
 
-    /// grub-install copies GRUB's i386-pc files (and fonts and translations) into the boot
+    /// Whether /boot/grub is on the EFI system partition itself (there is no other place for it).
+    public var bootOnESP: Bool { esp?.number == bootPartition.number }
+
+    /// The EFI system partition must be FAT, readable, and have room for GRUB's EFI image (and,
+    /// when /boot/grub lives there, GRUB's modules, fonts and translations); checked through
+    /// imgtool's FAT reader, before anything is written.
+    private func checkESP(source: FileByteSource, logger: Logger) throws(InstallGrubError) {
+        guard let esp else { return }
+        let sectorSize = UInt64(table.sectorSize)
+        let offset = esp.startSector * sectorSize, length = esp.sectorCount * sectorSize
+        let fs = try? FilesystemProbe.probe(fd: source.fd, path: image, offset: offset, length: length)
+        guard fs?.type == "vfat" else {
+            let found = fs.map { "it holds \($0.type)" } ?? "it holds no filesystem"
+            throw .espInvalid(path: image, number: esp.number, reason: "\(found), and firmware reads only FAT there; make one with mkfs.vfat")
+        }
+        let fat: FATFilesystem
+        let free: UInt64
+        do {
+            fat = try FATFilesystem.open(source, offset: offset, length: length)
+            free = try fat.freeBytes()
+        } catch {
+            throw .espInvalid(path: image, number: esp.number, reason: "its FAT filesystem is damaged (\(error)); check it with fsck.fat -n")
+        }
+        var needed = GrubTools.efiImageBytes
+        if bootOnESP { needed += firmware.targets.reduce(0) { $0 + GrubTools.moduleFilesBytes($1) } + GrubTools.sharedFilesBytes() }
+        // Files take whole clusters: a few hundred of them waste up to a cluster each.
+        needed += UInt64(bootOnESP ? 400 : 4) * UInt64(fat.clusterSize)
+        let existing = (try? fat.lookup("/EFI/BOOT/BOOTX64.EFI")).flatMap { $0 }.map { UInt64($0.size) } ?? 0
+        logger.debug("EFI system partition \(esp.number): \(free) bytes free, about \(needed) needed")
+        if free + existing < needed {
+            throw .espInvalid(path: image, number: esp.number, reason: "it has \(free / 1024) KiB free, and GRUB's UEFI files need about \(needed / 1024) KiB; grow it (256 MiB is usual) or free space")
+        }
+    }
+
+    /// grub-install copies GRUB's platform files (and fonts and translations) into the boot
     /// filesystem; a filesystem without room for even the first would fail halfway through, after
     /// the image was changed. Checked for ext filesystems, which libext2fs reads without mounting,
     /// and only for a first install (a reinstall overwrites files of the same size).
     private func checkFilesystemRoom(logger: Logger) throws(InstallGrubError) {
         guard Self.isExt(bootFilesystem),
-              let ext = try? Ext2Filesystem(image: image, offset: bootPartition.startSector * UInt64(table.sectorSize)),
-              !ext.exists("/boot/grub/i386-pc"), !ext.exists("/grub/i386-pc") else { return }
-        let needed = GrubTools.moduleFilesBytes()
+              let ext = try? Ext2Filesystem(image: image, offset: bootPartition.startSector * UInt64(table.sectorSize)) else { return }
+        let new = firmware.targets.filter { !ext.exists("/boot/grub/\($0.rawValue)") && !ext.exists("/grub/\($0.rawValue)") }
+        guard !new.isEmpty else { return }
+        let needed = new.reduce(0) { $0 + GrubTools.moduleFilesBytes($1) }
         logger.debug("boot filesystem has \(ext.freeBytes) bytes free; GRUB's i386-pc files take \(needed)")
         if ext.freeBytes < needed {
             throw .bootFilesystemFull(path: image, number: bootPartition.number, free: ext.freeBytes, needed: needed)
@@ -161,7 +215,7 @@ public struct InstallPlan: Sendable {
     /// are measured by building the same core.img grub-install would, since its size depends on
     /// the modules (btrfs is about 140 sectors, ext2 about 53).
     private func checkEmbeddingRoom(extraModules: [String], logger: Logger) throws(InstallGrubError) {
-        guard embedding.sectorCount < EmbeddingArea.maximumCoreSectors else { return }
+        guard let embedding, embedding.sectorCount < EmbeddingArea.maximumCoreSectors else { return }
         let partmap = table.kind.grubModule
         let needed = try GrubTools.coreImageSectors(modules: ["biosdisk", partmap, grubFilesystemModule] + extraModules,
                                                     logger: logger)

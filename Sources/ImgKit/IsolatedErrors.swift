@@ -226,6 +226,9 @@ extension InstallGrubError: IsolatedError {
             set("ambiguousBootPartition", ["path": .string(p), "candidates": .array(candidates.map { JSONValue($0) })])
         case .bootFilesystemFull(let p, let n, let free, let needed):
             set("bootFilesystemFull", ["path": .string(p), "number": JSONValue(n), "free": .uint(free), "needed": .uint(needed)])
+        case .noESP(let p): set("noESP", ["path": .string(p)])
+        case .espInvalid(let p, let n, let reason):
+            set("espInvalid", ["path": .string(p), "number": JSONValue(n), "reason": .string(reason)])
         case .notRoot(let p): set("notRoot", ["path": .string(p)])
         case .toolMissing(let tool, let package): set("toolMissing", ["tool": .string(tool), "package": .string(package)])
         case .strategyUnavailable(let s, let reason): set("strategyUnavailable", ["strategy": .string(s.rawValue), "reason": .string(reason)])
@@ -284,6 +287,10 @@ extension InstallGrubError: IsolatedError {
         case "bootFilesystemFull":
             guard let number = int("number"), let free = uint("free"), let n = uint("needed") else { return nil }
             self = .bootFilesystemFull(path: p, number: number, free: free, needed: n)
+        case "noESP": self = .noESP(path: p)
+        case "espInvalid":
+            guard let number = int("number"), let reason = string("reason") else { return nil }
+            self = .espInvalid(path: p, number: number, reason: reason)
         case "notRoot": self = .notRoot(path: p)
         case "toolMissing":
             guard let tool = string("tool"), let pkg = string("package") else { return nil }

@@ -59,7 +59,7 @@ package struct IsolatedRequest: Sendable {
             options = .object([
                 "image": .string(o.image), "strategy": JSONValue(o.strategy?.rawValue), "diskName": JSONValue(o.diskName),
                 "bootPartition": JSONValue(o.bootPartition), "modules": JSONValue(o.modules),
-                "showGrubOutput": .bool(o.showGrubOutput),
+                "showGrubOutput": .bool(o.showGrubOutput), "firmware": JSONValue(o.firmware?.rawValue),
             ])
         case .inspect(let o): options = .object(["image": .string(o.image)])
         case .verify(let o): options = .object(["image": .string(o.image)])
@@ -84,8 +84,12 @@ package struct IsolatedRequest: Sendable {
             else { return nil }
             let strategy = strategyName.flatMap(InstallGrub.Strategy.init(rawValue:))
             guard strategy != nil || strategyName == nil else { return nil }
+            // Absent in a request from an imgtool that predates the choice: the layout's.
+            let firmwareName = o["firmware"].flatMap { optional($0, \.stringValue) } ?? nil
+            let firmware = firmwareName.flatMap(InstallGrub.Firmware.init(rawValue:))
+            guard firmware != nil || firmwareName == nil else { return nil }
             workflow = .installGrub(.init(image: image, strategy: strategy, diskName: diskName, bootPartition: bootPartition,
-                                          modules: modules, showGrubOutput: showGrubOutput))
+                                          modules: modules, showGrubOutput: showGrubOutput, firmware: firmware))
         case "inspect": workflow = .inspect(.init(image: image))
         case "verify": workflow = .verify(.init(image: image))
         case "ls", "cat":

@@ -58,7 +58,7 @@ public struct Isolation: Sendable {
     /// Host programs install-grub runs in the guest (those installed): grub-install and the tools
     /// imgtool itself calls.
     static let installGrubPrograms = ["grub-install", "grub-probe", "grub-mkimage", "grub-bios-setup", "grub-editenv",
-                                      "setpriv"]
+                                      "setpriv", "mcopy", "mdel"]
 
     /// Runs `imgtool arguments...` in a fresh VM with `image` as its disk: what `IsolatedRequest`
     /// sends its request through.
@@ -82,7 +82,8 @@ public struct Isolation: Sendable {
         if purpose == .installGrub {
             let udevadm = installStrategy == .partscan || installStrategy == .blkpg ? ["udevadm"] : []
             options.executables += (Self.installGrubPrograms + udevadm).compactMap { Subprocess.find($0) }
-            options.dataDirectories += [GrubTools.moduleDirectory, "/usr/share/grub"].filter { access($0, R_OK) == 0 }
+            options.dataDirectories += [GrubTools.moduleDirectory, GrubTarget.x86_64EFI.moduleDirectory, "/usr/share/grub"]
+                .filter { access($0, R_OK) == 0 }
             options.dataFiles += Self.grubMessageCatalogues()
             if access(Self.eatMyData, R_OK) == 0 { options.dataFiles.append(Self.eatMyData) }
             options.optionalModules += Self.installGrubModules

@@ -303,6 +303,10 @@ extension InstallGrub.Result: JSONDocument {
                 "filesystem": .string(bootPartition.filesystem.description), "uuid": JSONValue(bootPartition.uuid),
             ]),
             "target": .string(target.rawValue), "grubInstallVersion": JSONValue(grubInstallVersion), "seconds": .double(seconds),
+            "firmware": .string(firmware.rawValue),
+            "loaders": .array(loaders.map {
+                .object(["firmware": .string($0.firmware.rawValue), "partition": JSONValue($0.partition), "location": .string($0.location)])
+            }),
         ])
     }
 
@@ -313,10 +317,16 @@ extension InstallGrub.Result: JSONDocument {
               let filesystem = boot["filesystem"]?.stringValue, let uuid = optional(boot["uuid"], \.stringValue),
               let target = json["target"]?.stringValue.flatMap(GrubTarget.init(rawValue:)),
               let version = optional(json["grubInstallVersion"], \.stringValue),
-              let seconds = json["seconds"]?.doubleValue else { return nil }
+              let seconds = json["seconds"]?.doubleValue,
+              let firmware = json["firmware"]?.stringValue.flatMap(InstallGrub.Firmware.init(rawValue:)),
+              let loaders = decodeAll(json["loaders"], { l -> InstallGrub.Result.Loader? in
+                  guard let f = l["firmware"]?.stringValue.flatMap(InstallGrub.Firmware.init(rawValue:)),
+                        let partition = optional(l["partition"], int), let location = l["location"]?.stringValue else { return nil }
+                  return .init(firmware: f, partition: partition, location: location)
+              }) else { return nil }
         self.init(image: image, strategy: strategy, diskDevice: disk,
                   bootPartition: .init(number: number, device: device, filesystem: FilesystemKind(filesystem), uuid: uuid),
-                  target: target, grubInstallVersion: version, seconds: seconds)
+                  target: target, firmware: firmware, loaders: loaders, grubInstallVersion: version, seconds: seconds)
     }
 }
 

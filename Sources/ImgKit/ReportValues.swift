@@ -141,6 +141,13 @@ public enum FilesystemKind: Sendable, Hashable, CustomStringConvertible {
 public enum GrubTarget: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
     /// BIOS.
     case i386PC = "i386-pc"
+    /// 64-bit UEFI.
+    case x86_64EFI = "x86_64-efi"
+
+    /// Where the distribution keeps the platform's modules and images.
+    var moduleDirectory: String { "/usr/lib/grub/\(rawValue)" }
+    /// The Debian package that ships them.
+    var package: String { self == .i386PC ? "grub-pc-bin" : "grub-efi-amd64-bin" }
 
     public var description: String { rawValue }
 }

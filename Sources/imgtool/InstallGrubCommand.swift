@@ -5,20 +5,22 @@ import Logging
 
 let installGrubCommand = CommandSpec(
     name: "install-grub",
-    abstract: "Install GRUB 2 for BIOS (i386-pc) into a partitioned disk image.",
+    abstract: "Install GRUB 2 for BIOS, UEFI or both into a partitioned disk image.",
     discussion: """
         Attaches the image as a loop device, presents its partitions to the kernel, mounts the \
         boot partition, runs grub-install and releases everything again, also on error or signal. \
         Strategies: partscan (the kernel parses the table), blkpg (imgtool adds the partitions), \
         device-mapper (the classic recipe: a device-mapper disk with kpartx-style partition maps, \
         device.map naming it (hd0)), offset (a loop device per partition; GRUB's modules are named \
-        explicitly).
+        explicitly). UEFI puts GRUB's x86_64-efi image at \\EFI\\BOOT\\BOOTX64.EFI of the EFI \
+        system partition, written with mtools, and never touches the host's NVRAM.
         """,
     positionals: [PositionalSpec(name: "image", optional: false, completion: .file, help: "The raw disk image (or block device).")],
     options: [
         .option("strategy", "<name>", completion: .choices(InstallGrub.Strategy.allCases.map(\.rawValue)), help: "partscan, blkpg, device-mapper or offset (default: the first this kernel supports, in that order)."),
         .option("disk-name", "<name>", help: "Name of the device-mapper disk (implies --strategy device-mapper; default imgtool-<session>, unique per run)."),
         .option("boot-partition", "<n>", help: "Partition number for /boot/grub (default: found)."),
+        .option("firmware", "<bios|uefi|hybrid>", completion: .choices(InstallGrub.Firmware.allCases.map(\.rawValue)), help: "What to install for (default: uefi with an EFI system partition, bios with a post-MBR gap or BIOS boot partition, hybrid with both)."),
         .option("modules", "<module>", repeatable: true, help: "Extra GRUB module to build into core.img (repeatable)."),
         .flag("json", help: "Print a JSON result object on stdout."),
         .flag("verbose", short: "v", help: "Show grub-install's output and more detail."),
@@ -33,6 +35,7 @@ struct InstallGrubCommand {
     let diskName: String?
     let bootPartition: Int?
     let modules: [String]
+    let firmware: InstallGrub.Firmware?
     let json: Bool
     let verbose: Bool
     let quiet: Bool
@@ -51,6 +54,7 @@ struct InstallGrubCommand {
         self.diskName = diskName
         bootPartition = try arguments.value("boot-partition", as: Int.self, expected: "a partition number")
         modules = arguments.values("modules")
+        firmware = try arguments.value("firmware", as: InstallGrub.Firmware.self, expected: "bios, uefi or hybrid")
         json = arguments.flag("json")
         verbose = arguments.flag("verbose")
         quiet = arguments.flag("quiet")
@@ -66,7 +70,7 @@ struct InstallGrubCommand {
         do {
             result = try InstallGrub.run(
                 .init(image: image, strategy: strategy, diskName: diskName, bootPartition: bootPartition, modules: modules,
-                      showGrubOutput: verbose, isolation: isolation),
+                      showGrubOutput: verbose, isolation: isolation, firmware: firmware),
                 logger: logger, interruption: interruption)
         } catch {
             printError(error.description)
@@ -75,6 +79,11 @@ struct InstallGrubCommand {
         if json { printJSON(result.json) }
         return 0
     }
+}
+
+extension InstallGrub.Firmware: LosslessStringConvertible {
+    public init?(_ description: String) { self.init(rawValue: description) }
+    public var description: String { rawValue }
 }
 
 extension InstallGrub.Strategy: LosslessStringConvertible {

@@ -1,0 +1,99 @@
+#!/bin/bash
+# make-esp-disk.sh: build a disk image with an EFI system partition and no bootloader, for
+# install-grub's UEFI and hybrid installs; reproducibly, with no root and no loop device.
+set -euo pipefail
+
+usage() {
+    cat >&2 <<'EOF'
+usage: make-esp-disk.sh OUT.img [options]
+  --label gpt|dos       partition table (default gpt); dos: the ESP has type 0xEF
+  --boot ext4|esp       where /boot/grub goes (default ext4: a Linux partition after the ESP;
+                        esp: no other partition, /boot/grub on the ESP)
+  --bios-boot           gpt: a 1 MiB BIOS boot partition (EF02) first, for hybrid installs
+  --esp-mib N           the ESP's size (default 64)
+  --esp-fs vfat|ext4    what the ESP holds (default vfat; ext4 for the refusal tests)
+  --marker TEXT         a grub.cfg in /boot/grub that prints TEXT on the serial console and halts
+  --size-mib N          image size (default 160)
+Layout: [BIOS boot 2048-4095,] ESP at the next MiB, [Linux (ext4, label boot) to the end].
+Fixed identifiers as make-disk.sh's; FAT volume id 494D4754, label ESP.
+EOF
+    exit 2
+}
+die() { echo "make-esp-disk.sh: $*" >&2; exit 2; }
+
+readonly DOS_ID=0x494d4754 GUID_PREFIX=494D4754-0000-4000-8000-00000000000
+readonly FS_UUID=494d4754-0000-4000-8000-0000000000f5 HASH_SEED=494d4754-0000-4000-8000-0000000000a5
+export E2FSPROGS_FAKE_TIME=1700000000 SOURCE_DATE_EPOCH=1700000000 LC_ALL=C TZ=UTC MTOOLS_SKIP_CHECK=1
+
+[[ $# -ge 1 && $1 != -* ]] || usage
+OUT=$1; shift
+LABEL=gpt BOOT=ext4 BIOS=0 ESP_MIB=64 ESP_FS=vfat MARKER='' HAVE_MARKER=0 SIZE_MIB=160
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --label) LABEL=${2:?}; shift 2 ;;
+        --boot) BOOT=${2:?}; shift 2 ;;
+        --bios-boot) BIOS=1; shift ;;
+        --esp-mib) ESP_MIB=${2:?}; shift 2 ;;
+        --esp-fs) ESP_FS=${2:?}; shift 2 ;;
+        --marker) MARKER=${2:?}; HAVE_MARKER=1; shift 2 ;;
+        --size-mib) SIZE_MIB=${2:?}; shift 2 ;;
+        *) usage ;;
+    esac
+done
+case $LABEL in gpt|dos) ;; *) die "--label must be gpt or dos" ;; esac
+case $BOOT in ext4|esp) ;; *) die "--boot must be ext4 or esp" ;; esac
+case $ESP_FS in vfat|ext4) ;; *) die "--esp-fs must be vfat or ext4" ;; esac
+[[ $ESP_MIB =~ ^[1-9][0-9]*$ && $SIZE_MIB =~ ^[1-9][0-9]*$ ]] || die "sizes must be positive integers"
+(( BIOS )) && [[ $LABEL != gpt ]] && die "--bios-boot applies to --label gpt only"
+[[ $MARKER == *[\"\$\\]* || $MARKER == *$'\n'* ]] && die "--marker must be without \", \$, \\ or newlines"
+
+ESP_START=$(( BIOS ? 4096 : 2048 )) ESP_SECTORS=$(( ESP_MIB * 2048 ))
+BOOT_START=$(( ESP_START + ESP_SECTORS ))
+GPT_TAIL=0; [[ $LABEL == gpt ]] && GPT_TAIL=33   # the backup header and entries
+LAST=$(( SIZE_MIB * 2048 - 1 - GPT_TAIL ))
+[[ $BOOT == esp ]] || (( LAST - BOOT_START >= 16 * 2048 )) || die "no room for a 16 MiB /boot after the ESP; raise --size-mib"
+
+TMP=$(mktemp "$OUT.XXXXXX")
+trap 'rm -f "$TMP"' EXIT
+truncate -s "${SIZE_MIB}M" "$TMP"
+if [[ $LABEL == gpt ]]; then
+    args=(-a 1 -U "${GUID_PREFIX}0")
+    n=1
+    if (( BIOS )); then args+=(-n "$n:2048:4095" -t "$n:ef02" -c "$n:bios" -u "$n:$GUID_PREFIX$n"); n=$(( n + 1 )); fi
+    args+=(-n "$n:$ESP_START:$(( BOOT_START - 1 ))" -t "$n:ef00" -c "$n:esp" -u "$n:$GUID_PREFIX$n")
+    ESP_NUMBER=$n
+    if [[ $BOOT == ext4 ]]; then n=$(( n + 1 )); args+=(-n "$n:$BOOT_START:$LAST" -t "$n:8300" -c "$n:boot" -u "$n:$GUID_PREFIX$n"); fi
+    sgdisk "${args[@]}" "$TMP" >/dev/null
+else
+    { echo "label: dos"; echo "label-id: $DOS_ID"; echo "start=$ESP_START, size=$ESP_SECTORS, type=ef"
+      [[ $BOOT == ext4 ]] && echo "start=$BOOT_START, type=83, bootable"; } | sfdisk -q "$TMP" >/dev/null
+    ESP_NUMBER=1
+fi
+
+CFG=$(mktemp)
+trap 'rm -f "$TMP" "$CFG"' EXIT
+(( HAVE_MARKER )) && printf 'serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\necho "%s"\nhalt\n' "$MARKER" >"$CFG"
+chmod 0644 "$CFG"
+
+if [[ $ESP_FS == vfat ]]; then
+    mkfs.fat --invariant -i 494D4754 -n ESP --offset "$ESP_START" "$TMP" $(( ESP_SECTORS / 2 )) >/dev/null 2>&1
+else
+    mke2fs -q -F -t ext4 -L esp -E "offset=$(( ESP_START * 512 )),root_owner=0:0" "$TMP" "$(( ESP_SECTORS / 2 ))k"
+fi
+if [[ $BOOT == esp ]] && (( HAVE_MARKER )); then
+    [[ $ESP_FS == vfat ]] || die "--boot esp needs --esp-fs vfat"
+    mmd -i "$TMP@@$(( ESP_START * 512 ))" ::/boot ::/boot/grub
+    mcopy -i "$TMP@@$(( ESP_START * 512 ))" "$CFG" ::/boot/grub/grub.cfg
+fi
+if [[ $BOOT == ext4 ]]; then
+    OFF=$(( BOOT_START * 512 ))
+    mke2fs -q -F -t ext4 -L boot -U "$FS_UUID" -E "offset=$OFF,hash_seed=$HASH_SEED,root_owner=0:0" \
+        "$TMP" "$(( (LAST + 1 - BOOT_START) / 2 ))k"
+    cmds='mkdir /boot\nmkdir /boot/grub\n'
+    (( HAVE_MARKER )) && cmds+="write $CFG /boot/grub/grub.cfg\n"
+    printf '%b' "$cmds" | debugfs -w -f - "$TMP?offset=$OFF" >/dev/null 2>&1 || true
+    debugfs -R 'stat /boot/grub' "$TMP?offset=$OFF" 2>/dev/null | grep -q 'Type: directory' ||
+        { echo "make-esp-disk.sh: writing /boot/grub with debugfs failed" >&2; exit 1; }
+fi
+mv -f "$TMP" "$OUT"
+: "$ESP_NUMBER"
