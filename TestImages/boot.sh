@@ -5,10 +5,11 @@ set -euo pipefail
 
 usage() {
     cat >&2 <<'EOF'
-usage: boot.sh IMG [--timeout SECONDS] [--expect TEXT]
+usage: boot.sh IMG [--timeout SECONDS] [--expect TEXT] [--firmware bios|uefi]
   Boots IMG under qemu-system-x86_64 (TCG, 128 MiB, serial console only) and prints the serial
   output, with ANSI escape sequences and CRs removed, on stdout.
   --timeout SECONDS  give up after this many whole seconds (default 30)
+  --firmware         bios (SeaBIOS, the default) or uefi (OVMF with a private copy of its variables)
   --expect TEXT      stop as soon as TEXT appears and exit 0; exit 1, with the output on stderr,
                      if qemu exits or the timeout passes first
   Without --expect: exit 0 when qemu exits by itself, 124 on timeout, 1 if qemu fails.
@@ -18,13 +19,15 @@ EOF
 
 [[ $# -ge 1 && $1 != -* ]] || usage
 IMG=$1; shift
-TIMEOUT=30 EXPECT='' HAVE_EXPECT=0
+TIMEOUT=30 EXPECT='' HAVE_EXPECT=0 FIRMWARE=bios
 while [[ $# -gt 0 ]]; do
     case $1 in
         --timeout) [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || { echo "boot.sh: --timeout needs whole seconds" >&2; usage; }
                    TIMEOUT=$2; shift 2 ;;
         --expect)  [[ $# -ge 2 && -n $2 ]] || { echo "boot.sh: --expect needs a non-empty TEXT" >&2; usage; }
                    EXPECT=$2; HAVE_EXPECT=1; shift 2 ;;
+        --firmware) [[ $# -ge 2 && ( $2 == bios || $2 == uefi ) ]] || { echo "boot.sh: --firmware is bios or uefi" >&2; usage; }
+                   FIRMWARE=$2; shift 2 ;;
         -h|--help) usage ;;
         *) echo "boot.sh: unknown argument: $1" >&2; usage ;;
     esac
@@ -51,8 +54,16 @@ trap 'exit 143' TERM
 
 LOG=$WORK/serial.log
 : >"$LOG"
+FIRMWARE_ARGS=()
+if [[ $FIRMWARE == uefi ]]; then
+    OVMF=/usr/share/OVMF
+    [[ -r $OVMF/OVMF_CODE_4M.fd ]] || { echo "boot.sh: no OVMF; install the Debian package ovmf" >&2; exit 2; }
+    cp "$OVMF/OVMF_VARS_4M.fd" "$WORK/vars.fd"   # the firmware writes its variables
+    FIRMWARE_ARGS=(-m 256 -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF/OVMF_CODE_4M.fd"
+                   -drive "if=pflash,format=raw,unit=1,file=$WORK/vars.fd")
+fi
 # qemu's -drive option splits on commas; a literal comma is written as two.
-TMPDIR=$WORK qemu-system-x86_64 -accel tcg -m 128 -nodefaults -display none -no-reboot \
+TMPDIR=$WORK qemu-system-x86_64 -accel tcg -m 128 -nodefaults -display none -no-reboot "${FIRMWARE_ARGS[@]}" \
     -serial "file:$LOG" -drive "file=${IMG//,/,,},format=raw,snapshot=on,if=ide" \
     </dev/null >/dev/null 2>"$WORK/qemu.err" &
 QPID=$!

@@ -16,6 +16,11 @@ enum ESPWriter {
         if bootOnESP, BootDirectory.exists(staging + "/boot/grub/device.map") {
             try run(["env", "MTOOLS_SKIP_CHECK=1", "mdel", "-i", device, "::/boot/grub/device.map"], session: session)
         }
+        // mtools writes through the device's page cache; the device stays open (imgtool holds its
+        // loop device), so closing it flushes nothing, and detaching a loop device drops what
+        // was not flushed. Wraps open(2) and fsync(2).
+        let handle = try FileHandle(path: device, flags: O_RDONLY)
+        try systemCall("fsync", on: device) { fsync(handle.fd) }
         session.logger.info("copied \(sources.map { String($0.dropFirst(staging.count)) }.joined(separator: " and ")) into \(device)")
     }
 

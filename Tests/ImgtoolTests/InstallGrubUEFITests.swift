@@ -1,0 +1,99 @@
+import Foundation
+import ImgKit
+import ImgSystem
+import Testing
+import TestSupport
+
+/// install-grub for UEFI and for both firmwares, on images with an EFI system partition
+/// (TestImages/make-esp-disk.sh), proven by booting each under OVMF (and SeaBIOS for hybrid
+/// installs) and reading the marker its grub.cfg prints.
+@Suite(.serialized, .enabled(if: kernelTestsBlocked == nil, "\(kernelTestsBlocked ?? "")"))
+struct InstallGrubUEFITests {
+    typealias JSON = [String: Any]
+
+    func makeESPDisk(_ out: String, _ arguments: [String]) throws -> String {
+        try run(["\(repositoryRoot)/TestImages/make-esp-disk.sh", out] + arguments)
+        return out
+    }
+
+    func install(_ image: String, _ arguments: [String] = []) throws -> JSON {
+        let r = try imgtool(["install-grub", image, "--json"] + arguments)
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        #expect(leftovers() == [])
+        return try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? JSON, "\(r.stderr)")
+    }
+
+    struct Case: CustomTestStringConvertible, Sendable {
+        let layout: [String], install: [String], firmware: String, loaders: [String]
+        var testDescription: String { (layout + install).joined(separator: " ") }
+        var marker: String { "IMGTOOL-UEFI-" + (layout + install).joined(separator: "").filter(\.isLetter).uppercased() }
+    }
+
+    @Test("UEFI and hybrid installs boot under OVMF (and SeaBIOS), the firmware chosen from the layout", arguments: [
+        // GPT: ESP + ext4 /boot -> UEFI; /boot on the ESP itself; + BIOS boot partition -> hybrid.
+        Case(layout: [], install: [], firmware: "uefi", loaders: ["uefi 1 /EFI/BOOT/BOOTX64.EFI"]),
+        Case(layout: ["--boot", "esp"], install: [], firmware: "uefi", loaders: ["uefi 1 /EFI/BOOT/BOOTX64.EFI"]),
+        Case(layout: ["--bios-boot"], install: [], firmware: "hybrid",
+             loaders: ["bios 1 BIOS boot partition", "uefi 2 /EFI/BOOT/BOOTX64.EFI"]),
+        Case(layout: ["--bios-boot", "--boot", "esp"], install: [], firmware: "hybrid",
+             loaders: ["bios 1 BIOS boot partition", "uefi 2 /EFI/BOOT/BOOTX64.EFI"]),
+        // MBR: an ESP of type 0xEF and a post-MBR gap -> hybrid; UEFI alone when asked.
+        Case(layout: ["--label", "dos"], install: [], firmware: "hybrid",
+             loaders: ["bios - post-MBR gap", "uefi 1 /EFI/BOOT/BOOTX64.EFI"]),
+        Case(layout: ["--label", "dos"], install: ["--firmware", "uefi"], firmware: "uefi", loaders: ["uefi 1 /EFI/BOOT/BOOTX64.EFI"]),
+        // A loop device per partition: the modules are named for grub-install.
+        Case(layout: [], install: ["--strategy", "offset"], firmware: "uefi", loaders: ["uefi 1 /EFI/BOOT/BOOTX64.EFI"]),
+    ])
+    func installsAndBoots(_ c: Case) throws {
+        let scratch = try Scratch()
+        let image = try makeESPDisk(scratch.file("disk.img"), c.layout + ["--marker", c.marker])
+        let json = try install(image, c.install)
+        #expect(json["firmware"] as? String == c.firmware)
+        let loaders = (json["loaders"] as? [JSON] ?? []).map { l in
+            "\(l["firmware"] as? String ?? "?") \((l["partition"] as? Int).map(String.init) ?? "-") \(l["location"] as? String ?? "?")"
+        }
+        #expect(loaders == c.loaders)
+        #expect(json["target"] as? String == (c.firmware == "uefi" ? "x86_64-efi" : "i386-pc"))
+        // The ESP is still a clean FAT, with GRUB's image at the removable path.
+        let esp = scratch.file("esp.img")
+        let espNumber = c.layout.contains("--bios-boot") ? 2 : 1
+        let (start, size) = try partition(image, number: espNumber)
+        try run(["dd", "status=none", "if=\(image)", "of=\(esp)", "bs=512", "skip=\(start)", "count=\(size)"])
+        #expect(try Subprocess.run(["fsck.fat", "-n", esp]).status == 0)
+        #expect(try Subprocess.run(["env", "MTOOLS_SKIP_CHECK=1", "mdir", "-i", esp, "::/EFI/BOOT/BOOTX64.EFI"]).succeeded)
+        #expect(try Subprocess.run(["env", "MTOOLS_SKIP_CHECK=1", "mdir", "-i", esp, "::/boot/grub/device.map"]).status != 0,
+                "grub-install's device.map is not left on the ESP")
+
+        let uefi = try boot(image, expect: c.marker, firmware: "uefi")
+        #expect(uefi.found, "OVMF: GRUB did not print \(c.marker); console:\n\(uefi.console)")
+        if c.firmware == "hybrid" {
+            let bios = try boot(image, expect: c.marker)
+            #expect(bios.found, "SeaBIOS: GRUB did not print \(c.marker); console:\n\(bios.console)")
+        }
+    }
+
+    /// sfdisk's start and size of partition `number`, in sectors.
+    func partition(_ image: String, number: Int) throws -> (Int, Int) {
+        let table = try #require((try JSONSerialization.jsonObject(with: Data(try run(["sfdisk", "--json", image]).output)) as? JSON)?["partitiontable"] as? JSON)
+        let p = try #require((table["partitions"] as? [JSON])?.first { ($0["node"] as? String)?.hasSuffix("\(number)") == true })
+        return (try #require(p["start"] as? Int), try #require(p["size"] as? Int))
+    }
+
+    @Test("refusals: an ESP that is not FAT, one too small, UEFI asked of an image without an ESP; nothing changes")
+    func refusals() throws {
+        let scratch = try Scratch()
+        let cases: [(image: String, arguments: [String], message: String)] = [
+            (try makeESPDisk(scratch.file("ext4-esp.img"), ["--esp-fs", "ext4"]), [], "firmware reads only FAT"),
+            (try makeESPDisk(scratch.file("tiny-esp.img"), ["--boot", "esp", "--esp-mib", "8"]), [], "KiB free"),
+            (try makeDisk(scratch.file("no-esp.img"), ["--label", "gpt"]), ["--firmware", "uefi"], "no EFI system partition"),
+        ]
+        for c in cases {
+            let before = try sha256(c.image)
+            let r = try imgtool(["install-grub", c.image] + c.arguments)
+            #expect(r.status == ExitStatus.badImage.rawValue, "\(c.image): \(r.stderr)")
+            #expect(r.stderr.contains(c.message) && r.stderr.contains("Nothing was changed"), "\(r.stderr)")
+            #expect(try sha256(c.image) == before)
+            #expect(leftovers() == [])
+        }
+    }
+}
