@@ -105,7 +105,7 @@ struct BadInputTests {
     @Test func bootFilesystemWithoutRoomForGrub() throws {
         let scratch = try Scratch()
         let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos", "--size-mib", "4"])
-        try expectRefusal(image, status: .badImage, message: "but GRUB's i386-pc files alone take")
+        try expectRefusal(image, status: .badImage, message: "but GRUB's platform files alone take")
     }
 
     @Test func imageInUseByAnotherImgtool() throws {

@@ -79,6 +79,38 @@ struct InstallGrubUEFITests {
         return (try #require(p["start"] as? Int), try #require(p["size"] as? Int))
     }
 
+    /// The ESP of `image` passes `fsck.fat -n`.
+    func espClean(_ image: String, scratch: Scratch, number: Int = 1) throws -> Bool {
+        let (start, size) = try partition(image, number: number)
+        let esp = scratch.file("esp-check.img")
+        try run(["dd", "status=none", "if=\(image)", "of=\(esp)", "bs=512", "skip=\(start)", "count=\(size)"])
+        return try Subprocess.run(["fsck.fat", "-n", esp]).status == 0
+    }
+
+    @Test("each acquisition and release step of a hybrid install fails in turn: nothing left, the ESP stays clean, a rerun boots",
+          arguments: ["acquire", "release"])
+    func faults(point: String) throws {
+        let scratch = try Scratch()
+        let marker = "IMGTOOL-UEFI-FAULTS-\(point.uppercased())"
+        let pristine = try makeESPDisk(scratch.file("pristine.img"), ["--bios-boot", "--marker", marker])
+        let image = scratch.file("disk.img")
+        var steps = 0
+        for k in 1...30 {
+            try run(["cp", "--sparse=always", pristine, image])
+            let r = try Subprocess.run(["env", "IMGTOOL_INJECT_FAULT=\(point):\(k)", imgtoolPath, "install-grub", image])
+            if r.succeeded { break }
+            steps = k
+            #expect(r.stderr.contains("injected fault (\(point):\(k))"), "\(point) \(k): \(r.stderr)")
+            if point == "release" { #expect(try imgtool(["cleanup", "--all"]).status == 0) }
+            #expect(leftovers() == [], "\(point) \(k)")
+            #expect(try espClean(image, scratch: scratch, number: 2), "\(point) \(k): the ESP is damaged")
+        }
+        #expect(steps >= 6 && steps < 30, "\(steps) \(point) steps")
+        // The last run had nothing left to fail: it boots from both firmwares.
+        #expect(try boot(image, expect: marker, firmware: "uefi").found)
+        #expect(try boot(image, expect: marker).found)
+    }
+
     @Test("refusals: an ESP that is not FAT, one too small, UEFI asked of an image without an ESP; nothing changes")
     func refusals() throws {
         let scratch = try Scratch()
