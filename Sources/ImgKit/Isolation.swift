@@ -85,6 +85,9 @@ public struct Isolation: Sendable {
             options.dataDirectories += [GrubTools.moduleDirectory, GrubTarget.x86_64EFI.moduleDirectory, "/usr/share/grub"]
                 .filter { access($0, R_OK) == 0 }
             options.dataFiles += Self.grubMessageCatalogues()
+            // mtools converts FAT's short names through iconv to code page 850: glibc's gconv
+            // module for it and the tables that find it.
+            options.dataFiles += Self.mtoolsCodePage.filter { access($0, R_OK) == 0 }
             if access(Self.eatMyData, R_OK) == 0 { options.dataFiles.append(Self.eatMyData) }
             options.optionalModules += Self.installGrubModules
             // grub-install and a loop device's page cache want more than a bare command.
@@ -133,6 +136,9 @@ public struct Isolation: Sendable {
     }
 
     /// /usr/share/locale/*/LC_MESSAGES/grub.mo: grub-install copies them into boot/grub/locale.
+    static let mtoolsCodePage = ["gconv-modules", "gconv-modules.cache", "gconv-modules.d/gconv-modules-extra.conf", "IBM850.so"]
+        .map { "/usr/lib/x86_64-linux-gnu/gconv/" + $0 }
+
     static func grubMessageCatalogues() -> [String] {
         directoryEntries("/usr/share/locale").sorted().map { "/usr/share/locale/\($0)/LC_MESSAGES/grub.mo" }
             .filter { access($0, R_OK) == 0 }

@@ -66,6 +66,21 @@ final class IsolateTests {
         #expect(booted.found, "GRUB did not print \(marker); console:\n\(booted.console)")
     }
 
+    /// The VM's kernel has no more vfat than it needs: the ESP is written the same way as here
+    /// (grub-install into a tmpfs named after the ESP, mtools into the partition).
+    @Test("install-grub --isolate on a hybrid image (BIOS boot partition + ESP): boots from SeaBIOS and from OVMF")
+    func hybrid() throws {
+        let marker = "IMGTOOL-ISOLATED-HYBRID"
+        let image = scratch.file("hybrid.img")
+        try run(["\(repositoryRoot)/TestImages/make-esp-disk.sh", image, "--bios-boot", "--marker", marker])
+        let r = try imgtool(["install-grub", "--isolate", "--json", image])
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? [String: Any])
+        #expect(json["firmware"] as? String == "hybrid" && json["strategy"] as? String == "block-device")
+        #expect(try boot(image, expect: marker, firmware: "uefi").found)
+        #expect(try boot(image, expect: marker).found)
+    }
+
     @Test("the library's InstallGrub.Options.isolation gives the typed result and boots")
     func libraryIsolation() throws {
         let marker = "IMGTOOL-ISOLATED-LIBRARY"
