@@ -18,7 +18,7 @@ STATIC_PKGS := dpkg-dev gcc make
 RUN_PKGS := grub-pc-bin grub2-common udev e2fsprogs util-linux eatmydata
 # Building test images (sfdisk, sgdisk, parted, mkfs/debugfs) and booting them (qemu, SeaBIOS);
 # kpartx to check imgtool's partition maps against, dmsetup for the udev rules of the dm VM test.
-TEST_PKGS := kpartx dmsetup linux-image-cloud-amd64 busybox-static cpio fdisk gdisk parted qemu-system-x86 python3 xorriso isolinux syslinux-common dosfstools mtools grub-efi-amd64-bin ovmf exfatprogs syslinux extlinux sleuthkit qemu-utils lvm2 cryptsetup-bin ewf-tools ntfs-3g udftools
+TEST_PKGS := kpartx dmsetup linux-image-cloud-amd64 busybox-static cpio fdisk gdisk parted qemu-system-x86 python3 xorriso isolinux syslinux-common dosfstools mtools grub-efi-amd64-bin ovmf exfatprogs syslinux extlinux sleuthkit qemu-utils lvm2 cryptsetup-bin ewf-tools ntfs-3g udftools shim-signed grub-efi-amd64-signed
 # The benchmarks' measuring tools: peak memory (time) and bytes read (strace); libguestfs's
 # appliance (virt-filesystems), the reference for --isolate.
 BENCH_PKGS := time strace libguestfs-tools

@@ -5,11 +5,12 @@ set -euo pipefail
 
 usage() {
     cat >&2 <<'EOF'
-usage: boot.sh IMG [--timeout SECONDS] [--expect TEXT] [--firmware bios|uefi]
+usage: boot.sh IMG [--timeout SECONDS] [--expect TEXT] [--firmware bios|uefi|uefi-secure]
   Boots IMG under qemu-system-x86_64 (TCG, 128 MiB, serial console only) and prints the serial
   output, with ANSI escape sequences and CRs removed, on stdout.
   --timeout SECONDS  give up after this many whole seconds (default 30)
-  --firmware         bios (SeaBIOS, the default) or uefi (OVMF with a private copy of its variables)
+  --firmware         bios (SeaBIOS, the default), uefi (OVMF with a private copy of its variables) or
+                     uefi-secure (OVMF enforcing Secure Boot with Microsoft's keys enrolled; q35 with SMM)
   --expect TEXT      stop as soon as TEXT appears and exit 0; exit 1, with the output on stderr,
                      if qemu exits or the timeout passes first
   Without --expect: exit 0 when qemu exits by itself, 124 on timeout, 1 if qemu fails.
@@ -26,7 +27,8 @@ while [[ $# -gt 0 ]]; do
                    TIMEOUT=$2; shift 2 ;;
         --expect)  [[ $# -ge 2 && -n $2 ]] || { echo "boot.sh: --expect needs a non-empty TEXT" >&2; usage; }
                    EXPECT=$2; HAVE_EXPECT=1; shift 2 ;;
-        --firmware) [[ $# -ge 2 && ( $2 == bios || $2 == uefi ) ]] || { echo "boot.sh: --firmware is bios or uefi" >&2; usage; }
+        --firmware) [[ $# -ge 2 && ( $2 == bios || $2 == uefi || $2 == uefi-secure ) ]] ||
+                        { echo "boot.sh: --firmware is bios, uefi or uefi-secure" >&2; usage; }
                    FIRMWARE=$2; shift 2 ;;
         -h|--help) usage ;;
         *) echo "boot.sh: unknown argument: $1" >&2; usage ;;
@@ -55,12 +57,15 @@ trap 'exit 143' TERM
 LOG=$WORK/serial.log
 : >"$LOG"
 FIRMWARE_ARGS=()
-if [[ $FIRMWARE == uefi ]]; then
-    OVMF=/usr/share/OVMF
-    [[ -r $OVMF/OVMF_CODE_4M.fd ]] || { echo "boot.sh: no OVMF; install the Debian package ovmf" >&2; exit 2; }
-    cp "$OVMF/OVMF_VARS_4M.fd" "$WORK/vars.fd"   # the firmware writes its variables
-    FIRMWARE_ARGS=(-m 256 -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF/OVMF_CODE_4M.fd"
+if [[ $FIRMWARE == uefi* ]]; then
+    OVMF=/usr/share/OVMF CODE=OVMF_CODE_4M.fd VARS=OVMF_VARS_4M.fd
+    # Secure Boot: the SMM-protected build, and variables with Microsoft's keys enrolled.
+    [[ $FIRMWARE == uefi-secure ]] && CODE=OVMF_CODE_4M.secboot.fd VARS=OVMF_VARS_4M.ms.fd
+    [[ -r $OVMF/$CODE && -r $OVMF/$VARS ]] || { echo "boot.sh: no $OVMF/$CODE; install the Debian package ovmf" >&2; exit 2; }
+    cp "$OVMF/$VARS" "$WORK/vars.fd"   # the firmware writes its variables
+    FIRMWARE_ARGS=(-m 256 -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF/$CODE"
                    -drive "if=pflash,format=raw,unit=1,file=$WORK/vars.fd")
+    [[ $FIRMWARE == uefi-secure ]] && FIRMWARE_ARGS+=(-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on)
 fi
 # qemu's -drive option splits on commas; a literal comma is written as two.
 TMPDIR=$WORK qemu-system-x86_64 -accel tcg -m 128 -nodefaults -display none -no-reboot "${FIRMWARE_ARGS[@]}" \

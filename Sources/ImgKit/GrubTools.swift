@@ -34,6 +34,26 @@ enum GrubTools {
         return total
     }
 
+    /// Debian's signed loaders, which `grub-install --uefi-secure-boot` copies: shim (shim-signed)
+    /// becomes BOOTX64.EFI, with MokManager beside it, and the signed GRUB (grub-efi-amd64-signed)
+    /// grubx64.efi.
+    static let signedLoaders = ["/usr/lib/shim/shimx64.efi.signed": "shim-signed", "/usr/lib/shim/mmx64.efi.signed": "shim-signed",
+                                "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed": "grub-efi-amd64-signed"]
+
+    /// Fails with the Debian package to install when a signed loader is missing. Wraps access(2).
+    static func requireSigned() throws(InstallGrubError) {
+        for (path, package) in signedLoaders.sorted(by: { $0.key < $1.key }) where !accessible(path, R_OK) {
+            throw .toolMissing(tool: "\(path) (for --secure-boot)", package: package)
+        }
+    }
+
+    /// Bytes of the signed loaders, plus a few KiB for grub.cfg and BOOTX64.CSV. Wraps stat(2).
+    static func signedLoaderBytes() -> UInt64 {
+        signedLoaders.keys.reduce(16 * 1024) { total, path in
+            total + ((try? fileStatus(path)).map { UInt64($0.st_size) } ?? 0)
+        }
+    }
+
     /// An upper bound on the EFI image grub-install builds for BOOTX64.EFI: about 140 KiB with the
     /// modules a /boot needs (partition map, filesystem, search), far less with any of them.
     static let efiImageBytes: UInt64 = 1 << 20

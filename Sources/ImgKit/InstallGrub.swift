@@ -29,13 +29,17 @@ public enum InstallGrub {
         public var isolation: Isolation?
         /// The firmware to install for; nil chooses from the layout (`Firmware.chosen`).
         public var firmware: Firmware?
+        /// UEFI through Debian's Microsoft-signed shim and signed GRUB, for firmware that enforces
+        /// Secure Boot; without it the UEFI loader is GRUB's own unsigned image.
+        public var secureBoot: Bool
 
         /// Options for `image`; every other choice defaults to automatic.
         public init(image: String, strategy: Strategy? = nil, diskName: String? = nil, bootPartition: Int? = nil,
                     modules: [String] = [], showGrubOutput: Bool = false, isolation: Isolation? = nil,
-                    firmware: Firmware? = nil) {
+                    firmware: Firmware? = nil, secureBoot: Bool = false) {
             self.isolation = isolation
             self.firmware = firmware
+            self.secureBoot = secureBoot
             self.image = image
             self.strategy = strategy
             self.diskName = diskName
@@ -125,6 +129,8 @@ public enum InstallGrub {
         public let firmware: Firmware
         /// Where each firmware's loader went.
         public let loaders: [Loader]
+        /// The UEFI loader is Debian's signed shim, which starts the signed GRUB.
+        public let secureBoot: Bool
         /// grub-install's package version ("2.06-13+deb12u2"), when it can be read.
         public let grubInstallVersion: String?
         /// Wall time of the whole run.
@@ -132,8 +138,9 @@ public enum InstallGrub {
 
         /// Makes a value, for an embedder's tests.
         public init(image: String, strategy: Strategy, diskDevice: String, bootPartition: BootPartition,
-                    target: GrubTarget, firmware: Firmware = .bios, loaders: [Loader] = [], grubInstallVersion: String?,
-                    seconds: Double) {
+                    target: GrubTarget, firmware: Firmware = .bios, loaders: [Loader] = [], secureBoot: Bool = false,
+                    grubInstallVersion: String?, seconds: Double) {
+            self.secureBoot = secureBoot
             self.image = image
             self.strategy = strategy
             self.diskDevice = diskDevice
@@ -162,7 +169,7 @@ public enum InstallGrub {
         guard geteuid() == 0 else { throw .notRoot(path: options.image) }
 
         let order = try strategies(for: options.strategy ?? (options.diskName != nil ? .deviceMapper : nil),
-                                   targets: plan.firmware.targets, logger: logger)
+                                   targets: plan.firmware.targets, secureBoot: plan.secureBoot, logger: logger)
         logger.info("\(plan.table.kind.rawValue) label, \(plan.firmware.rawValue), /boot on partition \(plan.bootPartition.number) (\(plan.bootFilesystem.type)); \(plan.loaders.map(\.description).joined(separator: ", "))")
 
         let session: Session
@@ -187,7 +194,7 @@ public enum InstallGrub {
                 image: plan.image, strategy: presented.strategy, diskDevice: presented.diskDevice,
                 bootPartition: .init(number: plan.bootPartition.number, device: presented.bootDevice,
                                      filesystem: FilesystemKind(plan.bootFilesystem.type), uuid: plan.bootFilesystem.uuid),
-                target: plan.firmware.targets[0], firmware: plan.firmware, loaders: plan.loaders,
+                target: plan.firmware.targets[0], firmware: plan.firmware, loaders: plan.loaders, secureBoot: plan.secureBoot,
                 grubInstallVersion: GrubTools.version(), seconds: monotonicNow() - started)
         case .failure(let error):
             guard failures.isEmpty else { throw .cleanupFailed(failures, after: error.description) }
@@ -225,7 +232,9 @@ public enum InstallGrub {
         }
     }
 
-    private static func strategies(for requested: Strategy?, targets: [GrubTarget], logger: Logger) throws(InstallGrubError) -> [Strategy] {
+    private static func strategies(for requested: Strategy?, targets: [GrubTarget], secureBoot: Bool,
+                                   logger: Logger) throws(InstallGrubError) -> [Strategy] {
+        if secureBoot { try GrubTools.requireSigned() }
         let hasUdevadm = Subprocess.find("udevadm") != nil
         if let requested {
             // grub-probe finds a partition's disk through udevadm for kernel partitions; device-mapper
@@ -289,8 +298,10 @@ public enum InstallGrub {
             }
             if plan.firmware != .bios, let staging, let esp = presented.espDevice {
                 // The removable path, and never the host's NVRAM: the image boots on any machine.
+                // Debian's grub-install lays out shim and the signed GRUB whenever the signed package
+                // is installed, unless told not to: the choice is always made explicitly.
                 try runGrubInstall(["--target=\(GrubTarget.x86_64EFI)", "--removable", "--no-nvram", "--efi-directory=\(staging)",
-                                    "--boot-directory=\(bootDirectory)"],
+                                    "--boot-directory=\(bootDirectory)", plan.secureBoot ? "--uefi-secure-boot" : "--no-uefi-secure-boot"],
                                    modules: modules, disk: nil, step: "grub-install x86_64-efi", options: options, session: session)
                 try ESPWriter.copy(staging: staging, bootOnESP: plan.bootOnESP, to: esp, session: session)
             }

@@ -39,6 +39,8 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case bootFilesystemFull(path: String, number: Int, free: UInt64, needed: UInt64)
     /// A UEFI install was asked for, and the image has no EFI system partition.
     case noESP(path: String)
+    /// Secure Boot was asked for a BIOS-only install.
+    case secureBootNeedsUEFI(path: String)
     /// EFI system partition `number` cannot take GRUB's files; `reason` says why (not FAT,
     /// damaged, too small).
     case espInvalid(path: String, number: Int, reason: String)
@@ -83,7 +85,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         case .imageMissing, .notAnImage, .unreadable: return .noInput
         case .empty, .container, .truncated, .noPartitionTable, .damagedPartitionTable, .noPostMBRGap, .gapTooSmall,
              .noBIOSBootPartition, .unsupportedPartitionTable, .biosBootTooSmall, .noBootFilesystem, .bootPartitionInvalid,
-             .ambiguousBootPartition, .bootFilesystemFull, .noESP, .espInvalid:
+             .ambiguousBootPartition, .bootFilesystemFull, .noESP, .espInvalid, .secureBootNeedsUEFI:
             return .badImage
         case .busy: return .busy
         case .notRoot: return .noPermission
@@ -146,6 +148,8 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
             return "\(p): the filesystem on partition \(n) has \(free / 1024) KiB free, but GRUB's platform files alone take \(needed / 1024) KiB. Grow it or free space first (nothing was changed)."
         case .noESP(let p):
             return "\(p) has no EFI system partition, so there is nowhere to put a UEFI loader. Add one (GPT type EF00, or MBR type 0xEF, with a FAT filesystem: e.g. `sgdisk -n 0:0:+256M -t 0:ef00` and mkfs.vfat), or install for BIOS with --firmware bios. Nothing was changed."
+        case .secureBootNeedsUEFI(let p):
+            return "\(p): Secure Boot is a UEFI feature, and this install is for BIOS only. Install for UEFI (--firmware uefi or hybrid, with an EFI system partition) or leave out --secure-boot. Nothing was changed."
         case .espInvalid(let p, let n, let reason):
             return "\(p): EFI system partition \(n) cannot take GRUB's UEFI files: \(reason). Nothing was changed."
         case .busy(let e):

@@ -20,6 +20,8 @@ public struct InstallPlan: Sendable {
     /// The EFI system partition (GPT EF00, or MBR type 0xEF) that gets \EFI\BOOT\BOOTX64.EFI; nil
     /// for a BIOS-only install.
     public let esp: Partition?
+    /// The UEFI loader is Debian's signed shim and GRUB (`InstallGrub.Options.secureBoot`).
+    public let secureBoot: Bool
     /// The partition that gets /boot/grub.
     public let bootPartition: Partition
     /// What libblkid found on `bootPartition`.
@@ -71,6 +73,7 @@ public struct InstallPlan: Sendable {
             $0.kind != .extended && ($0.typeGUID == .efiSystem || (table.kind == .dos && $0.mbrType == 0xEF))
         }
         let firmware = options.firmware ?? .chosen(hasESP: espPartition != nil, hasBIOSPlace: (try? biosPlace.get()) != nil)
+        if firmware == .bios && options.secureBoot { throw .secureBootNeedsUEFI(path: path) }
         var embedding: EmbeddingArea?
         if firmware != .uefi {
             switch biosPlace {
@@ -89,6 +92,7 @@ public struct InstallPlan: Sendable {
         let (boot, fs) = try chooseBootPartition(path: path, source: source, table: table, requested: requested)
         let module = grubFilesystemModules[fs.type]!
         let plan = InstallPlan(image: path, imageSize: size, table: table, firmware: firmware, embedding: embedding, esp: esp,
+                               secureBoot: options.secureBoot,
                                bootPartition: boot, bootFilesystem: fs, grubFilesystemModule: module)
         try plan.checkEmbeddingRoom(extraModules: extraModules, logger: logger)
         try plan.checkESP(source: source, logger: logger)
@@ -184,7 +188,7 @@ public struct InstallPlan: Sendable {
         } catch {
             throw .espInvalid(path: image, number: esp.number, reason: "its FAT filesystem is damaged (\(error)); check it with fsck.fat -n")
         }
-        var needed = GrubTools.efiImageBytes
+        var needed = secureBoot ? GrubTools.signedLoaderBytes() : GrubTools.efiImageBytes
         if bootOnESP { needed += firmware.targets.reduce(0) { $0 + GrubTools.moduleFilesBytes($1) } + GrubTools.sharedFilesBytes() }
         // Files take whole clusters: a few hundred of them waste up to a cluster each.
         needed += UInt64(bootOnESP ? 400 : 4) * UInt64(fat.clusterSize)

@@ -227,6 +227,7 @@ extension InstallGrubError: IsolatedError {
         case .bootFilesystemFull(let p, let n, let free, let needed):
             set("bootFilesystemFull", ["path": .string(p), "number": JSONValue(n), "free": .uint(free), "needed": .uint(needed)])
         case .noESP(let p): set("noESP", ["path": .string(p)])
+        case .secureBootNeedsUEFI(let p): set("secureBootNeedsUEFI", ["path": .string(p)])
         case .espInvalid(let p, let n, let reason):
             set("espInvalid", ["path": .string(p), "number": JSONValue(n), "reason": .string(reason)])
         case .notRoot(let p): set("notRoot", ["path": .string(p)])
@@ -288,6 +289,7 @@ extension InstallGrubError: IsolatedError {
             guard let number = int("number"), let free = uint("free"), let n = uint("needed") else { return nil }
             self = .bootFilesystemFull(path: p, number: number, free: free, needed: n)
         case "noESP": self = .noESP(path: p)
+        case "secureBootNeedsUEFI": self = .secureBootNeedsUEFI(path: p)
         case "espInvalid":
             guard let number = int("number"), let reason = string("reason") else { return nil }
             self = .espInvalid(path: p, number: number, reason: reason)

@@ -60,6 +60,7 @@ package struct IsolatedRequest: Sendable {
                 "image": .string(o.image), "strategy": JSONValue(o.strategy?.rawValue), "diskName": JSONValue(o.diskName),
                 "bootPartition": JSONValue(o.bootPartition), "modules": JSONValue(o.modules),
                 "showGrubOutput": .bool(o.showGrubOutput), "firmware": JSONValue(o.firmware?.rawValue),
+                "secureBoot": .bool(o.secureBoot),
             ])
         case .inspect(let o): options = .object(["image": .string(o.image)])
         case .verify(let o): options = .object(["image": .string(o.image)])
@@ -89,7 +90,8 @@ package struct IsolatedRequest: Sendable {
             let firmware = firmwareName.flatMap(InstallGrub.Firmware.init(rawValue:))
             guard firmware != nil || firmwareName == nil else { return nil }
             workflow = .installGrub(.init(image: image, strategy: strategy, diskName: diskName, bootPartition: bootPartition,
-                                          modules: modules, showGrubOutput: showGrubOutput, firmware: firmware))
+                                          modules: modules, showGrubOutput: showGrubOutput, firmware: firmware,
+                                          secureBoot: o["secureBoot"]?.boolValue ?? false))
         case "inspect": workflow = .inspect(.init(image: image))
         case "verify": workflow = .verify(.init(image: image))
         case "ls", "cat":

@@ -82,7 +82,8 @@ public struct Isolation: Sendable {
         if purpose == .installGrub {
             let udevadm = installStrategy == .partscan || installStrategy == .blkpg ? ["udevadm"] : []
             options.executables += (Self.installGrubPrograms + udevadm).compactMap { Subprocess.find($0) }
-            options.dataDirectories += [GrubTools.moduleDirectory, GrubTarget.x86_64EFI.moduleDirectory, "/usr/share/grub"]
+            options.dataDirectories += [GrubTools.moduleDirectory, GrubTarget.x86_64EFI.moduleDirectory, "/usr/share/grub",
+                                        "/usr/lib/grub/x86_64-efi-signed", "/usr/lib/shim"]
                 .filter { access($0, R_OK) == 0 }
             options.dataFiles += Self.grubMessageCatalogues()
             // mtools converts FAT's short names through iconv to code page 850: glibc's gconv

@@ -303,7 +303,7 @@ extension InstallGrub.Result: JSONDocument {
                 "filesystem": .string(bootPartition.filesystem.description), "uuid": JSONValue(bootPartition.uuid),
             ]),
             "target": .string(target.rawValue), "grubInstallVersion": JSONValue(grubInstallVersion), "seconds": .double(seconds),
-            "firmware": .string(firmware.rawValue),
+            "firmware": .string(firmware.rawValue), "secureBoot": .bool(secureBoot),
             "loaders": .array(loaders.map {
                 .object(["firmware": .string($0.firmware.rawValue), "partition": JSONValue($0.partition), "location": .string($0.location)])
             }),
@@ -326,7 +326,8 @@ extension InstallGrub.Result: JSONDocument {
               }) else { return nil }
         self.init(image: image, strategy: strategy, diskDevice: disk,
                   bootPartition: .init(number: number, device: device, filesystem: FilesystemKind(filesystem), uuid: uuid),
-                  target: target, firmware: firmware, loaders: loaders, grubInstallVersion: version, seconds: seconds)
+                  target: target, firmware: firmware, loaders: loaders, secureBoot: json["secureBoot"]?.boolValue ?? false,
+                  grubInstallVersion: version, seconds: seconds)
     }
 }
 

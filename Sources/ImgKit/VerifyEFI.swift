@@ -78,6 +78,10 @@ extension Verify {
             return report(false)
         }
         guard pe.section(named: "mods") != nil else {
+            if isShim(pe) {
+                problems += checkShim(fat: fat, esp: esp, table: table, source: source, path: path, grub: &grub)
+                return report(problems.contains { $0.severity == .error } ? false : problems.contains { $0.severity == .info } ? nil : true)
+            }
             problems.append(Finding(.info, "\(removableLoader) is a valid x86-64 EFI application but not GRUB; imgtool does not check what it loads next"))
             return report(nil)
         }
@@ -89,6 +93,42 @@ extension Verify {
         problems += checkGrubNeeds(image: "BOOTX64.EFI", modules: grub.modules, prefix: grub.prefix, config: grub.config, platform: "x86_64-efi",
                                    loadedFrom: esp, espFAT: fat, table: table, source: source, path: path)
         return report(problems.contains { $0.severity == .error } ? false : problems.contains { $0.severity == .info } ? nil : true)
+    }
+
+    /// shim, as Debian signs it (shim-signed): its SBAT section (".sbat", CSV lines) names
+    /// the component "shim".
+    static func isShim(_ pe: PEImage) -> Bool {
+        guard let sbat = pe.section(named: ".sbat") else { return false }
+        return String(decoding: sbat.prefix { $0 != 0 }, as: UTF8.self).split(separator: "\n").contains { $0.hasPrefix("shim,") }
+    }
+
+    /// What shim starts: grubx64.efi beside it (its default second stage), a GRUB image. Debian's
+    /// signed GRUB carries its modules and reads the grub.cfg beside it (`$cmdpath/grub.cfg`),
+    /// which `grub-install --uefi-secure-boot` writes to search the boot filesystem by UUID and
+    /// set the prefix there; that is what is checked, as for an unsigned GRUB's embedded config.
+    static func checkShim(fat: FATFilesystem, esp: Partition, table: PartitionTable, source: any ByteSource, path: String,
+                          grub: inout GrubEFIImage?) -> [Finding] {
+        let second = "/EFI/BOOT/grubx64.efi", config = "/EFI/BOOT/grub.cfg"
+        guard let bytes = try? fat.read(second, maxBytes: maximumLoaderBytes) else {
+            return [Finding(.error, "\(removableLoader) is shim, which starts \(second), and there is none: it stops with an error")]
+        }
+        guard let pe = try? PEImage.parse(bytes), pe.machine == .x86_64, pe.subsystem == .efiApplication,
+              let image = try? GrubEFIImage.decode(pe: pe) else {
+            return [Finding(.info, "\(removableLoader) is shim; \(second) is not a GRUB image imgtool can read, so what it loads is not checked")]
+        }
+        grub = image
+        guard let text = try? fat.read(config, maxBytes: 64 * 1024) else {
+            return [Finding(.error, "\(removableLoader) is shim and \(second) the signed GRUB, but there is no \(config) beside it: GRUB does not find its boot filesystem and stops at a prompt")]
+        }
+        let cfg = String(decoding: text, as: UTF8.self)
+        // `set prefix=($root)'/boot/grub'` in that file; without one, the prefix is not known.
+        let prefix = cfg.split(separator: "\n").lazy.compactMap { line -> String? in
+            let words = line.split(separator: " ", maxSplits: 1)
+            guard words.count == 2, words[0] == "set", words[1].hasPrefix("prefix=") else { return nil }
+            return String(words[1].dropFirst("prefix=".count))
+        }.first
+        return checkGrubNeeds(image: "grubx64.efi", modules: image.modules, prefix: prefix, config: cfg, platform: "x86_64-efi",
+                              loadedFrom: esp, espFAT: fat, table: table, source: source, path: path)
     }
 
     /// Loaders elsewhere under /EFI (\EFI\debian\grubx64.efi, ...), for the hint when the removable

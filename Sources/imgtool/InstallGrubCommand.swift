@@ -22,6 +22,7 @@ let installGrubCommand = CommandSpec(
         .option("boot-partition", "<n>", help: "Partition number for /boot/grub (default: found)."),
         .option("firmware", "<bios|uefi|hybrid>", completion: .choices(InstallGrub.Firmware.allCases.map(\.rawValue)), help: "What to install for (default: uefi with an EFI system partition, bios with a post-MBR gap or BIOS boot partition, hybrid with both)."),
         .option("modules", "<module>", repeatable: true, help: "Extra GRUB module to build into core.img (repeatable)."),
+        .flag("secure-boot", help: "UEFI through Debian's Microsoft-signed shim and signed GRUB (shim-signed, grub-efi-amd64-signed), for firmware that enforces Secure Boot."),
         .flag("json", help: "Print a JSON result object on stdout."),
         .flag("verbose", short: "v", help: "Show grub-install's output and more detail."),
         .flag("quiet", short: "q", help: "Print only errors."),
@@ -36,6 +37,7 @@ struct InstallGrubCommand {
     let bootPartition: Int?
     let modules: [String]
     let firmware: InstallGrub.Firmware?
+    let secureBoot: Bool
     let json: Bool
     let verbose: Bool
     let quiet: Bool
@@ -55,6 +57,7 @@ struct InstallGrubCommand {
         bootPartition = try arguments.value("boot-partition", as: Int.self, expected: "a partition number")
         modules = arguments.values("modules")
         firmware = try arguments.value("firmware", as: InstallGrub.Firmware.self, expected: "bios, uefi or hybrid")
+        secureBoot = arguments.flag("secure-boot")
         json = arguments.flag("json")
         verbose = arguments.flag("verbose")
         quiet = arguments.flag("quiet")
@@ -70,7 +73,7 @@ struct InstallGrubCommand {
         do {
             result = try InstallGrub.run(
                 .init(image: image, strategy: strategy, diskName: diskName, bootPartition: bootPartition, modules: modules,
-                      showGrubOutput: verbose, isolation: isolation, firmware: firmware),
+                      showGrubOutput: verbose, isolation: isolation, firmware: firmware, secureBoot: secureBoot),
                 logger: logger, interruption: interruption)
         } catch {
             printError(error.description)

@@ -79,6 +79,37 @@ struct InstallGrubUEFITests {
         return (try #require(p["start"] as? Int), try #require(p["size"] as? Int))
     }
 
+    /// Debian's signed shim and GRUB on firmware that enforces Secure Boot with Microsoft's keys;
+    /// the negative control, GRUB's own unsigned image on the same firmware, never reaches the marker.
+    @Test("--secure-boot boots under OVMF enforcing Secure Boot; an unsigned install does not")
+    func secureBoot() throws {
+        let scratch = try Scratch()
+        let marker = "IMGTOOL-SECURE-BOOT"
+        let pristine = try makeESPDisk(scratch.file("pristine.img"), ["--marker", marker])
+        let signed = scratch.file("signed.img"), unsigned = scratch.file("unsigned.img")
+        try run(["cp", "--sparse=always", pristine, signed])
+        try run(["cp", "--sparse=always", pristine, unsigned])
+        let json = try install(signed, ["--secure-boot"])
+        #expect(json["secureBoot"] as? Bool == true && json["firmware"] as? String == "uefi")
+        let (start, size) = try partition(signed, number: 1)
+        let esp = scratch.file("esp.img")
+        try run(["dd", "status=none", "if=\(signed)", "of=\(esp)", "bs=512", "skip=\(start)", "count=\(size)"])
+        let listing = try run(["env", "MTOOLS_SKIP_CHECK=1", "mdir", "-b", "-i", esp, "::/EFI/BOOT"]).stdout.uppercased()
+        for name in ["BOOTX64.EFI", "GRUBX64.EFI", "MMX64.EFI", "GRUB.CFG"] { #expect(listing.contains(name), "\(name): \(listing)") }
+        let booted = try boot(signed, expect: marker, firmware: "uefi-secure")
+        #expect(booted.found, "shim and the signed GRUB did not reach the marker:\n\(booted.console)")
+
+        #expect(try install(unsigned)["secureBoot"] as? Bool == false)
+        #expect(try boot(unsigned, expect: marker, firmware: "uefi").found, "the unsigned install boots without Secure Boot")
+        let refused = try boot(unsigned, expect: marker, timeout: 20, firmware: "uefi-secure")
+        #expect(!refused.found, "an unsigned GRUB must not start under Secure Boot")
+
+        let before = try sha256(pristine)
+        let bios = try imgtool(["install-grub", pristine, "--secure-boot", "--firmware", "bios"])
+        #expect(bios.status == ExitStatus.badImage.rawValue && bios.stderr.contains("Secure Boot is a UEFI feature"), "\(bios.stderr)")
+        #expect(try sha256(pristine) == before)
+    }
+
     /// The ESP of `image` passes `fsck.fat -n`.
     func espClean(_ image: String, scratch: Scratch, number: Int = 1) throws -> Bool {
         let (start, size) = try partition(image, number: number)
