@@ -124,6 +124,7 @@ deps-bench: deps-test
 
 bench: deps-bench build
 	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/install-grub.sh
+	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/install-grub-uefi.sh
 	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/inspect.sh
 	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/isolate.sh
 

@@ -5,12 +5,13 @@ set -euo pipefail
 
 usage() {
     cat >&2 <<'EOF'
-usage: boot.sh IMG [--timeout SECONDS] [--expect TEXT] [--firmware bios|uefi|uefi-secure]
+usage: boot.sh IMG [--timeout SECONDS] [--expect TEXT] [--firmware bios|uefi|uefi-secure] [--sector-size 512|4096]
   Boots IMG under qemu-system-x86_64 (TCG, 128 MiB, serial console only) and prints the serial
   output, with ANSI escape sequences and CRs removed, on stdout.
   --timeout SECONDS  give up after this many whole seconds (default 30)
   --firmware         bios (SeaBIOS, the default), uefi (OVMF with a private copy of its variables) or
                      uefi-secure (OVMF enforcing Secure Boot with Microsoft's keys enrolled; q35 with SMM)
+  --sector-size      4096: the disk is a virtio-blk device with 4 KiB logical sectors (default 512, IDE)
   --expect TEXT      stop as soon as TEXT appears and exit 0; exit 1, with the output on stderr,
                      if qemu exits or the timeout passes first
   Without --expect: exit 0 when qemu exits by itself, 124 on timeout, 1 if qemu fails.
@@ -20,7 +21,7 @@ EOF
 
 [[ $# -ge 1 && $1 != -* ]] || usage
 IMG=$1; shift
-TIMEOUT=30 EXPECT='' HAVE_EXPECT=0 FIRMWARE=bios
+TIMEOUT=30 EXPECT='' HAVE_EXPECT=0 FIRMWARE=bios SECTOR=512
 while [[ $# -gt 0 ]]; do
     case $1 in
         --timeout) [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || { echo "boot.sh: --timeout needs whole seconds" >&2; usage; }
@@ -30,6 +31,8 @@ while [[ $# -gt 0 ]]; do
         --firmware) [[ $# -ge 2 && ( $2 == bios || $2 == uefi || $2 == uefi-secure ) ]] ||
                         { echo "boot.sh: --firmware is bios, uefi or uefi-secure" >&2; usage; }
                    FIRMWARE=$2; shift 2 ;;
+        --sector-size) [[ $# -ge 2 && ( $2 == 512 || $2 == 4096 ) ]] || { echo "boot.sh: --sector-size is 512 or 4096" >&2; usage; }
+                   SECTOR=$2; shift 2 ;;
         -h|--help) usage ;;
         *) echo "boot.sh: unknown argument: $1" >&2; usage ;;
     esac
@@ -68,8 +71,13 @@ if [[ $FIRMWARE == uefi* ]]; then
     [[ $FIRMWARE == uefi-secure ]] && FIRMWARE_ARGS+=(-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on)
 fi
 # qemu's -drive option splits on commas; a literal comma is written as two.
+DISK_ARGS=(-drive "file=${IMG//,/,,},format=raw,snapshot=on,if=ide")
+if [[ $SECTOR == 4096 ]]; then
+    DISK_ARGS=(-drive "file=${IMG//,/,,},format=raw,snapshot=on,if=none,id=disk"
+               -device virtio-blk-pci,drive=disk,logical_block_size=4096,physical_block_size=4096)
+fi
 TMPDIR=$WORK qemu-system-x86_64 -accel tcg -m 128 -nodefaults -display none -no-reboot "${FIRMWARE_ARGS[@]}" \
-    -serial "file:$LOG" -drive "file=${IMG//,/,,},format=raw,snapshot=on,if=ide" \
+    -serial "file:$LOG" "${DISK_ARGS[@]}" \
     </dev/null >/dev/null 2>"$WORK/qemu.err" &
 QPID=$!
 

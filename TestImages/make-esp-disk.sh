@@ -14,6 +14,8 @@ usage: make-esp-disk.sh OUT.img [options]
   --esp-fs vfat|ext4    what the ESP holds (default vfat; ext4 for the refusal tests)
   --marker TEXT         a grub.cfg in /boot/grub that prints TEXT on the serial console and halts
   --size-mib N          image size (default 160)
+  --sector-size 512|4096  the logical sector size the GPT is laid out for (default 512; 4096: the
+                        table by sfdisk --sector-size, FAT with 4096-byte sectors; GPT only)
 Layout: [BIOS boot 2048-4095,] ESP at the next MiB, [Linux (ext4, label boot) to the end].
 Fixed identifiers as make-disk.sh's; FAT volume id 494D4754, label ESP.
 EOF
@@ -27,7 +29,7 @@ export E2FSPROGS_FAKE_TIME=1700000000 SOURCE_DATE_EPOCH=1700000000 LC_ALL=C TZ=U
 
 [[ $# -ge 1 && $1 != -* ]] || usage
 OUT=$1; shift
-LABEL=gpt BOOT=ext4 BIOS=0 ESP_MIB=64 ESP_FS=vfat MARKER='' HAVE_MARKER=0 SIZE_MIB=160
+LABEL=gpt BOOT=ext4 BIOS=0 ESP_MIB=64 ESP_FS=vfat MARKER='' HAVE_MARKER=0 SIZE_MIB=160 SECTOR=512
 while [[ $# -gt 0 ]]; do
     case $1 in
         --label) LABEL=${2:?}; shift 2 ;;
@@ -37,6 +39,7 @@ while [[ $# -gt 0 ]]; do
         --esp-fs) ESP_FS=${2:?}; shift 2 ;;
         --marker) MARKER=${2:?}; HAVE_MARKER=1; shift 2 ;;
         --size-mib) SIZE_MIB=${2:?}; shift 2 ;;
+        --sector-size) SECTOR=${2:?}; shift 2 ;;
         *) usage ;;
     esac
 done
@@ -45,18 +48,58 @@ case $BOOT in ext4|esp) ;; *) die "--boot must be ext4 or esp" ;; esac
 case $ESP_FS in vfat|ext4) ;; *) die "--esp-fs must be vfat or ext4" ;; esac
 [[ $ESP_MIB =~ ^[1-9][0-9]*$ && $SIZE_MIB =~ ^[1-9][0-9]*$ ]] || die "sizes must be positive integers"
 (( BIOS )) && [[ $LABEL != gpt ]] && die "--bios-boot applies to --label gpt only"
+case $SECTOR in 512) ;; 4096) [[ $LABEL == gpt ]] || die "--sector-size 4096 applies to --label gpt only" ;; *) die "--sector-size must be 512 or 4096" ;; esac
 [[ $MARKER == *[\"\$\\]* || $MARKER == *$'\n'* ]] && die "--marker must be without \", \$, \\ or newlines"
 
 ESP_START=$(( BIOS ? 4096 : 2048 )) ESP_SECTORS=$(( ESP_MIB * 2048 ))
 BOOT_START=$(( ESP_START + ESP_SECTORS ))
-GPT_TAIL=0; [[ $LABEL == gpt ]] && GPT_TAIL=33   # the backup header and entries
+GPT_TAIL=0; [[ $LABEL == gpt ]] && GPT_TAIL=$(( SECTOR == 512 ? 33 : 40 + 7 ))   # the backup header and entries, in 512-byte units
 LAST=$(( SIZE_MIB * 2048 - 1 - GPT_TAIL ))
 [[ $BOOT == esp ]] || (( LAST - BOOT_START >= 16 * 2048 )) || die "no room for a 16 MiB /boot after the ESP; raise --size-mib"
 
 TMP=$(mktemp "$OUT.XXXXXX")
 trap 'rm -f "$TMP"' EXIT
 truncate -s "${SIZE_MIB}M" "$TMP"
-if [[ $LABEL == gpt ]]; then
+if [[ $SECTOR == 4096 ]]; then
+    # Neither sgdisk nor sfdisk lays a file out for 4096-byte sectors (they take the file's 512), so
+    # the table is written field by field: protective MBR, header at LBA 1, 128 entries from LBA 2,
+    # their backup before the backup header in the last LBA; LBAs of 4 KiB, CRC32s as GPT has them.
+    parts=()
+    (( BIOS )) && parts+=("21686148-6449-6E6F-744E-656564454649 2048 2048 bios")
+    parts+=("C12A7328-F81F-11D2-BA4B-00A0C93EC93B $ESP_START $ESP_SECTORS esp")
+    [[ $BOOT == ext4 ]] && parts+=("0FC63DAF-8483-4772-8E79-3D69D8477DE4 $BOOT_START $(( LAST + 1 - BOOT_START )) boot")
+    python3 - "$TMP" "$GUID_PREFIX" "${parts[@]}" <<'PY'
+import struct, sys, uuid, zlib
+path, prefix, parts = sys.argv[1], sys.argv[2], sys.argv[3:]
+ss, count = 4096, 128
+f = open(path, "r+b")
+f.seek(0, 2)
+lbas = f.tell() // ss
+def guid(text): return uuid.UUID(text).bytes_le
+array = bytearray(count * 128)
+for i, p in enumerate(parts):
+    type_, start, sectors, name = p.split()
+    first, n = int(start) * 512 // ss, int(sectors) * 512 // ss   # 512-byte units to 4 KiB LBAs
+    struct.pack_into("<16s16sQQQ72s", array, i * 128, guid(type_), guid(prefix + "%X" % (i + 1)), first, first + n - 1, 0,
+                     name.encode("utf-16-le"))
+entry_lbas = len(array) // ss
+first_usable, last_usable = 2 + entry_lbas, lbas - 2 - entry_lbas
+def header(lba, alternate, entries):
+    h = bytearray(92)
+    struct.pack_into("<8sIIIIQQQQ16sQIII", h, 0, b"EFI PART", 0x10000, 92, 0, 0, lba, alternate, first_usable, last_usable,
+                     guid(prefix + "0"), entries, count, 128, zlib.crc32(array))
+    struct.pack_into("<I", h, 16, zlib.crc32(h))
+    f.seek(lba * ss); f.write(h)
+mbr = bytearray(512)
+struct.pack_into("<B3sB3sII", mbr, 446, 0, b"\x00\x02\x00", 0xEE, b"\xfe\xff\xff", 1, min(lbas - 1, 0xFFFFFFFF))
+mbr[510:512] = b"\x55\xaa"
+f.seek(0); f.write(mbr)
+f.seek(2 * ss); f.write(array)
+f.seek((lbas - 1 - entry_lbas) * ss); f.write(array)
+header(1, lbas - 1, 2)
+header(lbas - 1, 1, lbas - 1 - entry_lbas)
+PY
+elif [[ $LABEL == gpt ]]; then
     args=(-a 1 -U "${GUID_PREFIX}0")
     n=1
     if (( BIOS )); then args+=(-n "$n:2048:4095" -t "$n:ef02" -c "$n:bios" -u "$n:$GUID_PREFIX$n"); n=$(( n + 1 )); fi
@@ -69,6 +112,7 @@ else
       [[ $BOOT == ext4 ]] && echo "start=$BOOT_START, type=83, bootable"; } | sfdisk -q "$TMP" >/dev/null
     ESP_NUMBER=1
 fi
+: "${ESP_NUMBER:=$(( BIOS ? 2 : 1 ))}"
 
 CFG=$(mktemp)
 trap 'rm -f "$TMP" "$CFG"' EXIT
@@ -76,7 +120,8 @@ trap 'rm -f "$TMP" "$CFG"' EXIT
 chmod 0644 "$CFG"
 
 if [[ $ESP_FS == vfat ]]; then
-    mkfs.fat --invariant -i 494D4754 -n ESP --offset "$ESP_START" "$TMP" $(( ESP_SECTORS / 2 )) >/dev/null 2>&1
+    # --offset counts the -S sectors; the block count is in KiB.
+    mkfs.fat --invariant -i 494D4754 -n ESP -S "$SECTOR" --offset $(( ESP_START * 512 / SECTOR )) "$TMP" $(( ESP_SECTORS / 2 )) >/dev/null 2>&1
 else
     mke2fs -q -F -t ext4 -L esp -E "offset=$(( ESP_START * 512 )),root_owner=0:0" "$TMP" "$(( ESP_SECTORS / 2 ))k"
 fi

@@ -86,7 +86,9 @@ final class ImageDisk {
     func loopDevice() throws -> LoopDevice {
         if let loop { return loop }
         try session.acquiring(.loop, LoopDevice.fileName(for: ResourceMarks.loopTag(session: session.id)))
-        let disk = try LoopDevice.attach(plan.image, options: .init(partitionScan: partitionScan, tag: session.id),
+        // A disk laid out for 4 KiB sectors is presented with them, as the real disk would be.
+        let disk = try LoopDevice.attach(plan.image, options: .init(partitionScan: partitionScan, tag: session.id,
+                                                                    blockSize: plan.loopBlockSize),
                                          logger: session.logger)
         session.onClose(disk.path, journal: .init(.loop, disk.tag)) { try disk.detach() }
         session.logger.info("attached \(plan.image) as \(disk.path)")
@@ -215,7 +217,7 @@ enum OffsetPresentation: DiskPresentation {
             try session.acquiring(.loop, LoopDevice.fileName(for: tag))
             let loop = try LoopDevice.attach(plan.image, options: .init(
                 offset: p.startSector * sectorSize, sizeLimit: p.sectorCount * sectorSize,
-                tag: tag), logger: session.logger)
+                tag: tag, blockSize: plan.loopBlockSize), logger: session.logger)
             session.onClose(loop.path, journal: .init(.loop, loop.tag)) { try loop.detach() }
             return loop.path
         }

@@ -41,6 +41,8 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case noESP(path: String)
     /// Secure Boot was asked for a BIOS-only install.
     case secureBootNeedsUEFI(path: String)
+    /// A BIOS (or hybrid) install was asked for a disk laid out for `sectorSize`-byte sectors.
+    case biosNeeds512ByteSectors(path: String, sectorSize: Int)
     /// EFI system partition `number` cannot take GRUB's files; `reason` says why (not FAT,
     /// damaged, too small).
     case espInvalid(path: String, number: Int, reason: String)
@@ -85,7 +87,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         case .imageMissing, .notAnImage, .unreadable: return .noInput
         case .empty, .container, .truncated, .noPartitionTable, .damagedPartitionTable, .noPostMBRGap, .gapTooSmall,
              .noBIOSBootPartition, .unsupportedPartitionTable, .biosBootTooSmall, .noBootFilesystem, .bootPartitionInvalid,
-             .ambiguousBootPartition, .bootFilesystemFull, .noESP, .espInvalid, .secureBootNeedsUEFI:
+             .ambiguousBootPartition, .bootFilesystemFull, .noESP, .espInvalid, .secureBootNeedsUEFI, .biosNeeds512ByteSectors:
             return .badImage
         case .busy: return .busy
         case .notRoot: return .noPermission
@@ -148,6 +150,9 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
             return "\(p): the filesystem on partition \(n) has \(free / 1024) KiB free, but GRUB's platform files alone take \(needed / 1024) KiB. Grow it or free space first (nothing was changed)."
         case .noESP(let p):
             return "\(p) has no EFI system partition, so there is nowhere to put a UEFI loader. Add one (GPT type EF00, or MBR type 0xEF, with a FAT filesystem: e.g. `sgdisk -n 0:0:+256M -t 0:ef00` and mkfs.vfat), or install for BIOS with --firmware bios. Nothing was changed."
+        case .biosNeeds512ByteSectors(let p, let size):
+            let next = "install for UEFI (--firmware uefi, with an EFI system partition)"
+            return "\(p) is laid out for \(size)-byte sectors, and BIOS firmware reads a disk in 512-byte sectors, so GRUB for BIOS cannot boot it; \(next). Nothing was changed."
         case .secureBootNeedsUEFI(let p):
             return "\(p): Secure Boot is a UEFI feature, and this install is for BIOS only. Install for UEFI (--firmware uefi or hybrid, with an EFI system partition) or leave out --secure-boot. Nothing was changed."
         case .espInvalid(let p, let n, let reason):

@@ -72,8 +72,11 @@ public struct InstallPlan: Sendable {
         let espPartition = table.partitions.first {
             $0.kind != .extended && ($0.typeGUID == .efiSystem || (table.kind == .dos && $0.mbrType == 0xEF))
         }
-        let firmware = options.firmware ?? .chosen(hasESP: espPartition != nil, hasBIOSPlace: (try? biosPlace.get()) != nil)
+        // BIOS reads 512-byte sectors (int 13h); on a disk of 4 KiB sectors only UEFI can boot.
+        let biosPossible = table.sectorSize == 512 && (try? biosPlace.get()) != nil
+        let firmware = options.firmware ?? .chosen(hasESP: espPartition != nil, hasBIOSPlace: biosPossible)
         if firmware == .bios && options.secureBoot { throw .secureBootNeedsUEFI(path: path) }
+        if firmware != .uefi && table.sectorSize != 512 { throw .biosNeeds512ByteSectors(path: path, sectorSize: table.sectorSize) }
         var embedding: EmbeddingArea?
         if firmware != .uefi {
             switch biosPlace {
@@ -164,6 +167,10 @@ public struct InstallPlan: Sendable {
     }
 
     static func isExt(_ fs: FilesystemProbe) -> Bool { ["ext2", "ext3", "ext4"].contains(fs.type) }
+
+    /// The logical block size loop devices present this image with: its table's sector size
+    /// when that is not the kernel's default of 512.
+    var loopBlockSize: UInt32 { table.sectorSize == 512 ? 0 : UInt32(table.sectorSize) }
 
     /// Whether /boot/grub is on the EFI system partition itself (there is no other place for it).
     public var bootOnESP: Bool { esp?.number == bootPartition.number }

@@ -228,6 +228,8 @@ extension InstallGrubError: IsolatedError {
             set("bootFilesystemFull", ["path": .string(p), "number": JSONValue(n), "free": .uint(free), "needed": .uint(needed)])
         case .noESP(let p): set("noESP", ["path": .string(p)])
         case .secureBootNeedsUEFI(let p): set("secureBootNeedsUEFI", ["path": .string(p)])
+        case .biosNeeds512ByteSectors(let p, let size):
+            set("biosNeeds512ByteSectors", ["path": .string(p), "sectorSize": JSONValue(size)])
         case .espInvalid(let p, let n, let reason):
             set("espInvalid", ["path": .string(p), "number": JSONValue(n), "reason": .string(reason)])
         case .notRoot(let p): set("notRoot", ["path": .string(p)])
@@ -290,6 +292,9 @@ extension InstallGrubError: IsolatedError {
             self = .bootFilesystemFull(path: p, number: number, free: free, needed: n)
         case "noESP": self = .noESP(path: p)
         case "secureBootNeedsUEFI": self = .secureBootNeedsUEFI(path: p)
+        case "biosNeeds512ByteSectors":
+            guard let size = int("sectorSize") else { return nil }
+            self = .biosNeeds512ByteSectors(path: p, sectorSize: size)
         case "espInvalid":
             guard let number = int("number"), let reason = string("reason") else { return nil }
             self = .espInvalid(path: p, number: number, reason: reason)

@@ -71,6 +71,17 @@ public enum Verify {
     /// a parent), which qemu would open itself; a backing file only when `backingFiles` allows it.
     public static func bootFormat(image: String, backingFiles: Bool) throws(BootRefusal) -> String {
         guard let file = try? ImageSource.open(image), let container = try? DiskContainer.identify(file) else { return "raw" }
+        return try bootFormat(image: image, container: container, backingFiles: backingFiles)
+    }
+
+    /// The logical sector size the disk is laid out for (its partition table's, 512 without one):
+    /// what `verify --boot` presents the disk with.
+    public static func bootSectorSize(image: String) -> Int {
+        guard let file = try? ImageSource.open(image), let table = try? PartitionTable.read(from: file) else { return 512 }
+        return table.sectorSize
+    }
+
+    private static func bootFormat(image: String, container: DiskContainer, backingFiles: Bool) throws(BootRefusal) -> String {
         var refusal = container.isolationRefusal
         // Allowed, a backing file or parent is the only other file qemu opens, and it opens it as
         // imgtool would: next to the image.

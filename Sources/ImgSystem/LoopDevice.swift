@@ -19,14 +19,18 @@ public final class LoopDevice: @unchecked Sendable {
         public var partitionScan = false
         /// Stored in lo_file_name (up to 63 bytes) after `ResourceMarks.loopTagPrefix`.
         public var tag = ""
+        /// The logical block size the device presents (512, or 4096 for a disk laid out for 4 KiB
+        /// sectors); 0 leaves the kernel's default, 512.
+        public var blockSize: UInt32 = 0
         /// Makes options; the defaults attach the whole file read-write without a partition scan.
         public init(offset: UInt64 = 0, sizeLimit: UInt64 = 0, readOnly: Bool = false,
-                    partitionScan: Bool = false, tag: String = "") {
+                    partitionScan: Bool = false, tag: String = "", blockSize: UInt32 = 0) {
             self.offset = offset
             self.sizeLimit = sizeLimit
             self.readOnly = readOnly
             self.partitionScan = partitionScan
             self.tag = tag
+            self.blockSize = blockSize
         }
     }
 
@@ -128,6 +132,7 @@ public final class LoopDevice: @unchecked Sendable {
         imgtool_loop_info_set_file_name(&info, fileName(for: options.tag))
         var config = loop_config()
         config.fd = UInt32(bitPattern: backing.fd)
+        config.block_size = options.blockSize
         config.info = info
         let r = imgtool_ioctl_ptr(handle.fd, IMGTOOL_LOOP_CONFIGURE, &config)
         if r == -EINVAL || r == -ENOTTY {
@@ -138,6 +143,10 @@ public final class LoopDevice: @unchecked Sendable {
                 try retrying([EAGAIN]) { () throws(SystemError) in
                     try shimCall("ioctl(LOOP_SET_STATUS64)", on: path,
                                  imgtool_ioctl_ptr(handle.fd, IMGTOOL_LOOP_SET_STATUS64, &info))
+                }
+                if options.blockSize != 0 {
+                    try shimCall("ioctl(LOOP_SET_BLOCK_SIZE)", on: path,
+                                 imgtool_ioctl_int(handle.fd, IMGTOOL_LOOP_SET_BLOCK_SIZE, UInt(options.blockSize)))
                 }
             } catch {
                 _ = imgtool_ioctl_int(handle.fd, IMGTOOL_LOOP_CLR_FD, 0)
@@ -169,6 +178,12 @@ public final class LoopDevice: @unchecked Sendable {
         if status.lo_sizelimit != options.sizeLimit { mismatch = "size limit \(options.sizeLimit)" }
         if status.lo_flags & IMGTOOL_LO_FLAGS_AUTOCLEAR == 0 { mismatch = "autoclear flag" }
         if options.readOnly && status.lo_flags & IMGTOOL_LO_FLAGS_READ_ONLY == 0 { mismatch = "read-only flag" }
+        if options.blockSize != 0 {
+            var size: Int32 = 0
+            if imgtool_ioctl_ptr(fd, IMGTOOL_BLKSSZGET, &size) != 0 || UInt32(size) != options.blockSize {
+                mismatch = "logical block size \(options.blockSize)"
+            }
+        }
         if let mismatch {
             try? detach()
             throw .settingsIgnored(device: path, what: mismatch)

@@ -67,8 +67,8 @@ public enum QemuBoot {
     /// with SeaBIOS the VGA text buffer; with OVMF the serial console, because UEFI draws on a
     /// graphics framebuffer and copies its text console, GRUB's included, to the serial port. Always
     /// kills qemu and removes its temp dir, also when `interruption` fires.
-    public static func observe(image: String, format: String = "raw", timeout: Double, firmware: Firmware = .bios,
-                               interruption: Interruption? = nil) throws(QemuBoot.Error) -> BootObservation {
+    public static func observe(image: String, format: String = "raw", sectorSize: Int = 512, timeout: Double,
+                               firmware: Firmware = .bios, interruption: Interruption? = nil) throws(QemuBoot.Error) -> BootObservation {
         guard let qemu = Subprocess.find(qemuProgram) else { throw .qemuMissing }
         if firmware == .efi {
             for path in [ovmfCode, ovmfVariables] where !accessible(path, R_OK) { throw .firmwareMissing(path) }
@@ -80,7 +80,8 @@ public enum QemuBoot {
         do { process = try QemuProcess(temporaryPrefix: temporaryPrefix, interruption: interruption) } catch { throw .system(error) }
         let started = monotonicNow()
         do {
-            try process.start(try arguments(qemu: qemu, image: image, format: format, firmware: firmware, dir: process.directory), monitor: true)
+            try process.start(try arguments(qemu: qemu, image: image, format: format, sectorSize: sectorSize, firmware: firmware,
+                                          dir: process.directory), monitor: true)
         } catch { throw .system(error) }
         guard let monitor = process.monitor else { throw .monitor("was not started") }
 
@@ -134,15 +135,24 @@ public enum QemuBoot {
         }
     }
 
+    /// The image as an IDE disk, or, for a disk of 4 KiB sectors (which IDE cannot present), a
+    /// virtio-blk disk with that logical block size, which OVMF reads.
+    static func disk(image: String, format: String, sectorSize: Int) -> [String] {
+        let file = "file.driver=file,file.filename=\(KernelVM.escape(image)),format=\(format),snapshot=on"
+        guard sectorSize != 512 else { return ["-drive", file + ",if=ide"] }
+        return ["-drive", file + ",if=none,id=disk",
+                "-device", "virtio-blk-pci,drive=disk,logical_block_size=\(sectorSize),physical_block_size=\(sectorSize)"]
+    }
+
     /// qemu's command line: the image read-only through a snapshot=on overlay (in the private dir,
     /// where QemuProcess points TMPDIR) and, for OVMF, a private copy of the variable store.
-    static func arguments(qemu: String, image: String, format: String = "raw", firmware: Firmware, dir: String) throws(SystemError) -> [String] {
+    static func arguments(qemu: String, image: String, format: String = "raw", sectorSize: Int = 512, firmware: Firmware,
+                          dir: String) throws(SystemError) -> [String] {
         // file.driver=file keeps qemu from reading a protocol ("nbd:", "json:") into the path.
         var arguments = [
             qemu, "-accel", "tcg", "-m", firmware == .efi ? "256" : "128", "-nodefaults", "-no-user-config",
             "-display", "none", "-vga", "std", "-no-reboot", "-nic", "none",
-            "-drive", "file.driver=file,file.filename=\(KernelVM.escape(image)),format=\(format),if=ide,snapshot=on",
-        ] + QemuMonitor.qemuArguments
+        ] + disk(image: image, format: format, sectorSize: sectorSize) + QemuMonitor.qemuArguments
         if firmware == .efi {
             // The variable store is written by the firmware: a private copy, removed with the dir.
             let variables = "\(dir)/ovmf-vars.fd"

@@ -73,8 +73,8 @@ struct VerifyCommand {
             let firmware = firmware ?? defaultFirmware(report)
             do {
                 let format = try Verify.bootFormat(image: image, backingFiles: backing)
-                observation = try QemuBoot.observe(image: image, format: format, timeout: timeout, firmware: firmware,
-                                                   interruption: interruption)
+                observation = try QemuBoot.observe(image: image, format: format, sectorSize: Verify.bootSectorSize(image: image),
+                                                   timeout: timeout, firmware: firmware, interruption: interruption)
             } catch let error as Verify.BootRefusal {
                 printError(error.description)
                 return 2

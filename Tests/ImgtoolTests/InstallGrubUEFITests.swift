@@ -110,6 +110,27 @@ struct InstallGrubUEFITests {
         #expect(try sha256(pristine) == before)
     }
 
+    /// A GPT laid out for 4096-byte sectors, FAT with 4096-byte sectors on the ESP: the loop device
+    /// presents 4 KiB sectors, and OVMF boots the result from a disk with 4 KiB logical sectors.
+    /// BIOS cannot read such a disk, so it is refused, and the layout's choice is UEFI.
+    @Test("4 KiB sectors: a UEFI install boots under OVMF from a 4 KiB-sector disk; BIOS is refused")
+    func fourKiBSectors() throws {
+        let scratch = try Scratch()
+        let marker = "IMGTOOL-UEFI-4K"
+        let image = try makeESPDisk(scratch.file("disk.img"), ["--sector-size", "4096", "--bios-boot", "--marker", marker])
+        let pristine = scratch.file("pristine.img")
+        try run(["cp", "--sparse=always", image, pristine])
+        let before = try sha256(image)
+        let bios = try imgtool(["install-grub", image, "--firmware", "hybrid"])
+        #expect(bios.status == ExitStatus.badImage.rawValue && bios.stderr.contains("4096-byte sectors"), "\(bios.stderr)")
+        #expect(try sha256(image) == before)
+
+        let json = try install(image)
+        #expect(json["firmware"] as? String == "uefi", "a BIOS boot partition does not make a 4 KiB disk hybrid")
+        let booted = try boot(image, expect: marker, firmware: "uefi", sectorSize: 4096)
+        #expect(booted.found, "OVMF on a 4 KiB-sector disk: \(booted.console)")
+    }
+
     /// The ESP of `image` passes `fsck.fat -n`.
     func espClean(_ image: String, scratch: Scratch, number: Int = 1) throws -> Bool {
         let (start, size) = try partition(image, number: number)

@@ -75,9 +75,10 @@ public func bootDisagreements(_ verifyJSON: [String: Any]) -> [String] {
 /// console, and whether `expect` appeared. Every image the suite boots is also a test of verify:
 /// when `expect` appears (GRUB read its grub.cfg), verify's static verdict must be "bootable";
 /// if it disagrees, `found` is false and the console says why, so the test fails.
-public func boot(_ image: String, expect: String, timeout: Int = 60, firmware: String = "bios") throws -> (found: Bool, console: String) {
+public func boot(_ image: String, expect: String, timeout: Int = 60, firmware: String = "bios",
+                 sectorSize: Int = 512) throws -> (found: Bool, console: String) {
     let r = try Subprocess.run(["\(repositoryRoot)/TestImages/boot.sh", image, "--timeout", "\(timeout)",
-                                "--expect", expect, "--firmware", firmware])
+                                "--expect", expect, "--firmware", firmware, "--sector-size", "\(sectorSize)"])
     guard r.succeeded else { return (false, r.stdout + r.stderr) }
     let verdict = try imgtool(["verify", image])
     guard verdict.status == 0 else {

@@ -13,6 +13,7 @@
 
 static const unsigned long IMGTOOL_LOOP_CTL_GET_FREE = LOOP_CTL_GET_FREE;
 static const unsigned long IMGTOOL_LOOP_CONFIGURE = LOOP_CONFIGURE;
+static const unsigned long IMGTOOL_LOOP_SET_BLOCK_SIZE = LOOP_SET_BLOCK_SIZE;
 static const unsigned long IMGTOOL_LOOP_SET_FD = LOOP_SET_FD;
 static const unsigned long IMGTOOL_LOOP_CLR_FD = LOOP_CLR_FD;
 static const unsigned long IMGTOOL_LOOP_SET_STATUS64 = LOOP_SET_STATUS64;
