@@ -132,7 +132,8 @@ if [[ $BOOT == esp ]] && (( HAVE_MARKER )); then
 fi
 if [[ $BOOT == ext4 ]]; then
     OFF=$(( BOOT_START * 512 ))
-    mke2fs -q -F -t ext4 -L boot -U "$FS_UUID" -E "offset=$OFF,hash_seed=$HASH_SEED,root_owner=0:0" \
+    # A filesystem's blocks are never smaller than the disk's sectors, or the kernel cannot mount it.
+    mke2fs -q -F -t ext4 -b $(( SECTOR == 4096 ? 4096 : 1024 )) -L boot -U "$FS_UUID" -E "offset=$OFF,hash_seed=$HASH_SEED,root_owner=0:0" \
         "$TMP" "$(( (LAST + 1 - BOOT_START) / 2 ))k"
     cmds='mkdir /boot\nmkdir /boot/grub\n'
     (( HAVE_MARKER )) && cmds+="write $CFG /boot/grub/grub.cfg\n"

@@ -93,6 +93,10 @@ public struct InstallPlan: Sendable {
         }
 
         let (boot, fs) = try chooseBootPartition(path: path, source: source, table: table, requested: requested)
+        // The kernel mounts no filesystem whose blocks are smaller than the disk's sectors.
+        if let block = fs.blockSize, block < table.sectorSize, !(esp?.number == boot.number) {
+            throw .bootPartitionInvalid(path: path, number: boot.number, reason: "its \(fs.type) filesystem has \(block)-byte blocks, smaller than the disk's \(table.sectorSize)-byte sectors, so no kernel can mount it from this disk (make it with mke2fs -b \(table.sectorSize))")
+        }
         let module = grubFilesystemModules[fs.type]!
         let plan = InstallPlan(image: path, imageSize: size, table: table, firmware: firmware, embedding: embedding, esp: esp,
                                secureBoot: options.secureBoot,
