@@ -7,7 +7,8 @@ usage() {
     cat >&2 <<'EOF'
 usage: make-esp-disk.sh OUT.img [options]
   --label gpt|dos       partition table (default gpt); dos: the ESP has type 0xEF
-  --boot ext4|esp       where /boot/grub goes (default ext4: a Linux partition after the ESP;
+  --boot ext2|ext3|ext4|esp
+                        where /boot/grub goes (default ext4: a Linux partition after the ESP;
                         esp: no other partition, /boot/grub on the ESP)
   --bios-boot           gpt: a 1 MiB BIOS boot partition (EF02) first, for hybrid installs
   --esp-mib N           the ESP's size (default 64)
@@ -44,7 +45,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 case $LABEL in gpt|dos) ;; *) die "--label must be gpt or dos" ;; esac
-case $BOOT in ext4|esp) ;; *) die "--boot must be ext4 or esp" ;; esac
+case $BOOT in ext2|ext3|ext4|esp) ;; *) die "--boot must be ext2, ext3, ext4 or esp" ;; esac
 case $ESP_FS in vfat|ext4) ;; *) die "--esp-fs must be vfat or ext4" ;; esac
 [[ $ESP_MIB =~ ^[1-9][0-9]*$ && $SIZE_MIB =~ ^[1-9][0-9]*$ ]] || die "sizes must be positive integers"
 (( BIOS )) && [[ $LABEL != gpt ]] && die "--bios-boot applies to --label gpt only"
@@ -67,7 +68,7 @@ if [[ $SECTOR == 4096 ]]; then
     parts=()
     (( BIOS )) && parts+=("21686148-6449-6E6F-744E-656564454649 2048 2048 bios")
     parts+=("C12A7328-F81F-11D2-BA4B-00A0C93EC93B $ESP_START $ESP_SECTORS esp")
-    [[ $BOOT == ext4 ]] && parts+=("0FC63DAF-8483-4772-8E79-3D69D8477DE4 $BOOT_START $(( LAST + 1 - BOOT_START )) boot")
+    [[ $BOOT != esp ]] && parts+=("0FC63DAF-8483-4772-8E79-3D69D8477DE4 $BOOT_START $(( LAST + 1 - BOOT_START )) boot")
     python3 - "$TMP" "$GUID_PREFIX" "${parts[@]}" <<'PY'
 import struct, sys, uuid, zlib
 path, prefix, parts = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -105,11 +106,11 @@ elif [[ $LABEL == gpt ]]; then
     if (( BIOS )); then args+=(-n "$n:2048:4095" -t "$n:ef02" -c "$n:bios" -u "$n:$GUID_PREFIX$n"); n=$(( n + 1 )); fi
     args+=(-n "$n:$ESP_START:$(( BOOT_START - 1 ))" -t "$n:ef00" -c "$n:esp" -u "$n:$GUID_PREFIX$n")
     ESP_NUMBER=$n
-    if [[ $BOOT == ext4 ]]; then n=$(( n + 1 )); args+=(-n "$n:$BOOT_START:$LAST" -t "$n:8300" -c "$n:boot" -u "$n:$GUID_PREFIX$n"); fi
+    if [[ $BOOT != esp ]]; then n=$(( n + 1 )); args+=(-n "$n:$BOOT_START:$LAST" -t "$n:8300" -c "$n:boot" -u "$n:$GUID_PREFIX$n"); fi
     sgdisk "${args[@]}" "$TMP" >/dev/null
 else
     { echo "label: dos"; echo "label-id: $DOS_ID"; echo "start=$ESP_START, size=$ESP_SECTORS, type=ef"
-      [[ $BOOT == ext4 ]] && echo "start=$BOOT_START, type=83, bootable"; } | sfdisk -q "$TMP" >/dev/null
+      [[ $BOOT != esp ]] && echo "start=$BOOT_START, type=83, bootable"; } | sfdisk -q "$TMP" >/dev/null
     ESP_NUMBER=1
 fi
 : "${ESP_NUMBER:=$(( BIOS ? 2 : 1 ))}"
@@ -130,10 +131,10 @@ if [[ $BOOT == esp ]] && (( HAVE_MARKER )); then
     mmd -i "$TMP@@$(( ESP_START * 512 ))" ::/boot ::/boot/grub
     mcopy -i "$TMP@@$(( ESP_START * 512 ))" "$CFG" ::/boot/grub/grub.cfg
 fi
-if [[ $BOOT == ext4 ]]; then
+if [[ $BOOT != esp ]]; then
     OFF=$(( BOOT_START * 512 ))
     # A filesystem's blocks are never smaller than the disk's sectors, or the kernel cannot mount it.
-    mke2fs -q -F -t ext4 -b $(( SECTOR == 4096 ? 4096 : 1024 )) -L boot -U "$FS_UUID" -E "offset=$OFF,hash_seed=$HASH_SEED,root_owner=0:0" \
+    mke2fs -q -F -t "$BOOT" -b $(( SECTOR == 4096 ? 4096 : 1024 )) -L boot -U "$FS_UUID" -E "offset=$OFF,hash_seed=$HASH_SEED,root_owner=0:0" \
         "$TMP" "$(( (LAST + 1 - BOOT_START) / 2 ))k"
     cmds='mkdir /boot\nmkdir /boot/grub\n'
     (( HAVE_MARKER )) && cmds+="write $CFG /boot/grub/grub.cfg\n"

@@ -23,7 +23,7 @@ extension VerifyReport {
         let shown = boot.outcome == .grubMenu && !boot.menuEntries.isEmpty
             ? "GRUB's menu (\(boot.menuEntries.joined(separator: " | ")))" : boot.message.map { "\(boot.outcome.rawValue): \($0)" } ?? boot.outcome.rawValue
         let finding = Finding(statically == nil ? .info : .warning,
-                              "the static checks said \(said), but booting under \(firmware == .bios ? "SeaBIOS" : "OVMF") showed \(shown); the verdict follows the boot"
+                              "the static checks said \(said), but booting under \(firmware == .bios ? "SeaBIOS" : firmware == .efiSecure ? "OVMF enforcing Secure Boot" : "OVMF") showed \(shown); the verdict follows the boot"
                                 + (statically == nil ? "" : ". Please report this image: imgtool's static checks are wrong about it"))
         var efi = self.efi
         var bios = biosBootable, problems = self.problems

@@ -89,6 +89,14 @@ public enum BootScreen {
             return Classification(outcome: .noBootableDevice, menuEntries: [],
                                   message: String(line.drop(while: { $0 == " " })))
         }
+        // OVMF with no option that starts (under Secure Boot its shell is refused too) says so on
+        // its console; a loader that Secure Boot refused is "Access Denied".
+        if let line = rows.first(where: { $0.contains("No bootable option or device was found") }) {
+            let refused = rows.first { $0.contains("Access Denied") || $0.contains("Security Viola") }
+            let message = refused.map { _ in "Secure Boot refused the loader (Access Denied): it is not signed by a key the firmware trusts" }
+            return Classification(outcome: .noBootableDevice, menuEntries: [],
+                                  message: message ?? String(line.drop(while: { $0 == " " })))
+        }
         // OVMF falls back to its built-in UEFI shell when no boot option starts.
         if lastRow.hasPrefix("Shell>") {
             return Classification(outcome: .noBootableDevice, menuEntries: [],

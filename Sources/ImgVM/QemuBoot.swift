@@ -17,11 +17,19 @@ public enum QemuBoot {
         case bios
         /// OVMF: \EFI\BOOT\BOOTX64.EFI on the EFI system partition.
         case efi
+        /// OVMF enforcing Secure Boot with Microsoft's keys enrolled (Debian's
+        /// OVMF_CODE_4M.secboot.fd and OVMF_VARS_4M.ms.fd, on q35 with SMM): only signed loaders start.
+        case efiSecure = "efi-secure"
+
+        /// OVMF, with or without Secure Boot.
+        public var isEFI: Bool { self != .bios }
     }
     /// Debian's OVMF build (package ovmf): the code, read-only, and a template of its variable store,
     /// of which each boot gets a private copy.
     static let ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
     static let ovmfVariables = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+    static let ovmfSecureCode = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+    static let ovmfMicrosoftVariables = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
     /// The private temp dir (`QemuProcess`) holds the dump, qemu's stderr and its snapshot overlay.
     package static let temporaryPrefix = "imgtool-qemu-"
     static let pollInterval = 0.15
@@ -70,8 +78,9 @@ public enum QemuBoot {
     public static func observe(image: String, format: String = "raw", sectorSize: Int = 512, timeout: Double,
                                firmware: Firmware = .bios, interruption: Interruption? = nil) throws(QemuBoot.Error) -> BootObservation {
         guard let qemu = Subprocess.find(qemuProgram) else { throw .qemuMissing }
-        if firmware == .efi {
-            for path in [ovmfCode, ovmfVariables] where !accessible(path, R_OK) { throw .firmwareMissing(path) }
+        if firmware.isEFI {
+            for path in firmware == .efi ? [ovmfCode, ovmfVariables] : [ovmfSecureCode, ovmfMicrosoftVariables]
+            where !accessible(path, R_OK) { throw .firmwareMissing(path) }
         }
         // Fail with the image's own errno rather than qemu's paraphrase of it.
         do { try FileHandle(path: image, flags: O_RDONLY).close() } catch { throw .image(error) }
@@ -122,7 +131,7 @@ public enum QemuBoot {
                     throw .monitor(what)
                 }
                 last = BootScreen.decodeTextBuffer(bytes)
-            case .efi:
+            case .efi, .efiSecure:
                 // The last MiB: a console that keeps talking only ever needs its latest screens.
                 last = BootScreen.renderTerminal(readFileBytes(process.file("serial.log"), limit: 1 << 20, fromEnd: true))
             }
@@ -150,15 +159,18 @@ public enum QemuBoot {
                           dir: String) throws(SystemError) -> [String] {
         // file.driver=file keeps qemu from reading a protocol ("nbd:", "json:") into the path.
         var arguments = [
-            qemu, "-accel", "tcg", "-m", firmware == .efi ? "256" : "128", "-nodefaults", "-no-user-config",
+            qemu, "-accel", "tcg", "-m", firmware.isEFI ? "256" : "128", "-nodefaults", "-no-user-config",
             "-display", "none", "-vga", "std", "-no-reboot", "-nic", "none",
         ] + disk(image: image, format: format, sectorSize: sectorSize) + QemuMonitor.qemuArguments
-        if firmware == .efi {
+        if firmware.isEFI {
             // The variable store is written by the firmware: a private copy, removed with the dir.
             let variables = "\(dir)/ovmf-vars.fd"
-            try writeNewFile(variables, readFileBytes(ovmfVariables, limit: 64 << 20))
+            let secure = firmware == .efiSecure
+            try writeNewFile(variables, readFileBytes(secure ? ovmfMicrosoftVariables : ovmfVariables, limit: 64 << 20))
+            // The Secure Boot build keeps its variables behind SMM, which needs q35.
+            if secure { arguments += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"] }
             arguments += [
-                "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(ovmfCode)",
+                "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(secure ? ovmfSecureCode : ovmfCode)",
                 "-drive", "if=pflash,format=raw,unit=1,file=\(variables)",
                 "-serial", "file:\(dir)/serial.log",
             ]

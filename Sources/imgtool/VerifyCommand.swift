@@ -18,7 +18,7 @@ let verifyCommand = CommandSpec(
     options: [
         .flag("boot", help: "Also boot the image under qemu (TCG) and report what it shows."),
         .option("timeout", "<seconds>", help: "Seconds to wait for the booted image to show something recognisable (default 30)."),
-        .option("firmware", "<bios|efi>", completion: .choices(QemuBoot.Firmware.allCases.map(\.rawValue)), help: "What --boot boots with (default: BIOS when sector 0 holds boot code, else UEFI when there is an EFI system partition)."),
+        .option("firmware", "<bios|efi|efi-secure>", completion: .choices(QemuBoot.Firmware.allCases.map(\.rawValue)), help: "What --boot boots with (default: BIOS when sector 0 holds boot code, else UEFI when there is an EFI system partition); efi-secure: OVMF enforcing Secure Boot with Microsoft's keys."),
         .flag("json", help: "Print the report as JSON on stdout."),
         .flag("verbose", short: "v", help: "More detail on stderr."),
         backingOption,
@@ -27,7 +27,7 @@ let verifyCommand = CommandSpec(
     run: { arguments throws(UsageError) in
         let timeout = try arguments.value("timeout", as: Double.self, expected: "a number of seconds") ?? 30
         guard timeout > 0, timeout.isFinite else { throw UsageError(message: "'--timeout' must be a positive number of seconds.") }
-        let firmware = try arguments.value("firmware", as: QemuBoot.Firmware.self, expected: "bios or efi")
+        let firmware = try arguments.value("firmware", as: QemuBoot.Firmware.self, expected: "bios, efi or efi-secure")
         return VerifyCommand(image: arguments.positional(0)!, boot: arguments.flag("boot"), timeout: timeout,
                              firmware: firmware, json: arguments.flag("json"), verbose: arguments.flag("verbose"),
                              backing: arguments.flag("backing"), isolation: arguments.isolation).run()
@@ -123,7 +123,7 @@ struct VerifyCommand {
             for p in efi.problems { out += "  \(p.severity): \(p.message)\n" }
         }
         if let boot {
-            out += "booted under qemu with \(firmware ?? defaultFirmware(r) == .efi ? "OVMF" : "SeaBIOS") (\((boot.seconds * 10).rounded() / 10) s): \(boot.outcome.rawValue)"
+            out += "booted under qemu with \({ switch firmware ?? defaultFirmware(r) { case .bios: "SeaBIOS"; case .efi: "OVMF"; case .efiSecure: "OVMF enforcing Secure Boot" } }()) (\((boot.seconds * 10).rounded() / 10) s): \(boot.outcome.rawValue)"
             if !boot.menuEntries.isEmpty { out += ", menu: " + boot.menuEntries.joined(separator: " | ") }
             if let m = boot.message { out += ", \(m)" }
             out += "\n"

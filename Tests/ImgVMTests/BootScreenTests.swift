@@ -58,6 +58,14 @@ import TestSupport
         #expect(seabios?.outcome == .noBootableDevice)
         #expect(seabios?.message == "No bootable device.  Retrying in 60 seconds.")
         #expect(BootScreen.classify(screen: ["SeaBIOS (version 1.16)", "Booting from Hard Disk..."]) == nil)
+        // OVMF enforcing Secure Boot, as its serial console shows an unsigned loader refused.
+        let refused = BootScreen.classify(screen: [
+            "BdsDxe: failed to load Boot0001 \"UEFI QEMU HARDDISK QM00001 \" from PciRoot(0x0)/Pci(0x1F,0x2): Access Denied",
+            "BdsDxe: failed to start Boot0002 \"EFI Internal Shell\" from Fv(7CB8BDC9): Security Viola", "tion",
+            "BdsDxe: No bootable option or device was found.", "BdsDxe: Press any key to enter the Boot Manager Menu."])
+        #expect(refused?.outcome == .noBootableDevice && refused?.message?.contains("Secure Boot refused") == true)
+        let empty = BootScreen.classify(screen: ["BdsDxe: No bootable option or device was found."])
+        #expect(empty?.outcome == .noBootableDevice && empty?.message == "BdsDxe: No bootable option or device was found.")
     }
 
     /// A screen captured from a real boot by TestImages/capture-screens.sh.

@@ -33,6 +33,8 @@ struct InstallGrubUEFITests {
         // GPT: ESP + ext4 /boot -> UEFI; /boot on the ESP itself; + BIOS boot partition -> hybrid.
         Case(layout: [], install: [], firmware: "uefi", loaders: ["uefi 1 /EFI/BOOT/BOOTX64.EFI"]),
         Case(layout: ["--boot", "esp"], install: [], firmware: "uefi", loaders: ["uefi 1 /EFI/BOOT/BOOTX64.EFI"]),
+        Case(layout: ["--boot", "ext2"], install: [], firmware: "uefi", loaders: ["uefi 1 /EFI/BOOT/BOOTX64.EFI"]),
+        Case(layout: ["--boot", "ext3"], install: [], firmware: "uefi", loaders: ["uefi 1 /EFI/BOOT/BOOTX64.EFI"]),
         Case(layout: ["--bios-boot"], install: [], firmware: "hybrid",
              loaders: ["bios 1 BIOS boot partition", "uefi 2 /EFI/BOOT/BOOTX64.EFI"]),
         Case(layout: ["--bios-boot", "--boot", "esp"], install: [], firmware: "hybrid",
@@ -103,6 +105,17 @@ struct InstallGrubUEFITests {
         #expect(try boot(unsigned, expect: marker, firmware: "uefi").found, "the unsigned install boots without Secure Boot")
         let refused = try boot(unsigned, expect: marker, timeout: 20, firmware: "uefi-secure")
         #expect(!refused.found, "an unsigned GRUB must not start under Secure Boot")
+
+        // verify --boot with Secure Boot enforced: the signed chain is not contradicted; the
+        // unsigned GRUB, which the static checks call bootable, is refused and the verdict follows.
+        func verifySecure(_ image: String) throws -> JSON {
+            let r = try imgtool(["verify", "--boot", "--firmware", "efi-secure", "--timeout", "20", "--json", image])
+            return try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? JSON, "\(r.stderr)")
+        }
+        let signedReport = try verifySecure(signed)
+        #expect(signedReport["bootable"] as? Bool == true && bootDisagreements(signedReport).isEmpty, "\(signedReport)")
+        let unsignedReport = try verifySecure(unsigned)
+        #expect(unsignedReport["bootable"] as? Bool != true, "\(unsignedReport)")
 
         let before = try sha256(pristine)
         let bios = try imgtool(["install-grub", pristine, "--secure-boot", "--firmware", "bios"])
