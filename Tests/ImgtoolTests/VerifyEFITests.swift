@@ -76,6 +76,6 @@ struct VerifyEFITests {
         let json = try #require(try JSONSerialization.jsonObject(with: Data(bios.output)) as? JSON)
         #expect(((json["boot"] as? JSON)?["outcome"] as? String) == "timeout")
         let usage = try imgtool(["verify", image, "--boot", "--firmware", "floppy"])
-        #expect(usage.status == 64 && usage.stderr.contains("'--firmware' expects bios or efi"), "\(usage.stderr)")
+        #expect(usage.status == 64 && usage.stderr.contains("'--firmware' expects bios, efi or efi-secure"), "\(usage.stderr)")
     }
 }
