@@ -52,7 +52,7 @@ zsh_offers() {
 [ "$(zsh_offers imgtool ins)" = "inspect install-grub" ] || fail "zsh completes 'imgtool ins' to '$(zsh_offers imgtool ins)'"
 [ "$(zsh_offers imgtool install-grub --str)" = "--strategy" ] \
 	|| fail "zsh completes 'imgtool install-grub --str' to '$(zsh_offers imgtool install-grub --str)'"
-[ "$(zsh_offers imgtool verify --firmware=)" = "bios efi" ] \
+[ "$(zsh_offers imgtool verify --firmware=)" = "bios efi efi-secure" ] \
 	|| fail "zsh completes 'imgtool verify --firmware=' to '$(zsh_offers imgtool verify --firmware=)'"
 fish_file=$work/files/usr/share/fish/vendor_completions.d/imgtool.fish
 fish --no-config -n "$fish_file" || fail "fish cannot parse imgtool.fish"
@@ -156,7 +156,7 @@ complete_bash() {
 	|| fail "bash completes 'imgtool ins' to '$(complete_bash imgtool ins)'"
 [ "$(complete_bash imgtool install-grub --str)" = "--strategy" ] \
 	|| fail "bash completes 'imgtool install-grub --str' to '$(complete_bash imgtool install-grub --str)'"
-[ "$(complete_bash imgtool verify --firmware '')" = "bios efi" ] \
+[ "$(complete_bash imgtool verify --firmware '')" = "bios efi efi-secure" ] \
 	|| fail "bash completes 'imgtool verify --firmware ' to '$(complete_bash imgtool verify --firmware '')'"
 
 # A 4 MiB image with a dos table and one Linux partition at sector 2048.
