@@ -11,26 +11,11 @@ import Testing
 struct QCOW2DiskTests {
     static let diskSize = 64 << 20
 
-    /// A deterministic stream (SplitMix64), so a failure reproduces.
-    struct Generator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func bytes(_ count: Int) -> [UInt8] {
-            (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) }
-        }
-    }
-
     /// The raw disk: random data at the start, across 64 KiB and 2 MiB cluster boundaries, at odd
     /// offsets and in the last sector; text-like compressible data; zeros everywhere else.
     static func rawDisk() -> [UInt8] {
         var disk = [UInt8](repeating: 0, count: diskSize)
-        var random = Generator(state: 0x5143_4F57)
+        var random = SeededGenerator(seed: 0x5143_4F57)
         func put(_ bytes: [UInt8], at offset: Int) { disk.replaceSubrange(offset..<(offset + bytes.count), with: bytes) }
         put(random.bytes(256 << 10), at: 0)
         put(random.bytes(10_000), at: (5 << 20) + 65_536 - 3_000)
@@ -69,7 +54,7 @@ struct QCOW2DiskTests {
 
     /// Reads at odd offsets across cluster boundaries, from a fixed seed.
     static func expectOddReads(_ disk: some ByteSource, _ reference: [UInt8], _ label: String) throws {
-        var random = Generator(state: 42)
+        var random = SeededGenerator(seed: 42)
         var ranges = [(65_536 - 7, 100), ((5 << 20) + 65_536 - 3_001, 9_000), ((2 << 20) - 1, 3), (diskSize - 1, 1),
                       ((4 << 20) - 1_000, 3_000), (511, 2), ((10 << 20) + 1, 200_003), (diskSize - 70_001, 70_001)]
         for _ in 0..<40 {
@@ -329,7 +314,7 @@ struct QCOW2DiskTests {
             for (name, options) in [("s512.qcow2", ["-c", "-o", "cluster_size=512"]), ("ext.qcow2", ["-o", "extended_l2=on,cluster_size=16k"])] {
                 try ExternalToolTests.run(qemuImg, ["convert", "-f", "raw", "-O", "qcow2"] + options + [made.path("small.raw"), made.path(name)])
                 let image = [UInt8](try Data(contentsOf: URL(fileURLWithPath: made.path(name))))
-                var random = Generator(state: 7)
+                var random = SeededGenerator(seed: 7)
                 for _ in 0..<300 {
                     var bytes = image
                     for _ in 0..<(1 + random.next() % 8) {

@@ -15,6 +15,13 @@ struct SeededGenerator: RandomNumberGenerator {
     }
 }
 
+extension SeededGenerator {
+    /// `count` bytes of the stream, one per draw.
+    mutating func bytes(_ count: Int) -> [UInt8] {
+        (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) }
+    }
+}
+
 /// A libFuzzer-free smoke fuzz: mutated tables must give a value or an error, never a trap, hang
 /// or huge allocation. The mutations aim at the fields parsers trust least.
 @Suite("Robustness")

@@ -283,17 +283,9 @@ struct InspectTests {
     func lvmRoot() throws {
         let scratch = try Scratch()
         let image = scratch.file("lvm.img")
-        try run(["truncate", "-s", "96M", image])
-        try run(["sh", "-c", "printf 'label: dos\\nstart=2048, type=8e\\n' | sfdisk -q \"$1\"", "sh", image])
-        let partitionOffset = 2048 * 512
-        let loop = try run(["losetup", "-f", "--show", "-o", "\(partitionOffset)", image]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        defer { _ = try? Subprocess.run(["losetup", "-d", loop]) }
-        let config = "devices { obtain_device_list_from_udev=0 filter=[\"a|^\(loop)$|\", \"r|.*|\"] } activation { udev_sync=0 udev_rules=0 }"
-        func lvm(_ arguments: [String]) throws -> String {
-            try run(["env", "LVM_SUPPRESS_FD_WARNINGS=1", arguments[0], "--driverloaded", "n", "--config", config] + arguments.dropFirst()).stdout
-        }
-        _ = try lvm(["pvcreate", "-q", "-y", loop])
-        _ = try lvm(["vgcreate", "-q", "vgimg", loop])
+        let lvmImage = try LVMImage(image)
+        let loop = lvmImage.loop, partitionOffset = LVMImage.partitionOffset
+        func lvm(_ arguments: [String]) throws -> String { try lvmImage.lvm(arguments) }
         _ = try lvm(["lvcreate", "-q", "-an", "-Zn", "-L", "8M", "-n", "swap", "vgimg"])
         _ = try lvm(["lvcreate", "-q", "-an", "-Zn", "-L", "40M", "-n", "root", "vgimg"])
         func number(_ text: String) -> Int? { Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) }
@@ -335,17 +327,9 @@ struct InspectTests {
     func lvmFragmented() throws {
         let scratch = try Scratch()
         let image = scratch.file("lvm.img")
-        try run(["truncate", "-s", "96M", image])
-        try run(["sh", "-c", "printf 'label: dos\\nstart=2048, type=8e\\n' | sfdisk -q \"$1\"", "sh", image])
-        let partitionOffset = 2048 * 512
-        let loop = try run(["losetup", "-f", "--show", "-o", "\(partitionOffset)", image]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        defer { _ = try? Subprocess.run(["losetup", "-d", loop]) }
-        let config = "devices { obtain_device_list_from_udev=0 filter=[\"a|^\(loop)$|\", \"r|.*|\"] } activation { udev_sync=0 udev_rules=0 }"
-        func lvm(_ arguments: [String]) throws -> String {
-            try run(["env", "LVM_SUPPRESS_FD_WARNINGS=1", arguments[0], "--driverloaded", "n", "--config", config] + arguments.dropFirst()).stdout
-        }
-        _ = try lvm(["pvcreate", "-q", "-y", loop])
-        _ = try lvm(["vgcreate", "-q", "vgimg", loop])
+        let lvmImage = try LVMImage(image)
+        let loop = lvmImage.loop, partitionOffset = LVMImage.partitionOffset
+        func lvm(_ arguments: [String]) throws -> String { try lvmImage.lvm(arguments) }
         _ = try lvm(["lvcreate", "-q", "-an", "-Zn", "-L", "8M", "-n", "root", "vgimg"])
         _ = try lvm(["lvcreate", "-q", "-an", "-Zn", "-L", "8M", "-n", "other", "vgimg"])
         _ = try lvm(["lvextend", "-q", "-L", "40M", "vgimg/root"])
@@ -380,6 +364,37 @@ struct InspectTests {
         #expect((report["os"] as? JSON)?["rootLogicalVolume"] as? String == "vgimg/root")
         let cat = try imgtool(["cat", "--lv", "vgimg/root", image, "/etc/os-release"])
         #expect(cat.status == 0 && cat.stdout.contains("ID=debian"), "\(cat.stderr)")
+    }
+
+    /// A 96 MiB image whose one MBR partition (type 8e, from sector 2048) is the physical volume of
+    /// volume group vgimg, written by lvm2's own tools through a loop device at the partition's
+    /// offset, never activated (this kernel has no device mapper). The loop device goes with it.
+    final class LVMImage {
+        static let partitionOffset = 2048 * 512
+        let loop: String
+        private let config: String
+
+        init(_ image: String) throws {
+            try run(["truncate", "-s", "96M", image])
+            try run(["sh", "-c", "printf 'label: dos\\nstart=2048, type=8e\\n' | sfdisk -q \"$1\"", "sh", image])
+            loop = try run(["losetup", "-f", "--show", "-o", "\(Self.partitionOffset)", image]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            config = "devices { obtain_device_list_from_udev=0 filter=[\"a|^\(loop)$|\", \"r|.*|\"] } activation { udev_sync=0 udev_rules=0 }"
+            do {
+                _ = try lvm(["pvcreate", "-q", "-y", loop])
+                _ = try lvm(["vgcreate", "-q", "vgimg", loop])
+            } catch {
+                _ = try? Subprocess.run(["losetup", "-d", loop])
+                throw error
+            }
+        }
+
+        deinit { _ = try? Subprocess.run(["losetup", "-d", loop]) }
+
+        /// An lvm2 command on this image's PV only; its standard output.
+        func lvm(_ arguments: [String]) throws -> String {
+            try run(["env", "LVM_SUPPRESS_FD_WARNINGS=1", arguments[0], "--driverloaded", "n", "--config", config] + arguments.dropFirst()).stdout
+        }
     }
 
     /// cryptsetup's LUKS1 and LUKS2 in a partition: identified as cryptsetup luksDump reads

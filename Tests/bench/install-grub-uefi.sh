@@ -19,14 +19,7 @@ export MTOOLS_SKIP_CHECK=1
 
 WORK=$(mktemp -d /tmp/bench-install-uefi.XXXXXX)
 # shellcheck disable=SC2317  # called from the trap
-release_all() {
-    local m dev img
-    for m in $(findmnt -rn -o TARGET | grep -F "$WORK/" | sort -r); do umount "$m" || umount -l "$m"; done
-    for img in "$WORK"/*.img; do
-        [[ -e $img ]] || continue
-        for dev in $(losetup -n -O NAME -j "$img"); do losetup -d "$dev" 2>/dev/null || true; done
-    done
-}
+release_all() { release_work_images; }
 bench_traps
 
 MARKER=BENCH-UEFI-OK

@@ -24,17 +24,8 @@ if [[ ! -x $IMGTOOL ]]; then
 fi
 
 WORK=$(mktemp -d /tmp/bench-install-grub.XXXXXX)
-# Release whatever is still attached to or mounted from our files, whoever attached it (the recipe
-# or imgtool). Asking the kernel, by backing file, never touches another user's loop devices.
 # shellcheck disable=SC2317  # called from the trap
-release_all() {
-    local m dev img
-    for m in $(findmnt -rn -o TARGET | grep -F "$WORK/" | sort -r); do umount "$m" || umount -l "$m"; done
-    for img in "$WORK"/*.img; do
-        [[ -e $img ]] || continue
-        for dev in $(losetup -n -O NAME -j "$img"); do losetup -d "$dev" 2>/dev/null || true; done
-    done
-}
+release_all() { release_work_images; }
 bench_traps
 
 # The manual recipe. Offsets come from the partition table, read once outside the timing.

@@ -15,3 +15,15 @@ bench_traps() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
 }
+
+# Release whatever is still attached to or mounted from the images under $WORK, whoever attached it
+# (a recipe or imgtool). Asking the kernel, by backing file, never touches another user's loop devices.
+# shellcheck disable=SC2317  # called from the traps
+release_work_images() {
+    local m dev img
+    for m in $(findmnt -rn -o TARGET | grep -F "$WORK/" | sort -r); do umount "$m" || umount -l "$m"; done
+    for img in "$WORK"/*.img; do
+        [[ -e $img ]] || continue
+        for dev in $(losetup -n -O NAME -j "$img"); do losetup -d "$dev" 2>/dev/null || true; done
+    done
+}
