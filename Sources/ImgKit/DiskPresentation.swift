@@ -145,13 +145,6 @@ enum BlockDevicePresentation: DiskPresentation {
         }
         return try realPath(path)
     }
-
-    /// `path` with every symbolic link resolved. Wraps realpath(3).
-    static func realPath(_ path: String) throws(SystemError) -> String {
-        let resolved = try systemCall("realpath", on: path, failed: { $0 == nil }) { realpath(path, nil) }!
-        defer { free(resolved) }
-        return String(cString: resolved)
-    }
 }
 
 enum PartscanPresentation: DiskPresentation {

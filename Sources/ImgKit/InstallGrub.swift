@@ -167,6 +167,7 @@ public enum InstallGrub {
         do { lock = try ImageLock(path: options.image) } catch { throw .busy(error) }
         defer { withExtendedLifetime(lock) {} }
         guard geteuid() == 0 else { throw .notRoot(path: options.image) }
+        try releaseLeftovers(of: plan.image, logger: logger)
 
         let order = try strategies(for: options.strategy ?? (options.diskName != nil ? .deviceMapper : nil),
                                    targets: plan.firmware.targets, secureBoot: plan.secureBoot, logger: logger)
@@ -174,7 +175,8 @@ public enum InstallGrub {
 
         let session: Session
         do {
-            session = try Session(logger: logger, interruption: interruption, journalFor: plan.image)
+            // Absolute, so that a later run, from anywhere, knows the image for its own.
+            session = try Session(logger: logger, interruption: interruption, journalFor: (try? realPath(plan.image)) ?? plan.image)
         } catch {
             throw .sessionJournal(error)
         }
@@ -213,6 +215,21 @@ public enum InstallGrub {
         isolation.vm.interruption = interruption
         return try IsolatedRequest(.installGrub(local), logLevel: logger.logLevel)
             .send(through: isolation, logger: logger, errors: InstallGrubError.self, decode: Result.init(json:))
+    }
+
+    /// Releases what killed runs left on this image, as `imgtool cleanup` would, before anything
+    /// else is attached: a mount of its filesystems still there, or an ESP write stopped halfway,
+    /// whose old blocks go back (`UndoFile`). The caller holds the image's lock.
+    private static func releaseLeftovers(of image: String, logger: Logger) throws(InstallGrubError) {
+        for stale in Sessions.stale(on: image) {
+            let held = stale.holds.isEmpty ? "" : ": " + stale.holds.map(\.description).joined(separator: ", ")
+            logger.notice("releasing what a killed imgtool run (session \(stale.id)) left on \(image)\(held)")
+            let result = Sessions.cleanup(session: stale.id, force: false, logger: logger)
+            guard result.failed.isEmpty, result.pending.isEmpty else {
+                throw .leftovers(path: image, session: stale.id,
+                                 failures: result.failed + result.pending.map { .init(resource: $0, reason: "still in use") })
+            }
+        }
     }
 
     /// grub-install fsyncs every file it copies (over 300), and each fsync of a journalling
@@ -303,7 +320,7 @@ public enum InstallGrub {
                 try runGrubInstall(["--target=\(GrubTarget.x86_64EFI)", "--removable", "--no-nvram", "--efi-directory=\(staging)",
                                     "--boot-directory=\(bootDirectory)", plan.secureBoot ? "--uefi-secure-boot" : "--no-uefi-secure-boot"],
                                    modules: modules, disk: nil, step: "grub-install x86_64-efi", options: options, session: session)
-                try ESPWriter.copy(staging: staging, bootOnESP: plan.bootOnESP, to: esp, session: session)
+                try ESPWriter.copy(staging: staging, plan: plan, to: esp, session: session)
             }
             return presented
         } catch let e as InstallGrubError {

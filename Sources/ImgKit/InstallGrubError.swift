@@ -78,6 +78,9 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case interrupted(signal: Int32)
     /// Releasing resources failed; `after` is the error that ended the install first, nil when it had succeeded.
     case cleanupFailed([Session.CleanupFailure], after: String?)
+    /// A killed run on the same image (stale session `session`) left something that could not be
+    /// released before this run: a mount, a loop device, or an ESP write to undo.
+    case leftovers(path: String, session: String, failures: [Session.CleanupFailure])
     /// The isolated VM (`Options.isolation`) could not run the job, or it failed there in a way
     /// that has no case above.
     case isolation(IsolationFailure)
@@ -93,7 +96,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         case .notRoot: return .noPermission
         case .toolMissing, .strategyUnavailable: return .unavailable
         case .noStrategyWorked, .bootPartitionInUse, .sessionJournal, .system, .loopDevice, .mount, .deviceMapper,
-             .subprocess, .other, .grubToolFailed, .cleanupFailed:
+             .subprocess, .other, .grubToolFailed, .cleanupFailed, .leftovers:
             return .failure
         case .interrupted: return .failure
         case .isolation(let e): return e.exitStatus
@@ -190,6 +193,10 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
             return Session.Interrupted(signal: signal).description
         case .isolation(let e):
             return e.description
+        case .leftovers(let path, let session, let failures):
+            return "\(path) still has what a killed imgtool run (session \(session)) left behind, and it could not be released:\n"
+                + failures.map { "  - \($0)" }.joined(separator: "\n")
+                + "\nSee imgtool status; release it with imgtool cleanup --session \(session), then run again. Nothing was changed by this run."
         case .cleanupFailed(let failures, let after):
             let list = failures.map { "  - \($0)" }.joined(separator: "\n")
             let first = after.map { "\($0)\nThen cleanup failed too:\n" } ?? "cleanup failed:\n"

@@ -243,7 +243,7 @@ extension InstallGrubError: IsolatedError {
         case .grubToolFailed(let tool, let status, let stderr):
             set("grubToolFailed", ["tool": .string(tool), "status": .int(Int64(status)), "stderr": .string(stderr)])
         case .interrupted(let signal): set("interrupted", ["signal": .int(Int64(signal))])
-        case .busy, .loopDevice, .mount, .deviceMapper, .subprocess, .other, .cleanupFailed, .isolation:
+        case .busy, .loopDevice, .mount, .deviceMapper, .subprocess, .other, .cleanupFailed, .leftovers, .isolation:
             set("isolated", [:])
         }
         return errorDocument(self, case: name, members)

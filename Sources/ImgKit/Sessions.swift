@@ -27,6 +27,7 @@ public struct SessionStatus: Sendable, Equatable {
             case .deviceMapper: return "device-mapper device \(name)"
             case .mount: return "mount \(name)"
             case .directory: return "directory \(name)"
+            case .undo: return "undo file \(name) (blocks to put back into the image)"
             }
         }
     }
@@ -115,8 +116,9 @@ public enum Cleanup {
 
     /// Releases what stale sessions hold (all of them, or only `options.session`), in the order a
     /// session would: mounts, device-mapper maps (partitions before their disk), partitions, loop
-    /// devices, directories, then the journal. With `force`, a mount still busy after retries is
-    /// detached lazily; without it, the pids holding it are reported.
+    /// devices, undo files (a write killed halfway is undone), directories, then the journal.
+    /// With `force`, a mount still busy after retries is detached lazily; without it, the pids
+    /// holding it are reported.
     public static func run(_ options: Options, logger: Logger) -> Result {
         Sessions.cleanup(session: options.session, force: options.force, logger: logger)
     }
@@ -158,16 +160,29 @@ enum Sessions {
                     holds.append(resource)
                 }
             }
+            // An undo file's write did not finish: its old blocks go back into the image.
+            for entry in journal?.held ?? [] where entry.kind == .undo && accessible(entry.name) {
+                holds.append(Resource(kind: .undo, name: entry.name))
+            }
             return SessionStatus(id: id, live: journal?.live ?? false, pid: journal?.pid, image: journal?.image,
                                  journal: journal?.path, holds: holds)
         }
     }
 
+    /// Stale sessions whose image is the file at `path` (the same inode, whatever path names it).
+    static func stale(on path: String) -> [SessionStatus] {
+        guard let image = try? fileStatus(path) else { return [] }
+        return list().filter { session in
+            guard !session.live, let other = session.image, let st = try? fileStatus(other) else { return false }
+            return st.st_dev == image.st_dev && st.st_ino == image.st_ino
+        }
+    }
+
     /// Releases what stale sessions hold (all of them, or only `id`), in the order a session
     /// would: mounts, device-mapper maps (partitions before their disk), partitions, loop devices,
-    /// directories, then the journal. Never touches a
-    /// live session's resources. With `force`, a mount still busy after retries is detached
-    /// lazily (MNT_DETACH); without it, the pids holding it are reported.
+    /// undo files (their old blocks go back into the image), directories, then the journal.
+    /// Never touches a live session's resources. With `force`, a mount still busy after retries
+    /// is detached lazily (MNT_DETACH); without it, the pids holding it are reported.
     static func cleanup(session id: String?, force: Bool, logger: Logger) -> Cleanup.Result {
         var result = Cleanup.Result()
         for session in list() where id == nil || session.id == id {
@@ -184,7 +199,9 @@ enum Sessions {
             }
             defer { lock?.close() }
             let before = (result.failed.count, result.pending.count)
-            let order: [SessionJournal.Kind] = [.mount, .deviceMapper, .partition, .loop, .directory]
+            // Undo files after the loop devices: what the dead run wrote through one reaches the
+            // image when it goes, and the old blocks must be written over that, not under it.
+            let order: [SessionJournal.Kind] = [.mount, .deviceMapper, .partition, .loop, .undo, .directory]
             var lazilyDetached = false
             for kind in order {
                 for resource in session.holds where resource.kind == kind {
@@ -253,6 +270,8 @@ enum Sessions {
             } catch {
                 throw ReleaseError(description: error.description)
             }
+        case .undo:
+            do { try UndoFile.recover(r.name) } catch { throw ReleaseError(description: error.description) }
         case .directory:
             do throws(SystemError) {
                 try systemCall("rmdir", on: r.name) { rmdir(r.name) }

@@ -97,6 +97,17 @@ package func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, 
     return done
 }
 
+/// `readFully` into the first `count` bytes of `buffer`, at `offset`. Wraps pread(2).
+package func readFully(_ fd: Int32, into buffer: inout [UInt8], count: Int, at offset: UInt64,
+                      path: String) throws(SystemError) -> Int {
+    // withUnsafeMutableBytes rethrows untyped: carry the SystemError out as a Result.
+    try buffer.withUnsafeMutableBytes { b in
+        Result { () throws(SystemError) in
+            try readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: b[..<count]), at: offset, path: path)
+        }
+    }.get()
+}
+
 /// Writes all of `bytes` to `fd`, through short writes and EINTR; `path` names it in errors.
 /// Wraps write(2).
 package func writeFully(_ fd: Int32, _ bytes: [UInt8], path: String) throws(SystemError) {
@@ -115,6 +126,26 @@ package func writeFully(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: Str
         if n == 0 { throw SystemError("write", on: path, errno: EIO) }
         done += n
     }
+}
+
+/// Writes all of `bytes` to `fd` at `offset`, through short writes and EINTR, without moving the
+/// file position; `path` names it in errors. Wraps pwrite(2).
+package func writeFully(_ fd: Int32, _ bytes: [UInt8], at offset: UInt64, path: String) throws(SystemError) {
+    var done = 0
+    while done < bytes.count {
+        let n = try systemCall("pwrite", on: path) {
+            bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done)) }
+        }
+        if n == 0 { throw SystemError("pwrite", on: path, errno: EIO) }
+        done += n
+    }
+}
+
+/// `path` made absolute, with every symbolic link resolved. Wraps realpath(3).
+package func realPath(_ path: String) throws(SystemError) -> String {
+    let resolved = try systemCall("realpath", on: path, failed: { $0 == nil }) { realpath(path, nil) }!
+    defer { free(resolved) }
+    return String(cString: resolved)
 }
 
 /// The status of `path`; of a final symbolic link itself with `followingLinks: false`.

@@ -32,9 +32,9 @@ package enum ResourceMarks {
     /// random characters: "mnt-0a1b2c3d-Xy12Zq".
     package static func mountDirectoryPrefix(session: String) -> String { "mnt-\(session)-" }
 
-    /// "mnt-0a1b2c3d-Xy12Zq" -> "0a1b2c3d".
+    /// "mnt-0a1b2c3d-Xy12Zq" and "mnt-0a1b2c3d-esp-Xy12Zq" (the ESP's staging area) -> "0a1b2c3d".
     package static func sessionID(mountDirectory name: String) -> String? {
-        let parts = name.split(separator: "-")
+        let parts = name.split(separator: "-", maxSplits: 2)
         guard parts.count == 3, parts[0] == "mnt", isSessionID(parts[1]) else { return nil }
         return String(parts[1])
     }

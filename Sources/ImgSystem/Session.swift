@@ -92,13 +92,18 @@ public final class Session {
     private var faultCounts: [FaultPoint: Int] = [:]
 
     /// In debug builds, IMGTOOL_INJECT_FAULT=acquire:K (or release:K) makes the Kth acquisition
-    /// step (or release) of every session fail as the kernel would, with EIO: the tests use it to
-    /// fail each step in turn and check what is left. Release builds compile it out.
+    /// step (or release) of every session fail as the kernel would, with EIO, and kill:K kills the
+    /// process with SIGKILL at the Kth acquisition step: the tests use them to stop each step in
+    /// turn and check what is left. Release builds compile it out.
     private func injectFault(_ point: FaultPoint, _ what: String) throws(SystemError) {
         #if DEBUG
         faultCounts[point, default: 0] += 1
-        guard let spec = getenv("IMGTOOL_INJECT_FAULT").map({ String(cString: $0) }),
-              spec == "\(point.rawValue):\(faultCounts[point]!)" else { return }
+        guard let spec = getenv("IMGTOOL_INJECT_FAULT").map({ String(cString: $0) }) else { return }
+        if point == .acquire, spec == "kill:\(faultCounts[point]!)" {
+            logger.debug("killing this process at step \(faultCounts[point]!): \(what)")
+            raise(SIGKILL)
+        }
+        guard spec == "\(point.rawValue):\(faultCounts[point]!)" else { return }
         logger.debug("injecting a fault at \(point.rawValue) step \(faultCounts[point]!): \(what)")
         throw SystemError("injected fault (\(spec))", on: what, errno: EIO)
         #endif
@@ -109,6 +114,18 @@ public final class Session {
     public func onClose(_ resource: String, journal entry: SessionJournal.Entry? = nil,
                         release: @escaping () throws -> Void) {
         stack.append((resource, entry, release))
+    }
+
+    /// Releases the latest resource registered as `resource` now, before the session closes (an
+    /// undo file once its write is durable). If the release fails, the resource stays registered
+    /// and `close()` tries again.
+    public func release(_ resource: String) throws {
+        guard let i = stack.lastIndex(where: { $0.resource == resource }) else { return }
+        let (_, entry, release) = stack[i]
+        try injectFault(.release, resource)
+        try release()
+        stack.remove(at: i)
+        if let entry { journal?.released(entry) }
     }
 
     /// Throws `Interrupted` if a stop was requested; call between steps.

@@ -27,6 +27,8 @@ public final class SessionJournal {
         case mount
         /// A directory (mount points are made under /run/imgtool).
         case directory
+        /// An undo file (`UndoFile`): blocks to put back into the image when its write did not finish.
+        case undo
     }
 
     /// One resource a journal line names.

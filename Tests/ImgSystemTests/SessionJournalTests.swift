@@ -36,4 +36,14 @@ struct SessionJournalTests {
         let stale = try #require(SessionJournal.read(path))
         #expect(!stale.live && stale.held == [.init(.directory, "/run/imgtool/mnt-deadbeef-")])
     }
+
+    @Test("mount directories name their session, the ESP's staging area (mnt-<id>-esp-…) included; others are not ours")
+    func mountDirectoryNames() {
+        #expect(ResourceMarks.sessionID(mountDirectory: "mnt-0a1b2c3d-Xy12Zq") == "0a1b2c3d")
+        #expect(ResourceMarks.sessionID(mountDirectory: "mnt-0a1b2c3d-esp-Xy12Zq") == "0a1b2c3d")
+        #expect(ResourceMarks.sessionID(mountDirectory: ResourceMarks.mountDirectoryPrefix(session: "feedf00d") + "esp-abc") == "feedf00d")
+        #expect(ResourceMarks.sessionID(mountDirectory: "mnt-nothex12-Xy12Zq") == nil)
+        #expect(ResourceMarks.sessionID(mountDirectory: "mnt-0a1b2c3d") == nil)
+        #expect(ResourceMarks.sessionID(mountDirectory: "sessions") == nil)
+    }
 }
