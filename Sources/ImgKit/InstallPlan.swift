@@ -92,7 +92,8 @@ public struct InstallPlan: Sendable {
             esp = espPartition
         }
 
-        let (boot, fs) = try chooseBootPartition(path: path, source: source, table: table, requested: requested)
+        let probes = PartitionProbes(source: source, path: path, sectorSize: UInt64(table.sectorSize))
+        let (boot, fs) = try chooseBootPartition(path: path, table: table, probes: probes, requested: requested)
         // The kernel mounts no filesystem whose blocks are smaller than the disk's sectors.
         if let block = fs.blockSize, block < table.sectorSize, !(esp?.number == boot.number) {
             throw .bootPartitionInvalid(path: path, number: boot.number, reason: "its \(fs.type) filesystem has \(block)-byte blocks, smaller than the disk's \(table.sectorSize)-byte sectors, so no kernel can mount it from this disk (make it with mke2fs -b \(table.sectorSize))")
@@ -102,7 +103,7 @@ public struct InstallPlan: Sendable {
                                secureBoot: options.secureBoot,
                                bootPartition: boot, bootFilesystem: fs, grubFilesystemModule: module)
         try plan.checkEmbeddingRoom(extraModules: extraModules, logger: logger)
-        try plan.checkESP(source: source, logger: logger)
+        try plan.checkESP(source: source, probes: probes, logger: logger)
         try plan.checkFilesystemRoom(logger: logger)
         return plan
     }
@@ -124,13 +125,10 @@ public struct InstallPlan: Sendable {
 
     /// The partition for /boot: the one asked for, else the one whose filesystem already holds
     /// /boot/grub (or /grub on a separate /boot), else the only or the active readable one.
-    private static func chooseBootPartition(path: String, source: FileByteSource, table: PartitionTable,
+    private static func chooseBootPartition(path: String, table: PartitionTable, probes: PartitionProbes,
                                             requested: Int?) throws(InstallGrubError) -> (Partition, FilesystemProbe) {
         let sectorSize = UInt64(table.sectorSize)
-        func probe(_ p: Partition) -> FilesystemProbe? {
-            try? FilesystemProbe.probe(fd: source.fd, path: path, offset: p.startSector * sectorSize,
-                                       length: p.sectorCount * sectorSize)
-        }
+        let probe = probes.probe
         let usable = table.partitions.filter { $0.kind != .extended && $0.typeGUID != .biosBoot }
         if let requested {
             guard let p = table.partitions.first(where: { $0.number == requested }) else {
@@ -182,11 +180,11 @@ public struct InstallPlan: Sendable {
     /// The EFI system partition must be FAT, readable, and have room for GRUB's EFI image (and,
     /// when /boot/grub lives there, GRUB's modules, fonts and translations); checked through
     /// imgtool's FAT reader, before anything is written.
-    private func checkESP(source: FileByteSource, logger: Logger) throws(InstallGrubError) {
+    private func checkESP(source: FileByteSource, probes: PartitionProbes, logger: Logger) throws(InstallGrubError) {
         guard let esp else { return }
         let sectorSize = UInt64(table.sectorSize)
         let offset = esp.startSector * sectorSize, length = esp.sectorCount * sectorSize
-        let fs = try? FilesystemProbe.probe(fd: source.fd, path: image, offset: offset, length: length)
+        let fs = probes.probe(esp)
         guard fs?.type == "vfat" else {
             let found = fs.map { "it holds \($0.type)" } ?? "it holds no filesystem"
             throw .espInvalid(path: image, number: esp.number, reason: "\(found), and firmware reads only FAT there; make one with mkfs.vfat")
@@ -252,5 +250,26 @@ extension PartitionTable.Kind {
         case .gpt: return "part_gpt"
         case .mac: return "part_apple"
         }
+    }
+}
+
+/// Each partition's filesystem, probed once: choosing /boot and checking the ESP both ask.
+final class PartitionProbes {
+    let source: FileByteSource, path: String, sectorSize: UInt64
+    private var found: [Int: FilesystemProbe?] = [:]
+
+    init(source: FileByteSource, path: String, sectorSize: UInt64) {
+        self.source = source
+        self.path = path
+        self.sectorSize = sectorSize
+    }
+
+    /// libblkid's reading of partition `p`, nil when it finds no filesystem (or cannot read it).
+    func probe(_ p: Partition) -> FilesystemProbe? {
+        if let known = found[p.number] { return known }
+        let fs = try? FilesystemProbe.probe(fd: source.fd, path: path, offset: p.startSector * sectorSize,
+                                            length: p.sectorCount * sectorSize)
+        found[p.number] = fs
+        return fs
     }
 }
