@@ -179,3 +179,5 @@ static struct struct_io_manager source_io_manager = {
 io_manager imgtool_fd_io_manager(void) { return &fd_io_manager; }
 
 io_manager imgtool_source_io_manager(void) { return &source_io_manager; }
+
+io_manager imgtool_unix_io_manager(void) { return unix_io_manager; }

@@ -27,4 +27,8 @@ struct imgtool_read_source {
 /// outlive the channel.
 io_manager imgtool_source_io_manager(void);
 
+/// libext2fs's own unix_io manager (read-write, by path, with an offset= option), as a function:
+/// Swift cannot take the address of the global it is declared as without a data-race warning.
+io_manager imgtool_unix_io_manager(void);
+
 #endif

@@ -1,0 +1,207 @@
+import CExt2fs
+import CExt2fsFdIO
+import Glibc
+
+/// Writes directories and files into an ext2/3/4 filesystem inside an image file, through
+/// libext2fs: no mount, no loop device, no root. What it makes is owned by whoever the caller says
+/// (root, as grub-install leaves GRUB's files), whatever user runs it.
+///
+/// libext2fs writes without the filesystem's journal, so a crash in the middle leaves metadata
+/// half written; callers write into a copy and replace the image when it is done. A filesystem
+/// whose journal still needs replaying, or that records errors, is refused: writing past either
+/// would build on something e2fsck has yet to repair.
+/// Not Sendable: one owner, one thread.
+public final class Ext2Writer {
+    /// Why a write failed: the libext2fs call, what it was about, and libext2fs's message.
+    public struct Error: Swift.Error, CustomStringConvertible, Sendable {
+        /// What was being done ("ext2fs_link /boot/grub/grub.cfg").
+        public let operation: String
+        /// The libext2fs error code (an errcode_t; errno values below 256).
+        public let code: Int
+        /// libext2fs's message for `code`.
+        public let message: String
+        public var description: String { "\(operation): \(message)" }
+
+        init(_ operation: String, _ code: errcode_t) {
+            self.operation = operation
+            self.code = Int(code)
+            message = String(cString: error_message(code))
+        }
+    }
+
+    /// Who owns what is written, its permission bits come per call.
+    public struct Owner: Sendable, Equatable {
+        /// User and group ids.
+        public let uid: UInt32, gid: UInt32
+        /// root:root.
+        public static let root = Owner(uid: 0, gid: 0)
+        /// Makes an owner.
+        public init(uid: UInt32, gid: UInt32) {
+            self.uid = uid
+            self.gid = gid
+        }
+    }
+
+    private var handle: ext2_filsys?
+    private let fs: ext2_filsys
+    private let name: String
+    /// Times given to what is written (seconds since the epoch).
+    public var time: UInt32
+
+    /// Opens the filesystem at byte `offset` of `image` for writing. Wraps ext2fs_open2(3) with
+    /// unix_io and its offset option, and ext2fs_read_bitmaps(3).
+    public init(image: String, offset: UInt64, time: UInt32 = UInt32(truncatingIfNeeded: Glibc.time(nil))) throws(Error) {
+        name = image
+        self.time = time
+        let flags = EXT2_FLAG_RW | EXT2_FLAG_64BITS
+        var err = ext2fs_open2(image, "offset=\(offset)", Int32(flags), 0, 0, imgtool_unix_io_manager(), &handle)
+        guard err == 0, let fs = handle else { throw Error("ext2fs_open2 \(image) at offset \(offset)", err) }
+        self.fs = fs
+        if ext2fs_has_feature_journal_needs_recovery(fs.pointee.super) != 0 {
+            throw Error("\(image) at offset \(offset): its journal needs replaying (run e2fsck -f on it first)", errcode_t(EROFS))
+        }
+        if fs.pointee.super.pointee.s_state & UInt16(EXT2_ERROR_FS) != 0 {
+            throw Error("\(image) at offset \(offset): the filesystem records errors (run e2fsck -f on it first)", errcode_t(EROFS))
+        }
+        err = ext2fs_read_bitmaps(fs)
+        guard err == 0 else { throw Error("ext2fs_read_bitmaps \(image)", err) }
+    }
+
+    /// Makes `path` and every missing directory above it (mkdir -p), with `mode`'s permission
+    /// bits and `owner`; existing directories are left as they are. Returns its inode. Wraps
+    /// ext2fs_mkdir(3) and ext2fs_expand_dir(3).
+    @discardableResult
+    public func makeDirectories(_ path: String, mode: mode_t = 0o755, owner: Owner = .root) throws(Error) -> ext2_ino_t {
+        var parent = ext2_ino_t(EXT2_ROOT_INO)
+        for component in path.split(separator: "/").map(String.init) {
+            if let ino = lookup(component, in: parent) {
+                parent = ino
+                continue
+            }
+            var err = ext2fs_mkdir(fs, parent, 0, component)
+            if err == EXT2_ET_DIR_NO_SPACE {
+                err = ext2fs_expand_dir(fs, parent)
+                if err == 0 { err = ext2fs_mkdir(fs, parent, 0, component) }
+            }
+            guard err == 0 else { throw Error("ext2fs_mkdir \(component) in \(path)", err) }
+            guard let ino = lookup(component, in: parent) else { throw Error("ext2fs_lookup \(component) in \(path)", EXT2_ET_FILE_NOT_FOUND) }
+            try setAttributes(ino, mode: UInt16(LINUX_S_IFDIR) | UInt16(mode & 0o7777), owner: owner)
+            parent = ino
+        }
+        return parent
+    }
+
+    /// Writes `contents` to `path` (its directory must exist): a new file, or an existing one's
+    /// contents replaced in place, as cp(1) does. Wraps ext2fs_new_inode(3), ext2fs_link(3),
+    /// ext2fs_write_new_inode(3) and ext2fs_file_write(3).
+    public func writeFile(_ path: String, contents: [UInt8], mode: mode_t = 0o644, owner: Owner = .root) throws(Error) {
+        let (directory, leaf) = Self.split(path)
+        guard let parent = try lookupPath(directory) else { throw Error("ext2fs_namei \(directory)", EXT2_ET_FILE_NOT_FOUND) }
+        let regular = UInt16(LINUX_S_IFREG) | UInt16(mode & 0o7777)
+        let ino: ext2_ino_t
+        if let existing = lookup(leaf, in: parent) {
+            ino = existing
+        } else {
+            ino = try newInode(named: leaf, in: parent, mode: regular, path: path)
+        }
+        var file: ext2_file_t?
+        var err = ext2fs_file_open(fs, ino, EXT2_FILE_WRITE, &file)
+        guard err == 0, let file else { throw Error("ext2fs_file_open \(path)", err) }
+        err = ext2fs_file_set_size2(file, 0)
+        var written = 0
+        while err == 0 && written < contents.count {
+            var n: UInt32 = 0
+            let count = UInt32(min(contents.count - written, 1 << 20))
+            err = contents.withUnsafeBytes { ext2fs_file_write(file, $0.baseAddress! + written, count, &n) }
+            written += Int(n)
+        }
+        let closed = ext2fs_file_close(file)
+        guard err == 0 else { throw Error("ext2fs_file_write \(path)", err) }
+        guard closed == 0 else { throw Error("ext2fs_file_close \(path)", closed) }
+        try setAttributes(ino, mode: regular, owner: owner)
+    }
+
+    /// Writes the superblock, group descriptors and bitmaps, and closes. Wraps ext2fs_close2(3).
+    public func close() throws(Error) {
+        guard handle != nil else { return }
+        let err = ext2fs_close2(fs, 0)
+        handle = nil
+        guard err == 0 else { throw Error("ext2fs_close2 \(name)", err) }
+    }
+
+    deinit {
+        // Not closed: an error stopped the writer. Free without flushing what was half done.
+        if handle != nil { ext2fs_free(fs) }
+    }
+
+    // MARK: Inodes
+
+    private func newInode(named leaf: String, in parent: ext2_ino_t, mode: UInt16, path: String) throws(Error) -> ext2_ino_t {
+        var ino: ext2_ino_t = 0
+        var err = ext2fs_new_inode(fs, parent, Int32(mode), nil, &ino)
+        guard err == 0 else { throw Error("ext2fs_new_inode \(path)", err) }
+        err = ext2fs_link(fs, parent, leaf, ino, Int32(EXT2_FT_REG_FILE))
+        if err == EXT2_ET_DIR_NO_SPACE {
+            err = ext2fs_expand_dir(fs, parent)
+            if err == 0 { err = ext2fs_link(fs, parent, leaf, ino, Int32(EXT2_FT_REG_FILE)) }
+        }
+        guard err == 0 else { throw Error("ext2fs_link \(path)", err) }
+        ext2fs_inode_alloc_stats2(fs, ino, 1, 0)
+        var inode = ext2_inode()
+        inode.i_mode = mode
+        inode.i_links_count = 1
+        inode.i_atime = time
+        inode.i_ctime = time
+        inode.i_mtime = time
+        if ext2fs_has_feature_extents(fs.pointee.super) != 0 {
+            // An empty extent tree in i_block, the flag set, as mke2fs -d makes a file.
+            var extents: ext2_extent_handle_t?
+            err = ext2fs_extent_open2(fs, ino, &inode, &extents)
+            guard err == 0 else { throw Error("ext2fs_extent_open2 \(path)", err) }
+            ext2fs_extent_free(extents)
+        }
+        err = ext2fs_write_new_inode(fs, ino, &inode)
+        guard err == 0 else { throw Error("ext2fs_write_new_inode \(path)", err) }
+        return ino
+    }
+
+    /// Sets mode, owner and the three times of `ino`. Wraps ext2fs_read_inode(3) and ext2fs_write_inode(3).
+    private func setAttributes(_ ino: ext2_ino_t, mode: UInt16, owner: Owner) throws(Error) {
+        var inode = ext2_inode()
+        var err = ext2fs_read_inode(fs, ino, &inode)
+        guard err == 0 else { throw Error("ext2fs_read_inode \(ino)", err) }
+        inode.i_mode = mode
+        inode.i_uid = UInt16(truncatingIfNeeded: owner.uid)
+        inode.osd2.linux2.l_i_uid_high = UInt16(truncatingIfNeeded: owner.uid >> 16)
+        inode.i_gid = UInt16(truncatingIfNeeded: owner.gid)
+        inode.osd2.linux2.l_i_gid_high = UInt16(truncatingIfNeeded: owner.gid >> 16)
+        inode.i_atime = time
+        inode.i_ctime = time
+        inode.i_mtime = time
+        err = ext2fs_write_inode(fs, ino, &inode)
+        guard err == 0 else { throw Error("ext2fs_write_inode \(ino)", err) }
+    }
+
+    // MARK: Names
+
+    private func lookup(_ name: String, in directory: ext2_ino_t) -> ext2_ino_t? {
+        var ino: ext2_ino_t = 0
+        let err = ext2fs_lookup(fs, directory, name, Int32(name.utf8.count), nil, &ino)
+        return err == 0 ? ino : nil
+    }
+
+    private func lookupPath(_ path: String) throws(Error) -> ext2_ino_t? {
+        var ino = ext2_ino_t(EXT2_ROOT_INO)
+        for component in path.split(separator: "/") {
+            guard let next = lookup(String(component), in: ino) else { return nil }
+            ino = next
+        }
+        return ino
+    }
+
+    private static func split(_ path: String) -> (directory: String, leaf: String) {
+        let trimmed = path.hasSuffix("/") ? String(path.dropLast()) : path
+        guard let slash = trimmed.lastIndex(of: "/") else { return ("/", trimmed) }
+        return (String(trimmed[..<slash]), String(trimmed[trimmed.index(after: slash)...]))
+    }
+}
