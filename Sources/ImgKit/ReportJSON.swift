@@ -213,23 +213,43 @@ extension OSReport: JSONDocument {
 // MARK: verify
 
 extension VerifyReport: JSONDocument {
-    /// The document `imgtool verify --json` prints (without the `boot` member a boot check adds).
+    /// The document `imgtool verify --json` prints. `boots` lists the boots under qemu, each with its
+    /// `firmware`; `boot`, there since before a hybrid was booted twice, is the only one when there
+    /// was exactly one, else null.
     public var json: JSONValue {
         .object([
             "image": .string(image), "bootable": bootable.map(JSONValue.bool) ?? .null,
             "bios": .object(["bootable": biosBootable.map(JSONValue.bool) ?? .null]), "bootCode": bootCode.json,
             "grub": grub?.json ?? .null, "problems": .array(problems.map(\.json)), "efi": efi?.json ?? .null,
+            "boot": boots.count == 1 ? boots[0].json : .null, "boots": .array(boots.map(\.json)),
         ])
     }
 
+    /// A document without `boots` (as verify printed before it had them) reads as one without boots.
     public init?(json: JSONValue) {
         guard let image = json["image"]?.stringValue, let bootable = optional(json["bootable"], \.boolValue),
               let biosBootable = optional(json["bios"]?["bootable"], \.boolValue),
               let bootCode = json["bootCode"].flatMap(BootCode.init(json:)),
               let grub = optional(json["grub"], Grub.init(json:)), let problems = Finding.list(json["problems"]),
-              let efi = optional(json["efi"], EFI.init(json:)) else { return nil }
+              let efi = optional(json["efi"], EFI.init(json:)),
+              let boots = decodeAll(json["boots"] ?? .array([]), Boot.init(json:)) else { return nil }
         self.init(image: image, bootable: bootable, biosBootable: biosBootable, bootCode: bootCode, grub: grub,
-                  problems: problems, efi: efi)
+                  problems: problems, efi: efi, boots: boots)
+    }
+}
+
+extension VerifyReport.Boot {
+    /// The observation's members and the firmware ("bios", "efi", "efi-secure": `--firmware`'s values).
+    var json: JSONValue {
+        guard case .object(var members) = observation.json else { return observation.json }
+        members["firmware"] = .string(firmware.rawValue)
+        return .object(members)
+    }
+
+    init?(json: JSONValue) {
+        guard let firmware = json["firmware"]?.stringValue.flatMap(QemuBoot.Firmware.init(rawValue:)),
+              let observation = BootObservation(json: json) else { return nil }
+        self.init(firmware: firmware, observation: observation)
     }
 }
 

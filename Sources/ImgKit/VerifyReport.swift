@@ -91,10 +91,25 @@ public struct VerifyReport: Sendable, Equatable {
         }
     }
 
+    /// One boot under qemu (`Verify.boot`): the firmware it booted with and what the screen showed.
+    public struct Boot: Sendable, Equatable {
+        /// What the VM booted with.
+        public let firmware: QemuBoot.Firmware
+        /// What the screen showed.
+        public let observation: BootObservation
+
+        /// Makes a value, for an embedder's tests.
+        public init(firmware: QemuBoot.Firmware, observation: BootObservation) {
+            self.firmware = firmware
+            self.observation = observation
+        }
+    }
+
     /// The path as given.
     public let image: String
     /// true when the image boots with BIOS or with UEFI, false when neither, nil when imgtool
-    /// cannot tell.
+    /// cannot tell. After boots with several firmwares (a hybrid's), true only when each of them
+    /// reached the boot loader (`reconciled(with:)`).
     public let bootable: Bool?
     /// The BIOS path alone: sector 0's boot code and what it loads.
     public let biosBootable: Bool?
@@ -106,10 +121,12 @@ public struct VerifyReport: Sendable, Equatable {
     public let problems: [Finding]
     /// nil when the image has no EFI system partition.
     public let efi: EFI?
+    /// The boots under qemu the verdict was reconciled with, in the order they ran; empty without one.
+    public let boots: [Boot]
 
     /// Makes a value, for an embedder's tests.
     public init(image: String, bootable: Bool?, biosBootable: Bool?, bootCode: BootCode, grub: Grub?,
-                problems: [Finding], efi: EFI?) {
+                problems: [Finding], efi: EFI?, boots: [Boot] = []) {
         self.image = image
         self.bootable = bootable
         self.biosBootable = biosBootable
@@ -117,6 +134,7 @@ public struct VerifyReport: Sendable, Equatable {
         self.grub = grub
         self.problems = problems
         self.efi = efi
+        self.boots = boots
     }
 
     /// imgtool verify's exit code: 0 bootable, 1 not bootable, 2 unknown.

@@ -23,6 +23,15 @@ public enum QemuBoot {
 
         /// OVMF, with or without Secure Boot.
         public var isEFI: Bool { self != .bios }
+
+        /// The firmware as reports name it: "SeaBIOS", "OVMF", "OVMF enforcing Secure Boot".
+        public var displayName: String {
+            switch self {
+            case .bios: "SeaBIOS"
+            case .efi: "OVMF"
+            case .efiSecure: "OVMF enforcing Secure Boot"
+            }
+        }
     }
     /// Debian's OVMF build (package ovmf): the code, read-only, and a template of its variable store,
     /// of which each boot gets a private copy.

@@ -10,15 +10,16 @@ let verifyCommand = CommandSpec(
         prefix, embedded config) and what it needs from the image, GRUB legacy's stage2, SYSLINUX's and \
         EXTLINUX's boot partition and ldlinux.sys, ISOLINUX through an isohybrid MBR. UEFI: reads \\EFI\\BOOT\\BOOTX64.EFI from the EFI system \
         partition's FAT filesystem, checks its PE header and, for GRUB, the modules, prefix and config it \
-        carries. --boot also boots the image under qemu (SeaBIOS, or OVMF for UEFI) on a copy-on-write \
-        overlay and reports what the screen shows. Exit codes: 0 bootable, 1 not bootable, 2 unknown or \
+        carries. --boot also boots the image under qemu on a copy-on-write overlay (SeaBIOS, OVMF for UEFI, \
+        both one after the other for a hybrid, which is then bootable only if both reach its loader) and \
+        reports what each screen shows. Exit codes: 0 bootable, 1 not bootable, 2 unknown or \
         error.
         """,
     positionals: [PositionalSpec(name: "image", optional: false, completion: .file, help: "The raw disk image (or block device).")],
     options: [
         .flag("boot", help: "Also boot the image under qemu (TCG) and report what it shows."),
-        .option("timeout", "<seconds>", help: "Seconds to wait for the booted image to show something recognisable (default 30)."),
-        .option("firmware", "<bios|efi|efi-secure>", completion: .choices(QemuBoot.Firmware.allCases.map(\.rawValue)), help: "What --boot boots with (default: BIOS when sector 0 holds boot code, else UEFI when there is an EFI system partition); efi-secure: OVMF enforcing Secure Boot with Microsoft's keys."),
+        .option("timeout", "<seconds>", help: "Seconds each boot waits for the image to show something recognisable (default 30)."),
+        .option("firmware", "<bios|efi|efi-secure>", completion: .choices(QemuBoot.Firmware.allCases.map(\.rawValue)), help: "What --boot boots with (default: both for a hybrid, with boot code in sector 0 and a loader on the EFI system partition; else BIOS when sector 0 holds boot code, else UEFI when there is an EFI system partition); efi-secure: OVMF enforcing Secure Boot with Microsoft's keys."),
         .flag("json", help: "Print the report as JSON on stdout."),
         .flag("verbose", short: "v", help: "More detail on stderr."),
         backingOption,
@@ -62,46 +63,30 @@ struct VerifyCommand {
             if case .isolation(let failure) = error { return failure.exitCode }
             return 2
         }
-        return finish(report, interruption: interruption)
+        return finish(report, interruption: interruption, logger: logger)
     }
 
-    /// --boot, then the report, whose verdict follows what the boot showed.
-    func finish(_ report: VerifyReport, interruption: Interruption) -> Int32 {
+    /// --boot, then the report, whose verdict follows what the boots showed.
+    func finish(_ report: VerifyReport, interruption: Interruption, logger: Logger) -> Int32 {
         var report = report
-        var observation: BootObservation?
         if boot {
-            let firmware = firmware ?? defaultFirmware(report)
             do {
-                let format = try Verify.bootFormat(image: image, backingFiles: backing)
-                observation = try QemuBoot.observe(image: image, format: format, sectorSize: Verify.bootSectorSize(image: image),
-                                                   timeout: timeout, firmware: firmware, interruption: interruption)
-            } catch let error as Verify.BootRefusal {
+                report = try Verify.boot(report, image: image, firmware: firmware, timeout: timeout, backingFiles: backing,
+                                         interruption: interruption, logger: logger)
+            } catch {
                 printError(error.description)
                 return 2
-            } catch {
-                printError("\(error)")
-                return 2
             }
-            // The boot is the truth: the verdict follows it, and a disagreement is a finding.
-            if let observation { report = report.reconciled(with: observation, firmware: firmware) }
         }
         if json {
-            // The report's keys plus "boot": what qemu showed, or null without --boot.
-            guard case .object(var members) = report.json else { return 2 }
-            members["boot"] = observation?.json ?? .null
-            printJSON(.object(members))
+            printJSON(report.json)
         } else {
-            writeAll(1, Array(render(report, observation).utf8))
+            writeAll(1, Array(render(report).utf8))
         }
         return report.exitCode
     }
 
-    /// Boot the way the image is made to boot: BIOS when sector 0 has boot code, else UEFI if it can.
-    func defaultFirmware(_ r: VerifyReport) -> QemuBoot.Firmware {
-        r.bootCode.kind == .none && r.efi != nil ? .efi : .bios
-    }
-
-    func render(_ r: VerifyReport, _ boot: BootObservation?) -> String {
+    func render(_ r: VerifyReport) -> String {
         var out = "\(r.image): " + (r.bootable.map { $0 ? "bootable" : "NOT bootable" } ?? "cannot tell whether it boots") + "\n"
         out += "boot code: \(r.bootCode.description)\n"
         if let g = r.grub {
@@ -122,8 +107,9 @@ struct VerifyCommand {
             }
             for p in efi.problems { out += "  \(p.severity): \(p.message)\n" }
         }
-        if let boot {
-            out += "booted under qemu with \({ switch firmware ?? defaultFirmware(r) { case .bios: "SeaBIOS"; case .efi: "OVMF"; case .efiSecure: "OVMF enforcing Secure Boot" } }()) (\((boot.seconds * 10).rounded() / 10) s): \(boot.outcome.rawValue)"
+        for b in r.boots {
+            let boot = b.observation
+            out += "booted under qemu with \(b.firmware.displayName) (\((boot.seconds * 10).rounded() / 10) s): \(boot.outcome.rawValue)"
             if !boot.menuEntries.isEmpty { out += ", menu: " + boot.menuEntries.joined(separator: " | ") }
             if let m = boot.message { out += ", \(m)" }
             out += "\n"
