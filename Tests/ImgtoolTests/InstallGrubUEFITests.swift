@@ -72,6 +72,79 @@ struct InstallGrubUEFITests {
             let bios = try boot(image, expect: c.marker)
             #expect(bios.found, "SeaBIOS: GRUB did not print \(c.marker); console:\n\(bios.console)")
         }
+        // verify --boot, the firmware chosen from the layout: both for a hybrid, each showing the menu.
+        let bootPartition = c.layout.contains("esp") ? espNumber : espNumber + 1
+        try showMenu(image, entry: c.marker, partition: bootPartition, scratch: scratch)
+        try expectVerifyBoots(image, c.firmware == "hybrid" ? ["bios", "efi"] : ["efi"], menu: c.marker)
+    }
+
+    /// Replaces /boot/grub/grub.cfg on partition `number` (the marker's, which prints on the serial
+    /// port and halts, for boot.sh) with a menu of one entry, which verify --boot recognises on
+    /// SeaBIOS's VGA screen and OVMF's serial console alike.
+    func showMenu(_ image: String, entry: String, partition number: Int, scratch: Scratch) throws {
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(try imgtool(["inspect", "--json", image]).output)) as? JSON)
+        let table = try #require(report["partitionTable"] as? JSON)
+        let p = try #require((table["partitions"] as? [JSON])?.first { $0["number"] as? Int == number }, "\(report)")
+        let offset = try #require(p["start"] as? Int) * (try #require(report["sectorSize"] as? Int))
+        let cfg = scratch.file("menu.cfg")
+        try "set timeout=30\nmenuentry '\(entry)' { true }\n".write(toFile: cfg, atomically: true, encoding: .utf8)
+        if (p["filesystem"] as? JSON)?["type"] as? String == "vfat" {
+            try run(["env", "MTOOLS_SKIP_CHECK=1", "mcopy", "-o", "-i", "\(image)@@\(offset)", cfg, "::/boot/grub/grub.cfg"])
+        } else {
+            let fs = "\(image)?offset=\(offset)"
+            try run(["debugfs", "-w", "-R", "rm /boot/grub/grub.cfg", fs])
+            try run(["debugfs", "-w", "-R", "write \(cfg) /boot/grub/grub.cfg", fs])
+            #expect(try run(["debugfs", "-R", "cat /boot/grub/grub.cfg", fs]).stdout.contains("menuentry '\(entry)'"))
+        }
+    }
+
+    /// verify --boot --json with no --firmware: the report, and the firmware of each boot in order.
+    func verifyBoot(_ image: String) throws -> (status: Int32, report: JSON, boots: [JSON]) {
+        let before = try sha256(image)
+        let r = try imgtool(["verify", "--boot", "--json", image])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? JSON, "\(r.stderr)")
+        #expect(try sha256(image) == before)
+        return (r.status, report, try #require(report["boots"] as? [JSON], "\(report)"))
+    }
+
+    /// verify --boot booted `firmwares` in that order, each reaching GRUB's menu of `menu`, and the
+    /// image is bootable with no disagreement between the boots and the static checks.
+    func expectVerifyBoots(_ image: String, _ firmwares: [String], menu: String,
+                           sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let (status, report, boots) = try verifyBoot(image)
+        #expect(boots.map { $0["firmware"] as? String } == firmwares, sourceLocation: sourceLocation)
+        for b in boots {
+            #expect(b["outcome"] as? String == "grubMenu" && b["menuEntries"] as? [String] == [menu],
+                    "\(b["firmware"] ?? "?"): \(b["screen"] ?? "")", sourceLocation: sourceLocation)
+        }
+        #expect(status == 0 && report["bootable"] as? Bool == true, "\(report)", sourceLocation: sourceLocation)
+        #expect(bootDisagreements(report).isEmpty, "\(bootDisagreements(report))", sourceLocation: sourceLocation)
+        // "boot" is the only boot's, kept for one; with several, "boots" alone has them.
+        #expect((report["boot"] as? JSON)?["firmware"] as? String == (firmwares.count == 1 ? firmwares[0] : nil),
+                sourceLocation: sourceLocation)
+    }
+
+    /// The negative control: a hybrid whose UEFI loader is broken boots from SeaBIOS only, and
+    /// verify --boot, booting both, does not call it bootable.
+    @Test("verify --boot boots a hybrid with both firmwares: a broken UEFI loader makes it not bootable, though SeaBIOS starts it")
+    func hybridWithBrokenLoader() throws {
+        let scratch = try Scratch()
+        let marker = "IMGTOOL-UEFI-BROKEN"
+        let image = try makeESPDisk(scratch.file("disk.img"), ["--bios-boot", "--marker", marker])
+        #expect(try install(image)["firmware"] as? String == "hybrid")
+        try showMenu(image, entry: marker, partition: 3, scratch: scratch)
+        try expectVerifyBoots(image, ["bios", "efi"], menu: marker)
+
+        let (start, _) = try partition(image, number: 2)
+        let garbage = scratch.file("garbage.efi")
+        try writeFile(garbage, [UInt8](repeating: 0x5A, count: 4096))
+        try run(["env", "MTOOLS_SKIP_CHECK=1", "mcopy", "-o", "-i", "\(image)@@\(start * 512)", garbage, "::/EFI/BOOT/BOOTX64.EFI"])
+        let (status, report, boots) = try verifyBoot(image)
+        #expect(boots.map { $0["firmware"] as? String } == ["bios", "efi"])
+        #expect(boots.first?["outcome"] as? String == "grubMenu", "SeaBIOS still starts GRUB")
+        #expect(boots.last?["outcome"] as? String != "grubMenu" && boots.last?["outcome"] as? String != "grubPrompt", "\(boots.last ?? [:])")
+        #expect(status == 1 && report["bootable"] as? Bool == false && (report["bios"] as? JSON)?["bootable"] as? Bool == true, "\(report)")
+        #expect((report["efi"] as? JSON)?["bootable"] as? Bool == false && bootDisagreements(report).isEmpty, "\(report)")
     }
 
     /// sfdisk's start and size of partition `number`, in sectors.
@@ -142,6 +215,10 @@ struct InstallGrubUEFITests {
         #expect(json["firmware"] as? String == "uefi", "a BIOS boot partition does not make a 4 KiB disk hybrid")
         let booted = try boot(image, expect: marker, firmware: "uefi", sectorSize: 4096)
         #expect(booted.found, "OVMF on a 4 KiB-sector disk: \(booted.console)")
+        // verify --boot presents the disk with the table's 4 KiB sectors too (OVMF finds no ESP on
+        // a disk of 512-byte sectors laid out for 4 KiB ones).
+        try showMenu(image, entry: marker, partition: 3, scratch: scratch)
+        try expectVerifyBoots(image, ["efi"], menu: marker)
     }
 
     /// The ESP of `image` passes `fsck.fat -n`.
