@@ -47,3 +47,16 @@ int imgtool_blkpg(int fd, int op, int number, long long start, long long length)
     struct blkpg_ioctl_arg arg = { .op = op, .flags = 0, .datalen = sizeof part, .data = &part };
     return imgtool_ioctl_ptr(fd, BLKPG, &arg);
 }
+
+int imgtool_open_tmpfile(const char *dir, unsigned int mode) {
+    int fd;
+    do { fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode); } while (fd < 0 && errno == EINTR);
+    return fd < 0 ? -errno : fd;
+}
+
+long long imgtool_copy_file_range(int in, long long in_offset, int out, long long out_offset, unsigned long long length) {
+    off64_t from = in_offset, to = out_offset;
+    ssize_t n;
+    do { n = copy_file_range(in, &from, out, &to, length, 0); } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}

@@ -25,17 +25,30 @@ public final class ImageLock: @unchecked Sendable {
 
     /// Takes the lock without waiting. Wraps flock(2) with LOCK_EX | LOCK_NB.
     public init(path: String) throws(Error) {
-        do {
-            handle = try FileHandle(path: path, flags: O_RDONLY)
-        } catch {
-            throw .system(error)
-        }
-        do {
-            try systemCall("flock", on: path) { flock(handle.fd, LOCK_EX | LOCK_NB) }
-        } catch {
-            guard error.errno == EWOULDBLOCK else { throw .system(error) }
-            let st = try? fileStatus(fd: handle.fd, path: path)
-            throw .held(path: path, pid: st.flatMap { Self.holder(device: $0.st_dev, inode: $0.st_ino) })
+        var attempt = 0
+        while true {
+            let handle: FileHandle
+            do {
+                handle = try FileHandle(path: path, flags: O_RDONLY)
+            } catch {
+                throw .system(error)
+            }
+            do {
+                try systemCall("flock", on: path) { flock(handle.fd, LOCK_EX | LOCK_NB) }
+            } catch {
+                guard error.errno == EWOULDBLOCK else { throw .system(error) }
+                let st = try? fileStatus(fd: handle.fd, path: path)
+                throw .held(path: path, pid: st.flatMap { Self.holder(device: $0.st_dev, inode: $0.st_ino) })
+            }
+            // An offline install replaces the image by rename (WorkingCopy): a lock taken on the
+            // file it replaced guards nothing. Take it again on what the path names now.
+            let locked = try? fileStatus(fd: handle.fd, path: path), named = try? fileStatus(path)
+            if let locked, let named, locked.st_dev == named.st_dev, locked.st_ino == named.st_ino {
+                self.handle = handle
+                return
+            }
+            attempt += 1
+            guard attempt < 10 else { throw .system(SystemError("flock (the file keeps being replaced)", on: path, errno: EAGAIN)) }
         }
     }
 

@@ -22,6 +22,7 @@ static const unsigned long IMGTOOL_BLKGETSIZE64 = BLKGETSIZE64;
 static const unsigned long IMGTOOL_BLKSSZGET = BLKSSZGET;
 static const unsigned long IMGTOOL_BLKPG = BLKPG;
 static const unsigned long IMGTOOL_HDIO_GETGEO = HDIO_GETGEO;
+static const unsigned long IMGTOOL_FICLONE = FICLONE;
 
 static const uint32_t IMGTOOL_LO_FLAGS_READ_ONLY = LO_FLAGS_READ_ONLY;
 static const uint32_t IMGTOOL_LO_FLAGS_AUTOCLEAR = LO_FLAGS_AUTOCLEAR;
@@ -43,6 +44,14 @@ int imgtool_pipe_cloexec(int fds[2]);
 /// memfd_create(2) with MFD_CLOEXEC (glibc declares it only with _GNU_SOURCE); returns the
 /// descriptor or -errno.
 int imgtool_memfd_create(const char *name);
+
+/// open(2) of an unnamed file (O_TMPFILE) in directory `dir`, read-write, close-on-exec, with
+/// `mode`; returns the descriptor or -errno (EOPNOTSUPP where the filesystem has no O_TMPFILE).
+int imgtool_open_tmpfile(const char *dir, unsigned int mode);
+
+/// copy_file_range(2) of `length` bytes from `in` at `in_offset` to `out` at `out_offset`;
+/// returns the count copied (0 at the end of `in`) or -errno.
+long long imgtool_copy_file_range(int in, long long in_offset, int out, long long out_offset, unsigned long long length);
 
 /// Copies `name` (truncated, NUL-terminated) into lo_file_name.
 void imgtool_loop_info_set_file_name(struct loop_info64 *info, const char *name);
