@@ -81,37 +81,34 @@ enum GrubTools {
         return r.stdout.split(whereSeparator: \.isWhitespace).last.map(String.init)
     }
 
-    /// Size in sectors of the core.img grub-install would embed with `modules`, measured by
-    /// building it into an unlinked-at-once temp file (grub-mkimage fsyncs, so no pipe). The prefix
-    /// string's length barely matters; use a typical one. Wraps mkstemp(3), fcntl(2) and fstat(2).
+    /// Size in sectors of the core.img grub-install would embed with `modules`. The prefix
+    /// string's length barely matters; use a typical one.
     static func coreImageSectors(modules: [String], logger: Logger) throws(InstallGrubError) -> UInt64 {
-        guard Subprocess.find("grub-mkimage") != nil else { throw .toolMissing(tool: "grub-mkimage", package: "grub-common") }
-        var template = Array("/tmp/imgtool-core-XXXXXX".utf8CString)
-        let fd: Int32
-        do {
-            fd = try systemCall("mkstemp", on: "/tmp") { template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) } }
-        } catch {
-            throw .system(error)
-        }
-        let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        defer { bestEffort { unlink(path) }; closeDescriptor(fd) }
-        do {
-            try systemCall("fcntl(F_SETFD, FD_CLOEXEC)", on: path) { fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        } catch {
-            throw .system(error)
-        }
-        let r: Subprocess.Result
-        do throws(Subprocess.Error) {
-            r = try Subprocess.run(["grub-mkimage", "-O", GrubTarget.i386PC.rawValue, "-d", moduleDirectory, "-p", "(,msdos1)/boot/grub",
-                                    "-o", path] + modules)
-        } catch {
-            throw .subprocess(tool: "grub-mkimage", error)
-        }
-        guard r.succeeded else { throw .grubToolFailed(tool: "grub-mkimage", status: r.status, stderr: r.stderr) }
-        let st: stat
-        do { st = try fileStatus(fd: fd, path: path) } catch { throw .system(error) }
-        let sectors = (UInt64(st.st_size) + 511) / 512
+        let core = try makeImage(.i386PC, prefix: "(,msdos1)/boot/grub", modules: modules)
+        let sectors = (UInt64(core.count) + 511) / 512
         logger.debug("core.img would take \(sectors) sectors", metadata: ["modules": "\(modules)"])
         return sectors
+    }
+
+    /// GRUB's image for `target` (core.img, or the EFI application) with `modules` and `prefix`,
+    /// built by grub-mkimage into a memory file: nothing on disk to leave behind (grub-mkimage
+    /// fsyncs its output, so it cannot be a pipe). Wraps grub-mkimage(1).
+    static func makeImage(_ target: GrubTarget, prefix: String, modules: [String]) throws(InstallGrubError) -> [UInt8] {
+        guard Subprocess.find("grub-mkimage") != nil else { throw .toolMissing(tool: "grub-mkimage", package: "grub-common") }
+        do {
+            let output = try MemoryFile(name: "grub-mkimage \(target.rawValue)")
+            let r = try Subprocess.run(["grub-mkimage", "-O", target.rawValue, "-d", target.moduleDirectory, "-p", prefix,
+                                        "-o", output.path] + modules)
+            guard r.succeeded else { throw InstallGrubError.grubToolFailed(tool: "grub-mkimage", status: r.status, stderr: r.stderr) }
+            return try output.contents()
+        } catch let error as InstallGrubError {
+            throw error
+        } catch let error as SystemError {
+            throw .system(error)
+        } catch let error as Subprocess.Error {
+            throw .subprocess(tool: "grub-mkimage", error)
+        } catch {
+            throw .other(error)
+        }
     }
 }

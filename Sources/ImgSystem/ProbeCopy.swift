@@ -1,4 +1,3 @@
-import CLinuxShim
 import Glibc
 import ImgFormats
 
@@ -7,7 +6,8 @@ import ImgFormats
 /// and a container's virtual disk has none. Everything else of the area is a hole and reads as
 /// zeros; all-zero chunks are not written, so a mostly empty area costs little memory.
 struct ProbeCopy {
-    let file: FileHandle
+    private let memory: MemoryFile
+    var file: FileHandle { memory.file }
     let length: UInt64
 
     /// The copy unit: small, so a chunk of zeros is skipped without holding much.
@@ -17,12 +17,9 @@ struct ProbeCopy {
     /// `length` bytes; `name` names the image in errors. Wraps memfd_create(2), ftruncate(2) and
     /// pwrite(2).
     init(_ source: any ByteSource, offset: UInt64, length: UInt64, name: String) throws(SystemError) {
-        let fd = imgtool_memfd_create("imgtool-probe")
-        guard fd >= 0 else { throw SystemError("memfd_create", on: name, errno: -fd) }
-        file = FileHandle(adopting: fd, path: name)
+        memory = try MemoryFile(name: name, size: length)
+        let fd = memory.file.fd
         self.length = length
-        guard length <= UInt64(off_t.max) else { throw SystemError("ftruncate(memfd)", on: name, errno: EFBIG) }
-        try systemCall("ftruncate(memfd)", on: name) { ftruncate(fd, off_t(length)) }
         for window in ProbeWindow.ranges(source, offset: offset, length: length) {
             // Only what may hold data: a container's unallocated clusters are holes already.
             let pieces: [Range<UInt64>]
@@ -52,15 +49,7 @@ struct ProbeCopy {
             } catch {
                 throw SystemError("reading \(count) bytes at \(offset + position) (\(error))", on: name, errno: EIO)
             }
-            if !Self.isZero(bytes) {
-                var done = 0
-                while done < bytes.count {
-                    let at = off_t(position) + off_t(done)
-                    done += try systemCall("pwrite(memfd)", on: name) {
-                        bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, at) }
-                    }
-                }
-            }
+            if !Self.isZero(bytes) { try writeFully(fd, bytes, at: position, path: name) }
             position += UInt64(count)
         }
     }

@@ -3,17 +3,18 @@ import Glibc
 
 /// A copy of one region of an image (a partition) to change with tools that write a whole
 /// filesystem, such as mtools, before anything of the image changes: a memfd holding the region's
-/// data, with holes where the image has holes or zeros. `changes(against:)` then tells which
+/// data (a `MemoryFile`), with holes where the image has holes or zeros. `changes(against:)` then tells which
 /// blocks differ, to be saved (`UndoFile`) and written into the image.
 package final class StagedRegion {
     /// What is compared and written at a time: a page, and a multiple of every sector size.
     package static let blockSize = 4096
     /// The image, and the region's place in it.
     package let image: String, offset: UInt64, length: UInt64
-    private let copy: FileHandle
+    private let memory: MemoryFile
+    private var copy: FileHandle { memory.file }
 
     /// The copy as a path a child process can open: this process's descriptor through /proc.
-    package var path: String { "/proc/\(getpid())/fd/\(copy.fd)" }
+    package var path: String { memory.path }
 
     /// Copies `length` bytes at `offset` of `image`: only its data extents (SEEK_DATA), and of
     /// those only blocks that are not all zeros. Wraps memfd_create(2), lseek(2), pread(2) and pwrite(2).
@@ -21,10 +22,8 @@ package final class StagedRegion {
         self.image = image
         self.offset = offset
         self.length = length
-        let fd = imgtool_memfd_create("imgtool-staged")
-        guard fd >= 0 else { throw SystemError("memfd_create", on: image, errno: -fd) }
-        copy = FileHandle(adopting: fd, path: "a staged copy of \(image)")
-        try systemCall("ftruncate(memfd)", on: image) { ftruncate(fd, off_t(length)) }
+        memory = try MemoryFile(name: "a staged copy of \(image)", size: length)
+        let fd = copy.fd
         let source = try FileHandle(path: image, flags: O_RDONLY)
         try Self.forEachBlock(of: source.fd, path: image, in: offset..<offset + length) { (at, bytes) throws(SystemError) in
             if !ProbeCopy.isZero(bytes) { try writeFully(fd, bytes, at: at - offset, path: copy.path) }
