@@ -8,6 +8,8 @@ enum BootDirectory {
     /// `grub/` at its top and no `boot/`). Creates `boot/grub` where missing. A symbolic link on
     /// the way is refused: the image's links must not steer grub-install's writes onto the host.
     /// Wraps lstat(2) and mkdir(2).
+    /// A device.map that a killed run left (its teardown never ran) is removed: it names a loop
+    /// device that no longer exists, and grub-install in the booted system would believe it.
     static func prepare(mountPoint: String, plan: InstallPlan) throws(InstallGrubError) -> String {
         let boot = isDirectory("\(mountPoint)/grub") && !exists("\(mountPoint)/boot")
             ? mountPoint : "\(mountPoint)/boot"
@@ -18,8 +20,16 @@ enum BootDirectory {
             }
             do { try systemCall("mkdir", on: dir) { mkdir(dir, 0o755) } } catch { throw .system(error) }
         }
+        let map = "\(boot)/grub/device.map"
+        if let text = try? readTextFile(map), text.hasPrefix(temporaryMapMarker) {
+            do { try systemCall("unlink", on: map) { unlink(map) } } catch { throw .system(error) }
+        }
         return boot
     }
+
+    /// The first line of the device.map imgtool writes for grub-install, which tells a leftover of
+    /// a killed run from a map of the image's own. GRUB reads `#` lines as comments.
+    static let temporaryMapMarker = "# imgtool session "
 
     /// Whether there is something at `path`, a symbolic link included. Wraps lstat(2).
     static func exists(_ path: String) -> Bool {
@@ -35,7 +45,7 @@ enum BootDirectory {
         session.onClose(path) {
             if let previous { try writeFile(path, Array(previous.utf8)) } else { try systemCall("unlink", on: path) { unlink(path) } }
         }
-        try writeFile(path, Array(map.text.utf8))
+        try writeFile(path, Array((temporaryMapMarker + "\(session.id): for grub-install only, removed when the session ends\n" + map.text).utf8))
     }
 
     /// Whether `path` is a directory and not a symbolic link to one. Wraps lstat(2).

@@ -61,13 +61,19 @@ public enum BootScreen {
         public let message: String?
     }
 
+    /// Errors that GRUB prints and then carries on from: the searches for /.disk/info and
+    /// /.disk/mini-info in the configuration built into Debian's signed GRUB, which fail on any
+    /// disk that is not installer media before it falls back to the grub.cfg beside it.
+    static let expectedErrors: Set<String> = ["error: no such device: /.disk/info.", "error: no such device: /.disk/mini-info."]
+
     /// Classifies a decoded screen; nil if it shows nothing recognisable (yet). The rows are the
     /// guest's, so nothing here assumes more than that they are strings.
     public static func classify(screen: [String]) -> Classification? {
         let rows = screen.map { trimTrailing($0) }
         let lastRow = rows.last(where: { !$0.isEmpty }) ?? ""
-        // GRUB prints its errors at column 0 as "error: ...".
-        let error = rows.last(where: { $0.hasPrefix("error:") })
+        // GRUB prints its errors at column 0 as "error: ...". Debian's signed GRUB, started from
+        // the removable path, looks for installer media first and goes on when there is none.
+        let error = rows.last(where: { $0.hasPrefix("error:") && !expectedErrors.contains($0) })
         if lastRow.hasPrefix("grub rescue>") { return Classification(outcome: .grubRescue, menuEntries: [], message: error) }
         if lastRow.hasPrefix("grub>") { return Classification(outcome: .grubPrompt, menuEntries: [], message: error) }
         if let error { return Classification(outcome: .grubError, menuEntries: [], message: error) }

@@ -130,7 +130,12 @@ package enum GuestProtocol {
         deadline=
         . \(commandPath)
         cd /
-        if [ -n "$deadline" ]; then ( $bb sleep "$deadline"; say "the guest's deadline of $deadline s passed"; off ) & fi
+        # Counted in one-second sleeps: a resumed VM's clock catches up with the time since its
+        # state was saved, and one sleep across that jump must not end the whole wait.
+        if [ -n "$deadline" ]; then
+            ( t=0; while [ $t -lt "$deadline" ]; do $bb sleep 1; t=$((t + 1)); done
+              say "the guest's deadline of $deadline s passed"; off ) &
+        fi
         say "running command"
         ( exec "$@" ) <"/dev/null" >"$out" 2>"$err"
         status=$?

@@ -73,6 +73,16 @@ import TestSupport
         try readFile("\(repositoryRoot)/TestImages/screens/\(name)")
     }
 
+    /// Debian's signed GRUB searches for installer media before its grub.cfg and reports the
+    /// miss; a slow boot can sit on that line, which is not where it stops.
+    @Test("the signed GRUB's search for installer media is not an error it stops at; an error after it is")
+    func signedGrubSearch() {
+        let searching = ["Welcome to GRUB!", "", "error: no such device: /.disk/info.", "error: no such device: /.disk/mini-info."]
+        #expect(BootScreen.classify(screen: searching) == nil)
+        let failed = BootScreen.classify(screen: searching + ["error: file `/boot/grub/x86_64-efi/normal.mod' not found."])
+        #expect(failed?.outcome == .grubError && failed?.message == "error: file `/boot/grub/x86_64-efi/normal.mod' not found.")
+    }
+
     @Test("captured: SeaBIOS's VGA screen with nothing to boot")
     func capturedSeaBIOS() throws {
         let screen = BootScreen.decodeTextBuffer(try captured("seabios-no-bootable-device.vga"))
