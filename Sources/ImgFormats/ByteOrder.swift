@@ -43,3 +43,11 @@ extension RandomAccessCollection where Element == UInt8, Index == Int {
         return value
     }
 }
+
+extension MutableCollection where Element == UInt8, Index == Int {
+    /// Stores `value` little-endian in the `T.bitWidth / 8` bytes at `i`, which the caller has
+    /// checked lie inside: the writing counterpart of `le16(_:)` and its siblings.
+    mutating func storeLE<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at i: Int) {
+        for k in 0..<T.bitWidth / 8 { self[i + k] = UInt8(truncatingIfNeeded: value >> (8 * k)) }
+    }
+}
