@@ -136,8 +136,6 @@ public enum GrubBIOSSetup {
         case versionMismatch
         /// The no-Reed-Solomon length reaches past the end of core.img.
         case noReedSolomonLengthOutsideCore(length: Int, coreSize: Int)
-        /// So much redundancy for so little data that GRUB's encoder would never finish.
-        case redundancyUnencodable(dataBytes: Int, redundancyBytes: Int)
 
         public var description: String {
             switch self {
@@ -156,7 +154,9 @@ public enum GrubBIOSSetup {
             case .embeddingAreaTooSmall(let core, let gap):
                 return "your embedding area is unusually small. core.img won't fit in it: core.img has \(core) sectors, the post-MBR gap \(gap). Start the first partition at sector 2048"
             case .otherSoftwareInGap(let core, let foreign):
-                let list = foreign.map { "sector \($0.sector) (\($0.owner))" }.joined(separator: ", ")
+                // A RAID controller's metadata can take the whole gap: name the first few.
+                let shown = foreign.prefix(4).map { "sector \($0.sector) (\($0.owner))" }
+                let list = (shown + (foreign.count > 4 ? ["and \(foreign.count - 4) more"] : [])).joined(separator: ", ")
                 return "other software is using the embedding area, and there is not enough room for core.img (\(core) sectors) around it: \(list). Such software is often trying to store data in a way that avoids detection; investigate before you clear those sectors"
             case .noBIOSBootPartition:
                 return "this GPT partition label contains no BIOS Boot Partition; embedding won't be possible. Add a partition of type 21686148-6449-6E6F-744E-656564454649 (1 MiB is plenty)"
@@ -172,8 +172,6 @@ public enum GrubBIOSSetup {
                 return "core.img version mismatch: its decompressor's no-Reed-Solomon length is 0xFFFF; build core.img with the grub-mkimage of the same GRUB as boot.img"
             case .noReedSolomonLengthOutsideCore(let length, let size):
                 return "core.img's no-Reed-Solomon length (\(length) bytes after its first sector) reaches past its end (\(size) bytes); rebuild it with grub-mkimage -O i386-pc"
-            case .redundancyUnencodable(let data, let redundancy):
-                return "core.img would need \(redundancy) bytes of Reed-Solomon redundancy for \(data) bytes of data, which GRUB's encoder cannot cut into chunks; rebuild core.img with grub-mkimage -O i386-pc"
             }
         }
     }
@@ -225,9 +223,12 @@ public enum GrubBIOSSetup {
             guard protectedStart <= coreSize else {
                 throw .noReedSolomonLengthOutsideCore(length: noReedSolomon, coreSize: coreSize)
             }
-            let data = core[protectedStart..<coreSize]
-            guard let bytes = ReedSolomon.grubRedundancy(for: data, count: redundancy) else {
-                throw .redundancyUnencodable(dataBytes: data.count, redundancyBytes: redundancy)
+            // The encoder refuses only more than 199 redundancy bytes per data byte in a chunk over
+            // 200 sectors. Here the redundancy is below core.img's size plus two sectors, and the
+            // 16-bit no-Reed-Solomon length leaves at least core.img's size - 66046 bytes of data:
+            // such a ratio needs a core.img too small to be cut into chunks at all.
+            guard let bytes = ReedSolomon.grubRedundancy(for: core[protectedStart..<coreSize], count: redundancy) else {
+                preconditionFailure("GRUB's Reed-Solomon chunking refused \(coreSize - protectedStart) data bytes and \(redundancy) redundancy bytes")
             }
             core.replaceSubrange(coreSize..., with: bytes)
         }

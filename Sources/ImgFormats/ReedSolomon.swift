@@ -134,15 +134,4 @@ public enum ReedSolomon {
         }
         return register
     }
-
-    /// The syndromes of a codeword (highest degree first): its values at 1, α, ... α^(n-1). All zero
-    /// exactly when the codeword is one the generator of degree n divides, as GRUB's decoder checks
-    /// before it tries to repair anything.
-    static func syndromes(_ codeword: [UInt8], checkCount n: Int) -> [UInt8] {
-        guard n > 0 else { return [] }
-        return (0..<n).map { k in
-            let x = exponentials[k % 255]
-            return codeword.reduce(0) { multiply($0, x) ^ $1 }  // Horner's rule
-        }
-    }
 }
