@@ -1,4 +1,4 @@
-// libFuzzer entry point for the MBR/EBR, GPT, APM, container-header, LVM2, LUKS, boot-code, GRUB core.img, FAT, PE/GRUB EFI, SYSLINUX patch area,
+// libFuzzer entry point for the MBR/EBR, GPT, APM, container-header, LVM2, LUKS, boot-code, GRUB core.img (and grub-bios-setup's placement of it), FAT, PE/GRUB EFI, SYSLINUX patch area,
 // ISOLINUX boot info table, ISO 9660, GRUB legacy, JSON and isolated-response parsers. Not a SwiftPM
 // target: run.sh compiles it together with Sources/ImgFormats/*.swift into one module, so the
 // parsers' internal API is visible without an import and the whole parser is instrumented for
@@ -90,6 +90,17 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     // Problems are expected for almost every input; only traps and broken bounds count.
     if let core = try? GrubCoreDecoder.decode(source, bootSector: Array(bytes.prefix(512))) {
         check(core, imageBytes: source.size)
+    }
+
+    // The input as a disk receiving grub-bios-setup's bytes: its first sector as boot.img, the rest
+    // as core.img, in the embedding area its table names (else a gap as long as the input).
+    if size > 512 {
+        let area = table.flatMap { try? EmbeddingArea.find(in: $0).get() }
+            ?? EmbeddingArea(kind: .postMBRGap, startSector: 1, sectorCount: UInt64(size / 512))
+        if let placement = try? GrubBIOSSetup.place(
+            bootImage: Array(bytes.prefix(512)), coreImage: Array(bytes.dropFirst(512)), area: area, disk: source) {
+            check(placement, area: area, coreBytes: size - 512)
+        }
     }
 
     // The input as a FAT partition, and again followed by zeros up to 4 GiB: FAT16 and FAT32 need
@@ -296,6 +307,20 @@ private func check(_ core: GrubCoreImage, imageBytes: UInt64) {
         core.blocklist.allSatisfy({ $0.count > 0 && $0.end <= imageSectors }), core.firstSector < imageSectors,
         core.uncompressedSize <= GrubCoreDecoder.maximumUncompressedSize
     else { fatalError("decoded core.img breaks its bounds: \(core)") }
+}
+
+/// What a placement must satisfy: core.img and its redundancy in ascending sectors of the area,
+/// at least core.img's sectors and at most twice them (and 888).
+private func check(_ placement: GrubBIOSSetup.Placement, area: EmbeddingArea, coreBytes: Int) {
+    let sectors = placement.sectors
+    let coreSectors = (coreBytes + 511) / 512
+    guard placement.bootSector.count == 512, placement.core.count == sectors.count * 512,
+        sectors.count >= coreSectors, sectors.count <= min(2 * coreSectors, GrubBIOSSetup.maximumSectors),
+        placement.redundancyBytes == placement.core.count - coreBytes,
+        zip(sectors, sectors.dropFirst()).allSatisfy({ $0 < $1 }),
+        let first = sectors.first, let last = sectors.last,
+        first >= area.startSector, last - area.startSector < area.sectorCount
+    else { fatalError("placement breaks its bounds: sectors \(placement.sectors), area \(area), core.img \(coreBytes) bytes") }
 }
 
 /// What every table must satisfy, however hostile its bytes.
