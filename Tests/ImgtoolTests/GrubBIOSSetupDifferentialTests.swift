@@ -12,11 +12,18 @@ import TestSupport
 struct GrubBIOSSetupDifferentialTests {
     static let grubDirectory = "/usr/lib/grub/i386-pc"
 
-    @Test("offline placement equals grub-install's, and boots", arguments: ["dos", "gpt"])
-    func matchesGrubInstall(label: String) throws {
+    /// The usual 1 MiB areas, where twice core.img fits, and areas smaller than that (but larger
+    /// than core.img), where the area's size caps the embedding.
+    static let layouts: [[String]] = [
+        ["--label", "dos"], ["--label", "gpt"],
+        ["--label", "dos", "--first-sector", "80"], ["--label", "gpt", "--bios-boot-sectors", "70"],
+    ]
+
+    @Test("offline placement equals grub-install's, and boots", arguments: layouts)
+    func matchesGrubInstall(layout: [String]) throws {
         let scratch = try Scratch()
-        let marker = "IMGTOOL-BIOS-SETUP-\(label.uppercased())"
-        let a = try makeDisk(scratch.file("a.img"), ["--label", label, "--marker", marker])
+        let marker = "IMGTOOL-BIOS-SETUP-" + layout.filter { !$0.hasPrefix("--") }.joined(separator: "-").uppercased()
+        let a = try makeDisk(scratch.file("a.img"), layout + ["--marker", marker])
         let b = scratch.file("b.img")
         try run(["cp", "--sparse=always", a, b])
 
@@ -59,9 +66,9 @@ struct GrubBIOSSetupDifferentialTests {
         let areaB = try after.read(at: areaBytes.offset, count: areaBytes.count)
         let differing = stride(from: 0, to: areaBytes.count, by: 512).filter { areaA[$0..<$0 + 512] != areaB[$0..<$0 + 512] }
         #expect(differing.isEmpty, "embedding area sectors that differ: \(differing.prefix(8).map { area.startSector + UInt64($0 / 512) })")
-        // grub-bios-setup wrote as many sectors as GrubBIOSSetup did: twice core.img here.
+        // grub-bios-setup wrote as many sectors as GrubBIOSSetup did: twice core.img, or the area.
         #expect(chosen.sectors == UInt64(placement.sectors.count))
-        #expect(placement.sectors.count == 2 * ((core.count + 511) / 512))
+        #expect(placement.sectors.count == min(2 * ((core.count + 511) / 512), Int(area.sectorCount)))
         #expect(placement.redundancyBytes > 0)
 
         // The boot partition (the one that is not the BIOS boot partition) copied from A: grub-install
