@@ -3,7 +3,8 @@
 # on this checkout, plain `swift build` in its own scratch directory, no PKG_CONFIG_PATH, no
 # Makefile), then proves what it claims: it installs GRUB into a test image that then boots under
 # qemu; it reports a bad image with the library's exit status; and Ctrl-C (SIGINT) stops an install
-# with exit 130 and nothing of imgtool's left attached or mounted. Needs root (loop devices, mounts).
+# with exit 130 and nothing of imgtool's left attached or mounted; and run as an unprivileged user it
+# installs offline, and that image boots too. Needs root (loop devices, mounts, setpriv).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,4 +62,17 @@ if losetup -l -n -O BACK-FILE | grep -F "$work/"; then fail "a loop device is le
 if grep -E " /run/imgtool/" /proc/self/mounts; then fail "a mount under /run/imgtool is left"; fi
 [[ $(head -c 440 "$work/slow.img" | sha256sum) == "$mbr" ]] || fail "the interrupted install changed the boot code"
 echo "exit 130, no loop device or mount left, boot code unchanged"
+echo "--- as an unprivileged user (uid 65534): the same installer takes the offline strategy"
+nobody=$work/nobody
+install -d -o 65534 -g 65534 "$nobody"
+chmod 755 "$work"
+install -m 0755 "$installer" "$nobody/installer"
+"$root/TestImages/make-disk.sh" "$nobody/disk.img" --label dos --fs ext4 --marker "$marker" >/dev/null
+chown 65534:65534 "$nobody/disk.img"
+setpriv --reuid=65534 --regid=65534 --clear-groups -- "$nobody/installer" "$nobody/disk.img" >"$work/nobody.log" 2>&1 \
+    || fail "the installer failed as uid 65534: $(cat "$work/nobody.log")"
+grep -q "with strategy offline" "$work/nobody.log" || fail "the unprivileged install did not go offline: $(cat "$work/nobody.log")"
+"$root/TestImages/boot.sh" "$nobody/disk.img" --timeout 60 --expect "$marker" >/dev/null \
+    || fail "the image installed without root did not print the marker when booted"
+echo "booted: GRUB installed by uid 65534 printed the marker"
 echo "Examples/installer: all checks passed"

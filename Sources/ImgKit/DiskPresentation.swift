@@ -20,18 +20,23 @@ extension InstallGrub {
         /// A second loop device over the boot partition's byte range; GRUB's partition-map and
         /// filesystem modules must then be named explicitly.
         case offset
+        /// No root, no loop device, no mount: the image file is changed as bytes (`OfflineInstall`).
+        /// `auto` takes it when the caller is not root or loop devices cannot be had.
+        case offline
 
         /// The order `auto` tries them in: the most faithful first. block-device applies only to an
         /// image that is a block device, and costs nothing to rule out for a file.
         public static let automaticOrder: [Strategy] = [.blockDevice, .partscan, .blkpg, .deviceMapper, .offset]
 
-        var presentation: any DiskPresentation.Type {
+        /// How the strategy presents the image as a disk; nil for offline, which presents none.
+        var presentation: (any DiskPresentation.Type)? {
             switch self {
             case .blockDevice: return BlockDevicePresentation.self
             case .partscan: return PartscanPresentation.self
             case .blkpg: return BlkpgPresentation.self
             case .deviceMapper: return DeviceMapperPresentation.self
             case .offset: return OffsetPresentation.self
+            case .offline: return nil
             }
         }
     }

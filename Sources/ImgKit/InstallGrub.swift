@@ -166,6 +166,9 @@ public enum InstallGrub {
         let lock: ImageLock
         do { lock = try ImageLock(path: options.image) } catch { throw .busy(error) }
         defer { withExtendedLifetime(lock) {} }
+        if options.strategy == .offline || (options.strategy == nil && options.diskName == nil && !LoopDevice.usable()) {
+            return try runOffline(plan, options: options, logger: logger, interruption: interruption, started: started)
+        }
         guard geteuid() == 0 else { throw .notRoot(path: options.image) }
         try releaseLeftovers(of: plan.image, logger: logger)
 
@@ -202,6 +205,27 @@ public enum InstallGrub {
             guard failures.isEmpty else { throw .cleanupFailed(failures, after: error.description) }
             throw error
         }
+    }
+
+    /// The offline strategy (`OfflineInstall`): no root, no loop device, no mount. The caller
+    /// holds the image's lock.
+    static func runOffline(_ plan: InstallPlan, options: Options, logger: Logger, interruption: Interruption,
+                           started: Double) throws(InstallGrubError) -> Result {
+        logger.info("\(plan.table.kind.rawValue) label, \(plan.firmware.rawValue), /boot on partition \(plan.bootPartition.number) (\(plan.bootFilesystem.type)), offline")
+        let directory = plan.image.contains("/") ? String(plan.image[..<plan.image.lastIndex(of: "/")!]) : "."
+        if !accessible(plan.image, W_OK) { throw .notWritable(path: plan.image, what: "the image") }
+        if !accessible(directory.isEmpty ? "/" : directory, W_OK | X_OK) { throw .notWritable(path: plan.image, what: "its directory") }
+        for name in WorkingCopy.removeLeftovers(of: plan.image) { logger.notice("removed \(name), left by a run killed as it replaced the image") }
+        let session = Session(logger: logger, interruption: interruption)
+        defer { session.close() }
+        _ = try OfflineInstall.run(plan, options: options, session: session)
+        logger.info("done: \(options.image) boots GRUB from partition \(plan.bootPartition.number); nothing was attached or mounted")
+        return Result(
+            image: plan.image, strategy: .offline, diskDevice: plan.image,
+            bootPartition: .init(number: plan.bootPartition.number, device: "partition \(plan.bootPartition.number) of \(plan.image)",
+                                 filesystem: FilesystemKind(plan.bootFilesystem.type), uuid: plan.bootFilesystem.uuid),
+            target: plan.firmware.targets[0], firmware: plan.firmware, loaders: plan.loaders, secureBoot: plan.secureBoot,
+            grubInstallVersion: GrubTools.version(), seconds: monotonicNow() - started)
     }
 
     /// The job in a throwaway VM: the same imgtool runs it there through ImgKit, from a structured
@@ -323,10 +347,6 @@ public enum InstallGrub {
                 try ESPWriter.copy(staging: staging, plan: plan, to: esp, session: session)
             }
             return presented
-        } catch let e as InstallGrubError {
-            throw e
-        } catch let e as Session.Interrupted {
-            throw .interrupted(signal: e.signal)
         } catch {
             throw InstallGrubError(wrapping: error)
         }
@@ -378,8 +398,9 @@ public enum InstallGrub {
                                 session: Session) throws -> PresentedDisk {
         var reasons: [String] = []
         for strategy in order {
+            guard let presentation = strategy.presentation else { continue }
             do {
-                return try strategy.presentation.present(disk: disk, plan: plan, options: options, session: session)
+                return try presentation.present(disk: disk, plan: plan, options: options, session: session)
             } catch let unavailable as PresentationUnavailable {
                 session.logger.debug("strategy \(strategy.rawValue) unavailable: \(unavailable.reason)")
                 reasons.append(unavailable.reason)

@@ -50,6 +50,9 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
     case busy(ImageLock.Error)
     /// The install runs on this kernel (no `Isolation`) and the process is not root.
     case notRoot(path: String)
+    /// The offline strategy replaces the image with a changed copy made in its directory; the
+    /// caller may not write one of the two (`what`).
+    case notWritable(path: String, what: String)
     /// A program the install needs is not in PATH; `package` is the Debian package that has it.
     case toolMissing(tool: String, package: String)
     /// The strategy asked for cannot work on this kernel; `reason` says why.
@@ -93,7 +96,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
              .ambiguousBootPartition, .bootFilesystemFull, .noESP, .espInvalid, .secureBootNeedsUEFI, .biosNeeds512ByteSectors:
             return .badImage
         case .busy: return .busy
-        case .notRoot: return .noPermission
+        case .notRoot, .notWritable: return .noPermission
         case .toolMissing, .strategyUnavailable: return .unavailable
         case .noStrategyWorked, .bootPartitionInUse, .sessionJournal, .system, .loopDevice, .mount, .deviceMapper,
              .subprocess, .other, .grubToolFailed, .cleanupFailed, .leftovers:
@@ -162,8 +165,10 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
             return "\(p): EFI system partition \(n) cannot take GRUB's UEFI files: \(reason). Nothing was changed."
         case .busy(let e):
             return e.description
+        case .notWritable(let p, let what):
+            return "\(p): the offline strategy (no root, no loop device) writes a changed copy next to the image and renames it over the image, and this user may not write \(what). Give this user write access to both, or run as root. Nothing was changed."
         case .notRoot(let p):
-            return "install-grub needs root to attach loop devices and mount \(p)'s boot partition. Run it as root (e.g. `sudo imgtool install-grub \(p)`); `imgtool inspect` and `verify` need no root."
+            return "install-grub needs root to attach loop devices and mount \(p)'s boot partition. Run it as root (e.g. `sudo imgtool install-grub \(p)`), or use `--strategy offline`, which needs no root; `imgtool inspect` and `verify` need no root."
         case .toolMissing(let tool, let package):
             return "\(tool) is not installed. Install the Debian package \(package) (apt-get install \(package))."
         case .strategyUnavailable(let s, let reason):

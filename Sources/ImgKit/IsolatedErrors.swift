@@ -233,6 +233,7 @@ extension InstallGrubError: IsolatedError {
         case .espInvalid(let p, let n, let reason):
             set("espInvalid", ["path": .string(p), "number": JSONValue(n), "reason": .string(reason)])
         case .notRoot(let p): set("notRoot", ["path": .string(p)])
+        case .notWritable(let p, let what): set("notWritable", ["path": .string(p), "what": .string(what)])
         case .toolMissing(let tool, let package): set("toolMissing", ["tool": .string(tool), "package": .string(package)])
         case .strategyUnavailable(let s, let reason): set("strategyUnavailable", ["strategy": .string(s.rawValue), "reason": .string(reason)])
         case .noStrategyWorked(let p, let reasons): set("noStrategyWorked", ["path": .string(p), "reasons": JSONValue(reasons)])
@@ -299,6 +300,9 @@ extension InstallGrubError: IsolatedError {
             guard let number = int("number"), let reason = string("reason") else { return nil }
             self = .espInvalid(path: p, number: number, reason: reason)
         case "notRoot": self = .notRoot(path: p)
+        case "notWritable":
+            guard let what = string("what") else { return nil }
+            self = .notWritable(path: p, what: what)
         case "toolMissing":
             guard let tool = string("tool"), let pkg = string("package") else { return nil }
             self = .toolMissing(tool: tool, package: pkg)

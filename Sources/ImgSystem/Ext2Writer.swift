@@ -75,6 +75,11 @@ public final class Ext2Writer {
         var parent = ext2_ino_t(EXT2_ROOT_INO)
         for component in path.split(separator: "/").map(String.init) {
             if let ino = lookup(component, in: parent) {
+                // Never through a symbolic link: the image's links must not steer writes.
+                guard ext2fs_check_directory(fs, ino) == 0 else {
+                    throw Error("\(path): \(component) is not a directory (a symbolic link or a file); imgtool will not follow or replace it",
+                                errcode_t(ENOTDIR))
+                }
                 parent = ino
                 continue
             }
@@ -119,6 +124,21 @@ public final class Ext2Writer {
         guard err == 0 else { throw Error("ext2fs_file_write \(path)", err) }
         guard closed == 0 else { throw Error("ext2fs_file_close \(path)", closed) }
         try setAttributes(ino, mode: regular, owner: owner)
+    }
+
+    /// What is at `path` (absolute, no symbolic link followed): nil for nothing, else whether it is
+    /// a directory. Wraps ext2fs_lookup(3) and ext2fs_check_directory(3).
+    public func kind(of path: String) throws(Error) -> Kind? {
+        guard let ino = try lookupPath(path) else { return nil }
+        return ext2fs_check_directory(fs, ino) == 0 ? .directory : .other
+    }
+
+    /// What `kind(of:)` finds.
+    public enum Kind: Sendable {
+        /// A directory.
+        case directory
+        /// Anything else: a file, a symbolic link, a device node.
+        case other
     }
 
     /// Writes the superblock, group descriptors and bitmaps, and closes. Wraps ext2fs_close2(3).

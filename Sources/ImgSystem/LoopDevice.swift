@@ -92,6 +92,15 @@ public final class LoopDevice: @unchecked Sendable {
     /// The open device; valid until `detach()`.
     public var fd: Int32 { handle.fd }
 
+    /// Whether this process can have loop devices: root, and /dev/loop-control opens for writing
+    /// (not in an unprivileged container, nor where the device is missing). Wraps open(2).
+    public static func usable() -> Bool {
+        guard geteuid() == 0 else { return false }
+        guard let control = try? FileHandle(path: "/dev/loop-control", flags: O_RDWR) else { return false }
+        control.close()
+        return true
+    }
+
     /// Attaches `backingPath` to a free loop device: lock /dev/loop-control, LOOP_CTL_GET_FREE,
     /// LOOP_CONFIGURE (falling back to LOOP_SET_FD + LOOP_SET_STATUS64), then read the status back.
     /// Another process may grab the same free device between GET_FREE and CONFIGURE; that is EBUSY,

@@ -71,5 +71,6 @@ package enum ResourceMarks {
         return isSessionID(id) ? String(id) : nil
     }
 
-    private static func isSessionID(_ s: Substring) -> Bool { s.count == 8 && s.allSatisfy(\.isHexDigit) }
+    /// Whether `s` has the form of a session id: eight hex digits.
+    package static func isSessionID(_ s: Substring) -> Bool { s.count == 8 && s.allSatisfy(\.isHexDigit) }
 }

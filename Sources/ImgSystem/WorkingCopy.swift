@@ -42,7 +42,7 @@ public final class WorkingCopy {
         file = FileHandle(adopting: fd, path: "a working copy of \(image)")
         // The owner first: fchown drops set-id bits, and fchmod puts the mode back.
         if st.st_uid != geteuid() || st.st_gid != getegid() {
-            try systemCall("fchown (keeping the image's owner \(st.st_uid):\(st.st_gid))", on: image) { fchown(fd, st.st_uid, st.st_gid) }
+            try systemCall("giving the replacement the image's owner \(st.st_uid):\(st.st_gid) (run as that user or as root)", on: image) { fchown(fd, st.st_uid, st.st_gid) }
         }
         try systemCall("fchmod", on: image) { fchmod(fd, st.st_mode & 0o7777) }
         if imgtool_ioctl_int(fd, IMGTOOL_FICLONE, UInt(source.fd)) == 0 {
@@ -75,6 +75,22 @@ public final class WorkingCopy {
             }
             position = UInt64(hole)
         }
+    }
+
+    /// Removes the names that runs killed between naming their copy and renaming it left beside
+    /// `image` (`.<name>.imgtool-<session>`). Call while holding the image's lock: no live run on
+    /// the image can own one then. Returns the names removed. Wraps unlink(2).
+    @discardableResult
+    public static func removeLeftovers(of image: String) -> [String] {
+        let slash = image.lastIndex(of: "/")
+        let directory = slash.map { $0 == image.startIndex ? "/" : String(image[..<$0]) } ?? "."
+        let prefix = "." + (image.split(separator: "/").last.map(String.init) ?? image) + ".imgtool-"
+        var removed: [String] = []
+        for name in directoryEntries(directory) where name.hasPrefix(prefix) && ResourceMarks.isSessionID(name.dropFirst(prefix.count)) {
+            let path = (directory == "/" ? "" : directory) + "/" + name
+            if (try? systemCall("unlink", on: path, { unlink(path) })) != nil { removed.append(path) }
+        }
+        return removed
     }
 
     /// Replaces the image with the copy: fsync, a name beside the image (`.<name>.imgtool-<tag>`,

@@ -54,6 +54,17 @@ struct WorkingCopyTests {
         #expect(try sha256(image) == before && (try listDirectory(scratch.path)) == ["a disk.img"])
     }
 
+    @Test("a name a killed commit left beside the image is removed; other names are not")
+    func leftovers() throws {
+        let scratch = try Scratch()
+        let image = try makeImage(scratch)
+        for name in [".a disk.img.imgtool-0a1b2c3d", ".a disk.img.imgtool-later", ".other.img.imgtool-0a1b2c3d"] {
+            try writeFile(scratch.file(name), [1])
+        }
+        #expect(WorkingCopy.removeLeftovers(of: image) == [scratch.file(".a disk.img.imgtool-0a1b2c3d")])
+        #expect(try listDirectory(scratch.path).sorted() == [".a disk.img.imgtool-later", ".other.img.imgtool-0a1b2c3d", "a disk.img"])
+    }
+
     @Test("a directory or a device is not replaced")
     func notARegularFile() throws {
         #expect(throws: SystemError.self) { try WorkingCopy(of: "/dev/null") }

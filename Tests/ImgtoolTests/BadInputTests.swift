@@ -117,11 +117,16 @@ struct BadInputTests {
         try expectRefusal(image, status: .busy, message: "is in use by process \(getpid())")
     }
 
+    /// Without root, a loop strategy is refused; the offline strategy, taken by default, needs write
+    /// access to the image and its directory.
     @Test func notRoot() throws {
         let scratch = try Scratch()
         let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
         chmod(image, 0o644)
-        try expectRefusal(image, user: 65534, status: .noPermission, message: "install-grub needs root")
+        try expectRefusal(image, extra: ["--strategy", "blkpg"], user: 65534, status: .noPermission, message: "install-grub needs root")
+        try expectRefusal(image, user: 65534, status: .noPermission, message: "this user may not write the image")
+        chmod(image, 0o666)
+        try expectRefusal(image, user: 65534, status: .noPermission, message: "this user may not write its directory")
     }
 
     @Test func unknownStrategyIsAUsageError() throws {

@@ -80,16 +80,9 @@ struct InstallGrubBootTests {
     @Test("a separate /boot filesystem (grub/ at its top) gets GRUB there, and boots")
     func separateBootFilesystem() throws {
         let scratch = try Scratch()
-        let image = scratch.file("disk.img")
         let marker = "IMGTOOL-SEPARATE-BOOT"
+        let image = try makeSeparateBootDisk(scratch.file("disk.img"), marker: marker)
         let offset = "\(image)?offset=1048576"
-        try run(["truncate", "-s", "48M", image])
-        try run(["sh", "-c", "echo 'start=2048, type=83' | sfdisk -q \(image)"])
-        try run(["mkfs.ext4", "-q", "-F", "-E", "offset=1048576", image, "48128"])
-        let cfg = scratch.file("grub.cfg")
-        try "serial --unit=0 --speed=115200\nterminal_output serial\necho \(marker)\nhalt\n".write(toFile: cfg, atomically: true, encoding: .utf8)
-        try run(["debugfs", "-w", "-R", "mkdir /grub", offset])
-        try run(["debugfs", "-w", "-R", "write \(cfg) /grub/grub.cfg", offset])
         let r = try imgtool(["install-grub", image])
         #expect(r.status == 0, "stderr: \(r.stderr)")
         #expect(r.stderr.contains("--boot-directory=/run/imgtool/mnt-"))

@@ -86,32 +86,22 @@ struct InstallGrubUEFIKillTests {
         }
         let loader = try grubImage(try extract(image, number: 1, to: scratch.file("done-esp.img")))
 
-        var generator = SystemRandomNumberGenerator()
-        var killedMidway = 0, attempts = 0, untouched = 0, complete = 0
-        while killedMidway < 30 && attempts < 60 {
-            attempts += 1
+        var untouched = 0, complete = 0
+        let (killedMidway, attempts, failed) = try killAtRandomPoints(wanted: 30, maxAttempts: 60, duration: duration, start: {
             try run(["cp", "--sparse=always", pristine, image])
-            let process = try SessionsTests().startInstall(image)
-            let delay = Double.random(in: 0...(0.95 * duration), using: &generator)
-            usleep(UInt32(delay * 1_000_000))
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            guard process.terminationReason == .uncaughtSignal else {
-                #expect(process.terminationStatus == 0, "attempt \(attempts) ended by itself, but failed")
-                duration = delay
-                continue
-            }
-            killedMidway += 1
-            try recover(byCleanup: attempts % 2 == 0, image)
+            return try SessionsTests().startInstall(image)
+        }, afterKill: { attempt in
+            try recover(byCleanup: attempt % 2 == 0, image)
             let esp = try extract(image, number: 1, to: scratch.file("esp.img"))
-            #expect(try Subprocess.run(["fsck.fat", "-n", esp]).status == 0, "attempt \(attempts): the ESP is damaged")
+            #expect(try Subprocess.run(["fsck.fat", "-n", esp]).status == 0, "attempt \(attempt): the ESP is damaged")
             if try sha256(esp) == pristineESP { untouched += 1 } else {
-                #expect(try grubImage(esp) == loader, "attempt \(attempts): the ESP was changed, but GRUB's image is not the finished one")
+                #expect(try grubImage(esp) == loader, "attempt \(attempt): the ESP was changed, but GRUB's image is not the finished one")
                 complete += 1
             }
-            #expect(try imgtool(["install-grub", image, "-q"]).status == 0, "rerun \(attempts)")
-            if killedMidway % 10 == 0 { #expect(try boot(image, expect: marker, firmware: "uefi").found, "boot after attempt \(attempts)") }
-        }
+            #expect(try imgtool(["install-grub", image, "-q"]).status == 0, "rerun \(attempt)")
+            if (untouched + complete) % 10 == 0 { #expect(try boot(image, expect: marker, firmware: "uefi").found, "boot after attempt \(attempt)") }
+        })
+        #expect(failed.isEmpty, "runs that ended by themselves but failed: \(failed)")
         print("UEFI random kills: \(killedMidway) landed in \(attempts) attempts; ESP untouched after \(untouched), complete after \(complete)")
         #expect(killedMidway == 30, "only \(killedMidway) of \(attempts) kills landed before the run ended")
     }

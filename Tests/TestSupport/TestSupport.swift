@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import ImgSystem
 import Synchronization
@@ -97,6 +98,23 @@ public var imgtoolPath: String {
     return "\(repositoryRoot)/.build/debug/imgtool"
 }
 
+/// A 48 MiB dos image at `image` whose one partition holds a separate /boot filesystem (ext4):
+/// grub/ at its top with a grub.cfg that prints `marker` on the serial console, and no boot/.
+/// Made with sfdisk, mkfs.ext4 and debugfs, without mounting.
+@discardableResult
+public func makeSeparateBootDisk(_ image: String, marker: String) throws -> String {
+    let offset = "\(image)?offset=1048576"
+    try run(["truncate", "-s", "48M", image])
+    try run(["sh", "-c", "echo 'start=2048, type=83' | sfdisk -q '\(image)'"])
+    try run(["mkfs.ext4", "-q", "-F", "-E", "offset=1048576", image, "48128"])
+    let cfg = image + ".grub.cfg"
+    try writeFile(cfg, Array("serial --unit=0 --speed=115200\nterminal_output serial\necho \(marker)\nhalt\n".utf8))
+    defer { unlink(cfg) }
+    try run(["debugfs", "-w", "-R", "mkdir /grub", offset])
+    try run(["debugfs", "-w", "-R", "write \(cfg) /grub/grub.cfg", offset])
+    return image
+}
+
 /// Runs imgtool with `arguments`; `user` runs it as that uid/gid via setpriv.
 public func imgtool(_ arguments: [String], user: UInt32? = nil) throws -> Subprocess.Result {
     guard let user else { return try Subprocess.run([imgtoolPath] + arguments) }
@@ -169,4 +187,32 @@ public func fakeGrubInstall(_ scratch: Scratch, script: String) throws -> String
     if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw TestFailure("mkdir \(dir): \(String(cString: strerror(errno)))") }
     try writeFile("\(dir)/grub-install", Array("#!/bin/sh\n\(script)\n".utf8), mode: 0o755)
     return dir
+}
+
+/// SIGKILL at random points of runs: starts a run with `start`, kills it after a random delay in
+/// the first 95% of `duration` (the fastest warm run's time), and calls `afterKill` with the
+/// attempt's number for each run the kill caught mid-way. A run that ends first narrows the span
+/// to that delay and does not count, so every counted kill hit a run still going. Stops after
+/// `wanted` kills or `maxAttempts` runs; returns both counts and the runs that ended first as
+/// failures (a run that ended by itself but failed).
+public func killAtRandomPoints(wanted: Int, maxAttempts: Int, duration: Double, start: () throws -> Process,
+                               afterKill: (Int) throws -> Void) throws -> (killed: Int, attempts: Int, failedRuns: [Int]) {
+    var generator = SystemRandomNumberGenerator()
+    var span = duration, killed = 0, attempts = 0, failedRuns: [Int] = []
+    while killed < wanted && attempts < maxAttempts {
+        attempts += 1
+        let process = try start()
+        let delay = Double.random(in: 0...(0.95 * span), using: &generator)
+        usleep(UInt32(delay * 1_000_000))
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        guard process.terminationReason == .uncaughtSignal else {
+            if process.terminationStatus != 0 { failedRuns.append(attempts) }
+            span = delay
+            continue
+        }
+        killed += 1
+        try afterKill(attempts)
+    }
+    return (killed, attempts, failedRuns)
 }

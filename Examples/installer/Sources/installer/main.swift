@@ -32,6 +32,9 @@ do {
     let table = report.partitionTable.type.map(String.init(describing:)) ?? "no"
     print("\(image): \(report.size) bytes, \(table) partition table, \(report.partitionTable.partitions.count) partitions, boot code: \(report.bootCode.description)")
 
+    // As root this attaches a loop device and runs grub-install; as an ordinary user (an
+    // unprivileged build step, a container without /dev/loop-control) it takes the offline
+    // strategy, which writes the image file itself and needs no privilege at all.
     let result = try InstallGrub.run(.init(image: image), logger: logger, interruption: interruption)
     print("installed GRUB (\(result.target)) with strategy \(result.strategy), /boot on partition \(result.bootPartition.number) (\(result.bootPartition.filesystem))")
 
