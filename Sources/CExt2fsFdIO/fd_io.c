@@ -180,4 +180,3 @@ io_manager imgtool_fd_io_manager(void) { return &fd_io_manager; }
 
 io_manager imgtool_source_io_manager(void) { return &source_io_manager; }
 
-io_manager imgtool_unix_io_manager(void) { return unix_io_manager; }

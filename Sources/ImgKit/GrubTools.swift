@@ -91,24 +91,60 @@ enum GrubTools {
     }
 
     /// GRUB's image for `target` (core.img, or the EFI application) with `modules` and `prefix`,
-    /// built by grub-mkimage into a memory file: nothing on disk to leave behind (grub-mkimage
-    /// fsyncs its output, so it cannot be a pipe). Wraps grub-mkimage(1).
+    /// built by grub-mkimage (see `PendingImage`). Wraps grub-mkimage(1).
     static func makeImage(_ target: GrubTarget, prefix: String, modules: [String]) throws(InstallGrubError) -> [UInt8] {
-        guard Subprocess.find("grub-mkimage") != nil else { throw .toolMissing(tool: "grub-mkimage", package: "grub-common") }
+        try PendingImage(target, prefix: prefix, modules: modules).result()
+    }
+}
+
+/// grub-mkimage building GRUB's image in the background, so that the caller can do other work
+/// meanwhile (the offline install writes GRUB's files). It writes into a memory file: nothing on
+/// disk to leave behind (grub-mkimage fsyncs its output, so it cannot be a pipe); its messages go
+/// to another, so no pipe can fill up. Killed if dropped unfinished.
+final class PendingImage {
+    private let pid: pid_t
+    private let output: MemoryFile, messages: MemoryFile
+    private var finished = false
+
+    /// Starts grub-mkimage. Wraps posix_spawn(3).
+    init(_ target: GrubTarget, prefix: String, modules: [String]) throws(InstallGrubError) {
+        guard let tool = Subprocess.find("grub-mkimage") else { throw .toolMissing(tool: "grub-mkimage", package: "grub-common") }
         do {
-            let output = try MemoryFile(name: "grub-mkimage \(target.rawValue)")
-            let r = try Subprocess.run(["grub-mkimage", "-O", target.rawValue, "-d", target.moduleDirectory, "-p", prefix,
-                                        "-o", output.path] + modules)
-            guard r.succeeded else { throw InstallGrubError.grubToolFailed(tool: "grub-mkimage", status: r.status, stderr: r.stderr) }
-            return try output.contents()
-        } catch let error as InstallGrubError {
-            throw error
-        } catch let error as SystemError {
-            throw .system(error)
-        } catch let error as Subprocess.Error {
-            throw .subprocess(tool: "grub-mkimage", error)
+            output = try MemoryFile(name: "grub-mkimage \(target.rawValue)")
+            messages = try MemoryFile(name: "grub-mkimage messages")
+            let stderr = messages.file.fd
+            pid = try Subprocess.spawnInOwnGroup(tool, ["grub-mkimage", "-O", target.rawValue, "-d", target.moduleDirectory, "-p", prefix,
+                                                        "-o", output.path] + modules) { actions in
+                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+                posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+                posix_spawn_file_actions_adddup2(&actions, stderr, 2)
+            }
         } catch {
-            throw .other(error)
+            throw .system(error)
         }
+    }
+
+    /// Waits for grub-mkimage and returns the image. Wraps waitpid(2).
+    func result() throws(InstallGrubError) -> [UInt8] {
+        var status: Int32 = 0
+        do {
+            try systemCall("waitpid", on: "grub-mkimage") { waitpid(pid, &status, 0) }
+        } catch {
+            throw .system(error)
+        }
+        finished = true
+        let code = exitCode(waitStatus: status)
+        guard code == 0 else {
+            let text = (try? messages.contents()).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            throw .grubToolFailed(tool: "grub-mkimage", status: code, stderr: text)
+        }
+        do { return try output.contents() } catch { throw .system(error) }
+    }
+
+    deinit {
+        guard !finished else { return }
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, 0)
     }
 }

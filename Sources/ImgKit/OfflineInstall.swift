@@ -58,7 +58,8 @@ enum OfflineInstall {
         let grubDirectory = separateBoot ? "/grub" : "/boot/grub"
         let partition = "\(plan.table.kind.grubModule.dropFirst("part_".count))\(plan.bootPartition.number)"
         let modules = [plan.grubFilesystemModule, plan.table.kind.grubModule, "biosdisk"] + options.modules
-        let core = try GrubTools.makeImage(.i386PC, prefix: "(,\(partition))\(grubDirectory)", modules: modules)
+        // grub-mkimage runs while GRUB's other files are written (two of this install's steps at once).
+        let pendingCore = try PendingImage(.i386PC, prefix: "(,\(partition))\(grubDirectory)", modules: modules)
         try session.step("write GRUB's files")
 
         for directory in ["", "/i386-pc", "/fonts", "/locale"] { try writer.makeDirectories(grubDirectory + directory) }
@@ -66,6 +67,7 @@ enum OfflineInstall {
             try writer.writeFile("\(grubDirectory)/\(file.destination)", contents: try readFile(file.source))
         }
         try writer.writeFile("\(grubDirectory)/i386-pc/boot.img", contents: try readFile(bootImage))
+        let core = try pendingCore.result()
         try writer.writeFile("\(grubDirectory)/i386-pc/core.img", contents: core)
         if try writer.kind(of: "\(grubDirectory)/grubenv") == nil {
             try writer.writeFile("\(grubDirectory)/grubenv", contents: GrubFiles.environmentBlock)

@@ -49,6 +49,7 @@ public struct UndoFile: Sendable {
 
     /// Saves `blocks` of the region at `imageOffset` in `image` into a new file at `path`: the
     /// blocks, fsync, the trailer, fsync. Wraps open(2), write(2), fsync(2) and realpath(3).
+    @discardableResult
     public static func create(at path: String, image: String, imageOffset: UInt64,
                               blocks: [Block]) throws(SystemError) -> UndoFile {
         let absolute = try realPath(image)

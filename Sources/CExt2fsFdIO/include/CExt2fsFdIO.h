@@ -27,8 +27,10 @@ struct imgtool_read_source {
 /// outlive the channel.
 io_manager imgtool_source_io_manager(void);
 
-/// libext2fs's own unix_io manager (read-write, by path, with an offset= option), as a function:
-/// Swift cannot take the address of the global it is declared as without a data-race warning.
-io_manager imgtool_unix_io_manager(void);
+/// Opens channels named "wb:<descriptor>:<byte offset>" for reading and writing through a
+/// descriptor the caller holds (and closes). Written blocks are kept in memory and written at a
+/// flush or close in block order, consecutive blocks in one pwrite; reads see them, and blocks read
+/// are kept until then too. It never fsyncs.
+io_manager imgtool_write_back_io_manager(void);
 
 #endif
