@@ -1,4 +1,5 @@
 #include "CExt2fsFdIO.h"
+#include "channel.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -44,33 +45,14 @@ static errcode_t source_open(const char *name, int flags, io_channel *channel) {
 
 static errcode_t open_channel(const char *name, io_manager manager, int fd, struct imgtool_read_source *source,
                               uint64_t offset, io_channel *channel) {
-    io_channel io = calloc(1, sizeof(*io));
     struct fd_io_data *data = calloc(1, sizeof(*data));
-    char *copy = strdup(name);
-    if (!io || !data || !copy) {
-        free(io);
-        free(data);
-        free(copy);
-        return ENOMEM;
-    }
-    data->fd = fd;
-    data->source = source;
-    data->offset = offset;
-    io->magic = EXT2_ET_MAGIC_IO_CHANNEL;
-    io->manager = manager;
-    io->name = copy;
-    io->block_size = 1024;
-    io->refcount = 1;
-    io->private_data = data;
-    *channel = io;
-    return 0;
+    if (data) *data = (struct fd_io_data){fd, source, offset};
+    return imgtool_new_channel(name, manager, data, channel);
 }
 
 static errcode_t fd_close(io_channel channel) {
     if (--channel->refcount > 0) return 0;
-    free(channel->private_data);
-    free(channel->name);
-    free(channel);
+    imgtool_free_channel(channel);
     return 0;
 }
 
@@ -83,12 +65,8 @@ static errcode_t fd_set_blksize(io_channel channel, int blksize) {
 /// count > 0 is a number of blocks, count < 0 a number of bytes (libext2fs's convention).
 static errcode_t fd_read_blk64(io_channel channel, unsigned long long block, int count, void *buffer) {
     struct fd_io_data *data = channel->private_data;
-    uint64_t size = count < 0 ? (uint64_t)-(int64_t)count : (uint64_t)count * (uint64_t)channel->block_size;
-    uint64_t at;
-    // Block numbers come from the filesystem's own metadata, so they may be hostile.
-    if (__builtin_mul_overflow((uint64_t)block, (uint64_t)channel->block_size, &at) ||
-        __builtin_add_overflow(at, data->offset, &at) || at > INT64_MAX || size > INT64_MAX - at)
-        return EXT2_ET_SHORT_READ;
+    uint64_t at, size;
+    if (imgtool_channel_range(channel, block, count, data->offset, &at, &size)) return EXT2_ET_SHORT_READ;
     if (data->source) {
         struct imgtool_read_source *source = data->source;
         uint64_t available = at < source->size ? source->size - at : 0;
@@ -103,19 +81,7 @@ static errcode_t fd_read_blk64(io_channel channel, unsigned long long block, int
         }
         return 0;
     }
-    uint64_t done = 0;
-    while (done < size) {
-        ssize_t n = pread(data->fd, (char *)buffer + done, size - done, (off_t)(at + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return errno;
-        if (n == 0) {
-            // Past the end of the image: what unix_io does, zeros and a short read.
-            memset((char *)buffer + done, 0, size - done);
-            return EXT2_ET_SHORT_READ;
-        }
-        done += (uint64_t)n;
-    }
-    return 0;
+    return imgtool_pread_full(data->fd, buffer, size, at);
 }
 
 static errcode_t fd_read_blk(io_channel channel, unsigned long block, int count, void *buffer) {

@@ -3,6 +3,7 @@
 // blocks read: unix_io writes each block as it comes and caches 8 (about 9000 writes and 3500
 // reads to put GRUB's files into a filesystem).
 #include "CExt2fsFdIO.h"
+#include "channel.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -136,35 +137,16 @@ static errcode_t wb_open(const char *name, int flags, io_channel *channel) {
     uint64_t offset;
     if (sscanf(name, "wb:%d:%" SCNu64 "%n", &fd, &offset, &consumed) != 2 || name[consumed] != '\0' || fd < 0)
         return EXT2_ET_BAD_DEVICE_NAME;
-    io_channel io = calloc(1, sizeof(*io));
     struct wb_data *data = calloc(1, sizeof(*data));
-    char *copy = strdup(name);
-    if (!io || !data || !copy) {
-        free(io);
-        free(data);
-        free(copy);
-        return ENOMEM;
-    }
-    data->fd = fd;
-    data->offset = offset;
-    io->magic = EXT2_ET_MAGIC_IO_CHANNEL;
-    io->manager = &wb_io_manager;
-    io->name = copy;
-    io->block_size = 1024;
-    io->refcount = 1;
-    io->private_data = data;
-    *channel = io;
-    return 0;
+    if (data) *data = (struct wb_data){.fd = fd, .offset = offset};
+    return imgtool_new_channel(name, &wb_io_manager, data, channel);
 }
 
 static errcode_t wb_close(io_channel channel) {
     if (--channel->refcount > 0) return 0;
     errcode_t err = wb_write_out(channel);
-    struct wb_data *d = channel->private_data;
-    wb_clear(d);
-    free(d);
-    free(channel->name);
-    free(channel);
+    wb_clear(channel->private_data);
+    imgtool_free_channel(channel);
     return err;
 }
 
@@ -180,12 +162,8 @@ static errcode_t wb_set_blksize(io_channel channel, int blksize) {
 /// count > 0 is a number of blocks, count < 0 a number of bytes (libext2fs's convention).
 static errcode_t wb_read_blk64(io_channel channel, unsigned long long block, int count, void *buffer) {
     struct wb_data *d = channel->private_data;
-    uint64_t bs = (uint64_t)channel->block_size;
-    uint64_t size = count < 0 ? (uint64_t)-(int64_t)count : (uint64_t)count * bs;
-    uint64_t at;
-    if (__builtin_mul_overflow((uint64_t)block, bs, &at) || __builtin_add_overflow(at, d->offset, &at) ||
-        at > INT64_MAX || size > INT64_MAX - at)
-        return EXT2_ET_SHORT_READ;
+    uint64_t bs = (uint64_t)channel->block_size, at, size;
+    if (imgtool_channel_range(channel, block, count, d->offset, &at, &size)) return EXT2_ET_SHORT_READ;
     // Blocks read back right after they were written (an inode table block, a directory) need
     // no read at all.
     if (size % bs == 0) {
@@ -196,19 +174,8 @@ static errcode_t wb_read_blk64(io_channel channel, unsigned long long block, int
             return 0;
         }
     }
-    uint64_t done = 0;
-    errcode_t result = 0;
-    while (done < size) {
-        ssize_t n = pread(d->fd, (char *)buffer + done, size - done, (off_t)(at + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return errno;
-        if (n == 0) {
-            memset((char *)buffer + done, 0, size - done);
-            result = EXT2_ET_SHORT_READ;
-            break;
-        }
-        done += (uint64_t)n;
-    }
+    errcode_t result = imgtool_pread_full(d->fd, buffer, size, at);
+    if (result && result != EXT2_ET_SHORT_READ) return result;
     // What was written and not yet flushed wins over what the file still holds; whole blocks
     // read are kept too (the directories every lookup reads again).
     for (uint64_t i = 0; i * bs < size; i++) {
