@@ -95,13 +95,17 @@ struct OfflineInstallTests {
 
     /// grub-install's result (through loop devices, as root) against the offline one (as 65534)
     /// on copies of one image: sector 0, the sectors core.img was embedded in, and /boot/grub's
-    /// names, modes, owners, sizes and contents are the same.
+    /// names, modes, owners, sizes and contents are the same. ["separate-boot"] is a separate /boot
+    /// filesystem, grub/ at its top.
     @Test("the offline result equals grub-install's: sector 0, the embedding, and /boot/grub file for file",
-          arguments: [["--label", "dos"], ["--label", "gpt"], ["--label", "dos", "--fs", "ext2"]])
+          arguments: [["--label", "dos"], ["--label", "gpt"], ["--label", "dos", "--fs", "ext2"], ["--label", "gpt", "--fs", "ext3"],
+                      ["separate-boot"]])
     func equalsGrubInstall(_ layout: [String]) throws {
         let scratch = try Scratch()
         let directory = try userDirectory(scratch)
-        let pristine = try makeDisk(scratch.file("pristine.img"), layout)
+        let separateBoot = layout == ["separate-boot"]
+        let pristine = separateBoot ? try makeSeparateBootDisk(scratch.file("pristine.img"), marker: "SEPARATE")
+                                    : try makeDisk(scratch.file("pristine.img"), layout)
         let byGrubInstall = scratch.file("grub-install.img"), offline = directory + "/offline.img"
         try run(["cp", "--sparse=always", pristine, byGrubInstall])
         try run(["cp", "--sparse=always", pristine, offline])
@@ -126,7 +130,7 @@ struct OfflineInstallTests {
             let fs = try partition(image, bootNumber, to: scratch.file("\(name).fs"))
             let tree = scratch.file("\(name)-tree")
             try run(["mkdir", tree])
-            try run(["debugfs", "-R", "rdump /boot/grub \(tree)", fs])
+            try run(["debugfs", "-R", "rdump \(separateBoot ? "/grub" : "/boot/grub") \(tree)", fs])
             trees.append(tree + "/grub")
         }
         func listing(_ tree: String) throws -> String {
