@@ -212,13 +212,12 @@ public enum InstallGrub {
     static func runOffline(_ plan: InstallPlan, options: Options, logger: Logger, interruption: Interruption,
                            started: Double) throws(InstallGrubError) -> Result {
         logger.info("\(plan.table.kind.rawValue) label, \(plan.firmware.rawValue), /boot on partition \(plan.bootPartition.number) (\(plan.bootFilesystem.type)), offline")
-        let directory = plan.image.contains("/") ? String(plan.image[..<plan.image.lastIndex(of: "/")!]) : "."
         if !accessible(plan.image, W_OK) { throw .notWritable(path: plan.image, what: "the image") }
-        if !accessible(directory.isEmpty ? "/" : directory, W_OK | X_OK) { throw .notWritable(path: plan.image, what: "its directory") }
+        if !accessible(WorkingCopy.directory(of: plan.image), W_OK | X_OK) { throw .notWritable(path: plan.image, what: "its directory") }
         for name in WorkingCopy.removeLeftovers(of: plan.image) { logger.notice("removed \(name), left by a run killed as it replaced the image") }
         let session = Session(logger: logger, interruption: interruption)
         defer { session.close() }
-        _ = try OfflineInstall.run(plan, options: options, session: session)
+        try OfflineInstall.run(plan, options: options, session: session)
         logger.info("done: \(options.image) boots GRUB from partition \(plan.bootPartition.number); nothing was attached or mounted")
         return Result(
             image: plan.image, strategy: .offline, diskDevice: plan.image,

@@ -13,10 +13,9 @@ import Logging
 /// the filesystem consistent at every instant, so a kill must find the image as it was. The cost
 /// is a copy of the image's data where its filesystem cannot clone (measured in the README).
 enum OfflineInstall {
-    /// Installs `plan` for BIOS into its image; returns where /boot/grub went in the boot
-    /// filesystem ("/boot/grub", or "/grub" on a separate /boot). `session` gives the id that names
-    /// the copy for the instant of its rename, and the interruption checked between steps.
-    static func run(_ plan: InstallPlan, options: InstallGrub.Options, session: Session) throws(InstallGrubError) -> String {
+    /// Installs `plan` for BIOS into its image. `session` gives the id that names the copy for the
+    /// instant of its rename, and the interruption checked between steps.
+    static func run(_ plan: InstallPlan, options: InstallGrub.Options, session: Session) throws(InstallGrubError) {
         guard plan.firmware == .bios else {
             throw .strategyUnavailable(.offline, reason: "the offline strategy installs for BIOS only so far; \(plan.firmware.rawValue) installs need root (a loop strategy) or --isolate")
         }
@@ -26,18 +25,18 @@ enum OfflineInstall {
             session.logger.info(copy.cloned ? "cloned \(plan.image) (shared blocks)" : "copied \(plan.image)'s \(copy.copiedBytes) bytes of data")
             try session.checkpoint()
 
-            let (grubDirectory, core) = try writeBootFiles(plan, options: options, into: copy, session: session)
+            let boot = try readFile(bootImage)
+            let core = try writeBootFiles(plan, options: options, bootImage: boot, into: copy, session: session)
             try session.checkpoint()
 
             let disk = try FileByteSource(path: copy.path)
-            let placement = try GrubBIOSSetup.place(bootImage: try readFile(bootImage), coreImage: core,
+            let placement = try GrubBIOSSetup.place(bootImage: boot, coreImage: core,
                                                     area: embedding, disk: disk)
             for write in placement.writes { try writeFully(copy.file.fd, Array(write.bytes), at: write.offset, path: copy.path) }
             session.logger.info("boot.img in sector 0, core.img in \(placement.sectors.count) sectors from \(placement.sectors.first ?? 0) (\(placement.redundancyBytes) bytes of Reed-Solomon redundancy)")
             try session.checkpoint()
             try session.step("replace the image")
             try copy.commit(tag: session.id)
-            return grubDirectory
         } catch {
             throw InstallGrubError(wrapping: error)
         }
@@ -45,12 +44,11 @@ enum OfflineInstall {
 
     static let bootImage = GrubTarget.i386PC.moduleDirectory + "/boot.img"
 
-    /// Writes grub/ into the boot filesystem of `copy`: GRUB's files, boot.img, a freshly built
+    /// Writes grub/ into the boot filesystem of `copy`: GRUB's files, `bootImage`, a freshly built
     /// core.img, and grubenv where there is none; everything owned by root, directories 0755 and
-    /// files 0644, as grub-install run by root leaves them. Returns grub/'s path in the filesystem
-    /// and core.img.
-    private static func writeBootFiles(_ plan: InstallPlan, options: InstallGrub.Options, into copy: WorkingCopy,
-                                       session: Session) throws -> (String, [UInt8]) {
+    /// files 0644, as grub-install run by root leaves them. Returns core.img.
+    private static func writeBootFiles(_ plan: InstallPlan, options: InstallGrub.Options, bootImage: [UInt8],
+                                       into copy: WorkingCopy, session: Session) throws -> [UInt8] {
         let offset = plan.bootPartition.startSector * UInt64(plan.table.sectorSize)
         let writer = try Ext2Writer(image: copy.path, offset: offset)
         // A separate /boot holds grub/ at its top and no boot/ (as BootDirectory.prepare decides).
@@ -66,7 +64,7 @@ enum OfflineInstall {
         for file in GrubFiles.platform(.i386PC) + GrubFiles.shared() {
             try writer.writeFile("\(grubDirectory)/\(file.destination)", contents: try readFile(file.source))
         }
-        try writer.writeFile("\(grubDirectory)/i386-pc/boot.img", contents: try readFile(bootImage))
+        try writer.writeFile("\(grubDirectory)/i386-pc/boot.img", contents: bootImage)
         let core = try pendingCore.result()
         try writer.writeFile("\(grubDirectory)/i386-pc/core.img", contents: core)
         if try writer.kind(of: "\(grubDirectory)/grubenv") == nil {
@@ -74,6 +72,6 @@ enum OfflineInstall {
         }
         try writer.close()
         session.logger.info("wrote GRUB's i386-pc files, font and translations into \(grubDirectory) of partition \(plan.bootPartition.number)")
-        return (grubDirectory, core)
+        return core
     }
 }

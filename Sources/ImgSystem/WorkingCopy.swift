@@ -32,8 +32,7 @@ public final class WorkingCopy {
     /// copy_file_range(2), lseek(2) SEEK_DATA/SEEK_HOLE, fchmod(2) and fchown(2).
     public init(of image: String) throws(SystemError) {
         self.image = image
-        let slash = image.lastIndex(of: "/")
-        directory = slash.map { $0 == image.startIndex ? "/" : String(image[..<$0]) } ?? "."
+        directory = Self.directory(of: image)
         let source = try FileHandle(path: image, flags: O_RDONLY)
         let st = try fileStatus(fd: source.fd, path: image)
         guard st.st_mode & S_IFMT == S_IFREG else { throw SystemError("replacing (not a regular file)", on: image, errno: EINVAL) }
@@ -77,13 +76,18 @@ public final class WorkingCopy {
         }
     }
 
+    /// The directory `image` is in, where its copy is made: "." for a bare name, "/" at the top.
+    public static func directory(of image: String) -> String {
+        let slash = image.lastIndex(of: "/")
+        return slash.map { $0 == image.startIndex ? "/" : String(image[..<$0]) } ?? "."
+    }
+
     /// Removes the names that runs killed between naming their copy and renaming it left beside
     /// `image` (`.<name>.imgtool-<session>`). Call while holding the image's lock: no live run on
     /// the image can own one then. Returns the names removed. Wraps unlink(2).
     @discardableResult
     public static func removeLeftovers(of image: String) -> [String] {
-        let slash = image.lastIndex(of: "/")
-        let directory = slash.map { $0 == image.startIndex ? "/" : String(image[..<$0]) } ?? "."
+        let directory = Self.directory(of: image)
         let prefix = "." + (image.split(separator: "/").last.map(String.init) ?? image) + ".imgtool-"
         var removed: [String] = []
         for name in directoryEntries(directory) where name.hasPrefix(prefix) && ResourceMarks.isSessionID(name.dropFirst(prefix.count)) {
