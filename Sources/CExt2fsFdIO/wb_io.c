@@ -241,3 +241,7 @@ static struct struct_io_manager wb_io_manager = {
 };
 
 io_manager imgtool_write_back_io_manager(void) { return &wb_io_manager; }
+
+void imgtool_write_back_discard(io_channel channel) {
+    if (channel && channel->manager == &wb_io_manager) wb_clear(channel->private_data);
+}

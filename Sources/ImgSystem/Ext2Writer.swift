@@ -155,8 +155,12 @@ public final class Ext2Writer {
     }
 
     deinit {
-        // Not closed: an error stopped the writer. Free without flushing what was half done.
-        if handle != nil { ext2fs_free(fs) }
+        // Not closed: an error stopped the writer. Free without writing what was half done (the
+        // channel's kept blocks would otherwise be written when ext2fs_free closes it).
+        if handle != nil {
+            imgtool_write_back_discard(fs.pointee.io)
+            ext2fs_free(fs)
+        }
     }
 
     // MARK: Inodes

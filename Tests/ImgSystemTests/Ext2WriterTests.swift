@@ -66,4 +66,17 @@ struct Ext2WriterTests {
         }
         #expect(try sha256(image) == before)
     }
+
+    @Test("a writer dropped without close (an error stopped it) writes nothing of what it was given")
+    func droppedWriter() throws {
+        let scratch = try Scratch()
+        let image = try makeImage(scratch, type: "ext4")
+        let before = try sha256(image)
+        do {
+            let writer = try Ext2Writer(image: image, offset: 1 << 20)
+            try writer.makeDirectories("/boot/grub")
+            try writer.writeFile("/boot/grub/half.bin", contents: Array(repeating: 7, count: 100_000))
+        }
+        #expect(try sha256(image) == before)
+    }
 }

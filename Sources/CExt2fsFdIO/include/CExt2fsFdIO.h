@@ -33,4 +33,8 @@ io_manager imgtool_source_io_manager(void);
 /// are kept until then too. It never fsyncs.
 io_manager imgtool_write_back_io_manager(void);
 
+/// Forgets the blocks a write-back channel keeps, written or read, without writing them: for a
+/// writer stopped by an error, whose half-done work must not reach the file at close.
+void imgtool_write_back_discard(io_channel channel);
+
 #endif
