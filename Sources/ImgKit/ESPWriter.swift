@@ -20,10 +20,9 @@ enum ESPWriter {
         let region = try StagedRegion(image: plan.image, offset: esp.startSector * sectorSize, length: esp.sectorCount * sectorSize)
         let sources = [staging + "/EFI"] + (plan.bootOnESP ? [staging + "/boot"] : [])
         try session.step("mcopy")
-        // MTOOLS_SKIP_CHECK: mtools would otherwise insist on a floppy-like geometry.
-        try run(["env", "MTOOLS_SKIP_CHECK=1", "mcopy", "-s", "-o", "-i", region.path] + sources + ["::/"], session: session)
+        try MtoolsWriter.run("mcopy", ["-s", "-o", "-i", region.path] + sources + ["::/"], session: session)
         if plan.bootOnESP, BootDirectory.exists(staging + "/boot/grub/device.map") {
-            try run(["env", "MTOOLS_SKIP_CHECK=1", "mdel", "-i", region.path, "::/boot/grub/device.map"], session: session)
+            try MtoolsWriter.run("mdel", ["-i", region.path, "::/boot/grub/device.map"], session: session)
         }
         // Through the device, as everything else is written: its page cache then holds no stale block.
         let target = try FileHandle(path: device, flags: O_RDWR)
@@ -57,11 +56,5 @@ enum ESPWriter {
         try systemCall("fsync", on: target.path) { fsync(target.fd) }
         durable = true
         try session.release(resource)
-    }
-
-    private static func run(_ arguments: [String], session: Session) throws {
-        let r = try Subprocess.run(["setpriv", "--pdeathsig", "KILL", "--"] + arguments, interruption: session.interruption)
-        try session.checkpoint()
-        guard r.succeeded else { throw InstallGrubError.grubToolFailed(tool: arguments[2], status: r.status, stderr: r.stderr) }
     }
 }

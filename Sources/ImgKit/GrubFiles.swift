@@ -39,6 +39,33 @@ enum GrubFiles {
         return files
     }
 
+    /// Debian's signed loaders (shim-signed, grub-efi-amd64-signed): shim, its MokManager and
+    /// boot list, and the signed GRUB, whose prefix (/EFI/debian) is built in and signed.
+    static let shim = "/usr/lib/shim/shimx64.efi.signed", mokManager = "/usr/lib/shim/mmx64.efi.signed",
+               shimBootList = "/usr/lib/shim/BOOTX64.CSV", signedGrub = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
+
+    /// What `grub-install --uefi-secure-boot --removable` puts in /EFI/BOOT besides grub.cfg:
+    /// shim as the removable path's loader, with MokManager, the boot list where shim-signed has
+    /// one, and the signed GRUB under the name shim starts.
+    static func secureBootLoaders() -> [File] {
+        [File(destination: "BOOTX64.EFI", source: shim), File(destination: "grubx64.efi", source: signedGrub),
+         File(destination: "mmx64.efi", source: mokManager)]
+            + (accessible(shimBootList, R_OK) ? [File(destination: "BOOTX64.CSV", source: shimBootList)] : [])
+    }
+
+    /// The configuration grub-install embeds in the EFI image for Secure Boot and writes to
+    /// x86_64-efi/load.cfg: the boot filesystem found by UUID, and GRUB's directory on it. With no
+    /// drive hints after "root": grub-install finds none for an image's disk either.
+    static func searchConfig(uuid: String, grubDirectory: String) -> [UInt8] {
+        Array("search.fs_uuid \(uuid) root \nset prefix=($root)'\(grubDirectory)'\n".utf8)
+    }
+
+    /// The grub.cfg beside the signed GRUB, which looks for one in its own directory first: it
+    /// finds the boot filesystem and hands over to the grub.cfg there.
+    static func secureBootStub(uuid: String, grubDirectory: String) -> [UInt8] {
+        searchConfig(uuid: uuid, grubDirectory: grubDirectory) + Array("configfile $prefix/grub.cfg\n".utf8)
+    }
+
     static let font = "/usr/share/grub/unicode.pf2"
     static let localeDirectory = "/usr/share/locale"
 

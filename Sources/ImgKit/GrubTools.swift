@@ -37,8 +37,8 @@ enum GrubTools {
     /// Debian's signed loaders, which `grub-install --uefi-secure-boot` copies: shim (shim-signed)
     /// becomes BOOTX64.EFI, with MokManager beside it, and the signed GRUB (grub-efi-amd64-signed)
     /// grubx64.efi.
-    static let signedLoaders = ["/usr/lib/shim/shimx64.efi.signed": "shim-signed", "/usr/lib/shim/mmx64.efi.signed": "shim-signed",
-                                "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed": "grub-efi-amd64-signed"]
+    static let signedLoaders = [GrubFiles.shim: "shim-signed", GrubFiles.mokManager: "shim-signed",
+                                GrubFiles.signedGrub: "grub-efi-amd64-signed"]
 
     /// Fails with the Debian package to install when a signed loader is missing. Wraps access(2).
     static func requireSigned() throws(InstallGrubError) {
@@ -104,17 +104,21 @@ enum GrubTools {
 final class PendingImage {
     private let pid: pid_t
     private let output: MemoryFile, messages: MemoryFile
+    /// The embedded configuration, kept open until grub-mkimage has read it.
+    private let configFile: MemoryFile?
     private var finished = false
 
-    /// Starts grub-mkimage. Wraps posix_spawn(3).
-    init(_ target: GrubTarget, prefix: String, modules: [String]) throws(InstallGrubError) {
+    /// Starts grub-mkimage; `config` is embedded in the image as its early configuration (what
+    /// grub-install writes to load.cfg). Wraps posix_spawn(3).
+    init(_ target: GrubTarget, prefix: String, modules: [String], config: [UInt8]? = nil) throws(InstallGrubError) {
         guard let tool = Subprocess.find("grub-mkimage") else { throw .toolMissing(tool: "grub-mkimage", package: "grub-common") }
         do {
             output = try MemoryFile(name: "grub-mkimage \(target.rawValue)")
             messages = try MemoryFile(name: "grub-mkimage messages")
+            configFile = if let config { try MemoryFile(name: "load.cfg", contents: config) } else { nil }
             let stderr = messages.file.fd
             pid = try Subprocess.spawnInOwnGroup(tool, ["grub-mkimage", "-O", target.rawValue, "-d", target.moduleDirectory, "-p", prefix,
-                                                        "-o", output.path] + modules) { actions in
+                                                        "-o", output.path] + (configFile.map { ["-c", $0.path] } ?? []) + modules) { actions in
                 posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
                 posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
                 posix_spawn_file_actions_adddup2(&actions, stderr, 2)

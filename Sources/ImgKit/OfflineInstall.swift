@@ -4,37 +4,43 @@ import ImgSystem
 import Logging
 
 /// install-grub's offline strategy: the image is changed as the file it is, with no root, no loop
-/// device, no mount and no VM. GRUB's own grub-mkimage builds core.img; GRUB's files go into the
-/// boot filesystem through libext2fs (`Ext2Writer`); boot.img and core.img are placed as
-/// grub-bios-setup places them (`GrubBIOSSetup`).
+/// device, no mount and no VM. GRUB's own grub-mkimage builds core.img and the EFI images; GRUB's
+/// files go into the boot filesystem through libext2fs (`Ext2Writer`) or, on the EFI system
+/// partition, mtools (`MtoolsWriter`); boot.img and core.img are placed as grub-bios-setup places
+/// them (`GrubBIOSSetup`). What it writes is what grub-install writes (the differential tests
+/// compare).
 ///
 /// Everything is written into a copy of the image (`WorkingCopy`) that replaces it in one rename
-/// at the end: libext2fs writes without the filesystem's journal, and no order of its writes keeps
-/// the filesystem consistent at every instant, so a kill must find the image as it was. The cost
-/// is a copy of the image's data where its filesystem cannot clone (measured in the README).
+/// at the end: libext2fs writes without the filesystem's journal, FAT has none, and no order of
+/// the writes keeps a filesystem consistent at every instant, so a kill must find the image as
+/// it was. The cost is a copy of the image's data where its filesystem cannot clone (measured in
+/// the README).
 enum OfflineInstall {
-    /// Installs `plan` for BIOS into its image. `session` gives the id that names the copy for the
-    /// instant of its rename, and the interruption checked between steps.
+    /// Installs `plan` into its image. `session` gives the id that names the copy for the instant
+    /// of its rename, and the interruption checked between steps.
     static func run(_ plan: InstallPlan, options: InstallGrub.Options, session: Session) throws(InstallGrubError) {
-        guard plan.firmware == .bios else {
-            throw .strategyUnavailable(.offline, reason: "the offline strategy installs for BIOS only so far; \(plan.firmware.rawValue) installs need root (a loop strategy) or --isolate")
+        guard InstallPlan.isExt(plan.bootFilesystem) || plan.bootFilesystem.type == "vfat" else {
+            throw .strategyUnavailable(.offline, reason: "/boot on partition \(plan.bootPartition.number) is \(plan.bootFilesystem.type), and the offline strategy writes GRUB's files into ext2, ext3, ext4 or FAT only; run as root for a loop strategy, or use --isolate")
         }
-        guard let embedding = plan.embedding else { throw .noPostMBRGap(path: plan.image, firstPartitionStart: 0) }
+        if plan.secureBoot, plan.bootFilesystem.uuid == nil {
+            throw .strategyUnavailable(.offline, reason: "the boot filesystem on partition \(plan.bootPartition.number) has no UUID for the Secure Boot loader to find it by")
+        }
         do {
             let copy = try WorkingCopy(of: plan.image)
             session.logger.info(copy.cloned ? "cloned \(plan.image) (shared blocks)" : "copied \(plan.image)'s \(copy.copiedBytes) bytes of data")
             try session.checkpoint()
 
-            let boot = try readFile(bootImage)
+            let boot = plan.embedding == nil ? nil : try readFile(bootImage)
             let core = try writeBootFiles(plan, options: options, bootImage: boot, into: copy, session: session)
             try session.checkpoint()
 
-            let disk = try FileByteSource(path: copy.path)
-            let placement = try GrubBIOSSetup.place(bootImage: boot, coreImage: core,
-                                                    area: embedding, disk: disk)
-            for write in placement.writes { try writeFully(copy.file.fd, Array(write.bytes), at: write.offset, path: copy.path) }
-            session.logger.info("boot.img in sector 0, core.img in \(placement.sectors.count) sectors from \(placement.sectors.first ?? 0) (\(placement.redundancyBytes) bytes of Reed-Solomon redundancy)")
-            try session.checkpoint()
+            if let embedding = plan.embedding, let boot, let core {
+                let disk = try FileByteSource(path: copy.path)
+                let placement = try GrubBIOSSetup.place(bootImage: boot, coreImage: core, area: embedding, disk: disk)
+                for write in placement.writes { try writeFully(copy.file.fd, Array(write.bytes), at: write.offset, path: copy.path) }
+                session.logger.info("boot.img in sector 0, core.img in \(placement.sectors.count) sectors from \(placement.sectors.first ?? 0) (\(placement.redundancyBytes) bytes of Reed-Solomon redundancy)")
+                try session.checkpoint()
+            }
             try session.step("replace the image")
             try copy.commit(tag: session.id)
         } catch {
@@ -44,34 +50,100 @@ enum OfflineInstall {
 
     static let bootImage = GrubTarget.i386PC.moduleDirectory + "/boot.img"
 
-    /// Writes grub/ into the boot filesystem of `copy`: GRUB's files, `bootImage`, a freshly built
-    /// core.img, and grubenv where there is none; everything owned by root, directories 0755 and
-    /// files 0644, as grub-install run by root leaves them. Returns core.img.
-    private static func writeBootFiles(_ plan: InstallPlan, options: InstallGrub.Options, bootImage: [UInt8],
-                                       into copy: WorkingCopy, session: Session) throws -> [UInt8] {
-        let offset = plan.bootPartition.startSector * UInt64(plan.table.sectorSize)
-        let writer = try Ext2Writer(image: copy.path, offset: offset)
-        // A separate /boot holds grub/ at its top and no boot/ (as BootDirectory.prepare decides).
-        let separateBoot = try writer.kind(of: "/grub") == .directory && writer.kind(of: "/boot") == nil
-        let grubDirectory = separateBoot ? "/grub" : "/boot/grub"
-        let partition = "\(plan.table.kind.grubModule.dropFirst("part_".count))\(plan.bootPartition.number)"
-        let modules = [plan.grubFilesystemModule, plan.table.kind.grubModule, "biosdisk"] + options.modules
+    /// Writes grub/ into the boot filesystem of `copy` (GRUB's files for each of the plan's
+    /// targets, boot.img and core.img for BIOS, core.efi and grub.efi for UEFI, and grubenv where
+    /// there is none), then GRUB's loader into the ESP's /EFI/BOOT. Returns core.img for BIOS.
+    private static func writeBootFiles(_ plan: InstallPlan, options: InstallGrub.Options, bootImage: [UInt8]?,
+                                       into copy: WorkingCopy, session: Session) throws -> [UInt8]? {
+        let sectorSize = UInt64(plan.table.sectorSize)
+        let esp = plan.esp.map {
+            MtoolsWriter(image: copy.path, offset: $0.startSector * sectorSize, length: $0.sectorCount * sectorSize, session: session)
+        }
+        let bootStart = plan.bootPartition.startSector * sectorSize
+        let writer: GrubDirectoryWriter
+        if plan.bootOnESP, let esp {
+            writer = esp
+        } else if plan.bootFilesystem.type == "vfat" {
+            writer = MtoolsWriter(image: copy.path, offset: bootStart, length: plan.bootPartition.sectorCount * sectorSize, session: session)
+        } else {
+            writer = try Ext2Writer(image: copy.path, offset: bootStart)
+        }
+        // On the ESP always /boot/grub, as the loop strategies copy it there.
+        let grubDirectory = plan.bootOnESP ? "/boot/grub" : try writer.grubDirectory()
+        let partition = "(,\(plan.table.kind.grubModule.dropFirst("part_".count))\(plan.bootPartition.number))"
+        let modules = [plan.grubFilesystemModule, plan.table.kind.grubModule]
         // grub-mkimage runs while GRUB's other files are written (two of this install's steps at once).
-        let pendingCore = try PendingImage(.i386PC, prefix: "(,\(partition))\(grubDirectory)", modules: modules)
+        let pendingCore = bootImage == nil ? nil
+            : try PendingImage(.i386PC, prefix: partition + grubDirectory, modules: modules + ["biosdisk"] + options.modules)
+        let pendingEFI = plan.esp == nil ? nil
+            : try PendingEFIImages(plan, prefix: partition + grubDirectory, grubDirectory: grubDirectory, modules: modules + options.modules)
         try session.step("write GRUB's files")
 
-        for directory in ["", "/i386-pc", "/fonts", "/locale"] { try writer.makeDirectories(grubDirectory + directory) }
-        for file in GrubFiles.platform(.i386PC) + GrubFiles.shared() {
-            try writer.writeFile("\(grubDirectory)/\(file.destination)", contents: try readFile(file.source))
+        let targets = plan.firmware.targets
+        for directory in [""] + targets.map({ "/\($0.rawValue)" }) + ["/fonts", "/locale"] {
+            try writer.makeDirectory(grubDirectory + directory)
         }
-        try writer.writeFile("\(grubDirectory)/i386-pc/boot.img", contents: bootImage)
-        let core = try pendingCore.result()
-        try writer.writeFile("\(grubDirectory)/i386-pc/core.img", contents: core)
-        if try writer.kind(of: "\(grubDirectory)/grubenv") == nil {
-            try writer.writeFile("\(grubDirectory)/grubenv", contents: GrubFiles.environmentBlock)
+        for target in targets { try writer.copy(GrubFiles.platform(target), into: grubDirectory) }
+        try writer.copy(GrubFiles.shared(), into: grubDirectory)
+        var core: [UInt8]?
+        if let pendingCore, let bootImage {
+            try writer.write("\(grubDirectory)/i386-pc/boot.img", bytes: bootImage)
+            core = try pendingCore.result()
+            try writer.write("\(grubDirectory)/i386-pc/core.img", bytes: core!)
         }
-        try writer.close()
-        session.logger.info("wrote GRUB's i386-pc files, font and translations into \(grubDirectory) of partition \(plan.bootPartition.number)")
+        let efi = try pendingEFI?.result()
+        if let efi {
+            let directory = "\(grubDirectory)/\(GrubTarget.x86_64EFI.rawValue)"
+            if let config = efi.config { try writer.write("\(directory)/load.cfg", bytes: config) }
+            try writer.write("\(directory)/core.efi", bytes: efi.core)
+            try writer.write("\(directory)/grub.efi", bytes: efi.grub)
+        }
+        if try !writer.exists("\(grubDirectory)/grubenv") {
+            try writer.write("\(grubDirectory)/grubenv", bytes: GrubFiles.environmentBlock)
+        }
+        try writer.finish()
+        session.logger.info("wrote GRUB's \(targets.map(\.rawValue).joined(separator: " and ")) files, font and translations into \(grubDirectory) of partition \(plan.bootPartition.number)")
+
+        if let esp, let efi, let number = plan.esp?.number {
+            try session.step("write the EFI system partition")
+            try esp.makeDirectory("/EFI/BOOT")
+            if plan.secureBoot {
+                try esp.copy(GrubFiles.secureBootLoaders(), into: "/EFI/BOOT")
+                try esp.write("/EFI/BOOT/grub.cfg", bytes: GrubFiles.secureBootStub(uuid: plan.bootFilesystem.uuid!, grubDirectory: grubDirectory))
+            } else {
+                try esp.write("/EFI/BOOT/BOOTX64.EFI", bytes: efi.core)
+            }
+            session.logger.info("wrote \(plan.secureBoot ? "shim, the signed GRUB and its grub.cfg" : "GRUB's EFI image") into /EFI/BOOT of partition \(number)")
+        }
         return core
+    }
+}
+
+/// The EFI images grub-install builds, each by grub-mkimage in the background: core.efi, the
+/// removable path's loader, and grub.efi, the same without a prefix (for network boot). For
+/// Secure Boot both carry a configuration that finds the boot filesystem by UUID (load.cfg),
+/// with a prefix relative to it.
+private struct PendingEFIImages {
+    let core: PendingImage, grub: PendingImage
+    let config: [UInt8]?
+
+    /// The images for `plan`: `prefix` is GRUB's directory with its partition ("(,gpt2)/boot/grub").
+    init(_ plan: InstallPlan, prefix: String, grubDirectory: String, modules: [String]) throws(InstallGrubError) {
+        if plan.secureBoot, let uuid = plan.bootFilesystem.uuid {
+            let config = GrubFiles.searchConfig(uuid: uuid, grubDirectory: grubDirectory)
+            let modules = Array(modules.prefix(2)) + ["search_fs_uuid"] + modules.dropFirst(2)
+            core = try PendingImage(.x86_64EFI, prefix: grubDirectory, modules: modules, config: config)
+            grub = try PendingImage(.x86_64EFI, prefix: "", modules: modules, config: config)
+            self.config = config
+        } else {
+            core = try PendingImage(.x86_64EFI, prefix: prefix, modules: modules)
+            grub = try PendingImage(.x86_64EFI, prefix: "", modules: modules)
+            config = nil
+        }
+    }
+
+    /// Waits for both.
+    func result() throws(InstallGrubError) -> (core: [UInt8], grub: [UInt8], config: [UInt8]?) {
+        (try core.result(), try grub.result(), config)
     }
 }

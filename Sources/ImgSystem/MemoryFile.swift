@@ -21,6 +21,12 @@ package final class MemoryFile {
         if size > 0 { try systemCall("ftruncate(memfd)", on: name) { ftruncate(fd, off_t(size)) } }
     }
 
+    /// A file holding `contents`. Wraps memfd_create(2) and pwrite(2).
+    package convenience init(name: String, contents: [UInt8]) throws(SystemError) {
+        try self.init(name: name)
+        try writeFully(file.fd, contents, at: 0, path: name)
+    }
+
     /// Everything in it. Wraps fstat(2) and pread(2).
     package func contents() throws(SystemError) -> [UInt8] {
         let size = Int(try fileStatus(fd: file.fd, path: file.path).st_size)
