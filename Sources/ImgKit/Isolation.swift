@@ -58,7 +58,7 @@ public struct Isolation: Sendable {
     /// Host programs install-grub runs in the guest (those installed): grub-install and the tools
     /// imgtool itself calls.
     static let installGrubPrograms = ["grub-install", "grub-probe", "grub-mkimage", "grub-bios-setup", "grub-editenv",
-                                      "setpriv", "mcopy", "mdel"]
+                                      "setpriv", "mcopy", "mdel", "mmd"]
 
     /// Runs `imgtool arguments...` in a fresh VM with `image` as its disk: what `IsolatedRequest`
     /// sends its request through.

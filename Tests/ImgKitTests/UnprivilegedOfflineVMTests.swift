@@ -100,7 +100,9 @@ struct UnprivilegedOfflineVMTests {
         let started = monotonicNow()
         let scratch = try Scratch()
         let marker = "IMGTOOL-UNPRIVILEGED-VM"
-        let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos", "--fs", "ext4", "--size-mib", "32", "--marker", marker])
+        // Hybrid: GPT with a BIOS boot partition (1), the ESP (2, 8 MiB from sector 4096) and ext4 (3).
+        let image = scratch.file("disk.img")
+        try run(["\(repositoryRoot)/TestImages/make-esp-disk.sh", image, "--bios-boot", "--esp-mib", "8", "--size-mib", "28", "--marker", marker])
         let before = try sha256(image)
 
         var isolation = Isolation(timeout: 180, executable: imgtoolPath)
@@ -128,7 +130,7 @@ struct UnprivilegedOfflineVMTests {
         // The install: offline, chosen by itself; the image keeps its owner and nothing is left.
         #expect(r["install.status"] == "0", "\(r.context)")
         let result = try #require(InstallGrub.Result(json: try JSONValue.parse(Array((r["install.json"] ?? "").utf8))), "\(r.context)")
-        #expect(result.strategy == .offline && result.target == .i386PC && result.bootPartition.number == 1)
+        #expect(result.strategy == .offline && result.firmware == .hybrid && result.bootPartition.number == 3)
         #expect(r["image.before"] == "65534:65534 644" && r["image.after"] == "65534:65534 644", "\(r.context)")
         #expect(r["image.directory"] == "disk.img" && r["loop.attached"] == "0" && r["umount.status"] == "0", "\(r.context)")
 
@@ -138,12 +140,15 @@ struct UnprivilegedOfflineVMTests {
         #expect(after != before && r["image.sha256"] == after && r["disk.sha256"] == after, "\(r.context)")
 
         let booted = try boot(image, expect: marker)
-        #expect(booted.found, "GRUB did not print \(marker); console:\n\(booted.console)")
-        let offset = 2048 * 512  // make-disk.sh's first partition
+        #expect(booted.found, "SeaBIOS: GRUB did not print \(marker); console:\n\(booted.console)")
+        let uefi = try boot(image, expect: marker, firmware: "uefi")
+        #expect(uefi.found, "OVMF: GRUB did not print \(marker); console:\n\(uefi.console)")
+        let offset = (4096 + 8 * 2048) * 512  // make-esp-disk.sh's ext4 /boot after the ESP
         let fsck = try Subprocess.run(["e2fsck", "-fn", "\(image)?offset=\(offset)"])
         #expect(fsck.status == 0, "\(fsck.stdout)\(fsck.stderr)")
         let grub = try entries(image, offset: offset, below: "/boot/grub")
-        #expect(grub.count > 300 && grub.contains { $0.path == "/boot/grub/i386-pc/core.img" }, "\(grub.count) entries")
+        #expect(grub.count > 500 && grub.contains { $0.path == "/boot/grub/i386-pc/core.img" }
+                && grub.contains { $0.path == "/boot/grub/x86_64-efi/core.efi" }, "\(grub.count) entries")
         let notRoot = grub.filter { $0.owner != "0:0" }.map { "\($0.path) \($0.owner)" }
         #expect(notRoot.isEmpty, "not root's: \(notRoot)")
 
@@ -151,7 +156,7 @@ struct UnprivilegedOfflineVMTests {
             unprivileged offline install in a VM: \(vm.seconds) s in the VM (\(vm.accelerator)), \(monotonicNow() - started) s in all
               unshare --user as \(r["user.ids"] ?? "?"): before the limit status \(r["userns.before.status"] ?? "?"), after it \(userns)
               /dev/loop-control as the user: \(loop); \(r["loop.devices.opened"] ?? "?") of \(r["loop.devices"] ?? "?") loop devices opened
-              strategy \(result.strategy.rawValue); booted to \(marker): \(booted.found); \(grub.count) entries under /boot/grub, \(notRoot.count) not root's
+              strategy \(result.strategy.rawValue), \(result.firmware.rawValue); booted to \(marker): SeaBIOS \(booted.found), OVMF \(uefi.found); \(grub.count) entries under /boot/grub, \(notRoot.count) not root's
             """)
     }
 }
