@@ -7,14 +7,18 @@ enum GrubTools {
     static let moduleDirectory = GrubTarget.i386PC.moduleDirectory
 
     /// Fails with the Debian package to install when a tool or GRUB's files for `targets` are
-    /// missing, or, for UEFI, mtools, which writes the EFI system partition. Wraps access(2).
-    static func requireInstalled(needsUdevadm: Bool, targets: [GrubTarget] = [.i386PC]) throws(InstallGrubError) {
-        if Subprocess.find("grub-install") == nil { throw .toolMissing(tool: "grub-install", package: "grub2-common") }
+    /// missing, or, for UEFI, mtools, which writes the EFI system partition. The offline strategy
+    /// runs grub-mkimage instead of grub-install, and mtools for any FAT it writes (`writesFAT`).
+    /// Wraps access(2).
+    static func requireInstalled(needsUdevadm: Bool, targets: [GrubTarget] = [.i386PC], offline: Bool = false,
+                                 writesFAT: Bool = false) throws(InstallGrubError) {
+        let (installer, package) = offline ? ("grub-mkimage", "grub-common") : ("grub-install", "grub2-common")
+        if Subprocess.find(installer) == nil { throw .toolMissing(tool: installer, package: package) }
         for target in targets where !accessible("\(target.moduleDirectory)/moddep.lst", R_OK) {
             throw .toolMissing(tool: "GRUB's \(target.rawValue) files (\(target.moduleDirectory))", package: target.package)
         }
-        if targets.contains(.x86_64EFI), Subprocess.find("mcopy") == nil {
-            throw .toolMissing(tool: "mcopy (it writes the EFI system partition, which this kernel cannot mount)", package: "mtools")
+        for tool in offline ? ["mcopy", "mmd"] : ["mcopy"] where (targets.contains(.x86_64EFI) || writesFAT) && Subprocess.find(tool) == nil {
+            throw .toolMissing(tool: "\(tool) (it writes the EFI system partition, which this kernel cannot mount)", package: "mtools")
         }
         if needsUdevadm && Subprocess.find("udevadm") == nil {
             throw .toolMissing(tool: "udevadm (grub-probe asks it where a partition starts)", package: "udev")

@@ -212,9 +212,10 @@ public enum InstallGrub {
     static func runOffline(_ plan: InstallPlan, options: Options, logger: Logger, interruption: Interruption,
                            started: Double) throws(InstallGrubError) -> Result {
         logger.info("\(plan.table.kind.rawValue) label, \(plan.firmware.rawValue), /boot on partition \(plan.bootPartition.number) (\(plan.bootFilesystem.type)), offline")
-        if !accessible(plan.image, W_OK) { throw .notWritable(path: plan.image, what: "the image") }
-        if !accessible(WorkingCopy.directory(of: plan.image), W_OK | X_OK) { throw .notWritable(path: plan.image, what: "its directory") }
-        for name in WorkingCopy.removeLeftovers(of: plan.image) { logger.notice("removed \(name), left by a run killed as it replaced the image") }
+        try GrubTools.requireInstalled(needsUdevadm: false, targets: plan.firmware.targets, offline: true,
+                                       writesFAT: plan.bootFilesystem.type == "vfat")
+        if plan.secureBoot { try GrubTools.requireSigned() }
+        try prepareReplacement(of: plan.image, logger: logger)
         let session = Session(logger: logger, interruption: interruption)
         defer { session.close() }
         try OfflineInstall.run(plan, options: options, session: session)
@@ -227,17 +228,53 @@ public enum InstallGrub {
             grubInstallVersion: GrubTools.version(), seconds: monotonicNow() - started)
     }
 
+    /// What an image file replaced by a working copy needs, checked before the copy is made: the
+    /// image and its directory writable. Removes the names runs killed mid-rename left beside it.
+    /// The caller holds the image's lock.
+    private static func prepareReplacement(of image: String, logger: Logger) throws(InstallGrubError) {
+        guard (try? fileStatus(image).st_mode & S_IFMT) == S_IFREG else { return }
+        if !accessible(image, W_OK) { throw .notWritable(path: image, what: "the image") }
+        if !accessible(WorkingCopy.directory(of: image), W_OK | X_OK) { throw .notWritable(path: image, what: "its directory") }
+        for name in WorkingCopy.removeLeftovers(of: image) { logger.notice("removed \(name), left by a run killed as it replaced the image") }
+    }
+
     /// The job in a throwaway VM: the same imgtool runs it there through ImgKit, from a structured
     /// request, and hands back the result or the typed error (`IsolatedRequest`). Its log lines
     /// reach `logger`; `interruption` stops the VM as it stops a local run.
+    ///
+    /// Unless a loop strategy is asked for, the guest installs offline (grub-mkimage, libext2fs,
+    /// mtools; no loop device, mount or grub-install in the VM), which is quicker under TCG. An
+    /// image file is then the guest's disk only through a working copy the host made, renamed
+    /// over the image once the guest has answered, so a killed VM or a failed install leaves the
+    /// image as it was; a block device is written in place.
     static func runIsolated(_ options: Options, isolation: Isolation, logger: Logger,
                             interruption: Interruption) throws(InstallGrubError) -> Result {
         var local = options
         local.isolation = nil
         var isolation = isolation
         isolation.vm.interruption = interruption
-        return try IsolatedRequest(.installGrub(local), logLevel: logger.logLevel)
-            .send(through: isolation, logger: logger, errors: InstallGrubError.self, decode: Result.init(json:))
+        func send(_ local: Options, _ isolation: Isolation) throws(InstallGrubError) -> Result {
+            try IsolatedRequest(.installGrub(local), logLevel: logger.logLevel)
+                .send(through: isolation, logger: logger, errors: InstallGrubError.self, decode: Result.init(json:))
+        }
+        guard options.strategy == .offline || (options.strategy == nil && options.diskName == nil) else {
+            return try send(local, isolation)
+        }
+        local.strategy = .offline
+        isolation.installStrategy = .offline
+        guard (try? fileStatus(options.image).st_mode & S_IFMT) == S_IFREG else { return try send(local, isolation) }
+
+        let lock: ImageLock
+        do { lock = try ImageLock(path: options.image) } catch { throw .busy(error) }
+        defer { withExtendedLifetime(lock) {} }
+        try prepareReplacement(of: options.image, logger: logger)
+        let copy: WorkingCopy
+        do { copy = try WorkingCopy(of: options.image) } catch { throw .system(error) }
+        logger.debug(copy.cloned ? "cloned \(options.image) for the VM" : "copied \(copy.copiedBytes) bytes of \(options.image) for the VM")
+        isolation.disk = copy.path
+        let result = try send(local, isolation)
+        do { try copy.commit(tag: Session.newID()) } catch { throw .system(error) }
+        return result
     }
 
     /// Releases what killed runs left on this image, as `imgtool cleanup` would, before anything

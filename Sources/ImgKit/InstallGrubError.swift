@@ -166,7 +166,7 @@ public enum InstallGrubError: Error, CustomStringConvertible, Sendable {
         case .busy(let e):
             return e.description
         case .notWritable(let p, let what):
-            return "\(p): the offline strategy (no root, no loop device) writes a changed copy next to the image and renames it over the image, and this user may not write \(what). Give this user write access to both, or run as root. Nothing was changed."
+            return "\(p): the offline strategy (no root, no loop device) writes a changed copy next to the image and renames it over the image, and this user may not write \(what). Give this user write access to both, or use a strategy that writes in place: run as root for a loop strategy (with --isolate: --strategy block-device). Nothing was changed."
         case .notRoot(let p):
             return "install-grub needs root to attach loop devices and mount \(p)'s boot partition. Run it as root (e.g. `sudo imgtool install-grub \(p)`), or use `--strategy offline`, which needs no root; `imgtool inspect` and `verify` need no root."
         case .toolMissing(let tool, let package):

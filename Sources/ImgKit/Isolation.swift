@@ -39,6 +39,9 @@ public struct Isolation: Sendable {
     /// partition starts grub-probe learns from the driver (HDIO_GETGEO) without udevadm; with it,
     /// grub-install ran udevadm six times, 0.5 s under TCG.
     public var installStrategy: InstallGrub.Strategy?
+    /// The file qemu opens as the guest's disk instead of the image (a working copy of it); the
+    /// guest still sees it at the image's path.
+    package var disk: String?
 
     /// An isolation with the default VM; `interruption` stops it (an install passes its own).
     public init(kernel: String? = nil, timeout: Double = IsolatedVM.defaultTimeout, executable: String? = nil,
@@ -59,6 +62,8 @@ public struct Isolation: Sendable {
     /// imgtool itself calls.
     static let installGrubPrograms = ["grub-install", "grub-probe", "grub-mkimage", "grub-bios-setup", "grub-editenv",
                                       "setpriv", "mcopy", "mdel", "mmd"]
+    /// What the offline strategy runs in the guest (`OfflineInstall`).
+    static let offlinePrograms = ["grub-mkimage", "setpriv", "mcopy", "mmd"]
 
     /// Runs `imgtool arguments...` in a fresh VM with `image` as its disk: what `IsolatedRequest`
     /// sends its request through.
@@ -71,7 +76,7 @@ public struct Isolation: Sendable {
         let cwd = Self.workingDirectory() ?? "/"
         let absolute = image.hasPrefix("/") ? image : (cwd == "/" ? "" : cwd) + "/" + image
         return try IsolatedVM.run(command: ["sh", "-c", Self.guestScript, "imgtool-isolated", absolute, cwd, imgtool] + arguments,
-                                  image: image, readOnly: purpose == .readOnly, timeout: timeout, kernel: kernel,
+                                  image: disk ?? image, readOnly: purpose == .readOnly, timeout: timeout, kernel: kernel,
                                   options: options, logger: logger)
     }
 
@@ -80,8 +85,10 @@ public struct Isolation: Sendable {
         var options = vm
         options.executables.append(imgtool)
         if purpose == .installGrub {
+            let offline = installStrategy == .offline
             let udevadm = installStrategy == .partscan || installStrategy == .blkpg ? ["udevadm"] : []
-            options.executables += (Self.installGrubPrograms + udevadm).compactMap { Subprocess.find($0) }
+            let programs = offline ? Self.offlinePrograms : Self.installGrubPrograms + udevadm
+            options.executables += programs.compactMap { Subprocess.find($0) }
             options.dataDirectories += [GrubTools.moduleDirectory, GrubTarget.x86_64EFI.moduleDirectory, "/usr/share/grub",
                                         "/usr/lib/grub/x86_64-efi-signed", "/usr/lib/shim"]
                 .filter { access($0, R_OK) == 0 }
@@ -89,8 +96,12 @@ public struct Isolation: Sendable {
             // mtools converts FAT's short names through iconv to code page 850: glibc's gconv
             // module for it and the tables that find it.
             options.dataFiles += Self.mtoolsCodePage.filter { access($0, R_OK) == 0 }
-            if access(Self.eatMyData, R_OK) == 0 { options.dataFiles.append(Self.eatMyData) }
-            options.optionalModules += Self.installGrubModules
+            // Offline, the guest's kernel only reads and writes its disk: no module to load, and
+            // two fsyncs to speed up.
+            if !offline {
+                if access(Self.eatMyData, R_OK) == 0 { options.dataFiles.append(Self.eatMyData) }
+                options.optionalModules += Self.installGrubModules
+            }
             // grub-install and a loop device's page cache want more than a bare command.
             options.memoryMiB = max(options.memoryMiB, 512)
         }

@@ -5,21 +5,21 @@ import ImgSystem
 /// Files written into a FAT filesystem inside an image file by mtools, which needs no mount and
 /// no root: directories by mmd(1), files by mcopy(1), one run per directory where names allow.
 /// Written in place: the offline install writes into a copy of the image that is dropped if
-/// anything fails (`WorkingCopy`).
+/// anything fails (`OfflineTarget`).
 final class MtoolsWriter: GrubDirectoryWriter {
-    private let image: String, offset: UInt64, length: UInt64
+    private let target: OfflineTarget, offset: UInt64, length: UInt64
     private let session: Session
 
-    /// The FAT filesystem of `length` bytes at `offset` in `image`.
-    init(image: String, offset: UInt64, length: UInt64, session: Session) {
-        self.image = image
+    /// The FAT filesystem of `length` bytes at `offset` in `target`.
+    init(_ target: OfflineTarget, offset: UInt64, length: UInt64, session: Session) {
+        self.target = target
         self.offset = offset
         self.length = length
         self.session = session
     }
 
     /// mtools' name for the filesystem: the image and the offset of the filesystem in it.
-    private var drive: String { "\(image)@@\(offset)" }
+    private var drive: String { "\(target.path)@@\(offset)" }
 
     /// Reads the filesystem as it is now (ImgFormats' FAT reader).
     func exists(_ path: String) throws -> Bool { try entry(path) != nil }
@@ -28,7 +28,7 @@ final class MtoolsWriter: GrubDirectoryWriter {
     func isDirectory(_ path: String) throws -> Bool { try entry(path)?.isDirectory == true }
 
     private func entry(_ path: String) throws -> FATFilesystem.Entry? {
-        try FATFilesystem.open(try FileByteSource(path: image), offset: offset, length: length).lookup(path)
+        try FATFilesystem.open(try target.source(), offset: offset, length: length).lookup(path)
     }
 
     /// Wraps mmd(1).

@@ -14,35 +14,39 @@ import Logging
 /// at the end: libext2fs writes without the filesystem's journal, FAT has none, and no order of
 /// the writes keeps a filesystem consistent at every instant, so a kill must find the image as
 /// it was. The cost is a copy of the image's data where its filesystem cannot clone (measured in
-/// the README).
+/// the README). A block device is written in place (`OfflineTarget`).
 enum OfflineInstall {
     /// Installs `plan` into its image. `session` gives the id that names the copy for the instant
     /// of its rename, and the interruption checked between steps.
     static func run(_ plan: InstallPlan, options: InstallGrub.Options, session: Session) throws(InstallGrubError) {
         guard InstallPlan.isExt(plan.bootFilesystem) || plan.bootFilesystem.type == "vfat" else {
-            throw .strategyUnavailable(.offline, reason: "/boot on partition \(plan.bootPartition.number) is \(plan.bootFilesystem.type), and the offline strategy writes GRUB's files into ext2, ext3, ext4 or FAT only; run as root for a loop strategy, or use --isolate")
+            throw .strategyUnavailable(.offline, reason: "/boot on partition \(plan.bootPartition.number) is \(plan.bootFilesystem.type), and the offline strategy writes GRUB's files into ext2, ext3, ext4 or FAT only; run as root for a loop strategy, on a kernel that can mount it")
         }
         if plan.secureBoot, plan.bootFilesystem.uuid == nil {
             throw .strategyUnavailable(.offline, reason: "the boot filesystem on partition \(plan.bootPartition.number) has no UUID for the Secure Boot loader to find it by")
         }
         do {
-            let copy = try WorkingCopy(of: plan.image)
-            session.logger.info(copy.cloned ? "cloned \(plan.image) (shared blocks)" : "copied \(plan.image)'s \(copy.copiedBytes) bytes of data")
+            let target = try OfflineTarget(for: plan.image)
+            switch target {
+            case .copy(let copy):
+                session.logger.info(copy.cloned ? "cloned \(plan.image) (shared blocks)" : "copied \(plan.image)'s \(copy.copiedBytes) bytes of data")
+            case .device:
+                session.logger.info("\(plan.image) is a block device: writing it in place")
+            }
             try session.checkpoint()
 
             let boot = plan.embedding == nil ? nil : try readFile(bootImage)
-            let core = try writeBootFiles(plan, options: options, bootImage: boot, into: copy, session: session)
+            let core = try writeBootFiles(plan, options: options, bootImage: boot, into: target, session: session)
             try session.checkpoint()
 
             if let embedding = plan.embedding, let boot, let core {
-                let disk = try FileByteSource(path: copy.path)
-                let placement = try GrubBIOSSetup.place(bootImage: boot, coreImage: core, area: embedding, disk: disk)
-                for write in placement.writes { try writeFully(copy.file.fd, Array(write.bytes), at: write.offset, path: copy.path) }
+                let placement = try GrubBIOSSetup.place(bootImage: boot, coreImage: core, area: embedding, disk: target.source())
+                for write in placement.writes { try writeFully(target.fd, Array(write.bytes), at: write.offset, path: target.path) }
                 session.logger.info("boot.img in sector 0, core.img in \(placement.sectors.count) sectors from \(placement.sectors.first ?? 0) (\(placement.redundancyBytes) bytes of Reed-Solomon redundancy)")
                 try session.checkpoint()
             }
             try session.step("replace the image")
-            try copy.commit(tag: session.id)
+            try target.finish(tag: session.id)
         } catch {
             throw InstallGrubError(wrapping: error)
         }
@@ -50,23 +54,23 @@ enum OfflineInstall {
 
     static let bootImage = GrubTarget.i386PC.moduleDirectory + "/boot.img"
 
-    /// Writes grub/ into the boot filesystem of `copy` (GRUB's files for each of the plan's
+    /// Writes grub/ into the boot filesystem of `target` (GRUB's files for each of the plan's
     /// targets, boot.img and core.img for BIOS, core.efi and grub.efi for UEFI, and grubenv where
     /// there is none), then GRUB's loader into the ESP's /EFI/BOOT. Returns core.img for BIOS.
     private static func writeBootFiles(_ plan: InstallPlan, options: InstallGrub.Options, bootImage: [UInt8]?,
-                                       into copy: WorkingCopy, session: Session) throws -> [UInt8]? {
+                                       into target: OfflineTarget, session: Session) throws -> [UInt8]? {
         let sectorSize = UInt64(plan.table.sectorSize)
         let esp = plan.esp.map {
-            MtoolsWriter(image: copy.path, offset: $0.startSector * sectorSize, length: $0.sectorCount * sectorSize, session: session)
+            MtoolsWriter(target, offset: $0.startSector * sectorSize, length: $0.sectorCount * sectorSize, session: session)
         }
         let bootStart = plan.bootPartition.startSector * sectorSize
         let writer: GrubDirectoryWriter
         if plan.bootOnESP, let esp {
             writer = esp
         } else if plan.bootFilesystem.type == "vfat" {
-            writer = MtoolsWriter(image: copy.path, offset: bootStart, length: plan.bootPartition.sectorCount * sectorSize, session: session)
+            writer = MtoolsWriter(target, offset: bootStart, length: plan.bootPartition.sectorCount * sectorSize, session: session)
         } else {
-            writer = try Ext2Writer(image: copy.path, offset: bootStart)
+            writer = try Ext2Writer(image: target.path, offset: bootStart)
         }
         // On the ESP always /boot/grub, as the loop strategies copy it there.
         let grubDirectory = plan.bootOnESP ? "/boot/grub" : try writer.grubDirectory()

@@ -2,15 +2,28 @@ import Glibc
 
 // Whole-file reads and writes and directory listings: the one copy of each, for every layer above.
 
-/// Reads a whole file. Wraps open(2) and read(2).
+/// Reads a whole file. Wraps open(2), fstat(2) and read(2).
 package func readFile(_ path: String) throws(SystemError) -> [UInt8] {
     let h = try FileHandle(path: path, flags: O_RDONLY)
+    // fstat's size and one byte more, so that a regular file's end is seen in one round, into
+    // memory left uninitialised (an offline install reads 300-odd files); /proc and /sys files
+    // report size 0 and take more rounds.
+    var capacity = Int(try fileStatus(fd: h.fd, path: path).st_size) + 1
     var data: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 65536)
     while true {
-        let n = try systemCall("read", on: path) { read(h.fd, &buf, buf.count) }
-        if n == 0 { return data }
-        data += buf[0..<n]
+        var failure: SystemError?
+        let chunk = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, initialized in
+            do throws(SystemError) {
+                initialized = try readFully(h.fd, into: UnsafeMutableRawBufferPointer(buffer), path: path)
+            } catch {
+                failure = error
+                initialized = 0
+            }
+        }
+        if let failure { throw failure }
+        if data.isEmpty { data = chunk } else { data += chunk }
+        if chunk.count < capacity { return data }
+        capacity = 65536
     }
 }
 

@@ -43,6 +43,8 @@ public final class Session {
     private var stack: [(resource: String, entry: SessionJournal.Entry?, release: () throws -> Void)] = []
     /// Once a release failed, the journal must outlive the session, also past a later close().
     private var releaseFailed = false
+    /// When the session began: the debug log gives each step's time from it.
+    private let started = monotonicNow()
 
     /// A session without a journal.
     public convenience init(logger: Logger, interruption: Interruption = Interruption()) {
@@ -68,7 +70,7 @@ public final class Session {
 
     /// Eight hex digits, zero-padded: tags and mount-point names embed it, and cleanup parses it
     /// back out of them.
-    static func newID() -> String {
+    package static func newID() -> String {
         let hex = String(UInt32.random(in: 0...UInt32.max), radix: 16)
         return String(repeating: "0", count: 8 - hex.count) + hex
     }
@@ -83,6 +85,7 @@ public final class Session {
     /// A step that changes something without holding it afterwards (running grub-install): a
     /// point where fault injection can fail the run.
     public func step(_ name: String) throws(SystemError) {
+        logger.debug("step: \(name)", metadata: ["seconds": "\(monotonicNow() - started)"])
         try injectFault(.acquire, name)
     }
 

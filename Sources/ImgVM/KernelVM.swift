@@ -300,6 +300,13 @@ public enum KernelVM {
 
     // MARK: qemu's command line
 
+    /// qemu's -drive options naming `path` with its protocol driver given, so that qemu never reads
+    /// a protocol ("nbd:", "json:") into the path: `file`, or `host_device` for a block device.
+    static func fileOption(_ path: String) -> String {
+        let isDevice = (try? fileStatus(path).st_mode & S_IFMT) == S_IFBLK
+        return "file.driver=\(isDevice ? "host_device" : "file"),file.filename=\(escape(path))"
+    }
+
     static func qemuArguments(_ qemu: String, _ c: Configuration, dir: String) throws(SystemError) -> [String] {
         func materialise(_ source: FileSource, _ name: String) throws(SystemError) -> String {
             switch source {
@@ -320,8 +327,7 @@ public enum KernelVM {
             "-chardev", "file,id=console,path=\(escape(dir))/console.log", "-serial", "chardev:console",
         ]
         for (i, disk) in c.disks.enumerated() {
-            // file.driver=file keeps qemu from reading a protocol ("nbd:", "json:") into the path.
-            a += ["-drive", "file.driver=file,file.filename=\(escape(disk.path)),format=\(escape(disk.format)),if=none,id=disk\(i),"
+            a += ["-drive", "\(fileOption(disk.path)),format=\(escape(disk.format)),if=none,id=disk\(i),"
                     + "readonly=\(disk.readOnly ? "on" : "off")",
                   "-device", "\(c.machine.blockDevice),drive=disk\(i)"]
         }

@@ -156,7 +156,7 @@ public enum QemuBoot {
     /// The image as an IDE disk, or, for a disk of 4 KiB sectors (which IDE cannot present), a
     /// virtio-blk disk with that logical block size, which OVMF reads.
     static func disk(image: String, format: String, sectorSize: Int) -> [String] {
-        let file = "file.driver=file,file.filename=\(KernelVM.escape(image)),format=\(format),snapshot=on"
+        let file = "\(KernelVM.fileOption(image)),format=\(format),snapshot=on"
         guard sectorSize != 512 else { return ["-drive", file + ",if=ide"] }
         return ["-drive", file + ",if=none,id=disk",
                 "-device", "virtio-blk-pci,drive=disk,logical_block_size=\(sectorSize),physical_block_size=\(sectorSize)"]
@@ -166,7 +166,6 @@ public enum QemuBoot {
     /// where QemuProcess points TMPDIR) and, for OVMF, a private copy of the variable store.
     static func arguments(qemu: String, image: String, format: String = "raw", sectorSize: Int = 512, firmware: Firmware,
                           dir: String) throws(SystemError) -> [String] {
-        // file.driver=file keeps qemu from reading a protocol ("nbd:", "json:") into the path.
         var arguments = [
             qemu, "-accel", "tcg", "-m", firmware.isEFI ? "256" : "128", "-nodefaults", "-no-user-config",
             "-display", "none", "-vga", "std", "-no-reboot", "-nic", "none",

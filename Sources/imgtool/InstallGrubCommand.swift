@@ -17,7 +17,7 @@ let installGrubCommand = CommandSpec(
         """,
     positionals: [PositionalSpec(name: "image", optional: false, completion: .file, help: "The raw disk image (or block device).")],
     options: [
-        .option("strategy", "<name>", completion: .choices(InstallGrub.Strategy.allCases.map(\.rawValue)), help: "partscan, blkpg, device-mapper, offset (root) or offline (no root, no loop device). Default: the first this kernel supports, in that order, as root; offline without root or loop devices."),
+        .option("strategy", "<name>", completion: .choices(InstallGrub.Strategy.allCases.map(\.rawValue)), help: "partscan, blkpg, device-mapper, offset (root) or offline (no root, no loop device). Default: the first this kernel supports, in that order, as root; offline without root or loop devices, and in the --isolate VM."),
         .option("disk-name", "<name>", help: "Name of the device-mapper disk (implies --strategy device-mapper; default imgtool-<session>, unique per run)."),
         .option("boot-partition", "<n>", help: "Partition number for /boot/grub (default: found)."),
         .option("firmware", "<bios|uefi|hybrid>", completion: .choices(InstallGrub.Firmware.allCases.map(\.rawValue)), help: "What to install for (default: uefi with an EFI system partition, bios with a post-MBR gap or BIOS boot partition, hybrid with both)."),

@@ -6,10 +6,11 @@ import Testing
 import TestSupport
 
 /// `--isolate`: the command runs in a throwaway VM (Debian's cloud kernel under qemu), which has
-/// the device mapper and partition parsing this host's kernel lacks. install-grub there, with the
-/// classic device-mapper recipe and with partscan, leaves an image that boots; inspect, verify, ls
-/// and cat print what a local run prints; failures are reported with the VM's console; nothing of
-/// ours is left on the host.
+/// the device mapper and partition parsing this host's kernel lacks. install-grub there, offline
+/// by default (into a working copy the host renames over the image), with the classic
+/// device-mapper recipe, with partscan and on the VM's block device, leaves an image that boots;
+/// inspect, verify, ls and cat print what a local run prints; failures are reported with the VM's
+/// console; nothing of ours is left on the host.
 @Suite(.serialized, .enabled(if: isolatedVMBlocked ?? kernelTestsBlocked == nil, "\(isolatedVMBlocked ?? kernelTestsBlocked ?? "")"))
 final class IsolateTests {
     let scratch: Scratch
@@ -34,7 +35,9 @@ final class IsolateTests {
         Case(label: "gpt", arguments: ["--strategy", "device-mapper"]),
         Case(label: "dos", arguments: ["--disk-name", "hda"]),
         Case(label: "dos", arguments: ["--strategy", "partscan"]),
+        Case(label: "gpt", arguments: ["--strategy", "block-device"]),
         Case(label: "gpt", arguments: []),
+        Case(label: "dos", arguments: []),
     ])
     func installsAndBoots(_ c: Case) throws {
         let marker = "IMGTOOL-ISOLATED-\(c.label)-\(c.arguments.last ?? "auto")".uppercased()
@@ -48,10 +51,14 @@ final class IsolateTests {
         // make-disk.sh's GPT layout has a BIOS boot partition first.
         let bootNumber = c.label == "gpt" ? 2 : 1
         #expect(result.bootPartition.number == bootNumber)
-        // By default the VM's own disk needs nothing attached: block-device, /dev/vda.
-        let expected = c.arguments.isEmpty ? "block-device" : c.arguments.last == "partscan" ? "partscan" : "device-mapper"
+        // By default the VM installs offline: nothing attached, no grub-install.
+        let expected = c.arguments.isEmpty ? "offline" : c.arguments.last == "device-mapper" || c.arguments.first == "--disk-name"
+            ? "device-mapper" : c.arguments.last!
         #expect(result.strategy.rawValue == expected)
-        if expected == "block-device" {
+        if expected == "offline" {
+            #expect(result.diskDevice == image && result.bootPartition.device == "partition \(bootNumber) of \(image)")
+            #expect(r.stderr.contains("nothing was attached or mounted"), "\(r.stderr)")
+        } else if expected == "block-device" {
             #expect(result.diskDevice == "/dev/vda" && result.bootPartition.device == "/dev/vda\(bootNumber)")
         } else if expected == "device-mapper" {
             let disk = c.arguments.first == "--disk-name" ? "hda" : try #require(result.diskDevice.split(separator: "/").last.map(String.init))
@@ -61,23 +68,46 @@ final class IsolateTests {
         } else {
             #expect(result.bootPartition.device == result.diskDevice + "p\(bootNumber)")
         }
-        #expect(r.stderr.contains("nothing left attached"), "\(r.stderr)")
+        if expected != "offline" { #expect(r.stderr.contains("nothing left attached"), "\(r.stderr)") }
         let booted = try boot(image, expect: marker)
         #expect(booted.found, "GRUB did not print \(marker); console:\n\(booted.console)")
     }
 
     /// The VM's kernel has no more vfat than it needs: the ESP is written the same way as here
     /// (grub-install into a tmpfs named after the ESP, mtools into the partition).
-    @Test("install-grub --isolate on a hybrid image (BIOS boot partition + ESP): boots from SeaBIOS and from OVMF")
-    func hybrid() throws {
+    @Test("install-grub --isolate on a hybrid image (BIOS boot partition + ESP): boots from SeaBIOS and from OVMF",
+          arguments: ["offline", "block-device"])
+    func hybrid(_ strategy: String) throws {
         let marker = "IMGTOOL-ISOLATED-HYBRID"
-        let image = scratch.file("hybrid.img")
+        let image = scratch.file("hybrid-\(strategy).img")
         try run(["\(repositoryRoot)/TestImages/make-esp-disk.sh", image, "--bios-boot", "--marker", marker])
-        let r = try imgtool(["install-grub", "--isolate", "--json", image])
+        let r = try imgtool(["install-grub", "--isolate", "--json"] + (strategy == "offline" ? [] : ["--strategy", strategy]) + [image])
         #expect(r.status == 0, "\(r.stderr)")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(r.output)) as? [String: Any])
-        #expect(json["firmware"] as? String == "hybrid" && json["strategy"] as? String == "block-device")
+        #expect(json["firmware"] as? String == "hybrid" && json["strategy"] as? String == strategy)
         #expect(try boot(image, expect: marker, firmware: "uefi").found)
+        #expect(try boot(image, expect: marker).found)
+    }
+
+    /// A block device given to --isolate is the VM's disk itself: the guest writes it in place,
+    /// offline (no working copy: there is no file to rename over it).
+    @Test("install-grub --isolate on a host block device installs offline in place and boots")
+    func blockDevice() throws {
+        let marker = "IMGTOOL-ISOLATED-BLOCK"
+        let image = try makeDisk(scratch.file("disk.img"), ["--label", "gpt", "--marker", marker])
+        let loop = try LoopDevice.attach(image, logger: .init(label: "test"))
+        let r: Subprocess.Result
+        do {
+            r = try imgtool(["install-grub", "--isolate", "--json", loop.path])
+            try loop.detach()
+        } catch {
+            try? loop.detach()
+            throw error
+        }
+        #expect(r.status == 0, "\(r.stderr)")
+        let result = try #require(InstallGrub.Result(json: try JSONValue.parse(r.output)), "\(r.stdout)")
+        #expect(result.strategy == .offline && result.image == loop.path)
+        #expect(r.stderr.contains("is a block device: writing it in place"), "\(r.stderr)")
         #expect(try boot(image, expect: marker).found)
     }
 
@@ -229,23 +259,30 @@ final class IsolateTests {
         #expect(try sha256(image) == before)
     }
 
-    @Test("a VM that does not finish within --timeout is killed and reported with its console")
-    func timeout() throws {
+    @Test("a VM that does not finish within --timeout is killed and reported with its console; the image is as it was",
+          arguments: ["offline", "block-device"])
+    func timeout(_ strategy: String) throws {
         let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
-        // A resumed VM can finish a whole install within a second, so the guest's grub-install
-        // (taken from the host's PATH) is one that never finishes.
+        let before = try sha256(image)
+        // A resumed VM can finish a whole install within a second, so the guest's grub-mkimage or
+        // grub-install (taken from the host's PATH) is one that never finishes.
+        let tool = strategy == "offline" ? "grub-mkimage" : "grub-install"
         let bin = scratch.file("bin")
         try run(["mkdir", "-p", bin])
-        try "#!/bin/sh\nexec sleep 60\n".write(toFile: bin + "/grub-install", atomically: true, encoding: .utf8)
-        chmod(bin + "/grub-install", 0o755)
+        try "#!/bin/sh\nexec sleep 60\n".write(toFile: "\(bin)/\(tool)", atomically: true, encoding: .utf8)
+        chmod("\(bin)/\(tool)", 0o755)
         let path = bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
         let started = monotonicNow()
-        let r = try Subprocess.run(["env", "PATH=\(path)", imgtoolPath, "install-grub", "--isolate", "--timeout", "1", image])
+        let r = try Subprocess.run(["env", "PATH=\(path)", imgtoolPath, "install-grub", "--isolate", "--timeout", "1",
+                                    "--strategy", strategy, image])
         #expect(monotonicNow() - started < 15)
         #expect(r.status == ExitStatus.failure.rawValue)
         #expect(r.stderr.contains("within 1 s and was killed. Its console ended with:"), "\(r.stderr)")
-        // Not that the image is unchanged: a resumed VM can reach grub-install's first write
-        // within the second (it did on a loaded machine); a timeout promises no more than a kill.
+        // Offline, the VM wrote into a copy that was dropped. On its block device a resumed VM can
+        // reach grub-install's first write within the second (it did on a loaded machine): there
+        // a timeout promises no more than a kill.
+        if strategy == "offline" { #expect(try sha256(image) == before) }
+        #expect(try run(["sh", "-c", "ls -A \"$1\" | grep -c imgtool || true", "sh", scratch.path]).stdout == "0\n")
         #expect(IsolatedVMTests.leftovers().isEmpty, "\(IsolatedVMTests.leftovers())")
     }
 
@@ -278,5 +315,28 @@ final class IsolateTests {
         let r = try imgtool(["install-grub", "--isolate", "--strategy", "device-mapper", image], user: nobody)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try boot(image, expect: "IMGTOOL-UNPRIVILEGED").found)
+
+        // Offline, the copy goes beside the image: a directory the user cannot write is refused
+        // before anything runs, naming the way out; one it can write works.
+        let again = try makeDisk(scratch.file("again.img"), ["--label", "dos", "--marker", "IMGTOOL-UNPRIVILEGED-OFFLINE"])
+        #expect(chown(again, nobody, nobody) == 0)
+        let before = try sha256(again)
+        let refused = try imgtool(["install-grub", "--isolate", again], user: nobody)
+        #expect(refused.status == ExitStatus.noPermission.rawValue, "\(refused.stderr)")
+        #expect(refused.stderr.contains("its directory") && refused.stderr.contains("--strategy block-device"), "\(refused.stderr)")
+        #expect(try sha256(again) == before)
+        let owned = scratch.file("nobody")
+        try run(["mkdir", owned])
+        #expect(chown(owned, nobody, nobody) == 0)
+        try run(["mv", again, owned + "/again.img"])
+        var st = stat()
+        #expect(stat(owned + "/again.img", &st) == 0)
+        let mode = st.st_mode
+        let offline = try imgtool(["install-grub", "--isolate", "--json", owned + "/again.img"], user: nobody)
+        #expect(offline.status == 0, "\(offline.stderr)")
+        #expect(InstallGrub.Result(json: try JSONValue.parse(offline.output))?.strategy == .offline, "\(offline.stdout)")
+        // The copy that replaced it kept its owner and mode.
+        #expect(stat(owned + "/again.img", &st) == 0 && st.st_uid == nobody && st.st_mode == mode)
+        #expect(try boot(owned + "/again.img", expect: "IMGTOOL-UNPRIVILEGED-OFFLINE").found)
     }
 }
