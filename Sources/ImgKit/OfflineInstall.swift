@@ -78,9 +78,9 @@ enum OfflineInstall {
         let modules = [plan.grubFilesystemModule, plan.table.kind.grubModule]
         // grub-mkimage runs while GRUB's other files are written (two of this install's steps at once).
         let pendingCore = bootImage == nil ? nil
-            : try PendingImage(.i386PC, prefix: partition + grubDirectory, modules: modules + ["biosdisk"] + options.modules)
+            : try PendingImage(.i386PC, prefix: partition + grubDirectory, modules: options.modules + modules + ["biosdisk"])
         let pendingEFI = plan.esp == nil ? nil
-            : try PendingEFIImages(plan, prefix: partition + grubDirectory, grubDirectory: grubDirectory, modules: modules + options.modules)
+            : try PendingEFIImages(plan, prefix: partition + grubDirectory, grubDirectory: grubDirectory, modules: modules, extra: options.modules)
         try session.step("write GRUB's files")
 
         let targets = plan.firmware.targets
@@ -131,17 +131,19 @@ private struct PendingEFIImages {
     let core: PendingImage, grub: PendingImage
     let config: [UInt8]?
 
-    /// The images for `plan`: `prefix` is GRUB's directory with its partition ("(,gpt2)/boot/grub").
-    init(_ plan: InstallPlan, prefix: String, grubDirectory: String, modules: [String]) throws(InstallGrubError) {
+    /// The images for `plan`: `prefix` is GRUB's directory with its partition ("(,gpt2)/boot/grub"),
+    /// `modules` the filesystem's and the partition map's, `extra` the caller's (--modules), which
+    /// grub-install puts before its own (it collects them as it parses its arguments).
+    init(_ plan: InstallPlan, prefix: String, grubDirectory: String, modules: [String], extra: [String]) throws(InstallGrubError) {
         if plan.secureBoot, let uuid = plan.bootFilesystem.uuid {
             let config = GrubFiles.searchConfig(uuid: uuid, grubDirectory: grubDirectory)
-            let modules = Array(modules.prefix(2)) + ["search_fs_uuid"] + modules.dropFirst(2)
+            let modules = extra + modules + ["search_fs_uuid"]
             core = try PendingImage(.x86_64EFI, prefix: grubDirectory, modules: modules, config: config)
             grub = try PendingImage(.x86_64EFI, prefix: "", modules: modules, config: config)
             self.config = config
         } else {
-            core = try PendingImage(.x86_64EFI, prefix: prefix, modules: modules)
-            grub = try PendingImage(.x86_64EFI, prefix: "", modules: modules)
+            core = try PendingImage(.x86_64EFI, prefix: prefix, modules: extra + modules)
+            grub = try PendingImage(.x86_64EFI, prefix: "", modules: extra + modules)
             config = nil
         }
     }

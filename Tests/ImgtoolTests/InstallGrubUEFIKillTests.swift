@@ -13,13 +13,6 @@ struct InstallGrubUEFIKillTests {
     typealias JSON = [String: Any]
     let layout = InstallGrubUEFITests()
 
-    /// The bytes of partition `number` of `image`, copied to `out`.
-    func extract(_ image: String, number: Int, to out: String) throws -> String {
-        let (start, size) = try layout.partition(image, number: number)
-        try run(["dd", "status=none", "if=\(image)", "of=\(out)", "bs=512", "skip=\(start)", "count=\(size)"])
-        return out
-    }
-
     /// What a kill left, by the session's own account: the kinds of what it holds.
     func staleHolds() throws -> Set<String> {
         let r = try imgtool(["status", "--json"])
@@ -46,7 +39,7 @@ struct InstallGrubUEFIKillTests {
         let scratch = try Scratch()
         let marker = "IMGTOOL-UEFI-KILL-STEPS"
         let pristine = try layout.makeESPDisk(scratch.file("pristine.img"), ["--bios-boot", "--marker", marker])
-        let pristineESP = try sha256(try extract(pristine, number: 2, to: scratch.file("pristine-esp.img")))
+        let pristineESP = try sha256(try Offline.partition(pristine, 2, to: scratch.file("pristine-esp.img")))
         let image = scratch.file("disk.img")
         var killed = 0, undoLeft = 0
         for k in 1...40 {
@@ -58,7 +51,7 @@ struct InstallGrubUEFIKillTests {
             if try staleHolds().contains("undo") { undoLeft += 1 }
             try recover(byCleanup: k % 2 == 1, image)
             // Nothing but the ESP write touches the ESP, and it is undone unless it finished.
-            let esp = try extract(image, number: 2, to: scratch.file("esp.img"))
+            let esp = try Offline.partition(image, 2, to: scratch.file("esp.img"))
             #expect(try sha256(esp) == pristineESP, "kill \(k): the ESP is not as it was")
             #expect(try Subprocess.run(["fsck.fat", "-n", esp]).status == 0, "kill \(k)")
         }
@@ -74,7 +67,7 @@ struct InstallGrubUEFIKillTests {
         let scratch = try Scratch()
         let marker = "IMGTOOL-UEFI-KILL-RANDOM"
         let pristine = try layout.makeESPDisk(scratch.file("pristine.img"), ["--marker", marker])
-        let pristineESP = try sha256(try extract(pristine, number: 1, to: scratch.file("pristine-esp.img")))
+        let pristineESP = try sha256(try Offline.partition(pristine, 1, to: scratch.file("pristine-esp.img")))
         let image = scratch.file("disk.img")
         // GRUB's image as a finished run leaves it, and the run's time here, to spread the kills over.
         var duration = TimeInterval.infinity
@@ -84,7 +77,7 @@ struct InstallGrubUEFIKillTests {
             #expect(try imgtool(["install-grub", image, "-q"]).status == 0)
             duration = min(duration, Date().timeIntervalSince(started))
         }
-        let loader = try grubImage(try extract(image, number: 1, to: scratch.file("done-esp.img")))
+        let loader = try grubImage(try Offline.partition(image, 1, to: scratch.file("done-esp.img")))
 
         var untouched = 0, complete = 0
         let (killedMidway, attempts, failed) = try killAtRandomPoints(wanted: 30, maxAttempts: 60, duration: duration, start: {
@@ -92,7 +85,7 @@ struct InstallGrubUEFIKillTests {
             return try SessionsTests().startInstall(image)
         }, afterKill: { attempt in
             try recover(byCleanup: attempt % 2 == 0, image)
-            let esp = try extract(image, number: 1, to: scratch.file("esp.img"))
+            let esp = try Offline.partition(image, 1, to: scratch.file("esp.img"))
             #expect(try Subprocess.run(["fsck.fat", "-n", esp]).status == 0, "attempt \(attempt): the ESP is damaged")
             if try sha256(esp) == pristineESP { untouched += 1 } else {
                 #expect(try grubImage(esp) == loader, "attempt \(attempt): the ESP was changed, but GRUB's image is not the finished one")

@@ -59,8 +59,7 @@ struct InstallGrubUEFITests {
         // The ESP is still a clean FAT, with GRUB's image at the removable path.
         let esp = scratch.file("esp.img")
         let espNumber = c.layout.contains("--bios-boot") ? 2 : 1
-        let (start, size) = try partition(image, number: espNumber)
-        try run(["dd", "status=none", "if=\(image)", "of=\(esp)", "bs=512", "skip=\(start)", "count=\(size)"])
+        try Offline.partition(image, espNumber, to: esp)
         #expect(try Subprocess.run(["fsck.fat", "-n", esp]).status == 0)
         #expect(try Subprocess.run(["env", "MTOOLS_SKIP_CHECK=1", "mdir", "-i", esp, "::/EFI/BOOT/BOOTX64.EFI"]).succeeded)
         #expect(try Subprocess.run(["env", "MTOOLS_SKIP_CHECK=1", "mdir", "-i", esp, "::/boot/grub/device.map"]).status != 0,
@@ -135,23 +134,16 @@ struct InstallGrubUEFITests {
         try showMenu(image, entry: marker, partition: 3, scratch: scratch)
         try expectVerifyBoots(image, ["bios", "efi"], menu: marker)
 
-        let (start, _) = try partition(image, number: 2)
+        let start = try Offline.range(image, 2).offset
         let garbage = scratch.file("garbage.efi")
         try writeFile(garbage, [UInt8](repeating: 0x5A, count: 4096))
-        try run(["env", "MTOOLS_SKIP_CHECK=1", "mcopy", "-o", "-i", "\(image)@@\(start * 512)", garbage, "::/EFI/BOOT/BOOTX64.EFI"])
+        try run(["env", "MTOOLS_SKIP_CHECK=1", "mcopy", "-o", "-i", "\(image)@@\(start)", garbage, "::/EFI/BOOT/BOOTX64.EFI"])
         let (status, report, boots) = try verifyBoot(image)
         #expect(boots.map { $0["firmware"] as? String } == ["bios", "efi"])
         #expect(boots.first?["outcome"] as? String == "grubMenu", "SeaBIOS still starts GRUB")
         #expect(boots.last?["outcome"] as? String != "grubMenu" && boots.last?["outcome"] as? String != "grubPrompt", "\(boots.last ?? [:])")
         #expect(status == 1 && report["bootable"] as? Bool == false && (report["bios"] as? JSON)?["bootable"] as? Bool == true, "\(report)")
         #expect((report["efi"] as? JSON)?["bootable"] as? Bool == false && bootDisagreements(report).isEmpty, "\(report)")
-    }
-
-    /// sfdisk's start and size of partition `number`, in sectors.
-    func partition(_ image: String, number: Int) throws -> (Int, Int) {
-        let table = try #require((try JSONSerialization.jsonObject(with: Data(try run(["sfdisk", "--json", image]).output)) as? JSON)?["partitiontable"] as? JSON)
-        let p = try #require((table["partitions"] as? [JSON])?.first { ($0["node"] as? String)?.hasSuffix("\(number)") == true })
-        return (try #require(p["start"] as? Int), try #require(p["size"] as? Int))
     }
 
     /// Debian's signed shim and GRUB on firmware that enforces Secure Boot with Microsoft's keys;
@@ -166,9 +158,7 @@ struct InstallGrubUEFITests {
         try run(["cp", "--sparse=always", pristine, unsigned])
         let json = try install(signed, ["--secure-boot"])
         #expect(json["secureBoot"] as? Bool == true && json["firmware"] as? String == "uefi")
-        let (start, size) = try partition(signed, number: 1)
-        let esp = scratch.file("esp.img")
-        try run(["dd", "status=none", "if=\(signed)", "of=\(esp)", "bs=512", "skip=\(start)", "count=\(size)"])
+        let esp = try Offline.partition(signed, 1, to: scratch.file("esp.img"))
         let listing = try run(["env", "MTOOLS_SKIP_CHECK=1", "mdir", "-b", "-i", esp, "::/EFI/BOOT"]).stdout.uppercased()
         for name in ["BOOTX64.EFI", "GRUBX64.EFI", "MMX64.EFI", "GRUB.CFG"] { #expect(listing.contains(name), "\(name): \(listing)") }
         let booted = try boot(signed, expect: marker, firmware: "uefi-secure")
@@ -223,9 +213,7 @@ struct InstallGrubUEFITests {
 
     /// The ESP of `image` passes `fsck.fat -n`.
     func espClean(_ image: String, scratch: Scratch, number: Int = 1) throws -> Bool {
-        let (start, size) = try partition(image, number: number)
-        let esp = scratch.file("esp-check.img")
-        try run(["dd", "status=none", "if=\(image)", "of=\(esp)", "bs=512", "skip=\(start)", "count=\(size)"])
+        let esp = try Offline.partition(image, number, to: scratch.file("esp-check.img"))
         return try Subprocess.run(["fsck.fat", "-n", esp]).status == 0
     }
 

@@ -40,6 +40,11 @@ struct OfflineDifferentialTests {
                install: ["--secure-boot"], boot: 2, esp: 1),
         Layout(name: "UEFI on 4 KiB sectors", script: "make-esp-disk.sh", arguments: ["--sector-size", "4096"], boot: 2, esp: 1,
                sectorSize: 4096),
+        // Where --modules go among grub-install's own, in core.img and in the EFI images.
+        Layout(name: "hybrid gpt with --modules", script: "make-esp-disk.sh", arguments: ["--bios-boot"],
+               install: ["--modules", "lvm", "--modules", "gzio"], head: 4096 * 512, boot: 3, esp: 2),
+        Layout(name: "UEFI with Secure Boot and --modules", script: "make-esp-disk.sh", arguments: ["--boot", "ext3"],
+               install: ["--secure-boot", "--modules", "lvm"], boot: 2, esp: 1),
     ]
 
     @Test("the offline result equals grub-install's: the sectors before the partitions, grub/ and the ESP file for file",
