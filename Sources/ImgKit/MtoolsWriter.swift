@@ -27,17 +27,20 @@ final class MtoolsWriter: GrubDirectoryWriter {
     /// Reads the filesystem as it is now (ImgFormats' FAT reader).
     func isDirectory(_ path: String) throws -> Bool { try entry(path)?.isDirectory == true }
 
-    private func entry(_ path: String) throws -> FATFilesystem.Entry? {
-        try FATFilesystem.open(try target.source(), offset: offset, length: length).lookup(path)
+    private func entry(_ path: String) throws -> FATFilesystem.Entry? { try filesystem().lookup(path) }
+
+    private func filesystem() throws -> FATFilesystem {
+        try FATFilesystem.open(try target.source(), offset: offset, length: length)
     }
 
     /// Wraps mmd(1).
     func makeDirectory(_ path: String) throws {
+        let fat = try filesystem()
         var missing: [String] = [], above = ""
         for component in path.split(separator: "/") {
             above += "/\(component)"
-            // Below a missing directory everything is missing: no need to read again.
-            if try !missing.isEmpty || !exists(above) { missing.append(above) }
+            // Below a missing directory everything is missing: no need to look.
+            if try !missing.isEmpty || fat.lookup(above) == nil { missing.append(above) }
         }
         if !missing.isEmpty { try Self.run("mmd", ["-i", drive] + missing.map { "::" + $0 }, session: session) }
     }
