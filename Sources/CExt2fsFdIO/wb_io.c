@@ -126,8 +126,7 @@ static errcode_t wb_pwritev(int fd, struct iovec *iov, int n, uint64_t at) {
 
 /// Writes every written block in block order, runs of consecutive blocks in one pwritev straight
 /// from where they are kept, and forgets all kept blocks. Block numbers are sorted, not entries:
-/// qsort moves 8-byte elements directly (entries went through its indirect path, a sixth of an
-/// offline install's instructions).
+/// qsort moves 8-byte elements directly, and 24-byte entries through its slower indirect path.
 static errcode_t wb_write_out(io_channel channel) {
     struct wb_data *d = channel->private_data;
     if (d->count == 0) return 0;

@@ -18,7 +18,7 @@ enum GrubTools {
             throw .toolMissing(tool: "GRUB's \(target.rawValue) files (\(target.moduleDirectory))", package: target.package)
         }
         for tool in offline ? ["mcopy", "mmd"] : ["mcopy"] where (targets.contains(.x86_64EFI) || writesFAT) && Subprocess.find(tool) == nil {
-            throw .toolMissing(tool: "\(tool) (it writes the EFI system partition, which this kernel cannot mount)", package: "mtools")
+            throw .toolMissing(tool: "\(tool) (it writes FAT: the EFI system partition, or a FAT /boot offline)", package: "mtools")
         }
         if needsUdevadm && Subprocess.find("udevadm") == nil {
             throw .toolMissing(tool: "udevadm (grub-probe asks it where a partition starts)", package: "udev")

@@ -122,7 +122,7 @@ public final class Ext2Writer {
             madeDirectories[parent]!.insert(leaf)
         } else if let existing = lookup(leaf, in: parent) {
             ino = existing
-            try withFile(ino, path: path) { file in ext2fs_file_set_size2(file, 0) }
+            try truncate(ino, path: path)
         } else {
             ino = try newInode(named: leaf, in: parent, mode: regular, path: path)
         }
@@ -140,15 +140,15 @@ public final class Ext2Writer {
         try setAttributes(ino, mode: regular, owner: owner, size: UInt64(contents.count))
     }
 
-    /// Runs `body` on `ino` opened for writing, and closes it. Wraps ext2fs_file_open(3) and
-    /// ext2fs_file_close(3).
-    private func withFile(_ ino: ext2_ino_t, path: String, _ body: (ext2_file_t) -> errcode_t) throws(Error) {
+    /// Frees every block of `ino` and sets its size to 0. Wraps ext2fs_file_open(3),
+    /// ext2fs_file_set_size2(3) and ext2fs_file_close(3).
+    private func truncate(_ ino: ext2_ino_t, path: String) throws(Error) {
         var file: ext2_file_t?
         let err = ext2fs_file_open(fs, ino, EXT2_FILE_WRITE, &file)
         guard err == 0, let file else { throw Error("ext2fs_file_open \(path)", err) }
-        let result = body(file)
+        let truncated = ext2fs_file_set_size2(file, 0)
         let closed = ext2fs_file_close(file)
-        guard result == 0 else { throw Error("ext2fs_file_set_size2 \(path)", result) }
+        guard truncated == 0 else { throw Error("ext2fs_file_set_size2 \(path)", truncated) }
         guard closed == 0 else { throw Error("ext2fs_file_close \(path)", closed) }
     }
 

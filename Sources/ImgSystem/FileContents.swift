@@ -7,8 +7,9 @@ package func readFile(_ path: String) throws(SystemError) -> [UInt8] {
     let h = try FileHandle(path: path, flags: O_RDONLY)
     // fstat's size and one byte more, so that a regular file's end is seen in one round, into
     // memory left uninitialised (an offline install reads 300-odd files); /proc and /sys files
-    // report size 0 and take more rounds.
-    var capacity = Int(try fileStatus(fd: h.fd, path: path).st_size) + 1
+    // report size 0 and are read 64 KiB at a time.
+    let size = Int(try fileStatus(fd: h.fd, path: path).st_size)
+    var capacity = size > 0 ? size + 1 : 65536
     var data: [UInt8] = []
     while true {
         var failure: SystemError?

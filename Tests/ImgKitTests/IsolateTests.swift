@@ -286,6 +286,28 @@ final class IsolateTests {
         #expect(IsolatedVMTests.leftovers().isEmpty, "\(IsolatedVMTests.leftovers())")
     }
 
+    /// What keeps the image whole is the host's working copy, not the guest: here the guest's
+    /// install fails at the ESP, after GRUB's files went into the ext4 /boot on its disk, and the
+    /// guest syncs that disk before it powers off. Written in place, the image would now hold half
+    /// an install.
+    @Test("an offline install that fails in the VM after writing /boot leaves the image byte for byte as it was")
+    func failureAfterWrites() throws {
+        let image = scratch.file("hybrid.img")
+        try run(["\(repositoryRoot)/TestImages/make-esp-disk.sh", image, "--bios-boot"])
+        let before = try sha256(image)
+        let bin = scratch.file("bin")
+        try run(["mkdir", "-p", bin])
+        try "#!/bin/sh\necho 'mcopy: injected failure' >&2\nexit 1\n".write(toFile: bin + "/mcopy", atomically: true, encoding: .utf8)
+        chmod(bin + "/mcopy", 0o755)
+        let path = bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
+        let r = try Subprocess.run(["env", "PATH=\(path)", imgtoolPath, "install-grub", "--isolate", "-v", image])
+        #expect(r.status == ExitStatus.failure.rawValue, "\(r.stderr)")
+        // It got as far as the ESP: GRUB's files were already written into /boot.
+        #expect(r.stderr.contains("wrote GRUB's i386-pc and x86_64-efi files") && r.stderr.contains("injected failure"), "\(r.stderr)")
+        #expect(try sha256(image) == before)
+        #expect(try run(["sh", "-c", "ls -A \"$1\" | grep -c imgtool || true", "sh", scratch.path]).stdout == "0\n")
+    }
+
     @Test("SIGINT stops the VM at once: exit 130, nothing left, image unchanged")
     func interrupt() throws {
         let image = try makeDisk(scratch.file("disk.img"), ["--label", "dos"])
