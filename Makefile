@@ -10,7 +10,7 @@ OUT := out
 # depending on ImgKit needs too; zlib and zstd inflate qcow2 and VMDK clusters, libewf reads E01);
 # static: what Scripts/build-libdevmapper.sh needs to build the static libdevmapper.a that only
 # the CLI's static build (`make build`) links.
-BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev liblzma-dev libdevmapper-dev zlib1g-dev libzstd-dev libewf-dev
+BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev liblzma-dev libdevmapper-dev zlib1g-dev libzstd-dev libewf-dev libparted-dev libarchive-dev
 STATIC_PKGS := dpkg-dev gcc make
 # install-grub at run time: grub-install and GRUB's i386-pc files; udevadm, which grub-probe asks
 # where a partition starts; util-linux for setpriv; eatmydata, preloaded into grub-install in

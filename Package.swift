@@ -33,10 +33,14 @@ let package = Package(
         .systemLibrary(name: "CDevMapper", pkgConfig: "devmapper", providers: [.apt(["libdevmapper-dev"])]),
         // libdm's variadic log callback, formatted in C for a Swift function pointer.
         .target(name: "CDevMapperShim", dependencies: ["CDevMapper"]),
+        // libparted writes the partition tables `imgtool create` makes (no hand-written table writer).
+        .systemLibrary(name: "CParted", pkgConfig: "libparted", providers: [.apt(["libparted-dev"])]),
+        // libarchive reads the tar archives `imgtool create` fills filesystems from, owners and all.
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         .target(name: "ImgFormats", dependencies: ["CLzma", "CZlib", "CZstd"]),
         .target(
             name: "ImgSystem",
-            dependencies: ["ImgFormats", "CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", "CDevMapper", "CDevMapperShim", "CEwf",
+            dependencies: ["ImgFormats", "CLinuxShim", "CBlkid", "CExt2fs", "CExt2fsFdIO", "CDevMapper", "CDevMapperShim", "CEwf", "CParted", "CArchive",
                            .product(name: "Logging", package: "swift-log")]),
         // Throwaway VMs: qemu's process, its QMP monitor, initramfs assembly, saved VMs, boot screens.
         .target(
