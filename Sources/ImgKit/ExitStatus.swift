@@ -14,8 +14,13 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
     case noInput = 66
     /// A tool or kernel feature the job needs is missing (grub-install, udevadm, loop devices, a strategy).
     case unavailable = 69
+    /// `create`: the image already exists (and `--overwrite` was not given), or cannot be made there.
+    case cannotCreate = 73
     /// Another imgtool holds the image.
     case busy = 75
     /// The job needs root.
     case noPermission = 77
+    /// `create`: the layout is invalid (an unknown key or type, overlapping or oversized
+    /// partitions, an ESP too small for FAT32) or its contents do not fit.
+    case layout = 78
 }

@@ -1,0 +1,182 @@
+import ImgFormats
+
+/// Where each partition of a `DiskLayout` goes: computed before anything is written, so a layout
+/// that cannot fit is refused with nothing made. libparted then writes exactly this (`PartedTable`).
+public struct DiskPlacement: Sendable, Equatable {
+    /// The image's size in bytes.
+    public let diskBytes: UInt64
+    /// The partitions in layout order.
+    public let partitions: [Placed]
+    /// MBR with logical partitions: the extended partition's first sector and length.
+    public let extended: (start: UInt64, sectors: UInt64)?
+
+    /// One placed partition, in sectors of the layout's size.
+    public struct Placed: Sendable, Equatable {
+        /// The number the table gives it: 1-4 for primaries, 5 on for logicals, 1-128 on GPT.
+        public let number: Int
+        public let startSector: UInt64
+        public let sectors: UInt64
+    }
+
+    public static func == (a: DiskPlacement, b: DiskPlacement) -> Bool {
+        a.diskBytes == b.diskBytes && a.partitions == b.partitions && a.extended?.start == b.extended?.start
+            && a.extended?.sectors == b.extended?.sectors
+    }
+}
+
+extension DiskLayout {
+    /// The smallest EFI system partition FAT32 allows with 512-byte clusters: 65525 clusters, two
+    /// FATs of 4 bytes per cluster and 32 reserved sectors, rounded up to the alignment.
+    public static let minimumESP: UInt64 = {
+        let fatSectors = (UInt64(65525 + 2) * 4 + 511) / 512
+        let bytes = (32 + 2 * fatSectors + 65525) * 512
+        return (bytes + alignment - 1) / alignment * alignment
+    }()
+
+    /// Checks what can be checked without the contents: types against the table, flags, sizes,
+    /// MBR's primary and logical rules. Wraps nothing; `Create` and embedders call it first.
+    public func validate() throws(CreateError) {
+        guard sectorSize == 512 || sectorSize == 4096 else {
+            throw .invalidLayout(origin: "--sector-size", detail: "\(sectorSize) is not a sector size; give 512 or 4096.")
+        }
+        guard !partitions.isEmpty else {
+            throw .invalidLayout(origin: "layout", detail: "no partitions; give at least one --partition or definition.")
+        }
+        if case .bytes(let bytes) = size, bytes % UInt64(sectorSize) != 0 || bytes < 2 * Self.alignment {
+            throw .invalidLayout(origin: "--size", detail: "\(bytes) bytes is not a whole number of \(sectorSize)-byte sectors of at least 2 MiB.")
+        }
+        var logicalSeen = false
+        for partition in partitions {
+            let origin = partition.origin
+            switch table {
+            case .gpt:
+                guard partition.type.gpt != nil else {
+                    throw .invalidLayout(origin: origin, detail: "type \(partition.type) is an MBR type; a GPT partition needs a type GUID or a name such as linux or esp.")
+                }
+                if partition.logical { throw .invalidLayout(origin: origin, detail: "logical partitions exist on MBR only; GPT has 128 primary entries.") }
+            case .mbr:
+                guard partition.type.mbr != nil else {
+                    if partition.type.isBIOSBoot {
+                        throw .invalidLayout(origin: origin, detail: "an MBR disk has no BIOS boot partition: GRUB's core.img goes in the gap after the MBR. Leave this partition out.")
+                    }
+                    throw .invalidLayout(origin: origin, detail: "type \(partition.type) has no MBR type byte; give one in hex (83 for Linux) or use --table gpt.")
+                }
+                if partition.attributes != 0 { throw .invalidLayout(origin: origin, detail: "Flags= sets GPT attribute bits, and MBR has none.") }
+                if partition.logical { logicalSeen = true } else if logicalSeen {
+                    throw .invalidLayout(origin: origin, detail: "a primary partition after a logical one; list the logical partitions last.")
+                }
+            }
+            if let low = partition.sizeMin, let high = partition.sizeMax, low > high {
+                throw .invalidLayout(origin: origin, detail: "SizeMinBytes= (\(low)) is larger than SizeMaxBytes= (\(high)).")
+            }
+            if partition.format == nil || partition.format == .swap, !partition.copies.isEmpty || !partition.makeDirectories.isEmpty {
+                throw .invalidLayout(origin: origin, detail: "files can be copied into a partition only with format=ext2, ext3, ext4 or vfat.")
+            }
+            if partition.type.isBIOSBoot, partition.format != nil {
+                throw .invalidLayout(origin: origin, detail: "a BIOS boot partition holds GRUB's core.img, not a filesystem; leave format= out.")
+            }
+            if partition.type.isESP, partition.format == .vfat, let high = partition.sizeMax, high < Self.minimumESP {
+                throw .espTooSmall(origin: origin, size: high, needed: Self.minimumESP)
+            }
+        }
+        if table == .mbr {
+            let primaries = partitions.filter { !$0.logical }.count
+            let limit = logicalSeen ? 3 : 4
+            guard primaries <= limit else {
+                throw .invalidLayout(origin: partitions[limit].origin, detail: "MBR holds \(limit) primary partitions\(logicalSeen ? " besides the extended one" : ""); mark the later ones logical, or use --table gpt.")
+            }
+        } else if partitions.count > 128 {
+            throw .invalidLayout(origin: partitions[128].origin, detail: "GPT holds 128 partitions.")
+        }
+    }
+
+    /// Places every partition: each gets at least `contentBytes[i]` (what its contents need,
+    /// 0 for none) and its own minimum; a fixed-size disk's free space is shared by weight, as
+    /// repart shares it; `--size auto` gives each its minimum and the disk their sum.
+    public func place(contentBytes: [UInt64]) throws(CreateError) -> DiskPlacement {
+        try validate()
+        let grain = Self.alignment
+        func roundUp(_ bytes: UInt64) -> UInt64 { (bytes + grain - 1) / grain * grain }
+        var minimum: [UInt64] = []
+        var maximum: [UInt64] = []
+        for (index, partition) in partitions.enumerated() {
+            var floor = max(partition.sizeMin ?? 0, index < contentBytes.count ? contentBytes[index] : 0, grain)
+            if partition.type.isESP, partition.format == .vfat { floor = max(floor, Self.minimumESP) }
+            floor = roundUp(floor)
+            let ceiling = partition.sizeMax.map { $0 / grain * grain } ?? .max
+            if floor > ceiling {
+                if partition.type.isESP, partition.format == .vfat, ceiling < Self.minimumESP {
+                    throw .espTooSmall(origin: partition.origin, size: partition.sizeMax ?? 0, needed: Self.minimumESP)
+                }
+                throw .contentsDoNotFit(origin: partition.origin, needed: floor, size: partition.sizeMax ?? 0)
+            }
+            minimum.append(floor)
+            maximum.append(ceiling)
+        }
+        // Space before each partition: 1 MiB before the first; a logical partition's EBR takes
+        // the grain before it, as fdisk leaves it.
+        let gaps = partitions.enumerated().map { index, partition in
+            (index == 0 ? grain : 0) + (partition.logical ? grain : 0)
+        }
+        // GPT's backup header and entries at the end: one grain keeps the disk a whole number of MiB.
+        let tail: UInt64 = table == .gpt ? grain : 0
+        let needed = minimum.reduce(0, +) + gaps.reduce(0, +) + tail
+        var sizes = minimum
+        let diskBytes: UInt64
+        switch size {
+        case .auto:
+            diskBytes = needed
+        case .bytes(let bytes):
+            guard needed <= bytes else { throw .exceedsDisk(needed: needed, size: bytes) }
+            diskBytes = bytes
+            let lastUsable = table == .gpt ? bytes - 34 * UInt64(sectorSize) : bytes
+            var free = (lastUsable / grain * grain) - (needed - tail)
+            // Shares by weight, capped at each maximum; what a capped partition cannot take goes
+            // round again to the others.
+            var open = Set(partitions.indices.filter { partitions[$0].weight > 0 && sizes[$0] < maximum[$0] })
+            while free >= grain, !open.isEmpty {
+                let totalWeight = open.reduce(UInt64(0)) { $0 + UInt64(partitions[$1].weight) }
+                var given: UInt64 = 0
+                for index in open.sorted() {
+                    let share = free / grain * UInt64(partitions[index].weight) / totalWeight * grain
+                    let take = min(share, maximum[index] - sizes[index])
+                    sizes[index] += take
+                    given += take
+                    if sizes[index] >= maximum[index] { open.remove(index) }
+                }
+                if given == 0 {
+                    // Shares rounded down to nothing: the remaining grains go one by one in order.
+                    for index in open.sorted() where free - given >= grain {
+                        sizes[index] += grain
+                        given += grain
+                        if sizes[index] >= maximum[index] { open.remove(index) }
+                    }
+                    if given == 0 { break }
+                }
+                free -= given
+            }
+        }
+        let sector = UInt64(sectorSize)
+        var placed: [DiskPlacement.Placed] = []
+        var offset: UInt64 = 0
+        var primaryNumber = 0
+        var logicalNumber = 4
+        var extendedStart: UInt64?
+        for (index, partition) in partitions.enumerated() {
+            if partition.logical && extendedStart == nil { extendedStart = index == 0 ? grain : offset }
+            offset += gaps[index]
+            let number: Int
+            if table == .mbr && partition.logical {
+                logicalNumber += 1
+                number = logicalNumber
+            } else {
+                primaryNumber += 1
+                number = primaryNumber
+            }
+            placed.append(.init(number: number, startSector: offset / sector, sectors: sizes[index] / sector))
+            offset += sizes[index]
+        }
+        let extended = extendedStart.map { (start: $0 / sector, sectors: (offset - $0) / sector) }
+        return DiskPlacement(diskBytes: diskBytes, partitions: placed, extended: extended)
+    }
+}
