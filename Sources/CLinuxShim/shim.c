@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CLinuxShim.h"
 #include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 #include <errno.h>
 #include <string.h>
@@ -52,6 +53,10 @@ int imgtool_open_tmpfile(const char *dir, unsigned int mode) {
     int fd;
     do { fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode); } while (fd < 0 && errno == EINTR);
     return fd < 0 ? -errno : fd;
+}
+
+int imgtool_rename_noreplace(const char *from, const char *to) {
+    return renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) < 0 ? -errno : 0;
 }
 
 long long imgtool_copy_file_range(int in, long long in_offset, int out, long long out_offset, unsigned long long length) {

@@ -32,6 +32,9 @@ public enum InstallGrub {
         /// UEFI through Debian's Microsoft-signed shim and signed GRUB, for firmware that enforces
         /// Secure Boot; without it the UEFI loader is GRUB's own unsigned image.
         public var secureBoot: Bool
+        /// Offline: the time written into the files' records (`Create` passes SOURCE_DATE_EPOCH or
+        /// its seed's time, for the same bytes on every run); nil: now.
+        public var recordedTime: Int64?
 
         /// Options for `image`; every other choice defaults to automatic.
         public init(image: String, strategy: Strategy? = nil, diskName: String? = nil, bootPartition: Int? = nil,

@@ -9,12 +9,15 @@ import ImgSystem
 final class MtoolsWriter: GrubDirectoryWriter {
     private let target: OfflineTarget, offset: UInt64, length: UInt64
     private let session: Session
+    /// The time mtools records (its SOURCE_DATE_EPOCH); nil: now.
+    private let time: Int64?
 
     /// The FAT filesystem of `length` bytes at `offset` in `target`.
-    init(_ target: OfflineTarget, offset: UInt64, length: UInt64, session: Session) {
+    init(_ target: OfflineTarget, offset: UInt64, length: UInt64, time: Int64? = nil, session: Session) {
         self.target = target
         self.offset = offset
         self.length = length
+        self.time = time
         self.session = session
     }
 
@@ -42,13 +45,13 @@ final class MtoolsWriter: GrubDirectoryWriter {
             // Below a missing directory everything is missing: no need to look.
             if try !missing.isEmpty || fat.lookup(above) == nil { missing.append(above) }
         }
-        if !missing.isEmpty { try Self.run("mmd", ["-i", drive] + missing.map { "::" + $0 }, session: session) }
+        if !missing.isEmpty { try Self.run("mmd", ["-i", drive] + missing.map { "::" + $0 }, time: time, session: session) }
     }
 
     /// Wraps mcopy(1), from a memory file.
     func write(_ path: String, bytes: [UInt8]) throws {
         let file = try MemoryFile(name: path, contents: bytes)
-        try Self.run("mcopy", ["-o", "-i", drive, file.path, "::" + path], session: session)
+        try Self.run("mcopy", ["-o", "-i", drive, file.path, "::" + path], time: time, session: session)
     }
 
     /// Files whose name is their source's go in one mcopy(1) per directory; the others (a
@@ -62,11 +65,11 @@ final class MtoolsWriter: GrubDirectoryWriter {
                 if byDirectory[parent] == nil { order.append(parent) }
                 byDirectory[parent, default: []].append(file.source)
             } else {
-                try Self.run("mcopy", ["-o", "-i", drive, file.source, "::" + destination], session: session)
+                try Self.run("mcopy", ["-o", "-i", drive, file.source, "::" + destination], time: time, session: session)
             }
         }
         for parent in order {
-            try Self.run("mcopy", ["-o", "-i", drive] + byDirectory[parent]! + ["::\(parent)/"], session: session)
+            try Self.run("mcopy", ["-o", "-i", drive] + byDirectory[parent]! + ["::\(parent)/"], time: time, session: session)
         }
     }
 
@@ -77,8 +80,10 @@ final class MtoolsWriter: GrubDirectoryWriter {
 
     /// Runs an mtools `tool` (mcopy, mdel, mmd) with `arguments`, dying with imgtool should it be
     /// killed. MTOOLS_SKIP_CHECK: mtools would otherwise insist on a floppy-like geometry.
-    static func run(_ tool: String, _ arguments: [String], session: Session) throws {
-        let r = try Subprocess.run(["setpriv", "--pdeathsig", "KILL", "--", "env", "MTOOLS_SKIP_CHECK=1", tool] + arguments,
+    /// `time`: what mtools records as now (SOURCE_DATE_EPOCH, which it reads; FAT starts in 1980).
+    static func run(_ tool: String, _ arguments: [String], time: Int64? = nil, session: Session) throws {
+        let epoch = time.map { ["SOURCE_DATE_EPOCH=\(max($0, 315_532_800))"] } ?? []
+        let r = try Subprocess.run(["setpriv", "--pdeathsig", "KILL", "--", "env", "MTOOLS_SKIP_CHECK=1"] + epoch + [tool] + arguments,
                                    interruption: session.interruption)
         try session.checkpoint()
         guard r.succeeded else { throw InstallGrubError.grubToolFailed(tool: tool, status: r.status, stderr: r.stderr) }

@@ -61,16 +61,19 @@ enum OfflineInstall {
                                        into target: OfflineTarget, session: Session) throws -> [UInt8]? {
         let sectorSize = UInt64(plan.table.sectorSize)
         let esp = plan.esp.map {
-            MtoolsWriter(target, offset: $0.startSector * sectorSize, length: $0.sectorCount * sectorSize, session: session)
+            MtoolsWriter(target, offset: $0.startSector * sectorSize, length: $0.sectorCount * sectorSize,
+                         time: options.recordedTime, session: session)
         }
         let bootStart = plan.bootPartition.startSector * sectorSize
         let writer: GrubDirectoryWriter
         if plan.bootOnESP, let esp {
             writer = esp
         } else if plan.bootFilesystem.type == "vfat" {
-            writer = MtoolsWriter(target, offset: bootStart, length: plan.bootPartition.sectorCount * sectorSize, session: session)
+            writer = MtoolsWriter(target, offset: bootStart, length: plan.bootPartition.sectorCount * sectorSize,
+                                  time: options.recordedTime, session: session)
         } else {
-            writer = try Ext2Writer(image: target.path, offset: bootStart)
+            writer = try options.recordedTime.map { try Ext2Writer(image: target.path, offset: bootStart, time: UInt32(clamping: $0)) }
+                ?? Ext2Writer(image: target.path, offset: bootStart)
         }
         // On the ESP always /boot/grub, as the loop strategies copy it there.
         let grubDirectory = plan.bootOnESP ? "/boot/grub" : try writer.grubDirectory()

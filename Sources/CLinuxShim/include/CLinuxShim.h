@@ -49,6 +49,10 @@ int imgtool_memfd_create(const char *name);
 /// `mode`; returns the descriptor or -errno (EOPNOTSUPP where the filesystem has no O_TMPFILE).
 int imgtool_open_tmpfile(const char *dir, unsigned int mode);
 
+/// renameat2(2) of `from` to `to` with RENAME_NOREPLACE (glibc declares it only with
+/// _GNU_SOURCE): EEXIST when `to` exists; returns 0 or -errno.
+int imgtool_rename_noreplace(const char *from, const char *to);
+
 /// copy_file_range(2) of `length` bytes from `in` at `in_offset` to `out` at `out_offset`;
 /// returns the count copied (0 at the end of `in`) or -errno.
 long long imgtool_copy_file_range(int in, long long in_offset, int out, long long out_offset, unsigned long long length);

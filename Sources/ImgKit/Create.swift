@@ -1,0 +1,220 @@
+import Glibc
+import ImgFormats
+import ImgSystem
+import Logging
+
+/// Makes a disk image from a `DiskLayout`: the table through libparted, each filesystem by its
+/// own mkfs at its partition's offset and filled through libext2fs or mtools, and, when asked, GRUB
+/// installed offline and the result verified. No root and no loop device. The image is built under
+/// a hidden name beside the target and renamed into place only when everything succeeded, so
+/// no failure or signal leaves a file that looks finished.
+///
+/// ```swift
+/// let layout = DiskLayout(table: .gpt, partitions: [
+///     .init(type: PartitionKind("esp")!, format: .vfat, origin: "esp"),
+///     .init(type: PartitionKind("root")!, format: .ext4, copies: [.init(source: "rootfs.tar")], origin: "root"),
+/// ])
+/// let result = try Create.run(.init(image: "disk.img", layout: layout, bootloader: .hybrid), logger: logger)
+/// ```
+public enum Create {
+    /// What to make, where, and how.
+    public struct Options: Sendable {
+        public var image: String
+        public var layout: DiskLayout
+        /// Replace an existing image (only once the new one is complete).
+        public var overwrite: Bool
+        /// Install GRUB for this firmware after the filesystems are made (`InstallGrub`, offline).
+        public var bootloader: InstallGrub.Firmware?
+        public var secureBoot: Bool
+        /// Every identifier (disk and partition GUIDs, filesystem UUIDs, hash seeds, FAT serials)
+        /// comes from this; nil: from `sourceDateEpoch`, else random.
+        public var seed: String?
+        /// SOURCE_DATE_EPOCH: the time recorded everywhere, and the latest an input file's time may be.
+        public var sourceDateEpoch: Int64?
+        /// Files of a directory input owned by the caller are stored as root's (as an unprivileged
+        /// build means them); false keeps every owner as it is.
+        public var callerOwnsAsRoot: Bool
+
+        /// Options for `image` from `layout`.
+        public init(image: String, layout: DiskLayout, overwrite: Bool = false, bootloader: InstallGrub.Firmware? = nil,
+                    secureBoot: Bool = false, seed: String? = nil, sourceDateEpoch: Int64? = nil, callerOwnsAsRoot: Bool = true) {
+            self.image = image
+            self.layout = layout
+            self.overwrite = overwrite
+            self.bootloader = bootloader
+            self.secureBoot = secureBoot
+            self.seed = seed
+            self.sourceDateEpoch = sourceDateEpoch
+            self.callerOwnsAsRoot = callerOwnsAsRoot
+        }
+    }
+
+    /// What was made.
+    public struct Result: Sendable {
+        public struct Partition: Sendable, Equatable {
+            public let number: Int
+            public let startSector: UInt64
+            public let sectors: UInt64
+            public let type: String
+            /// GPT: the partition's unique GUID.
+            public let uuid: String?
+            public let format: DiskLayout.Filesystem?
+            /// The filesystem's UUID (ext, swap) or serial (vfat, "ABCD-1234").
+            public let filesystemUUID: String?
+            public let label: String?
+        }
+        public let image: String
+        public let table: DiskLayout.TableKind
+        public let sizeBytes: UInt64
+        public let diskGUID: String?
+        public let partitions: [Partition]
+        /// install-grub's result, with `bootloader`.
+        public let grub: InstallGrub.Result?
+        /// verify's verdict on the made image, with `bootloader`.
+        public let bootable: Bool?
+    }
+
+    /// Makes `options.image`. Wraps Create's steps: checks, placement, libparted, mkfs, fill, GRUB.
+    public static func run(_ options: Options, logger: Logger, interruption: Interruption = Interruption()) throws(CreateError) -> Result {
+        let layout = options.layout
+        try layout.validate()
+        if layout.sectorSize != 512 {
+            throw .sectorSize(layout.sectorSize, reason: "libparted writes an image file with 512-byte sectors; a 4096-byte table needs a loop device with 4096-byte blocks, which create does not attach. Make the image with 512-byte sectors.")
+        }
+        let image = options.image
+        var status = stat()
+        if lstat(image, &status) == 0, !options.overwrite { throw .imageExists(path: image) }
+        try CreateTools.require(for: layout)
+        let identity = CreateIdentity(seed: options.seed, sourceDateEpoch: options.sourceDateEpoch)
+        var sources: [[TreeSource]] = []
+        for partition in layout.partitions {
+            var opened: [TreeSource] = []
+            for copy in partition.copies {
+                do {
+                    opened.append(try TreeSource(path: copy.source, callerOwnsAsRoot: options.callerOwnsAsRoot))
+                } catch {
+                    throw .inputMissing(path: copy.source, reason: error.description)
+                }
+            }
+            sources.append(opened)
+        }
+        try check(interruption)
+        var contentBytes = try layout.partitions.indices.map { index throws(CreateError) in
+            try CreateFilesystems.estimate(layout.partitions[index], sources: sources[index])
+        }
+        let directory = Self.directory(of: image)
+        // Not-yet-fitting contents are met by growing the partitions that may grow, and again.
+        for attempt in 0..<4 {
+            let placement = try layout.place(contentBytes: contentBytes)
+            logger.info("\(layout.table.rawValue) layout, \(placement.diskBytes >> 20) MiB, \(layout.partitions.count) partitions")
+            let staging = try StagingImage(directory: directory, name: Self.baseName(of: image))
+            do {
+                let made = try build(options, placement: placement, identity: identity, sources: sources, into: staging.path,
+                                     logger: logger, interruption: interruption)
+                try staging.commit(to: image, overwrite: options.overwrite)
+                return Result(image: image, table: layout.table, sizeBytes: placement.diskBytes, diskGUID: made.diskGUID,
+                              partitions: made.partitions, grub: made.grub, bootable: made.bootable)
+            } catch .contentsDoNotFit(let origin, let needed, let size) where attempt < 3 {
+                staging.discard()
+                // A filesystem filled up: grow its partition, when it may grow, and build again.
+                guard let index = layout.partitions.firstIndex(where: { $0.origin == origin }) else {
+                    throw .contentsDoNotFit(origin: origin, needed: needed, size: size)
+                }
+                let partition = layout.partitions[index]
+                let had = placement.partitions[index].sectors * UInt64(layout.sectorSize)
+                let grown = had + had / 4
+                if let most = partition.sizeMax, had >= most / DiskLayout.alignment * DiskLayout.alignment {
+                    throw .contentsDoNotFit(origin: origin, needed: grown, size: most)
+                }
+                logger.info("\(origin): \(had >> 20) MiB was too small for the contents; trying \(grown >> 20) MiB")
+                contentBytes[index] = grown
+            } catch {
+                staging.discard()
+                throw error
+            }
+        }
+        throw .failed(step: "create", detail: "the contents did not fit after four sizes")
+    }
+
+    struct Made {
+        let diskGUID: String?
+        let partitions: [Result.Partition]
+        let grub: InstallGrub.Result?
+        let bootable: Bool?
+    }
+
+    /// Everything after placement, into the staging file `path`.
+    static func build(_ options: Options, placement: DiskPlacement, identity: CreateIdentity, sources: [[TreeSource]], into path: String,
+                      logger: Logger, interruption: Interruption) throws(CreateError) -> Made {
+        let layout = options.layout
+        guard truncate(path, off_t(placement.diskBytes)) == 0 else {
+            throw .cannotCreate(path: options.image, reason: String(cString: strerror(errno)))
+        }
+        try CreateTable.write(layout: layout, placement: placement, identity: identity, to: path)
+        try check(interruption)
+        var partitions: [Result.Partition] = []
+        for (index, partition) in layout.partitions.enumerated() {
+            let placed = placement.partitions[index]
+            var fsUUID: String?
+            if let format = partition.format {
+                fsUUID = try CreateFilesystems.make(format, partition: partition, at: placed, image: path, identity: identity,
+                                                    index: index, sources: sources[index], interruption: interruption, logger: logger)
+                try check(interruption)
+            }
+            partitions.append(.init(number: placed.number, startSector: placed.startSector, sectors: placed.sectors,
+                                    type: partition.type.name,
+                                    uuid: layout.table == .gpt ? identity.partitionUUID(partition, index: index).description : nil,
+                                    format: partition.format, filesystemUUID: fsUUID, label: partition.label))
+        }
+        var grub: InstallGrub.Result?
+        var bootable: Bool?
+        if let firmware = options.bootloader {
+            do {
+                grub = try InstallGrub.run(.init(image: path, strategy: .offline, firmware: firmware, secureBoot: options.secureBoot),
+                                           logger: logger, interruption: interruption)
+            } catch {
+                if case .interrupted(let signal) = error { throw .interrupted(signal: signal) }
+                throw .failed(step: "install-grub", detail: error.description)
+            }
+            do {
+                bootable = try Verify.run(.init(image: path), logger: logger).bootable
+            } catch {
+                throw .failed(step: "verify", detail: error.description)
+            }
+            guard bootable == true else {
+                throw .failed(step: "verify", detail: "imgtool verify does not call the new image bootable; run it with -v on an image made without --bootloader to see why")
+            }
+        }
+        return Made(diskGUID: layout.table == .gpt ? identity.diskGUID.description : nil, partitions: partitions, grub: grub, bootable: bootable)
+    }
+
+    static func check(_ interruption: Interruption) throws(CreateError) {
+        if let signal = interruption.signal { throw .interrupted(signal: signal) }
+    }
+
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    static func baseName(of path: String) -> String {
+        path.lastIndex(of: "/").map { String(path[path.index(after: $0)...]) } ?? path
+    }
+}
+
+extension Create.Result: JSONRepresentable {
+    /// The document `imgtool create --json` prints.
+    public var json: JSONValue {
+        .object([
+            "image": .string(image), "table": .string(table.rawValue), "sizeBytes": .uint(sizeBytes), "diskGUID": JSONValue(diskGUID),
+            "partitions": .array(partitions.map { p in
+                .object([
+                    "number": JSONValue(p.number), "startSector": .uint(p.startSector), "sectors": .uint(p.sectors),
+                    "type": .string(p.type), "uuid": JSONValue(p.uuid), "format": JSONValue(p.format?.rawValue),
+                    "filesystemUUID": JSONValue(p.filesystemUUID), "label": JSONValue(p.label),
+                ])
+            }),
+            "grub": grub?.json ?? .null, "bootable": bootable.map(JSONValue.bool) ?? .null,
+        ])
+    }
+}
