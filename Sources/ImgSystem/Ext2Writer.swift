@@ -22,6 +22,12 @@ public final class Ext2Writer {
         public let message: String
         public var description: String { "\(operation): \(message)" }
 
+        /// The filesystem has no free block or inode left for what was being written: a bigger one
+        /// would hold it (an xattr too big for one inode is not this).
+        public var isOutOfSpace: Bool {
+            [EXT2_ET_BLOCK_ALLOC_FAIL, EXT2_ET_INODE_ALLOC_FAIL, EXT2_ET_DIR_NO_SPACE_FOR_CSUM, errcode_t(ENOSPC)].contains(errcode_t(code))
+        }
+
         init(_ operation: String, _ code: errcode_t) {
             self.operation = operation
             self.code = Int(code)
@@ -43,15 +49,21 @@ public final class Ext2Writer {
     }
 
     private var handle: ext2_filsys?
-    private let fs: ext2_filsys
-    private let name: String
+    let fs: ext2_filsys
+    let name: String
     /// What libext2fs writes through (see CExt2fsFdIO's write-back manager); closed after it.
     private let file: FileHandle
-    /// Times given to what is written (seconds since the epoch).
-    public var time: UInt32
+    /// Times given to what is written (seconds since the epoch), and libext2fs's own clock: the
+    /// inodes' creation times and the superblock's last write time (fs->now), so that the same
+    /// inputs at the same `time` give the same bytes.
+    public var time: UInt32 {
+        didSet { fs.pointee.now = time_t(time) }
+    }
     /// The names written into each directory this writer made: nothing else is in it, so a name
     /// not among them needs no lookup (a scan of the whole directory, per file).
-    private var madeDirectories: [ext2_ino_t: Set<String>] = [:]
+    var madeDirectories: [ext2_ino_t: Set<String>] = [:]
+    /// File data written through the channel since it last wrote out what it keeps (see populate).
+    var unflushedBytes = 0
     /// Directories' inodes by path, once looked up or made: a writer never removes or renames one.
     private var directoryInodes: [String: ext2_ino_t] = [:]
 
@@ -67,6 +79,7 @@ public final class Ext2Writer {
         var err = ext2fs_open2("wb:\(file.fd):\(offset)", nil, Int32(flags), 0, 0, imgtool_write_back_io_manager(), &handle)
         guard err == 0, let fs = handle else { throw Error("ext2fs_open2 \(image) at offset \(offset)", err) }
         self.fs = fs
+        fs.pointee.now = time_t(time)
         if ext2fs_has_feature_journal_needs_recovery(fs.pointee.super) != 0 {
             throw Error("\(image) at offset \(offset): its journal needs replaying (run e2fsck -f on it first)", errcode_t(EROFS))
         }
@@ -142,7 +155,7 @@ public final class Ext2Writer {
 
     /// Frees every block of `ino` and sets its size to 0. Wraps ext2fs_file_open(3),
     /// ext2fs_file_set_size2(3) and ext2fs_file_close(3).
-    private func truncate(_ ino: ext2_ino_t, path: String) throws(Error) {
+    func truncate(_ ino: ext2_ino_t, path: String) throws(Error) {
         var file: ext2_file_t?
         let err = ext2fs_file_open(fs, ino, EXT2_FILE_WRITE, &file)
         guard err == 0, let file else { throw Error("ext2fs_file_open \(path)", err) }
@@ -177,7 +190,7 @@ public final class Ext2Writer {
     /// order; every one of them must be mapped and initialised. From the extent tree's leaves
     /// (ext2fs_bmap2 reopened the tree for each block), else (ext2, ext3) block by block. Wraps
     /// ext2fs_extent_open2(3), ext2fs_extent_get(3) and ext2fs_bmap2(3).
-    private func mappedRuns(of ino: ext2_ino_t, count: Int, path: String) throws(Error) -> [(logical: Int, physical: blk64_t, length: Int)] {
+    func mappedRuns(of ino: ext2_ino_t, count: Int, path: String) throws(Error) -> [(logical: Int, physical: blk64_t, length: Int)] {
         var inode = ext2_inode()
         var err = ext2fs_read_inode(fs, ino, &inode)
         guard err == 0 else { throw Error("ext2fs_read_inode \(path)", err) }
@@ -263,16 +276,16 @@ public final class Ext2Writer {
 
     // MARK: Inodes
 
-    private func newInode(named leaf: String, in parent: ext2_ino_t, mode: UInt16, path: String) throws(Error) -> ext2_ino_t {
+    /// A new inode of `mode` linked as `leaf` in `parent`, with one link and the writer's time.
+    /// `device` goes into i_block for a device node (and, like a fifo's or a socket's, without an
+    /// extent tree, which the kernel would reject there). Wraps ext2fs_new_inode(3),
+    /// ext2fs_link(3) and ext2fs_write_new_inode(3).
+    func newInode(named leaf: String, in parent: ext2_ino_t, mode: UInt16, path: String,
+                  device: (major: UInt32, minor: UInt32)? = nil) throws(Error) -> ext2_ino_t {
         var ino: ext2_ino_t = 0
         var err = ext2fs_new_inode(fs, parent, Int32(mode), nil, &ino)
         guard err == 0 else { throw Error("ext2fs_new_inode \(path)", err) }
-        err = ext2fs_link(fs, parent, leaf, ino, Int32(EXT2_FT_REG_FILE))
-        if err == EXT2_ET_DIR_NO_SPACE {
-            err = ext2fs_expand_dir(fs, parent)
-            if err == 0 { err = ext2fs_link(fs, parent, leaf, ino, Int32(EXT2_FT_REG_FILE)) }
-        }
-        guard err == 0 else { throw Error("ext2fs_link \(path)", err) }
+        try link(leaf, in: parent, to: ino, mode: mode, path: path)
         ext2fs_inode_alloc_stats2(fs, ino, 1, 0)
         var inode = ext2_inode()
         inode.i_mode = mode
@@ -280,7 +293,15 @@ public final class Ext2Writer {
         inode.i_atime = time
         inode.i_ctime = time
         inode.i_mtime = time
-        if ext2fs_has_feature_extents(fs.pointee.super) != 0 {
+        let special = [LINUX_S_IFCHR, LINUX_S_IFBLK, LINUX_S_IFIFO, LINUX_S_IFSOCK].contains(Int32(mode) & LINUX_S_IFMT)
+        if let device {
+            // As the kernel's ext4_write_inode: the old encoding where it fits, else the new one.
+            if device.major < 256 && device.minor < 256 {
+                inode.i_block.0 = device.major << 8 | device.minor
+            } else {
+                inode.i_block.1 = (device.minor & 0xff) | (device.major << 8) | ((device.minor & ~0xff) << 12)
+            }
+        } else if !special, ext2fs_has_feature_extents(fs.pointee.super) != 0 {
             // An empty extent tree in i_block, the flag set, as mke2fs -d makes a file.
             var extents: ext2_extent_handle_t?
             err = ext2fs_extent_open2(fs, ino, &inode, &extents)
@@ -292,37 +313,82 @@ public final class Ext2Writer {
         return ino
     }
 
-    /// Sets mode, owner, the three times and, when given, the size of `ino`. Wraps
-    /// ext2fs_read_inode(3), ext2fs_inode_size_set(3) and ext2fs_write_inode(3).
-    private func setAttributes(_ ino: ext2_ino_t, mode: UInt16, owner: Owner, size: UInt64? = nil) throws(Error) {
-        var inode = ext2_inode()
-        var err = ext2fs_read_inode(fs, ino, &inode)
-        guard err == 0 else { throw Error("ext2fs_read_inode \(ino)", err) }
-        if let size {
-            err = ext2fs_inode_size_set(fs, &inode, ext2_off64_t(size))
-            guard err == 0 else { throw Error("ext2fs_inode_size_set \(ino)", err) }
+    /// Adds the name `leaf` for `ino` (of `mode`) to `parent`, which grows by a block when full.
+    /// Wraps ext2fs_link(3) and ext2fs_expand_dir(3).
+    func link(_ leaf: String, in parent: ext2_ino_t, to ino: ext2_ino_t, mode: UInt16, path: String) throws(Error) {
+        let type: Int32 = switch Int32(mode) & LINUX_S_IFMT {
+        case LINUX_S_IFDIR: Int32(EXT2_FT_DIR)
+        case LINUX_S_IFLNK: Int32(EXT2_FT_SYMLINK)
+        case LINUX_S_IFCHR: Int32(EXT2_FT_CHRDEV)
+        case LINUX_S_IFBLK: Int32(EXT2_FT_BLKDEV)
+        case LINUX_S_IFIFO: Int32(EXT2_FT_FIFO)
+        case LINUX_S_IFSOCK: Int32(EXT2_FT_SOCK)
+        default: Int32(EXT2_FT_REG_FILE)
         }
-        inode.i_mode = mode
-        inode.i_uid = UInt16(truncatingIfNeeded: owner.uid)
-        inode.osd2.linux2.l_i_uid_high = UInt16(truncatingIfNeeded: owner.uid >> 16)
-        inode.i_gid = UInt16(truncatingIfNeeded: owner.gid)
-        inode.osd2.linux2.l_i_gid_high = UInt16(truncatingIfNeeded: owner.gid >> 16)
-        inode.i_atime = time
-        inode.i_ctime = time
-        inode.i_mtime = time
-        err = ext2fs_write_inode(fs, ino, &inode)
-        guard err == 0 else { throw Error("ext2fs_write_inode \(ino)", err) }
+        var err = ext2fs_link(fs, parent, leaf, ino, type)
+        if err == EXT2_ET_DIR_NO_SPACE {
+            err = ext2fs_expand_dir(fs, parent)
+            if err == 0 { err = ext2fs_link(fs, parent, leaf, ino, type) }
+        }
+        guard err == 0 else { throw Error("ext2fs_link \(path)", err) }
+    }
+
+    /// Sets mode, owner, the times and, when given, the size of `ino`: atime, ctime and mtime to
+    /// `mtime` (the writer's time when nil), the creation time to the writer's time, nanoseconds
+    /// to 0 (libext2fs leaves them as it found them). Wraps ext2fs_read_inode_full(3),
+    /// ext2fs_inode_size_set(3) and ext2fs_write_inode_full(3).
+    func setAttributes(_ ino: ext2_ino_t, mode: UInt16, owner: Owner, size: UInt64? = nil, mtime: Int64? = nil) throws(Error) {
+        var large = ext2_inode_large()
+        let inodeSize = Int(fs.pointee.super.pointee.s_rev_level) == 0 ? 128 : Int(fs.pointee.super.pointee.s_inode_size)
+        let length = Int32(min(MemoryLayout<ext2_inode_large>.size, inodeSize))
+        let err = withUnsafeMutablePointer(to: &large) { pointer -> Error? in
+            pointer.withMemoryRebound(to: ext2_inode.self, capacity: 1) { inode -> Error? in
+                var err = ext2fs_read_inode_full(fs, ino, inode, length)
+                guard err == 0 else { return Error("ext2fs_read_inode_full \(ino)", err) }
+                if let size {
+                    err = ext2fs_inode_size_set(fs, inode, ext2_off64_t(size))
+                    guard err == 0 else { return Error("ext2fs_inode_size_set \(ino)", err) }
+                }
+                inode.pointee.i_mode = mode
+                inode.pointee.i_uid = UInt16(truncatingIfNeeded: owner.uid)
+                inode.pointee.osd2.linux2.l_i_uid_high = UInt16(truncatingIfNeeded: owner.uid >> 16)
+                inode.pointee.i_gid = UInt16(truncatingIfNeeded: owner.gid)
+                inode.pointee.osd2.linux2.l_i_gid_high = UInt16(truncatingIfNeeded: owner.gid >> 16)
+                let (seconds, epoch) = Self.encode(mtime ?? Int64(time))
+                inode.pointee.i_atime = seconds
+                inode.pointee.i_ctime = seconds
+                inode.pointee.i_mtime = seconds
+                // The fields past the first 128 bytes that the inode has room for (i_extra_isize).
+                if length > 128, 128 + Int(pointer.pointee.i_extra_isize) >= MemoryLayout<ext2_inode_large>.offset(of: \.i_version_hi)! {
+                    pointer.pointee.i_atime_extra = epoch
+                    pointer.pointee.i_ctime_extra = epoch
+                    pointer.pointee.i_mtime_extra = epoch
+                    (pointer.pointee.i_crtime, pointer.pointee.i_crtime_extra) = Self.encode(Int64(time))
+                }
+                err = ext2fs_write_inode_full(fs, ino, inode, length)
+                guard err == 0 else { return Error("ext2fs_write_inode_full \(ino)", err) }
+                return nil
+            }
+        }
+        if let err { throw err }
+    }
+
+    /// A time as ext4 stores it: the low 32 bits, and the epoch bits of the *_extra field
+    /// (nanoseconds 0), so that times before 1970 and after 2038 survive.
+    static func encode(_ time: Int64) -> (seconds: UInt32, extra: UInt32) {
+        let low = Int32(truncatingIfNeeded: time)
+        return (UInt32(bitPattern: low), UInt32(truncatingIfNeeded: ((time - Int64(low)) >> 32) & 3))
     }
 
     // MARK: Names
 
-    private func lookup(_ name: String, in directory: ext2_ino_t) -> ext2_ino_t? {
+    func lookup(_ name: String, in directory: ext2_ino_t) -> ext2_ino_t? {
         var ino: ext2_ino_t = 0
         let err = ext2fs_lookup(fs, directory, name, Int32(name.utf8.count), nil, &ino)
         return err == 0 ? ino : nil
     }
 
-    private func lookupPath(_ path: String) throws(Error) -> ext2_ino_t? {
+    func lookupPath(_ path: String) throws(Error) -> ext2_ino_t? {
         var ino = ext2_ino_t(EXT2_ROOT_INO)
         for component in path.split(separator: "/") {
             guard let next = lookup(String(component), in: ino) else { return nil }

@@ -10,6 +10,7 @@
 #include <linux/fs.h>
 #include <linux/blkpg.h>
 #include <linux/hdreg.h>
+#include <sys/xattr.h>  // llistxattr, lgetxattr: not in Swift's Glibc module
 
 static const unsigned long IMGTOOL_LOOP_CTL_GET_FREE = LOOP_CTL_GET_FREE;
 static const unsigned long IMGTOOL_LOOP_CONFIGURE = LOOP_CONFIGURE;
