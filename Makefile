@@ -30,6 +30,9 @@ DIST_PKGS := lintian debootstrap man-db bash-completion zsh fish groff fdisk pyt
 TEST_PKGS += groff-base
 # FilesFATISOTests measures imgtool cat's peak memory with GNU time.
 TEST_PKGS += time
+# TestImages/make-linux-rootfs.sh resolves the cloud kernel's module dependencies with modprobe
+# (linux-image-cloud-amd64 pulls kmod in; named here because the script calls it).
+TEST_PKGS += kmod
 
 # `make install PREFIX=... DESTDIR=...`: the static executable, imgtool(1) and the completions.
 PREFIX ?= /usr/local
