@@ -90,10 +90,11 @@ public enum Create {
         for partition in layout.partitions {
             var opened: [TreeSource] = []
             for copy in partition.copies {
-                do {
-                    opened.append(try TreeSource(path: copy.source, callerOwnsAsRoot: options.callerOwnsAsRoot))
+                do throws(TreeSource.Error) {
+                    opened.append(try TreeSource(path: copy.source, ownership: options.callerOwnsAsRoot ? .callerAsRoot : .asRecorded,
+                                                 implicitDirectoryTime: identity.time))
                 } catch {
-                    throw .inputMissing(path: copy.source, reason: error.description)
+                    throw .inputMissing(path: copy.source, reason: error.message)
                 }
             }
             sources.append(opened)
@@ -102,16 +103,33 @@ public enum Create {
         var contentBytes = try layout.partitions.indices.map { index throws(CreateError) in
             try CreateFilesystems.estimate(layout.partitions[index], sources: sources[index])
         }
+        let bootIndex = options.bootloader.flatMap { _ in Self.bootPartitionIndex(layout) }
+        if let firmware = options.bootloader, let bootIndex {
+            // GRUB's files (each platform's modules, fonts, translations) go into /boot/grub there.
+            let grub = firmware.targets.reduce(UInt64(0)) { $0 + GrubTools.moduleFilesBytes($1) }
+            contentBytes[bootIndex] += grub + grub / 2 + (2 << 20)
+        }
         let directory = Self.directory(of: image)
         // Not-yet-fitting contents are met by growing the partitions that may grow, and again.
         for attempt in 0..<4 {
             let placement = try layout.place(contentBytes: contentBytes)
             logger.info("\(layout.table.rawValue) layout, \(placement.diskBytes >> 20) MiB, \(layout.partitions.count) partitions")
-            let staging = try StagingImage(directory: directory, name: Self.baseName(of: image))
+            let staging: StagingImage
             do {
-                let made = try build(options, placement: placement, identity: identity, sources: sources, into: staging.path,
+                staging = try StagingImage(directory: directory, name: Self.baseName(of: image))
+            } catch {
+                throw .cannotCreate(path: image, reason: error.description)
+            }
+            do throws(CreateError) {
+                let made = try build(options, placement: placement, bootIndex: bootIndex, identity: identity, sources: sources, into: staging.path,
                                      logger: logger, interruption: interruption)
-                try staging.commit(to: image, overwrite: options.overwrite)
+                do {
+                    try staging.commit(to: image, overwrite: options.overwrite)
+                } catch where error.errno == EEXIST {
+                    throw CreateError.imageExists(path: image)
+                } catch {
+                    throw CreateError.cannotCreate(path: image, reason: error.description)
+                }
                 return Result(image: image, table: layout.table, sizeBytes: placement.diskBytes, diskGUID: made.diskGUID,
                               partitions: made.partitions, grub: made.grub, bootable: made.bootable)
             } catch .contentsDoNotFit(let origin, let needed, let size) where attempt < 3 {
@@ -144,7 +162,7 @@ public enum Create {
     }
 
     /// Everything after placement, into the staging file `path`.
-    static func build(_ options: Options, placement: DiskPlacement, identity: CreateIdentity, sources: [[TreeSource]], into path: String,
+    static func build(_ options: Options, placement: DiskPlacement, bootIndex: Int?, identity: CreateIdentity, sources: [[TreeSource]], into path: String,
                       logger: Logger, interruption: Interruption) throws(CreateError) -> Made {
         let layout = options.layout
         guard truncate(path, off_t(placement.diskBytes)) == 0 else {
@@ -170,8 +188,10 @@ public enum Create {
         var bootable: Bool?
         if let firmware = options.bootloader {
             do {
-                grub = try InstallGrub.run(.init(image: path, strategy: .offline, firmware: firmware, secureBoot: options.secureBoot),
-                                           logger: logger, interruption: interruption)
+                var install = InstallGrub.Options(image: path, strategy: .offline, bootPartition: bootIndex.map { placement.partitions[$0].number },
+                                                  firmware: firmware, secureBoot: options.secureBoot)
+                install.recordedTime = identity.time
+                grub = try InstallGrub.run(install, logger: logger, interruption: interruption)
             } catch {
                 if case .interrupted(let signal) = error { throw .interrupted(signal: signal) }
                 throw .failed(step: "install-grub", detail: error.description)
@@ -186,6 +206,15 @@ public enum Create {
             }
         }
         return Made(diskGUID: layout.table == .gpt ? identity.diskGUID.description : nil, partitions: partitions, grub: grub, bootable: bootable)
+    }
+
+    /// Where /boot/grub goes: an XBOOTLDR partition, else the root partition, else the first
+    /// other ext one; nil leaves it to install-grub (an ESP alone holds it).
+    static func bootPartitionIndex(_ layout: DiskLayout) -> Int? {
+        let ext = layout.partitions.indices.filter { layout.partitions[$0].format?.isExt == true }
+        return ext.first { layout.partitions[$0].type.name == "xbootldr" }
+            ?? ext.first { layout.partitions[$0].type.name.hasPrefix("root") }
+            ?? ext.first
     }
 
     static func check(_ interruption: Interruption) throws(CreateError) {

@@ -47,14 +47,16 @@ enum CreateFilesystems {
             inodes += summary.inodes
         }
         inodes += UInt64(partition.makeDirectories.count)
-        guard data > 0 || inodes > 0 else { return 0 }
+        // Under 8 MiB mke2fs leaves out ext3/ext4's journal: 16 MiB gets one of 4 MiB.
+        let floor: UInt64 = format == .ext3 || format == .ext4 ? 16 << 20 : 0
+        guard data > 0 || inodes > 0 else { return floor }
         if format == .vfat {
             return data + data / 16 + (1 << 20)
         }
         // Inodes come one per 16 KiB of the filesystem (inode_ratio), 256 bytes each.
         var size = max(data + data / 8, (inodes + 64) * 16384) + inodes * inodeSize
         size += journalBytes(forFilesystem: size) + (2 << 20)
-        return size
+        return max(size, floor)
     }
 
     /// mke2fs's default journal for a filesystem of `bytes` (ext2fs_default_journal_size, 4 KiB blocks).

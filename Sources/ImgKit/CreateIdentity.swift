@@ -18,9 +18,8 @@ struct CreateIdentity {
         } else if let sourceDateEpoch {
             self.seed = Array("SOURCE_DATE_EPOCH=\(sourceDateEpoch)".utf8)
         } else {
-            var random = [UInt8](repeating: 0, count: 32)
-            _ = getrandom(&random, random.count, 0)
-            self.seed = random
+            var generator = SystemRandomNumberGenerator()
+            self.seed = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
         }
         time = sourceDateEpoch ?? (seed != nil ? 0 : Int64(Glibc.time(nil)))
         clamp = sourceDateEpoch

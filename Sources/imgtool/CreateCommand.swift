@@ -94,7 +94,7 @@ struct CreateCommand {
         defer { withExtendedLifetime(trap) {} }
         let logger = makeLogger(label: "imgtool.create", verbose: verbose, quiet: quiet)
         let result: Create.Result
-        do {
+        do throws(CreateError) {
             var options = options
             if let definitions {
                 options.layout.partitions = try RepartDefinitions.load(directory: definitions, root: root)
