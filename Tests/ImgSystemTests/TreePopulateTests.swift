@@ -173,6 +173,8 @@ struct TreePopulateTests {
             try writer.close()
             if run == 0 { sleep(1) }  // a wall clock that leaked in would differ
             sums.append(try sha256(fs))
+            let crtime = try debugfs("stat /tree/suid", fs)
+            #expect(crtime.contains("crtime: 0x\(String(Self.time, radix: 16)):00000000"), "\(crtime)")
         }
         #expect(sums[0] == sums[1])
     }
@@ -191,6 +193,44 @@ struct TreePopulateTests {
         } throws: { error in
             (error as? Ext2Writer.PopulateError)?.isOutOfSpace == true && "\(error)".contains("do not fit")
         }
+    }
+
+    @Test("more files than the filesystem has inodes: isOutOfSpace")
+    func outOfInodes() throws {
+        let scratch = try Scratch()
+        let root = scratch.file("many files")
+        try run(["mkdir", "-p", root])
+        for i in 0..<64 { try writeFile("\(root)/file \(i)", []) }
+        let fs = scratch.file("few inodes.img")
+        try makeFilesystem(fs, size: "8M", extra: ["-N", "32", "-O", "^has_journal"])
+        let writer = try Ext2Writer(image: fs, offset: 0, time: Self.time)
+        #expect {
+            try writer.populate(from: try TreeSource(path: root))
+        } throws: { error in
+            (error as? Ext2Writer.PopulateError)?.isOutOfSpace == true
+        }
+    }
+
+    @Test("tar archives compressed by tar(1) with each filter are read alike", arguments: ["", "-z", "-J", "-j", "--zstd"])
+    func compressed(filter: String) throws {
+        let scratch = try Scratch()
+        let root = scratch.file("tree")
+        try run(["mkdir", "-p", "\(root)/d"])
+        try writeFile("\(root)/d/f", Array(repeating: 9, count: 70_000))
+        let archive = scratch.file("the archive.tar")
+        try run(["tar", "-C", root, "--numeric-owner", "--owner=1000", "--group=1000", "--mtime=@1234567890"]
+                + (filter.isEmpty ? [] : [filter]) + ["-cf", archive, "."])
+        let reader = try TreeSource(path: archive).makeReader()
+        var entries: [TreeEntry] = []
+        var contents: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while let entry = try reader.next() {
+            entries.append(entry)
+            while case let n = try buffer.withUnsafeMutableBytes({ try reader.read(into: $0) }), n > 0 { contents += buffer[..<n] }
+        }
+        #expect(entries.map(\.path) == ["", "d", "d/f"])
+        #expect(entries.allSatisfy { $0.uid == 1000 && $0.gid == 1000 && $0.mtime == 1_234_567_890 })
+        #expect(contents == Array(repeating: 9, count: 70_000))
     }
 
     @Test("refused: a missing path, a socket, an archive entry with .., each named")
