@@ -4,7 +4,8 @@ import Glibc
 
 /// Writes directories and files into an ext2/3/4 filesystem inside an image file, through
 /// libext2fs: no mount, no loop device, no root. What it makes is owned by whoever the caller says
-/// (root, as grub-install leaves GRUB's files), whatever user runs it.
+/// (root, as grub-install leaves GRUB's files), whatever user runs it. `populate` (Ext2Populator.swift)
+/// fills it from a whole tree, a directory or a tar archive, for `imgtool create`.
 ///
 /// libext2fs writes without the filesystem's journal, so a crash in the middle leaves metadata
 /// half written; callers write into a copy and replace the image when it is done. A filesystem

@@ -64,6 +64,7 @@ public struct TreeSummary: Sendable, Equatable {
     /// Entries that take an inode: everything but hard links and the top (the filesystem's root
     /// or the target directory already has one).
     public var inodes: UInt64 = 0
+    /// Directories below the top.
     public var directories: UInt64 = 0
     public var regularFiles: UInt64 = 0
     /// Regular files' sizes, each rounded up to the block size.
@@ -93,8 +94,8 @@ public struct TreeSummary: Sendable, Equatable {
         if !entry.path.isEmpty { inodes += 1 }
         switch entry.kind {
         case .directory:
-            directories += 1
             directoryEntryBytes += 24  // "." and ".."
+            if !entry.path.isEmpty { directories += 1 }
         case .regularFile:
             regularFiles += 1
             dataBytes += round(entry.size)
