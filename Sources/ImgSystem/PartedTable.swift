@@ -109,10 +109,13 @@ public enum PartedTable {
                 }
                 return part
             }
-            if let extended {
-                _ = try add(PED_PARTITION_EXTENDED, start: extended.start, sectors: extended.sectors, filesystem: nil, what: "extended")
-            }
+            var extendedAdded = false
             for (index, entry) in entries.enumerated() {
+                // The extended partition after the primaries, which libparted numbers in the order added.
+                if entry.kind == .logical, !extendedAdded, let extended {
+                    _ = try add(PED_PARTITION_EXTENDED, start: extended.start, sectors: extended.sectors, filesystem: nil, what: "extended")
+                    extendedAdded = true
+                }
                 let what = "partition \(index + 1)"
                 let part = try add(entry.kind == .logical ? PED_PARTITION_LOGICAL : PED_PARTITION_NORMAL,
                                    start: entry.startSector, sectors: entry.sectors, filesystem: entry.filesystem, what: what)
