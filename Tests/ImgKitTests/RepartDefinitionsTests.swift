@@ -208,7 +208,8 @@ struct RepartDefinitionsTests {
         ])
         let partitions = try RepartDefinitions.load(directory: dir, root: nil)
         #expect(partitions.map(\.origin) == ["10-a.conf", "20-b.conf", "3-c.conf", "50-e.conf"])
-        #expect(partitions.map(\.label) == ["esp", "esp-3", "esp-2", "esp-4"])
+        // Only earlier labels count, as in repart 252: the explicit esp-2 after 20-b.conf does not.
+        #expect(partitions.map(\.label) == ["esp", "esp-2", "esp-2", "esp-3"])
 
         let empty = try writeDefinitions(["x.txt": "[Partition]\nType=esp"])
         #expect { try RepartDefinitions.load(directory: empty, root: nil) } throws: { error in
