@@ -368,10 +368,12 @@ public enum RepartDefinitions {
     }
 
     /// repart's default label for a partition without Label=: its type's name (the GUID for a type
-    /// without one), then "-2", "-3"... until no other partition has it.
+    /// without one), then "-2", "-3"... until no earlier partition has it. Later partitions'
+    /// labels do not count: repart 252 gives 20-b.conf "esp-2" even when 3-c.conf has Label=esp-2.
     static func assignDefaultLabels(_ partitions: inout [DiskLayout.Partition]) {
-        var used = Set(partitions.compactMap(\.label))
-        for index in partitions.indices where partitions[index].label == nil {
+        var used: Set<String> = []
+        for index in partitions.indices {
+            if let label = partitions[index].label { used.insert(label); continue }
             let gpt = partitions[index].type.gpt
             let prefix = typeNames.values.first { GUID(string: $0.gpt) == gpt }?.canonical
                 ?? gpt?.description.lowercased() ?? partitions[index].type.name
