@@ -52,7 +52,7 @@ f.seek(phoff); table = f.read(phentsize * phnum)
 sys.exit(any(struct.unpack_from("<I", table, i * phentsize)[0] == 3 for i in range(phnum)))  # PT_INTERP
 ' "$BUSYBOX" ||
     missing "$BUSYBOX is linked dynamically; install the Debian package busybox-static"
-"$BUSYBOX" --list | grep -qx findfs || missing "$BUSYBOX has no findfs applet; install the Debian package busybox-static"
+"$BUSYBOX" --list | grep -x findfs >/dev/null || missing "$BUSYBOX has no findfs applet; install the Debian package busybox-static"
 MODPROBE=$(command -v modprobe || echo /usr/sbin/modprobe)
 [[ -x $MODPROBE ]] || missing "no modprobe; install the Debian package kmod"
 

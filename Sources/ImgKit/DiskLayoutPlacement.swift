@@ -90,9 +90,49 @@ extension DiskLayout {
         }
     }
 
+    /// repart's sharing: the whole span is divided by weight; a partition whose share is below its
+    /// minimum takes the minimum and leaves the pool, one whose share is above its maximum takes the
+    /// maximum, and the others then take their shares. What whole grains are left over go one at
+    /// a time to weighted partitions with room, in order. (repart's grain is 4 KiB, ours 1 MiB.)
+    static func share(span: UInt64, weights: [UInt32], minimum: [UInt64], maximum: [UInt64], grain: UInt64) -> [UInt64] {
+        var decided = [UInt64?](repeating: nil, count: weights.count)
+        func shares() -> [Int: UInt64] {
+            let open = decided.indices.filter { decided[$0] == nil }
+            let total = open.reduce(UInt64(0)) { $0 + UInt64(weights[$1]) }
+            let pool = (span - decided.reduce(0) { $0 + ($1 ?? 0) }) / grain
+            var result: [Int: UInt64] = [:]
+            for index in open { result[index] = total == 0 ? 0 : pool * UInt64(weights[index]) / total * grain }
+            return result
+        }
+        while true {
+            let current = shares()
+            guard !current.isEmpty else { break }
+            if let index = current.keys.sorted().first(where: { current[$0]! < minimum[$0] }) {
+                decided[index] = minimum[index]
+            } else if let index = current.keys.sorted().first(where: { current[$0]! > maximum[$0] }) {
+                decided[index] = maximum[index]
+            } else {
+                for (index, size) in current { decided[index] = size }
+                break
+            }
+        }
+        var sizes = decided.map { $0! }
+        var left = span - min(span, sizes.reduce(0, +))
+        var growing = true
+        while left >= grain, growing {
+            growing = false
+            for index in sizes.indices where weights[index] > 0 && sizes[index] + grain <= maximum[index] && left >= grain {
+                sizes[index] += grain
+                left -= grain
+                growing = true
+            }
+        }
+        return sizes
+    }
+
     /// Places every partition: each gets at least `contentBytes[i]` (what its contents need,
     /// 0 for none) and its own minimum; a fixed-size disk's free space is shared by weight, as
-    /// repart shares it; `--size auto` gives each its minimum and the disk their sum.
+    /// repart shares it (`share`); `--size auto` gives each its minimum and the disk their sum.
     public func place(contentBytes: [UInt64]) throws(CreateError) -> DiskPlacement {
         try validate()
         let grain = Self.alignment
@@ -130,31 +170,8 @@ extension DiskLayout {
             guard needed <= bytes else { throw .exceedsDisk(needed: needed, size: bytes) }
             diskBytes = bytes
             let lastUsable = table == .gpt ? bytes - 34 * UInt64(sectorSize) : bytes
-            var free = (lastUsable / grain * grain) - (needed - tail)
-            // Shares by weight, capped at each maximum; what a capped partition cannot take goes
-            // round again to the others.
-            var open = Set(partitions.indices.filter { partitions[$0].weight > 0 && sizes[$0] < maximum[$0] })
-            while free >= grain, !open.isEmpty {
-                let totalWeight = open.reduce(UInt64(0)) { $0 + UInt64(partitions[$1].weight) }
-                var given: UInt64 = 0
-                for index in open.sorted() {
-                    let share = free / grain * UInt64(partitions[index].weight) / totalWeight * grain
-                    let take = min(share, maximum[index] - sizes[index])
-                    sizes[index] += take
-                    given += take
-                    if sizes[index] >= maximum[index] { open.remove(index) }
-                }
-                if given == 0 {
-                    // Shares rounded down to nothing: the remaining grains go one by one in order.
-                    for index in open.sorted() where free - given >= grain {
-                        sizes[index] += grain
-                        given += grain
-                        if sizes[index] >= maximum[index] { open.remove(index) }
-                    }
-                    if given == 0 { break }
-                }
-                free -= given
-            }
+            sizes = Self.share(span: (lastUsable / grain * grain) - gaps.reduce(0, +), weights: partitions.map(\.weight),
+                               minimum: minimum, maximum: maximum, grain: grain)
         }
         let sector = UInt64(sectorSize)
         var placed: [DiskPlacement.Placed] = []

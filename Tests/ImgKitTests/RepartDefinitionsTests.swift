@@ -250,16 +250,10 @@ struct RepartDefinitionsTests {
     }
 
     /// The reference check: systemd-repart's own placement of the same files (dry run, no Format=).
-    /// Where they agree: the first partition at 1 MiB, fixed sizes in whole MiB, and so the offsets
-    /// of everything up to the first partition sized by weight. Where they differ (known issues):
-    /// - grain: repart sizes in 4096-byte grains and hands out the disk up to GPT's backup; imgtool
-    ///   keeps 1 MiB boundaries, so a weighted partition ends up to 1 MiB short and the disk's last
-    ///   MiB stays free.
-    /// - sharing: repart shares the whole free span by weight with each minimum as a floor (a
-    ///   partition whose share is below its minimum gets the minimum and leaves the pool); imgtool's
-    ///   `place` gives every minimum first and shares only the rest by weight. With minimums that
-    ///   matter the sizes differ by MiBs (second set: 90/120/45 MiB against 80/120/54 MiB).
-    /// imgtool follows its own `place` until that is changed to repart's sharing.
+    /// Both share the span by weight with minimums as floors and maximums as caps; repart in
+    /// 4096-byte grains up to GPT's backup, imgtool on 1 MiB boundaries with the disk's last MiB
+    /// left for the backup. So offsets agree up to the first partition sized by weight, fixed sizes
+    /// agree exactly, and a weighted size within one MiB.
     @Test("placements against systemd-repart --dry-run")
     func differential() throws {
         guard geteuid() == 0 else {
@@ -307,9 +301,8 @@ struct RepartDefinitionsTests {
                     #expect(mine.size == theirs.size, "\(theirs.file)")
                 } else {
                     firstWeighted = false
-                    withKnownIssue("repart shares in 4096-byte grains, and by weight over the whole span with minimums as floors", isIntermittent: true) {
-                        #expect(mine.size == theirs.size, "\(theirs.file)")
-                    }
+                    let difference = mine.size > theirs.size ? mine.size - theirs.size : theirs.size - mine.size
+                    #expect(difference < DiskLayout.alignment, "\(theirs.file): repart \(theirs.size), imgtool \(mine.size)")
                 }
             }
         }
