@@ -9,10 +9,13 @@ public enum TableIdentity {
     public struct GPTEntry: Sendable {
         /// 0-based slot in the entry array (partition number - 1 for a table libparted wrote).
         public var slot: Int
+        /// The partition type GUID.
         public var type: GUID?
+        /// The unique partition GUID.
         public var unique: GUID?
         /// Attribute bits to set (ORed into what is there: libparted's legacy-BIOS-bootable stays).
         public var attributes: UInt64
+        /// Changes for the entry in `slot`.
         public init(slot: Int, type: GUID? = nil, unique: GUID? = nil, attributes: UInt64 = 0) {
             self.slot = slot
             self.type = type

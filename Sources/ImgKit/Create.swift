@@ -19,12 +19,15 @@ import Logging
 public enum Create {
     /// What to make, where, and how.
     public struct Options: Sendable {
+        /// The image file to make.
         public var image: String
+        /// The table, size and partitions.
         public var layout: DiskLayout
         /// Replace an existing image (only once the new one is complete).
         public var overwrite: Bool
         /// Install GRUB for this firmware after the filesystems are made (`InstallGrub`, offline).
         public var bootloader: InstallGrub.Firmware?
+        /// With `bootloader`: UEFI through Debian's signed shim and GRUB.
         public var secureBoot: Bool
         /// Every identifier (disk and partition GUIDs, filesystem UUIDs, hash seeds, FAT serials)
         /// comes from this; nil: from `sourceDateEpoch`, else random.
@@ -51,22 +54,34 @@ public enum Create {
 
     /// What was made.
     public struct Result: Sendable {
+        /// One partition as made.
         public struct Partition: Sendable, Equatable {
+            /// Its number in the table.
             public let number: Int
+            /// Its first sector (512 bytes).
             public let startSector: UInt64
+            /// Its length in sectors.
             public let sectors: UInt64
+            /// The type as the layout named it.
             public let type: String
             /// GPT: the partition's unique GUID.
             public let uuid: String?
+            /// The filesystem made in it, if any.
             public let format: DiskLayout.Filesystem?
             /// The filesystem's UUID (ext, swap) or serial (vfat, "ABCD-1234").
             public let filesystemUUID: String?
+            /// The GPT name and filesystem label.
             public let label: String?
         }
+        /// The image's path.
         public let image: String
+        /// The partition table's kind.
         public let table: DiskLayout.TableKind
+        /// The image's size.
         public let sizeBytes: UInt64
+        /// GPT: the disk GUID.
         public let diskGUID: String?
+        /// The partitions in table order.
         public let partitions: [Partition]
         /// install-grub's result, with `bootloader`.
         public let grub: InstallGrub.Result?

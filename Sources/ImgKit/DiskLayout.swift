@@ -7,19 +7,25 @@ import ImgFormats
 public struct DiskLayout: Sendable, Equatable {
     /// MBR (msdos, with primary and logical partitions) or GPT.
     public enum TableKind: String, Sendable, CaseIterable {
+        /// The table kinds.
         case gpt, mbr
     }
 
     /// The image's size: fixed, or the smallest that holds every partition at its minimum.
     public enum DiskSize: Sendable, Equatable {
+        /// Exactly this many bytes.
         case bytes(UInt64)
+        /// The smallest size that holds every partition.
         case auto
     }
 
+    /// The partition table's kind.
     public var table: TableKind
+    /// The image's size.
     public var size: DiskSize
     /// 512, or 4096 where a loop device carries it (Create refuses it otherwise).
     public var sectorSize: Int
+    /// The partitions, in table order.
     public var partitions: [Partition]
 
     /// A layout; partitions in table order.
@@ -35,6 +41,7 @@ public struct DiskLayout: Sendable, Equatable {
 
     /// One partition: what it is, how big, and what fills it.
     public struct Partition: Sendable, Equatable {
+        /// What the partition is: its GPT type GUID or MBR type byte.
         public var type: PartitionKind
         /// GPT partition name; also the filesystem's label.
         public var label: String?
@@ -43,9 +50,11 @@ public struct DiskLayout: Sendable, Equatable {
         public var uuid: GUID?
         /// Size bounds in bytes (rounded up to `alignment`); nil: 0 and unbounded.
         public var sizeMin: UInt64?
+        /// Upper size bound in bytes; nil: unbounded.
         public var sizeMax: UInt64?
         /// Share of the free space of a fixed-size disk, as repart's Weight= (default 1000).
         public var weight: UInt32
+        /// The filesystem made in it; nil leaves it unformatted.
         public var format: Filesystem?
         /// Directories and tar archives copied into the filesystem, each at a target directory.
         public var copies: [Copy]
@@ -86,13 +95,16 @@ public struct DiskLayout: Sendable, Equatable {
 
     /// A filesystem `Create` can make without root: by mke2fs, mkfs.vfat or mkswap.
     public enum Filesystem: String, Sendable, CaseIterable {
+        /// The filesystems.
         case ext2, ext3, ext4, vfat, swap
         var isExt: Bool { self == .ext2 || self == .ext3 || self == .ext4 }
     }
 
     /// A source (a directory or a tar archive) and the directory of the filesystem it lands in.
     public struct Copy: Sendable, Equatable {
+        /// A directory or tar archive on this machine.
         public var source: String
+        /// Where it lands in the filesystem.
         public var target: String
         /// `source` into `target` ("/": the filesystem's root).
         public init(source: String, target: String = "/") {
@@ -106,7 +118,9 @@ public struct DiskLayout: Sendable, Equatable {
 public struct PartitionKind: Sendable, Equatable, CustomStringConvertible {
     /// The name given, or the GUID or byte as written.
     public let name: String
+    /// The GPT type GUID; nil for an MBR-only type.
     public let gpt: GUID?
+    /// The MBR type byte; nil for a GPT-only type.
     public let mbr: UInt8?
 
     public var description: String { name }

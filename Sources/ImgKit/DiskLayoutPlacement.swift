@@ -14,7 +14,9 @@ public struct DiskPlacement: Sendable, Equatable {
     public struct Placed: Sendable, Equatable {
         /// The number the table gives it: 1-4 for primaries, 5 on for logicals, 1-128 on GPT.
         public let number: Int
+        /// The first sector.
         public let startSector: UInt64
+        /// The length in sectors.
         public let sectors: UInt64
     }
 

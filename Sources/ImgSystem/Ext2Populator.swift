@@ -4,7 +4,9 @@ import Glibc
 extension Ext2Writer {
     /// Why filling a filesystem from a tree failed: reading the tree, or writing the filesystem.
     public enum PopulateError: Swift.Error, CustomStringConvertible, Sendable {
+        /// Reading the tree failed.
         case source(TreeSource.Error)
+        /// Writing into the filesystem failed.
         case filesystem(Ext2Writer.Error)
 
         /// The contents do not fit: a bigger filesystem would hold them.

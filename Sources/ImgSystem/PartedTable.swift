@@ -9,9 +9,18 @@ import Synchronization
 public enum PartedTable {
     /// One partition, in sectors of the device (512 for a file: libparted's size for files).
     public struct Entry: Sendable {
-        public enum Kind: Sendable { case primary, logical }
+        /// A primary partition, or a logical one inside the extended partition.
+        public enum Kind: Sendable {
+            /// One of the four MBR slots (or any GPT entry).
+            case primary
+            /// Inside the extended partition, behind an EBR.
+            case logical
+        }
+        /// Primary or logical.
         public var kind: Kind
+        /// The first sector.
         public var startSector: UInt64
+        /// The length in sectors.
         public var sectors: UInt64
         /// The filesystem name libparted knows ("ext4", "fat32", "linux-swap"), which sets the MBR
         /// type byte or GPT type GUID it derives from one; nil: none.
@@ -21,6 +30,7 @@ public enum PartedTable {
         /// GPT partition name.
         public var name: String?
 
+        /// An entry; flags and name optional.
         public init(kind: Kind = .primary, startSector: UInt64, sectors: UInt64, filesystem: String? = nil,
                     flags: [Flag] = [], name: String? = nil) {
             self.kind = kind
@@ -34,6 +44,7 @@ public enum PartedTable {
 
     /// The libparted partition flags imgtool sets.
     public enum Flag: Sendable {
+        /// The flags.
         case boot, esp, biosGrub, legacyBoot, swap, lvm, raid
         var ped: PedPartitionFlag {
             switch self {

@@ -3,21 +3,31 @@
 public struct TreeEntry: Sendable, Equatable {
     /// What the entry is.
     public enum Kind: Sendable, Equatable {
+        /// A directory.
         case directory
+        /// A regular file, whose contents the reader streams.
         case regularFile
+        /// A symbolic link and what it points to.
         case symbolicLink(target: String)
         /// Another name for the earlier entry at `path` (relative, as `TreeEntry.path`).
         case hardLink(to: String)
+        /// A character device node.
         case characterDevice(major: UInt32, minor: UInt32)
+        /// A block device node.
         case blockDevice(major: UInt32, minor: UInt32)
+        /// A named pipe.
         case fifo
+        /// A socket.
         case socket
     }
 
     /// An extended attribute, with its namespace prefix ("user.comment", "security.capability").
     public struct ExtendedAttribute: Sendable, Equatable {
+        /// The attribute's name with its namespace.
         public var name: String
+        /// Its value.
         public var value: [UInt8]
+        /// An attribute.
         public init(name: String, value: [UInt8]) {
             self.name = name
             self.value = value
@@ -26,10 +36,13 @@ public struct TreeEntry: Sendable, Equatable {
 
     /// Relative to the tree's top, components joined by "/", no leading "/" or "./"; "" is the top.
     public var path: String
+    /// What the entry is.
     public var kind: Kind
     /// Permission bits with setuid, setgid and sticky (mode & 0o7777).
     public var permissions: UInt16
+    /// The owner's user id.
     public var uid: UInt32
+    /// The owner's group id.
     public var gid: UInt32
     /// Modification time, seconds since the epoch.
     public var mtime: Int64
@@ -38,6 +51,7 @@ public struct TreeEntry: Sendable, Equatable {
     /// A regular file's length in bytes; 0 for everything else.
     public var size: UInt64
 
+    /// An entry; ids, time, attributes and size default to nothing.
     public init(path: String, kind: Kind, permissions: UInt16, uid: UInt32 = 0, gid: UInt32 = 0, mtime: Int64 = 0,
                 xattrs: [ExtendedAttribute] = [], size: UInt64 = 0) {
         self.path = path
@@ -66,6 +80,7 @@ public struct TreeSummary: Sendable, Equatable {
     public var inodes: UInt64 = 0
     /// Directories below the top.
     public var directories: UInt64 = 0
+    /// Regular files (hard links not counted).
     public var regularFiles: UInt64 = 0
     /// Regular files' sizes, each rounded up to the block size.
     public var dataBytes: UInt64 = 0
@@ -81,6 +96,7 @@ public struct TreeSummary: Sendable, Equatable {
     /// The largest mtime, for a caller choosing a clamp.
     public var latestMtime: Int64 = .min
 
+    /// An empty summary.
     public init() {}
 
     /// Adds `entry`, with data rounded to `blockSize`.

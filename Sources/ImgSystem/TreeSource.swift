@@ -40,7 +40,9 @@ public struct TreeSource: Sendable {
 
     /// What kind of source `path` is.
     public enum Format: Sendable, Equatable {
+        /// A directory, walked.
         case directory
+        /// A tar archive, read through libarchive.
         case archive
     }
 
@@ -53,7 +55,9 @@ public struct TreeSource: Sendable {
         case asRecorded
     }
 
+    /// The path as given.
     public let path: String
+    /// Directory or archive.
     public let format: Format
     /// For a directory source; an archive's owners are always kept as recorded.
     public let ownership: Ownership

@@ -17,7 +17,7 @@ let createCommand = CommandSpec(
     options: [
         .option("definitions", "<dir>", completion: .file, help: "systemd-repart definitions (*.conf with [Partition]) for the layout."),
         .option("root", "<dir>", completion: .file, help: "With --definitions: where CopyFiles= sources resolve, as repart's --root."),
-        .option("partition", "<spec>", repeatable: true, help: "A partition, in table order: type=NAME|GUID|HEX[,size=N][,format=ext4|ext3|ext2|vfat|swap][,copy=DIR-or-TAR[:TARGET]][,label=L][,uuid=U][,bootable][,logical]. The last may leave size out to take the rest."),
+        .option("partition", "<spec>", repeatable: true, help: "A partition, in table order, as comma-separated keys: type= (a name, GUID or MBR hex type), size=, format= (ext4, ext3, ext2, vfat or swap), copy= (a directory or tar archive, optionally :TARGET), label=, uuid=, and the flags bootable and logical. A partition without size= shares the free space (the last takes the rest)."),
         .option("table", "<gpt|mbr>", completion: .choices(DiskLayout.TableKind.allCases.map(\.rawValue)), help: "The partition table (default gpt)."),
         .option("size", "<bytes|auto>", help: "The image's size, with K, M, G or T (powers of 1024), or auto: the smallest that holds every partition (default)."),
         .option("sector-size", "<512|4096>", help: "The logical sector size (default 512)."),

@@ -11,7 +11,7 @@ enum Imgtool {
         name: "imgtool",
         version: version,
         abstract: "Make disk image files behave like disks: install GRUB into them, safely.",
-        discussion: "Exit codes: 0 success, 1 failure, 64 bad arguments, 65 unusable image, 66 image missing or unreadable, 69 missing tool or strategy, 75 image in use, 77 root needed, 128+N interrupted by signal N.",
+        discussion: "Exit codes: 0 success, 1 failure, 64 bad arguments, 65 unusable image, 66 image or input missing or unreadable, 69 missing tool or strategy, 73 image exists (create), 75 image in use, 77 root needed, 78 invalid layout (create), 128+N interrupted by signal N.",
         commands: [installGrubCommand, createCommand, inspectCommand, verifyCommand, lsCommand, catCommand, statusCommand, cleanupCommand])
 
     static func main() {
