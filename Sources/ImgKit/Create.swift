@@ -98,7 +98,12 @@ public enum Create {
         }
         let image = options.image
         var status = stat()
-        if lstat(image, &status) == 0, !options.overwrite { throw .imageExists(path: image) }
+        if lstat(image, &status) == 0 {
+            guard status.st_mode & S_IFMT == S_IFREG else {
+                throw .cannotCreate(path: image, reason: "it exists and is not a regular file; create makes image files (write one to a device with dd or qemu-img afterwards)")
+            }
+            guard options.overwrite else { throw .imageExists(path: image) }
+        }
         try CreateTools.require(for: layout)
         let identity = CreateIdentity(seed: options.seed, sourceDateEpoch: options.sourceDateEpoch)
         var sources: [[TreeSource]] = []
@@ -119,10 +124,12 @@ public enum Create {
             try CreateFilesystems.estimate(layout.partitions[index], sources: sources[index])
         }
         let bootIndex = options.bootloader.flatMap { _ in Self.bootPartitionIndex(layout) }
-        if let firmware = options.bootloader, let bootIndex {
+        // Without an ext partition /boot/grub goes on the EFI system partition.
+        let grubIndex = bootIndex ?? layout.partitions.firstIndex { $0.type.isESP && $0.format == .vfat }
+        if let firmware = options.bootloader, let grubIndex {
             // GRUB's files (each platform's modules, fonts, translations) go into /boot/grub there.
             let grub = firmware.targets.reduce(UInt64(0)) { $0 + GrubTools.moduleFilesBytes($1) }
-            contentBytes[bootIndex] += grub + grub / 2 + (2 << 20)
+            contentBytes[grubIndex] += grub + grub / 2 + (2 << 20)
         }
         let directory = Self.directory(of: image)
         // Not-yet-fitting contents are met by growing the partitions that may grow, and again.
@@ -133,7 +140,7 @@ public enum Create {
             do {
                 staging = try StagingImage(directory: directory, name: Self.baseName(of: image))
             } catch {
-                throw .cannotCreate(path: image, reason: error.description)
+                throw .cannotCreate(path: image, reason: "\(error.description); check that its directory exists and is writable")
             }
             do throws(CreateError) {
                 let made = try build(options, placement: placement, bootIndex: bootIndex, identity: identity, sources: sources, into: staging.path,
@@ -143,7 +150,7 @@ public enum Create {
                 } catch where error.errno == EEXIST {
                     throw CreateError.imageExists(path: image)
                 } catch {
-                    throw CreateError.cannotCreate(path: image, reason: error.description)
+                    throw CreateError.cannotCreate(path: image, reason: "\(error.description); check that its directory is writable")
                 }
                 return Result(image: image, table: layout.table, sizeBytes: placement.diskBytes, diskGUID: made.diskGUID,
                               partitions: made.partitions, grub: made.grub, bootable: made.bootable)
@@ -181,7 +188,7 @@ public enum Create {
                       logger: Logger, interruption: Interruption) throws(CreateError) -> Made {
         let layout = options.layout
         guard truncate(path, off_t(placement.diskBytes)) == 0 else {
-            throw .cannotCreate(path: options.image, reason: String(cString: strerror(errno)))
+            throw .cannotCreate(path: options.image, reason: "truncate to \(placement.diskBytes) bytes: \(String(cString: strerror(errno))); check the free space of its filesystem")
         }
         try CreateTable.write(layout: layout, placement: placement, identity: identity, to: path)
         try check(interruption)

@@ -19,7 +19,7 @@ public enum CreateError: Error, CustomStringConvertible, Sendable {
     case inputMissing(path: String, reason: String)
     /// The image exists and `overwrite` was not asked for.
     case imageExists(path: String)
-    /// The image cannot be created at its path (`reason`: the system's message).
+    /// The image cannot be created at its path (`reason`: why, and what to do).
     case cannotCreate(path: String, reason: String)
     /// A tool create runs is not installed; `package` is the Debian package that has it.
     case toolMissing(tool: String, package: String)
@@ -49,7 +49,7 @@ public enum CreateError: Error, CustomStringConvertible, Sendable {
         case .imageExists(let path):
             return "\(path) already exists. Give --overwrite to replace it, or another path."
         case .cannotCreate(let path, let reason):
-            return "Cannot create \(path): \(reason). Check that its directory exists and is writable."
+            return "Cannot create \(path): \(reason)."
         case .toolMissing(let tool, let package):
             return "\(tool) is not installed: install Debian's \(package) package."
         case .sectorSize(let size, let reason):
