@@ -61,7 +61,8 @@ public enum TableIdentity {
 
     /// The writes that set the MBR's disk signature and the type bytes of `types` (partition
     /// number: 1-4 primary, 5 on logical, counted along the EBR chain) in `source`.
-    public static func mbrWrites(in source: some ByteSource, signature: UInt32?, types: [Int: UInt8]) throws -> [Write] {
+    public static func mbrWrites(in source: some ByteSource, sectorSize: Int, signature: UInt32?, types: [Int: UInt8]) throws -> [Write] {
+        let sector = UInt64(sectorSize)
         var writes: [Write] = []
         if let signature {
             var bytes = [UInt8](repeating: 0, count: 4)
@@ -80,10 +81,10 @@ public enum TableIdentity {
         var number = 5
         // The chain is the one libparted just wrote: bounded by the partitions asked for.
         while number <= types.keys.max()! {
-            let sector = try source.read(at: ebr * 512, count: 512)
-            guard sector[510] == 0x55, sector[511] == 0xAA else { throw Unreadable("the EBR at sector \(ebr) has no signature") }
-            if let type = types[number] { writes.append((ebr * 512 + 446 + 4, [type])) }
-            let next = UInt64(sector.le32(446 + 16 + 8))
+            let bytes = try source.read(at: ebr * sector, count: 512)
+            guard bytes[510] == 0x55, bytes[511] == 0xAA else { throw Unreadable("the EBR at sector \(ebr) has no signature") }
+            if let type = types[number] { writes.append((ebr * sector + 446 + 4, [type])) }
+            let next = UInt64(bytes.le32(446 + 16 + 8))
             guard next != 0 else { break }
             ebr = extendedStart + next
             number += 1

@@ -58,7 +58,7 @@ public enum Create {
         public struct Partition: Sendable, Equatable {
             /// Its number in the table.
             public let number: Int
-            /// Its first sector (512 bytes).
+            /// Its first sector (of the layout's sector size).
             public let startSector: UInt64
             /// Its length in sectors.
             public let sectors: UInt64
@@ -94,7 +94,14 @@ public enum Create {
         let layout = options.layout
         try layout.validate()
         if layout.sectorSize != 512 {
-            throw .sectorSize(layout.sectorSize, reason: "libparted writes an image file with 512-byte sectors; a 4096-byte table needs a loop device with 4096-byte blocks, which create does not attach. Make the image with 512-byte sectors.")
+            // libparted takes a file's sectors as 512 bytes; a loop device with 4096-byte blocks
+            // gives it the disk's (CreateTable).
+            guard LoopDevice.usable() else {
+                throw .sectorSize(layout.sectorSize, reason: "libparted reads an image file as 512-byte sectors, so a 4096-byte table is written through a loop device with 4096-byte blocks, which needs root and /dev/loop-control. Run as root, or make the image with 512-byte sectors.")
+            }
+            if options.bootloader == .bios || options.bootloader == .hybrid {
+                throw .sectorSize(layout.sectorSize, reason: "BIOS boots only from 512-byte sectors (GRUB's boot.img is one sector of 512 bytes). Use --bootloader uefi.")
+            }
         }
         let image = options.image
         var status = stat()
@@ -105,7 +112,7 @@ public enum Create {
             guard options.overwrite else { throw .imageExists(path: image) }
         }
         try CreateTools.require(for: layout)
-        let identity = CreateIdentity(seed: options.seed, sourceDateEpoch: options.sourceDateEpoch)
+        let identity = CreateIdentity(seed: options.seed, sourceDateEpoch: options.sourceDateEpoch, sectorSize: layout.sectorSize)
         var sources: [[TreeSource]] = []
         for partition in layout.partitions {
             var opened: [TreeSource] = []
@@ -190,7 +197,8 @@ public enum Create {
         guard truncate(path, off_t(placement.diskBytes)) == 0 else {
             throw .cannotCreate(path: options.image, reason: "truncate to \(placement.diskBytes) bytes: \(String(cString: strerror(errno))); check the free space of its filesystem")
         }
-        try CreateTable.write(layout: layout, placement: placement, identity: identity, to: path)
+        try CreateTable.write(layout: layout, placement: placement, identity: identity, to: path, logger: logger,
+                              interruption: interruption)
         try check(interruption)
         var partitions: [Result.Partition] = []
         for (index, partition) in layout.partitions.enumerated() {

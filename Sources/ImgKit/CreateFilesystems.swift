@@ -82,8 +82,9 @@ enum CreateFilesystems {
     static func make(_ format: DiskLayout.Filesystem, partition: DiskLayout.Partition, at placed: DiskPlacement.Placed,
                      image: String, identity: CreateIdentity, index: Int, sources: [TreeSource],
                      interruption: Interruption, logger: Logger) throws(CreateError) -> String {
-        let offset = placed.startSector * 512
-        let bytes = placed.sectors * 512
+        let sectorSize = UInt64(identity.sectorSize)
+        let offset = placed.startSector * sectorSize
+        let bytes = placed.sectors * sectorSize
         let uuid = identity.partitionUUID(partition, index: index)
         logger.debug("\(partition.origin): \(format.rawValue), \(bytes >> 20) MiB at byte \(offset)")
         switch format {
@@ -94,7 +95,8 @@ enum CreateFilesystems {
             return uuid.description.lowercased()
         case .vfat:
             let serial = identity.fatSerial(partition, index: index)
-            try makeVFAT(partition, offset: offset, bytes: bytes, image: image, serial: serial, interruption: interruption)
+            try makeVFAT(partition, offset: offset, bytes: bytes, sectorSize: sectorSize, image: image, serial: serial,
+                         interruption: interruption)
             try CreateFAT(image: image, offset: offset, time: identity.time, interruption: interruption)
                 .fill(partition, sources: sources)
             let hex = String(serial, radix: 16, uppercase: true)
@@ -154,12 +156,12 @@ enum CreateFilesystems {
         }
     }
 
-    /// mkfs.fat at `offset` (in sectors): FAT32 for an EFI system partition, else the FAT size
+    /// mkfs.fat at `offset` (its --offset counts sectors of -S's size): FAT32 for an EFI system partition, else the FAT size
     /// mkfs.fat picks; the seed's serial; --invariant for the rest of what it would draw at random
     /// or from the clock. Wraps mkfs.fat(8).
-    static func makeVFAT(_ partition: DiskLayout.Partition, offset: UInt64, bytes: UInt64, image: String, serial: UInt32,
+    static func makeVFAT(_ partition: DiskLayout.Partition, offset: UInt64, bytes: UInt64, sectorSize: UInt64, image: String, serial: UInt32,
                          interruption: Interruption) throws(CreateError) {
-        var arguments = ["mkfs.fat", "--invariant", "--mbr=n", "-i", String(serial, radix: 16), "-S", "512", "--offset=\(offset / 512)"]
+        var arguments = ["mkfs.fat", "--invariant", "--mbr=n", "-i", String(serial, radix: 16), "-S", "\(sectorSize)", "--offset=\(offset / sectorSize)"]
         if partition.type.isESP { arguments += ["-F", "32"] }
         if let label = partition.label { arguments += ["-n", String(label.uppercased().prefix(11))] }
         arguments += [image, "\(bytes / 1024)"]

@@ -11,8 +11,11 @@ struct CreateIdentity {
     let time: Int64
     /// SOURCE_DATE_EPOCH: input files' times later than this are recorded as this.
     let clamp: Int64?
+    /// The layout's logical sector size, which every sector number here counts in.
+    let sectorSize: Int
 
-    init(seed: String?, sourceDateEpoch: Int64?) {
+    init(seed: String?, sourceDateEpoch: Int64?, sectorSize: Int = 512) {
+        self.sectorSize = sectorSize
         if let seed {
             self.seed = Array(seed.utf8)
         } else if let sourceDateEpoch {

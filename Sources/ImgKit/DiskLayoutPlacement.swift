@@ -27,13 +27,18 @@ public struct DiskPlacement: Sendable, Equatable {
 }
 
 extension DiskLayout {
-    /// The smallest EFI system partition FAT32 allows with 512-byte clusters: 65525 clusters, two
-    /// FATs of 4 bytes per cluster and 32 reserved sectors, rounded up to the alignment.
-    public static let minimumESP: UInt64 = {
-        let fatSectors = (UInt64(65525 + 2) * 4 + 511) / 512
-        let bytes = (32 + 2 * fatSectors + 65525) * 512
+    /// The smallest EFI system partition FAT32 allows with one-sector clusters: 65525 clusters, two
+    /// FATs of 4 bytes per cluster and 32 reserved sectors, rounded up to the alignment. 33 MiB
+    /// with 512-byte sectors, 257 MiB with 4096-byte ones.
+    public static func minimumESP(sectorSize: Int) -> UInt64 {
+        let sector = UInt64(sectorSize)
+        let fatSectors = (UInt64(65525 + 2) * 4 + sector - 1) / sector
+        let bytes = (32 + 2 * fatSectors + 65525) * sector
         return (bytes + alignment - 1) / alignment * alignment
-    }()
+    }
+
+    /// `minimumESP(sectorSize:)` for this layout's sectors.
+    public var minimumESP: UInt64 { Self.minimumESP(sectorSize: sectorSize) }
 
     /// Checks what can be checked without the contents: types against the table, flags, sizes,
     /// MBR's primary and logical rules. Wraps nothing; `Create` and embedders call it first.
@@ -77,8 +82,8 @@ extension DiskLayout {
             if partition.type.isBIOSBoot, partition.format != nil {
                 throw .invalidLayout(origin: origin, detail: "a BIOS boot partition holds GRUB's core.img, not a filesystem; leave format= out.")
             }
-            if partition.type.isESP, partition.format == .vfat, let high = partition.sizeMax, high < Self.minimumESP {
-                throw .espTooSmall(origin: origin, size: high, needed: Self.minimumESP)
+            if partition.type.isESP, partition.format == .vfat, let high = partition.sizeMax, high < minimumESP {
+                throw .espTooSmall(origin: origin, size: high, needed: minimumESP)
             }
         }
         if table == .mbr {
@@ -143,12 +148,12 @@ extension DiskLayout {
         var maximum: [UInt64] = []
         for (index, partition) in partitions.enumerated() {
             var floor = max(partition.sizeMin ?? 0, index < contentBytes.count ? contentBytes[index] : 0, grain)
-            if partition.type.isESP, partition.format == .vfat { floor = max(floor, Self.minimumESP) }
+            if partition.type.isESP, partition.format == .vfat { floor = max(floor, minimumESP) }
             floor = roundUp(floor)
             let ceiling = partition.sizeMax.map { $0 / grain * grain } ?? .max
             if floor > ceiling {
-                if partition.type.isESP, partition.format == .vfat, ceiling < Self.minimumESP {
-                    throw .espTooSmall(origin: partition.origin, size: partition.sizeMax ?? 0, needed: Self.minimumESP)
+                if partition.type.isESP, partition.format == .vfat, ceiling < minimumESP {
+                    throw .espTooSmall(origin: partition.origin, size: partition.sizeMax ?? 0, needed: minimumESP)
                 }
                 throw .contentsDoNotFit(origin: partition.origin, needed: floor, size: partition.sizeMax ?? 0)
             }
