@@ -82,4 +82,19 @@ struct CLIJSONPinTests {
         try expectPinned("cleanup-all", ["cleanup", "--all", "--json"])
         #expect(leftovers().isEmpty, "\(leftovers())")
     }
+
+    @Test("create --json with a seed: the same GUIDs, UUIDs and placements on every run and machine")
+    func create() throws {
+        let tree = scratch.file("tree")
+        try makeDirectory(tree, mode: 0o755)
+        try makeDirectory(tree + "/etc", mode: 0o755)
+        try writeFile(tree + "/etc/hostname", Array("pinned\n".utf8))
+        try expectPinned("create-gpt", ["create", "--json", "-q", "--seed", "pin", scratch.file("gpt.img"),
+                                        "--partition", "type=esp,size=40M,format=vfat",
+                                        "--partition", "type=root,format=ext4,copy=\(tree),label=root",
+                                        "--partition", "type=swap,size=8M,format=swap"])
+        try expectPinned("create-mbr", ["create", "--json", "-q", "--seed", "pin", "--table", "mbr", "--size", "64M",
+                                        scratch.file("mbr.img"), "--partition", "type=linux,size=24M,format=ext2,bootable",
+                                        "--partition", "type=83,format=ext4,logical,label=data"])
+    }
 }
