@@ -45,7 +45,8 @@ CHANGELOG
 
 # The Debian sources of what the static executable has linked in (policy 7.8, Built-Using).
 built_using=$(dpkg-query -W -f='${source:Package} (= ${source:Version}), ' \
-	libc6-dev libblkid-dev libext2fs-dev liblzma-dev libdevmapper-dev zlib1g-dev libzstd-dev libewf-dev | sed 's/, $//')
+	libc6-dev libblkid-dev libext2fs-dev liblzma-dev libdevmapper-dev zlib1g-dev libzstd-dev libewf-dev \
+	libparted-dev libarchive-dev libbz2-dev uuid-dev | sed 's/, $//')
 installed_size=$(du -sk --apparent-size --exclude=DEBIAN "$stage" | cut -f1)
 # What imgtool runs: grub-install and GRUB's BIOS files, udevadm (grub-probe asks it), mkfs and
 # libext2fs's tools, setpriv (--pdeathsig: util-linux 2.33; util-linux is essential, so only a
@@ -58,7 +59,7 @@ Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $installed_size
 Depends: grub-pc-bin, grub2-common, udev, e2fsprogs, util-linux (>= 2.33)
-Recommends: qemu-system-x86, linux-image-cloud-amd64, busybox-static, ovmf, eatmydata
+Recommends: dosfstools, mtools, qemu-system-x86, linux-image-cloud-amd64, busybox-static, ovmf, eatmydata
 Built-Using: $built_using
 Section: admin
 Priority: optional
@@ -68,6 +69,10 @@ Description: install GRUB into disk image files, and inspect and verify them
  device mapper or offsets), mounts the boot partition, runs grub-install and
  releases everything it acquired, also on error or signal. With --isolate it
  does the same inside a throwaway qemu VM.
+ .
+ imgtool create makes partitioned images from a layout (systemd-repart's
+ definitions or inline specs) and a root filesystem tree or tar archive,
+ through libparted, without root, reproducibly, and can make them bootable.
  .
  It also inspects images (partition tables, filesystems, boot code, OS) and
  tells whether they will boot under BIOS or UEFI, read-only and without root.
