@@ -81,6 +81,9 @@ public enum Create {
         if layout.sectorSize != 512 {
             throw .sectorSize(layout.sectorSize, reason: "libparted writes an image file with 512-byte sectors; a 4096-byte table needs a loop device with 4096-byte blocks, which create does not attach. Make the image with 512-byte sectors.")
         }
+        if let firmware = options.bootloader, firmware != .uefi, layout.table == .gpt, !layout.partitions.contains(where: { $0.type.isBIOSBoot }) {
+            throw .invalidLayout(origin: "--bootloader \(firmware.rawValue)", detail: "GRUB for BIOS on a GPT disk embeds its core.img in a BIOS boot partition, and the layout has none. Add one first (--partition type=bios-boot,size=1M; in a definition Type=21686148-6449-6E6F-744E-656564454649 with SizeMinBytes=1M), or use --bootloader uefi.")
+        }
         let image = options.image
         var status = stat()
         if lstat(image, &status) == 0, !options.overwrite { throw .imageExists(path: image) }

@@ -133,7 +133,8 @@ extension DiskLayout {
             var free = (lastUsable / grain * grain) - (needed - tail)
             // Shares by weight, capped at each maximum; what a capped partition cannot take goes
             // round again to the others.
-            var open = Set(partitions.indices.filter { partitions[$0].weight > 0 && sizes[$0] < maximum[$0] })
+            // A minimized partition (Minimize=) keeps the size its contents need and takes no share.
+            var open = Set(partitions.indices.filter { partitions[$0].weight > 0 && !partitions[$0].minimize && sizes[$0] < maximum[$0] })
             while free >= grain, !open.isEmpty {
                 let totalWeight = open.reduce(UInt64(0)) { $0 + UInt64(partitions[$1].weight) }
                 var given: UInt64 = 0
