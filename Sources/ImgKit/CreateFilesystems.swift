@@ -160,10 +160,33 @@ enum CreateFilesystems {
     static func makeVFAT(_ partition: DiskLayout.Partition, offset: UInt64, bytes: UInt64, image: String, serial: UInt32,
                          interruption: Interruption) throws(CreateError) {
         var arguments = ["mkfs.fat", "--invariant", "--mbr=n", "-i", String(serial, radix: 16), "-S", "512", "--offset=\(offset / 512)"]
-        if partition.type.isESP { arguments += ["-F", "32"] }
+        if partition.type.isESP {
+            // mkfs.fat 4.2 picks the cluster size from the whole image file's size, not from the
+            // size it is given: an ESP under 260 MiB in a bigger image got 4 KiB clusters, too few
+            // for FAT32, which mtools and firmware then cannot read. The largest cluster that
+            // still gives FAT32's 65525 clusters, as mkfs.fat picks it for the partition alone.
+            arguments += ["-F", "32", "-s", "\(fat32SectorsPerCluster(sectors: bytes / 512))"]
+        }
         if let label = partition.label { arguments += ["-n", String(label.uppercased().prefix(11))] }
         arguments += [image, "\(bytes / 1024)"]
         try CreateTools.run(arguments, step: "mkfs.fat (\(partition.origin))", interruption: interruption)
+    }
+
+    /// Sectors per cluster for a FAT32 volume of `sectors` 512-byte sectors: Microsoft's table
+    /// (512 bytes to 260 MiB, 4 KiB to 8 GiB, 8 KiB to 16 GiB, 16 KiB to 32 GiB, then 32 KiB),
+    /// halved while the volume would have fewer than FAT32's 65525 clusters (with 32 reserved
+    /// sectors and two FATs of 4 bytes a cluster).
+    static func fat32SectorsPerCluster(sectors: UInt64) -> UInt64 {
+        var perCluster: UInt64
+        switch sectors {
+        case ...(260 << 11): perCluster = 1
+        case ...(8 << 21): perCluster = 8
+        case ...(16 << 21): perCluster = 16
+        case ...(32 << 21): perCluster = 32
+        default: perCluster = 64
+        }
+        while perCluster > 1, (sectors - 32) * 512 / (512 * perCluster + 8) < 65525 + 16 { perCluster /= 2 }
+        return perCluster
     }
 
     /// mkswap into a sparse memory file of the partition's size, whose first page (the whole

@@ -61,7 +61,11 @@ extension DiskLayout {
                     }
                     throw .invalidLayout(origin: origin, detail: "type \(partition.type) has no MBR type byte; give one in hex (83 for Linux) or use --table gpt.")
                 }
-                if partition.attributes != 0 { throw .invalidLayout(origin: origin, detail: "Flags= sets GPT attribute bits, and MBR has none.") }
+                // GrowFileSystem (bit 59), which repart.d sets by default on root, usr, home and
+                // others, is a hint MBR cannot carry and is dropped; anything asked for is refused.
+                if partition.attributes & ~(1 << 59) != 0 {
+                    throw .invalidLayout(origin: origin, detail: "Flags= (or NoAuto=, ReadOnly=) sets GPT attribute bits, and MBR has none.")
+                }
                 if partition.logical { logicalSeen = true } else if logicalSeen {
                     throw .invalidLayout(origin: origin, detail: "a primary partition after a logical one; list the logical partitions last.")
                 }

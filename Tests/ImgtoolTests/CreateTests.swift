@@ -12,7 +12,7 @@ struct CreateTests {
     typealias JSON = [String: Any]
     static let types = [
         "bios-boot": "21686148-6449-6E6F-744E-656564454649", "esp": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
-        "root": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "swap": "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F",
+        "root": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "root-x86-64": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "swap": "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F",
         "home": "933AC7E1-2EB4-4F13-B844-0E14E2AEF915", "linux-generic": "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
         "srv": "3B8F8425-20E0-4F3B-907F-1A25A76F98E8",
     ]
@@ -215,7 +215,8 @@ struct CreateTests {
         let json = try w.createJSON([image, "--definitions", definitions, "--root", rootDirectory, "--size", "300M"])
         // root and srv get GrowFileSystem (bit 59) by default, as repart 252 sets it; data and srv
         // their type's name as label, as repart does.
-        try checkGPT(image, json, expected: [("esp", "EFI", 0), ("root", "rootfs", 0x1800_0000_0000_0001), ("linux-generic", "linux-generic", 0),
+        // --json names a repart type by repart's canonical name (Type=root is root-x86-64).
+        try checkGPT(image, json, expected: [("esp", "EFI", 0), ("root-x86-64", "rootfs", 0x1800_0000_0000_0001), ("linux-generic", "linux-generic", 0),
                                              ("srv", "srv", 1 << 59)])
         let made = try #require(json["partitions"] as? [JSON])
         let sectors = made.map { $0["sectors"] as? Int ?? 0 }
