@@ -103,6 +103,9 @@ public enum Create {
                 throw .sectorSize(layout.sectorSize, reason: "BIOS boots only from 512-byte sectors (GRUB's boot.img is one sector of 512 bytes). Use --bootloader uefi.")
             }
         }
+        if let firmware = options.bootloader, firmware != .uefi, layout.table == .gpt, !layout.partitions.contains(where: { $0.type.isBIOSBoot }) {
+            throw .invalidLayout(origin: "--bootloader \(firmware.rawValue)", detail: "GRUB for BIOS on a GPT disk embeds its core.img in a BIOS boot partition, and the layout has none. Add one first (--partition type=bios-boot,size=1M; in a definition Type=21686148-6449-6E6F-744E-656564454649 with SizeMinBytes=1M), or use --bootloader uefi.")
+        }
         let image = options.image
         var status = stat()
         if lstat(image, &status) == 0 {

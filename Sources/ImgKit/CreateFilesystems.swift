@@ -156,16 +156,50 @@ enum CreateFilesystems {
         }
     }
 
-    /// mkfs.fat at `offset` (its --offset counts sectors of -S's size): FAT32 for an EFI system partition, else the FAT size
-    /// mkfs.fat picks; the seed's serial; --invariant for the rest of what it would draw at random
+    /// mkfs.fat at `offset` (its --offset counts sectors of -S's size): FAT32 for an EFI system
+    /// partition, else the FAT size mkfs.fat picks for a device of the partition's size
+    /// (`fatGeometry`); the seed's serial; --invariant for the rest of what it would draw at random
     /// or from the clock. Wraps mkfs.fat(8).
     static func makeVFAT(_ partition: DiskLayout.Partition, offset: UInt64, bytes: UInt64, sectorSize: UInt64, image: String, serial: UInt32,
                          interruption: Interruption) throws(CreateError) {
         var arguments = ["mkfs.fat", "--invariant", "--mbr=n", "-i", String(serial, radix: 16), "-S", "\(sectorSize)", "--offset=\(offset / sectorSize)"]
-        if partition.type.isESP { arguments += ["-F", "32"] }
+        let geometry = fatGeometry(bytes: bytes, esp: partition.type.isESP)
+        arguments += ["-F", "\(geometry.fatBits)"]
+        if let cluster = geometry.clusterBytes { arguments += ["-s", "\(max(1, cluster / sectorSize))"] }
         if let label = partition.label { arguments += ["-n", String(label.uppercased().prefix(11))] }
         arguments += [image, "\(bytes / 1024)"]
         try CreateTools.run(arguments, step: "mkfs.fat (\(partition.origin))", interruption: interruption)
+    }
+
+    /// Sectors per cluster for a FAT32 volume of `sectors` 512-byte sectors: Microsoft's table
+    /// (512 bytes to 260 MiB, 4 KiB to 8 GiB, 8 KiB to 16 GiB, 16 KiB to 32 GiB, then 32 KiB),
+    /// halved while the volume would have fewer than FAT32's 65525 clusters (with 32 reserved
+    /// sectors and two FATs of 4 bytes a cluster).
+    static func fat32SectorsPerCluster(sectors: UInt64) -> UInt64 {
+        var perCluster: UInt64
+        switch sectors {
+        case ...(260 << 11): perCluster = 1
+        case ...(8 << 21): perCluster = 8
+        case ...(16 << 21): perCluster = 16
+        case ...(32 << 21): perCluster = 32
+        default: perCluster = 64
+        }
+        while perCluster > 1, (sectors - 32) * 512 / (512 * perCluster + 8) < 65525 + 16 { perCluster /= 2 }
+        return perCluster
+    }
+
+    /// The FAT size and FAT32 cluster size mkfs.fat 4.2 picks on a device of `bytes`. Given a file
+    /// and a block count (--offset), it picks both from the whole file's size instead: in an image
+    /// of 512 MiB or more every vfat partition became FAT32, and past 260 MiB a FAT32 partition got
+    /// 4 KiB clusters, too few for FAT32 in a 256 MiB ESP (mkfs.fat warns; mtools then reads it as
+    /// FAT16 and its first mmd fails). FAT12 and FAT16 start at 4 sectors a cluster and mkfs.fat
+    /// grows that itself.
+    static func fatGeometry(bytes: UInt64, esp: Bool) -> (fatBits: Int, clusterBytes: UInt64?) {
+        if esp || bytes >= 512 << 20 {
+            return (32, fat32SectorsPerCluster(sectors: bytes / 512) * 512)
+        }
+        // FAT16 once 2 KiB clusters give it its minimum of 4085 clusters, as mkfs.fat's own choice.
+        return (bytes > 8 << 20 ? 16 : 12, nil)
     }
 
     /// mkswap into a sparse memory file of the partition's size, whose first page (the whole

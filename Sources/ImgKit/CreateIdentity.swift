@@ -6,8 +6,10 @@ import ImgFormats
 /// FAT serials, the MBR signature. The seed is `--seed`, else SOURCE_DATE_EPOCH, else random.
 struct CreateIdentity {
     let seed: [UInt8]
-    /// What mkfs records as "now" and what made directories carry: SOURCE_DATE_EPOCH; 0 (1970)
-    /// with a seed alone, so the image is still the same bytes; else the present.
+    /// What mkfs records as "now" and what made directories carry: SOURCE_DATE_EPOCH; 1980-01-01
+    /// with a seed alone, so the image is still the same bytes (not 0: e2fsprogs reads a fake time
+    /// of 0 as none and writes the clock into the superblock; and FAT's clock starts in 1980);
+    /// else the present.
     let time: Int64
     /// SOURCE_DATE_EPOCH: input files' times later than this are recorded as this.
     let clamp: Int64?
@@ -24,9 +26,12 @@ struct CreateIdentity {
             var generator = SystemRandomNumberGenerator()
             self.seed = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
         }
-        time = sourceDateEpoch ?? (seed != nil ? 0 : Int64(Glibc.time(nil)))
+        time = sourceDateEpoch ?? (seed != nil ? Self.seedOnlyTime : Int64(Glibc.time(nil)))
         clamp = sourceDateEpoch
     }
+
+    /// The time of an image made with --seed and no SOURCE_DATE_EPOCH: 1980-01-01 00:00:00 UTC.
+    static let seedOnlyTime: Int64 = 315_532_800
 
     /// 16 bytes for `purpose`, as a version-4 UUID (RFC 4122 variant), in GPT's on-disk order.
     func uuid(_ purpose: String) -> GUID {

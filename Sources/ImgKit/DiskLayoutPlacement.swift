@@ -68,7 +68,11 @@ extension DiskLayout {
                     }
                     throw .invalidLayout(origin: origin, detail: "type \(partition.type) has no MBR type byte; give one in hex (83 for Linux) or use --table gpt.")
                 }
-                if partition.attributes != 0 { throw .invalidLayout(origin: origin, detail: "Flags= sets GPT attribute bits, and MBR has none.") }
+                // GrowFileSystem (bit 59), which repart.d sets by default on root, usr, home and
+                // others, is a hint MBR cannot carry and is dropped; anything asked for is refused.
+                if partition.attributes & ~(1 << 59) != 0 {
+                    throw .invalidLayout(origin: origin, detail: "Flags= (or NoAuto=, ReadOnly=) sets GPT attribute bits, and MBR has none.")
+                }
                 if partition.logical { logicalSeen = true } else if logicalSeen {
                     throw .invalidLayout(origin: origin, detail: "a primary partition after a logical one; list the logical partitions last.")
                 }
@@ -177,7 +181,9 @@ extension DiskLayout {
             guard needed <= bytes else { throw .exceedsDisk(needed: needed, size: bytes) }
             diskBytes = bytes
             let lastUsable = table == .gpt ? bytes - 34 * UInt64(sectorSize) : bytes
-            sizes = Self.share(span: (lastUsable / grain * grain) - gaps.reduce(0, +), weights: partitions.map(\.weight),
+            // A minimized partition (Minimize=) keeps the size its contents need and takes no share.
+            sizes = Self.share(span: (lastUsable / grain * grain) - gaps.reduce(0, +),
+                               weights: partitions.map { $0.minimize ? 0 : $0.weight },
                                minimum: minimum, maximum: maximum, grain: grain)
         }
         let sector = UInt64(sectorSize)
