@@ -224,7 +224,17 @@ public enum Create {
                 var install = InstallGrub.Options(image: path, strategy: .offline, bootPartition: bootIndex.map { placement.partitions[$0].number },
                                                   firmware: firmware, secureBoot: options.secureBoot)
                 install.recordedTime = identity.time
-                grub = try InstallGrub.run(install, logger: logger, interruption: interruption)
+                // Its messages and result name the image as the user named it, not the hidden file.
+                var quiet = logger
+                quiet.logLevel = max(logger.logLevel, .notice)
+                let installed = try InstallGrub.run(install, logger: quiet, interruption: interruption)
+                let boot = installed.bootPartition
+                grub = InstallGrub.Result(
+                    image: options.image, strategy: installed.strategy, diskDevice: options.image,
+                    bootPartition: .init(number: boot.number, device: options.image, filesystem: boot.filesystem, uuid: boot.uuid),
+                    target: installed.target, firmware: installed.firmware, loaders: installed.loaders,
+                    secureBoot: installed.secureBoot, grubInstallVersion: installed.grubInstallVersion, seconds: installed.seconds)
+                logger.info("installed GRUB for \(firmware.rawValue) offline, /boot/grub on partition \(boot.number)")
             } catch {
                 if case .interrupted(let signal) = error { throw .interrupted(signal: signal) }
                 throw .failed(step: "install-grub", detail: error.description)

@@ -37,6 +37,10 @@ public enum CreateError: Error, CustomStringConvertible, Sendable {
         case .unsupportedKey(let origin, let key):
             return "\(origin): \(key)= is not supported by imgtool create; remove it, or make this partition with systemd-repart."
         case .unknownType(let origin, let type):
+            // A definition file is repart's: only its names and GUIDs keep it readable by repart.
+            if origin.hasSuffix(".conf") || origin.contains(".conf:") {
+                return "\(origin): unknown partition type '\(type)'. Give one of repart's names (\(RepartDefinitions.typeNames.keys.sorted().joined(separator: ", "))) or a type GUID."
+            }
             return "\(origin): unknown partition type '\(type)'. Give a name (\(PartitionKind.knownNames.joined(separator: ", "))), a GPT type GUID, or an MBR type in hex (83)."
         case .exceedsDisk(let needed, let size):
             return "The partitions need \(Self.mib(needed)) and the disk is \(Self.mib(size)). Give a bigger --size, or --size auto for the smallest disk that holds them."
