@@ -155,15 +155,34 @@ enum CreateFilesystems {
     }
 
     /// mkfs.fat at `offset` (in sectors): FAT32 for an EFI system partition, else the FAT size
-    /// mkfs.fat picks; the seed's serial; --invariant for the rest of what it would draw at random
-    /// or from the clock. Wraps mkfs.fat(8).
+    /// mkfs.fat picks for a device of the partition's size (`fatGeometry`); the seed's serial;
+    /// --invariant for the rest of what it would draw at random or from the clock. Wraps mkfs.fat(8).
     static func makeVFAT(_ partition: DiskLayout.Partition, offset: UInt64, bytes: UInt64, image: String, serial: UInt32,
                          interruption: Interruption) throws(CreateError) {
         var arguments = ["mkfs.fat", "--invariant", "--mbr=n", "-i", String(serial, radix: 16), "-S", "512", "--offset=\(offset / 512)"]
-        if partition.type.isESP { arguments += ["-F", "32"] }
+        let geometry = fatGeometry(bytes: bytes, esp: partition.type.isESP)
+        arguments += ["-F", "\(geometry.fatBits)"]
+        if let cluster = geometry.sectorsPerCluster { arguments += ["-s", "\(cluster)"] }
         if let label = partition.label { arguments += ["-n", String(label.uppercased().prefix(11))] }
         arguments += [image, "\(bytes / 1024)"]
         try CreateTools.run(arguments, step: "mkfs.fat (\(partition.origin))", interruption: interruption)
+    }
+
+    /// The FAT size and FAT32 cluster size mkfs.fat 4.2 picks on a device of `bytes`. Given a file
+    /// and a block count (--offset), it picks both from the whole file's size instead: in an image
+    /// of 512 MiB or more every vfat partition became FAT32, and past 260 MiB a FAT32 partition got
+    /// 4 KiB clusters, too few for FAT32 in a 256 MiB ESP (mkfs.fat warns; mtools then reads it as
+    /// FAT16 and its first mmd fails) or a refusal ("too small") under 256 MiB. FAT12 and FAT16
+    /// start at 4 sectors a cluster and mkfs.fat grows that itself.
+    static func fatGeometry(bytes: UInt64, esp: Bool) -> (fatBits: Int, sectorsPerCluster: Int?) {
+        let mib = bytes >> 20
+        if esp || bytes >= 512 << 20 {
+            // Its FAT32 table (Microsoft's): 0.5 KiB clusters to 260 MiB, 4 KiB to 8 GiB, then doubling.
+            let cluster = mib > 32 * 1024 ? 64 : mib > 16 * 1024 ? 32 : mib > 8 * 1024 ? 16 : mib > 260 ? 8 : 1
+            return (32, cluster)
+        }
+        // FAT16 once 2 KiB clusters give it its minimum of 4085 clusters, as mkfs.fat's own choice.
+        return (bytes > 8 << 20 ? 16 : 12, nil)
     }
 
     /// mkswap into a sparse memory file of the partition's size, whose first page (the whole
