@@ -132,6 +132,7 @@ bench: deps-bench build
 	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/install-grub-uefi.sh
 	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/inspect.sh
 	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/isolate.sh
+	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/create.sh
 
 # The man page and the completions are written by the built executable from its own argument
 # table (`imgtool __generate`), and the package's version is what it prints for --version: the
