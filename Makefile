@@ -9,9 +9,9 @@ OUT := out
 # What each job needs from Debian. Build: the C libraries the Swift targets link (what a package
 # depending on ImgKit needs too; zlib and zstd inflate qcow2 and VMDK clusters, libewf reads E01);
 # static: what Scripts/build-libdevmapper.sh needs to build the static libdevmapper.a that only
-# the CLI's static build (`make build`) links.
+# the CLI's static build (`make build`) links, and the static libbz2.a and libuuid.a it links too.
 BUILD_PKGS := pkg-config libblkid-dev libext2fs-dev liblzma-dev libdevmapper-dev zlib1g-dev libzstd-dev libewf-dev libparted-dev libarchive-dev
-STATIC_PKGS := dpkg-dev gcc make
+STATIC_PKGS := dpkg-dev gcc make libbz2-dev uuid-dev
 # install-grub at run time: grub-install and GRUB's i386-pc files; udevadm, which grub-probe asks
 # where a partition starts; util-linux for setpriv; eatmydata, preloaded into grub-install in
 # the --isolate VM (see Isolation.eatMyData).
@@ -73,10 +73,12 @@ deps-test: deps-run
 # A fully static executable: no dynamic loader, no relocations, so it starts in about a
 # millisecond, like a C tool (linked dynamically it took 3 ms before doing anything). Stripped:
 # 11 MB instead of 20, which --isolate copies into every VM. -L: the -ldevmapper that pkg-config
-# gives finds deps-static's libdevmapper.a (a static link takes no .so).
+# gives finds deps-static's libdevmapper.a (a static link takes no .so). libarchive's and
+# libparted's .pc files name only themselves (-larchive, -lparted), not what their static archives
+# call: libarchive.a's bzip2 filter needs libbz2.a, libparted.a's GPT and msdos writers libuuid.a.
 build: deps-static
 	Scripts/with-private-tmp.sh $(SWIFT) build -c release --product imgtool -Xswiftc -static-executable \
-		-Xlinker "-L$(DEPS)/lib" -Xlinker --strip-all
+		-Xlinker "-L$(DEPS)/lib" -Xlinker --strip-all -Xlinker -lbz2 -Xlinker -luuid
 
 # Makes a sample image with TestImages' script, installs GRUB with imgtool, boots it under qemu
 # and shows what GRUB printed on the serial console.
@@ -130,6 +132,7 @@ bench: deps-bench build
 	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/install-grub-uefi.sh
 	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/inspect.sh
 	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/isolate.sh
+	IMGTOOL="$(CURDIR)/.build/release/imgtool" Tests/bench/create.sh
 
 # The man page and the completions are written by the built executable from its own argument
 # table (`imgtool __generate`), and the package's version is what it prints for --version: the

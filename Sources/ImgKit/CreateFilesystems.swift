@@ -133,7 +133,7 @@ enum CreateFilesystems {
                         identity: CreateIdentity) throws(CreateError) {
         guard !sources.isEmpty || !partition.makeDirectories.isEmpty else { return }
         do {
-            let writer = try Ext2Writer(image: image, offset: offset, time: UInt32(clamping: identity.time))
+            let writer = try Ext2Writer(image: image, offset: offset, time: UInt32(clamping: identity.time), verifyChecksums: false)
             for (copy, source) in zip(partition.copies, sources) {
                 do {
                     try writer.populate(from: source, into: copy.target, clamp: identity.clamp)
