@@ -130,8 +130,12 @@ public enum Create {
             sources.append(opened)
         }
         try check(interruption)
+        // A partition of fixed size needs no guess (a walk of its whole tree): if its contents do
+        // not fit, filling it says so.
         var contentBytes = try layout.partitions.indices.map { index throws(CreateError) in
-            try CreateFilesystems.estimate(layout.partitions[index], sources: sources[index])
+            let partition = layout.partitions[index]
+            if let low = partition.sizeMin, low == partition.sizeMax { return UInt64(0) }
+            return try CreateFilesystems.estimate(partition, sources: sources[index])
         }
         let bootIndex = options.bootloader.flatMap { _ in Self.bootPartitionIndex(layout) }
         // Without an ext partition /boot/grub goes on the EFI system partition.
