@@ -33,6 +33,9 @@ TEST_PKGS += time
 # TestImages/make-linux-rootfs.sh resolves the cloud kernel's module dependencies with modprobe
 # (linux-image-cloud-amd64 pulls kmod in; named here because the script calls it).
 TEST_PKGS += kmod
+# RepartDefinitionsTests compares create's placement with systemd-repart 252's own (systemd); the
+# create tests read a tar input made with python3 and fill vfat with mtools (listed above).
+TEST_PKGS += systemd
 
 # `make install PREFIX=... DESTDIR=...`: the static executable, imgtool(1) and the completions.
 PREFIX ?= /usr/local

@@ -1,7 +1,9 @@
+import Dispatch
 import Glibc
 import ImgFormats
 import ImgSystem
 import Logging
+import Synchronization
 
 /// Makes a disk image from a `DiskLayout`: the table through libparted, each filesystem by its
 /// own mkfs at its partition's offset and filled through libext2fs or mtools, and, when asked, GRUB
@@ -207,15 +209,33 @@ public enum Create {
         try CreateTable.write(layout: layout, placement: placement, identity: identity, to: path, logger: logger,
                               interruption: interruption)
         try check(interruption)
+        // ext filesystems are made and filled in this process, the others by their tools: the two
+        // kinds go side by side, in disjoint byte ranges of the image, each kind in order (one
+        // libext2fs user at a time: its error tables are set up unguarded).
+        let formatted = layout.partitions.indices.filter { layout.partitions[$0].format != nil }
+        let groups = [formatted.filter { layout.partitions[$0].format!.isExt }, formatted.filter { !layout.partitions[$0].format!.isExt }]
+        let outcomes = Mutex<[Int: Swift.Result<String, CreateError>]>([:])
+        DispatchQueue.concurrentPerform(iterations: groups.count) { group in
+            for index in groups[group] {
+                let outcome = Swift.Result { () throws(CreateError) -> String in
+                    try CreateFilesystems.make(layout.partitions[index].format!, partition: layout.partitions[index],
+                                               at: placement.partitions[index], image: path, identity: identity, index: index,
+                                               sources: sources[index], interruption: interruption, logger: logger)
+                }
+                outcomes.withLock { $0[index] = outcome }
+                if case .failure = outcome { break }
+                if interruption.signal != nil { break }
+            }
+        }
+        try check(interruption)
+        let made = outcomes.withLock { $0 }
+        for index in formatted {
+            if case .failure(let error) = made[index] { throw error }
+        }
         var partitions: [Result.Partition] = []
         for (index, partition) in layout.partitions.enumerated() {
             let placed = placement.partitions[index]
-            var fsUUID: String?
-            if let format = partition.format {
-                fsUUID = try CreateFilesystems.make(format, partition: partition, at: placed, image: path, identity: identity,
-                                                    index: index, sources: sources[index], interruption: interruption, logger: logger)
-                try check(interruption)
-            }
+            let fsUUID = try made[index]?.get()
             partitions.append(.init(number: placed.number, startSector: placed.startSector, sectors: placed.sectors,
                                     type: partition.type.name,
                                     uuid: layout.table == .gpt ? identity.partitionUUID(partition, index: index).description : nil,
