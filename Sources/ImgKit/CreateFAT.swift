@@ -45,9 +45,21 @@ struct CreateFAT {
                             continue
                         }
                     }
-                    // From an archive: the contents into a memory file, copied under its name.
+                    try makeDirectories(directories, made: &made, origin: origin)
+                    directories = []
+                    if source.format == .directory {
+                        // A hard link under another name: FAT has no links, so a copy of its file.
+                        let sourcePath = source.path + "/" + Self.linkTarget(entry)
+                        try mtools(["mcopy", "-o", "-i", drive, sourcePath, "::" + path], step: step)
+                        continue
+                    }
+                    // From an archive: the contents into a memory file, copied under its name; a
+                    // hard link is a copy of the earlier file's.
                     let file: MemoryFile
-                    if case .hardLink = entry.kind, let earlier = staged[Self.join(target, Self.linkTarget(entry))] {
+                    if case .hardLink = entry.kind {
+                        guard let earlier = staged[Self.join(target, Self.linkTarget(entry))] else {
+                            throw CreateError.invalidLayout(origin: origin, detail: "\(source.path) holds \(entry.path), a hard link to \(Self.linkTarget(entry)), which is not a file before it in the archive.")
+                        }
                         file = earlier
                     } else {
                         file = try MemoryFile(name: "fat-file")
@@ -59,8 +71,6 @@ struct CreateFAT {
                         }
                     }
                     staged[path] = file
-                    try makeDirectories(directories, made: &made, origin: origin)
-                    directories = []
                     try mtools(["mcopy", "-o", "-i", drive, file.path, "::" + path], step: step)
                 default:
                     throw CreateError.invalidLayout(origin: origin, detail: "\(source.path) holds \(entry.path.isEmpty ? "/" : entry.path), a \(Self.kindName(entry.kind)), which FAT cannot store; remove it from the tree or use an ext filesystem.")
