@@ -75,4 +75,18 @@ grep -q "with strategy offline" "$work/nobody.log" || fail "the unprivileged ins
 "$root/TestImages/boot.sh" "$nobody/disk.img" --timeout 60 --expect "$marker" >/dev/null \
     || fail "the image installed without root did not print the marker when booted"
 echo "booted: GRUB installed by uid 65534 printed the marker"
+echo "--- as uid 65534: the builder makes a bootable image from a layout written in Swift (libparted)"
+builder=$example/.build/debug/builder
+install -m 0755 "$builder" "$nobody/builder"
+install -d -o 65534 -g 65534 "$nobody/tree" "$nobody/tree/boot" "$nobody/tree/boot/grub"
+printf 'serial --unit=0 --speed=115200\nterminal_output serial\necho %s\nhalt\n' "$marker" > "$nobody/tree/boot/grub/grub.cfg"
+chmod 644 "$nobody/tree/boot/grub/grub.cfg"
+setpriv --reuid=65534 --regid=65534 --clear-groups -- "$nobody/builder" "$nobody/built.img" "$nobody/tree" >"$work/builder.log" 2>&1 \
+    || fail "the builder failed as uid 65534: $(cat "$work/builder.log")"
+grep -q "bootable: true" "$work/builder.log" || fail "the builder's image is not bootable: $(cat "$work/builder.log")"
+for firmware in bios uefi; do
+    "$root/TestImages/boot.sh" "$nobody/built.img" --timeout 90 --firmware "$firmware" --expect "$marker" >/dev/null \
+        || fail "the builder's image did not print the marker under $firmware"
+done
+echo "booted under BIOS and UEFI: GRUB in the image the builder made printed the marker"
 echo "Examples/installer: all checks passed"

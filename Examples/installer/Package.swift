@@ -10,6 +10,8 @@ let package = Package(
     ],
     targets: [
         .executableTarget(name: "installer", dependencies: [.product(name: "ImgKit", package: "imgtool")]),
+        // An appliance builder's image step: a layout as Swift values, made through libparted.
+        .executableTarget(name: "builder", dependencies: [.product(name: "ImgKit", package: "imgtool")]),
     ],
     swiftLanguageModes: [.v6]
 )
