@@ -91,7 +91,7 @@ enum CreateFilesystems {
         case .ext2, .ext3, .ext4:
             try makeExt(format, partition: partition, offset: offset, bytes: bytes, image: image, uuid: uuid,
                         hashSeed: identity.hashSeed(index: index), time: identity.time, interruption: interruption)
-            try fillExt(partition, sources: sources, image: image, offset: offset, identity: identity)
+            try fillExt(partition, sources: sources, image: image, offset: offset, identity: identity, interruption: interruption)
             return uuid.description.lowercased()
         case .vfat:
             let serial = identity.fatSerial(partition, index: index)
@@ -130,13 +130,15 @@ enum CreateFilesystems {
 
     /// Copies the trees into the new ext filesystem, then makes MakeDirectories=' directories.
     static func fillExt(_ partition: DiskLayout.Partition, sources: [TreeSource], image: String, offset: UInt64,
-                        identity: CreateIdentity) throws(CreateError) {
+                        identity: CreateIdentity, interruption: Interruption) throws(CreateError) {
         guard !sources.isEmpty || !partition.makeDirectories.isEmpty else { return }
         do {
             let writer = try Ext2Writer(image: image, offset: offset, time: UInt32(clamping: identity.time), verifyChecksums: false)
             for (copy, source) in zip(partition.copies, sources) {
                 do {
-                    try writer.populate(from: source, into: copy.target, clamp: identity.clamp)
+                    try writer.populate(from: source, into: copy.target, clamp: identity.clamp, interruption: interruption)
+                } catch .interrupted(let signal) {
+                    throw CreateError.interrupted(signal: signal)
                 } catch where error.isOutOfSpace {
                     throw CreateError.contentsDoNotFit(origin: partition.origin, needed: 0, size: partition.sizeMax ?? 0)
                 } catch {

@@ -8,6 +8,8 @@ extension Ext2Writer {
         case source(TreeSource.Error)
         /// Writing into the filesystem failed.
         case filesystem(Ext2Writer.Error)
+        /// A signal asked to stop (`Interruption`); what was written is incomplete.
+        case interrupted(signal: Int32)
 
         /// The contents do not fit: a bigger filesystem would hold them.
         public var isOutOfSpace: Bool {
@@ -21,6 +23,7 @@ extension Ext2Writer {
             case .filesystem(let error) where error.isOutOfSpace:
                 "\(error) (the contents do not fit in the filesystem; make it bigger)"
             case .filesystem(let error): "\(error)"
+            case .interrupted(let signal): "interrupted by signal \(signal)"
             }
         }
     }
@@ -37,20 +40,24 @@ extension Ext2Writer {
     ///
     /// File data goes through the write-back channel, written out every 256 MiB to bound memory:
     /// a writer dropped after that has written data blocks into free space, but no metadata.
-    public func populate(from source: TreeSource, into targetDirectory: String = "/", clamp: Int64? = nil) throws(PopulateError) {
+    /// `interruption`, checked before each entry, stops it early.
+    public func populate(from source: TreeSource, into targetDirectory: String = "/", clamp: Int64? = nil,
+                         interruption: Interruption? = nil) throws(PopulateError) {
         let reader: any TreeReader
         do { reader = try source.makeReader() } catch { throw .source(error) }
-        try populate(from: reader, into: targetDirectory, clamp: clamp)
+        try populate(from: reader, into: targetDirectory, clamp: clamp, interruption: interruption)
     }
 
-    /// `populate(from:into:clamp:)` from entries already being read.
-    public func populate(from reader: any TreeReader, into targetDirectory: String = "/", clamp: Int64? = nil) throws(PopulateError) {
+    /// `populate(from:into:clamp:interruption:)` from entries already being read.
+    public func populate(from reader: any TreeReader, into targetDirectory: String = "/", clamp: Int64? = nil,
+                         interruption: Interruption? = nil) throws(PopulateError) {
         let top = try filesystem { () throws(Error) in try makeDirectories(targetDirectory) }
         var directories: [String: ext2_ino_t] = ["": top]
         var others: [String: ext2_ino_t] = [:]
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.chunk, alignment: 4096)
         defer { buffer.deallocate() }
         while true {
+            if let signal = interruption?.signal { throw .interrupted(signal: signal) }
             let next: TreeEntry?
             do { next = try reader.next() } catch { throw .source(error) }
             guard var entry = next else { break }
