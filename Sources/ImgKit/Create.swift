@@ -94,28 +94,8 @@ public enum Create {
     /// Makes `options.image`. Wraps Create's steps: checks, placement, libparted, mkfs, fill, GRUB.
     public static func run(_ options: Options, logger: Logger, interruption: Interruption = Interruption()) throws(CreateError) -> Result {
         let layout = options.layout
-        try layout.validate()
-        if layout.sectorSize != 512 {
-            // libparted takes a file's sectors as 512 bytes; a loop device with 4096-byte blocks
-            // gives it the disk's (CreateTable).
-            guard LoopDevice.usable() else {
-                throw .sectorSize(layout.sectorSize, reason: "libparted reads an image file as 512-byte sectors, so a 4096-byte table is written through a loop device with 4096-byte blocks, which needs root and /dev/loop-control. Run as root, or make the image with 512-byte sectors.")
-            }
-            if options.bootloader == .bios || options.bootloader == .hybrid {
-                throw .sectorSize(layout.sectorSize, reason: "BIOS boots only from 512-byte sectors (GRUB's boot.img is one sector of 512 bytes). Use --bootloader uefi.")
-            }
-        }
-        if let firmware = options.bootloader, firmware != .uefi, layout.table == .gpt, !layout.partitions.contains(where: { $0.type.isBIOSBoot }) {
-            throw .invalidLayout(origin: "--bootloader \(firmware.rawValue)", detail: "GRUB for BIOS on a GPT disk embeds its core.img in a BIOS boot partition, and the layout has none. Add one first (--partition type=bios-boot,size=1M; in a definition Type=21686148-6449-6E6F-744E-656564454649 with SizeMinBytes=1M), or use --bootloader uefi.")
-        }
         let image = options.image
-        var status = stat()
-        if lstat(image, &status) == 0 {
-            guard status.st_mode & S_IFMT == S_IFREG else {
-                throw .cannotCreate(path: image, reason: "it exists and is not a regular file; create makes image files (write one to a device with dd or qemu-img afterwards)")
-            }
-            guard options.overwrite else { throw .imageExists(path: image) }
-        }
+        try preflight(options)
         try CreateTools.require(for: layout)
         let identity = CreateIdentity(seed: options.seed, sourceDateEpoch: options.sourceDateEpoch, sectorSize: layout.sectorSize)
         var sources: [[TreeSource]] = []
@@ -190,6 +170,34 @@ public enum Create {
             }
         }
         throw .failed(step: "create", detail: "the contents did not fit after four sizes")
+    }
+
+    /// What can be refused before anything is made: the layout, the sector size, BIOS without a
+    /// place for core.img, and what is at the image's path.
+    static func preflight(_ options: Options) throws(CreateError) {
+        let layout = options.layout
+        let image = options.image
+        try layout.validate()
+        if layout.sectorSize != 512 {
+            // libparted takes a file's sectors as 512 bytes; a loop device with 4096-byte blocks
+            // gives it the disk's (CreateTable).
+            guard LoopDevice.usable() else {
+                throw .sectorSize(layout.sectorSize, reason: "libparted reads an image file as 512-byte sectors, so a 4096-byte table is written through a loop device with 4096-byte blocks, which needs root and /dev/loop-control. Run as root, or make the image with 512-byte sectors.")
+            }
+            if options.bootloader == .bios || options.bootloader == .hybrid {
+                throw .sectorSize(layout.sectorSize, reason: "BIOS boots only from 512-byte sectors (GRUB's boot.img is one sector of 512 bytes). Use --bootloader uefi.")
+            }
+        }
+        if let firmware = options.bootloader, firmware != .uefi, layout.table == .gpt, !layout.partitions.contains(where: { $0.type.isBIOSBoot }) {
+            throw .invalidLayout(origin: "--bootloader \(firmware.rawValue)", detail: "GRUB for BIOS on a GPT disk embeds its core.img in a BIOS boot partition, and the layout has none. Add one first (--partition type=bios-boot,size=1M; in a definition Type=21686148-6449-6E6F-744E-656564454649 with SizeMinBytes=1M), or use --bootloader uefi.")
+        }
+        var status = stat()
+        if lstat(image, &status) == 0 {
+            guard status.st_mode & S_IFMT == S_IFREG else {
+                throw .cannotCreate(path: image, reason: "it exists and is not a regular file; create makes image files (write one to a device with dd or qemu-img afterwards)")
+            }
+            guard options.overwrite else { throw .imageExists(path: image) }
+        }
     }
 
     struct Made {
