@@ -125,6 +125,34 @@ package struct Initramfs: Sendable {
                          sources: sources)
     }
 
+    /// The bytes the guest unpacks from the archive, near enough to size its memory: executables,
+    /// data files and, for a dynamically linked executable (a development build), its libraries,
+    /// which can outweigh it many times (libarchive's libxml2 brings ICU's 31 MB of data). A
+    /// static executable costs a stat; ldd runs only for the others.
+    package func payloadBytes() -> UInt64 {
+        var seen: Set<String> = []
+        var total: UInt64 = 0
+        func count(_ path: String) {
+            guard seen.insert(path).inserted, let status = try? fileStatus(path) else { return }
+            total += UInt64(status.st_size)
+        }
+        for program in [busybox] + executables {
+            count(program)
+            if Self.isDynamicELF(program), let libraries = try? Self.sharedLibraries(of: program) { libraries.forEach(count) }
+        }
+        dataFiles.forEach(count)
+        return total
+    }
+
+    /// Whether `path` is an ELF file with a program interpreter (PT_INTERP): one ldd has libraries for.
+    static func isDynamicELF(_ path: String) -> Bool {
+        guard let source = try? FileByteSource(path: path), let header = try? source.read(at: 0, count: 64),
+              header.starts(with: [0x7F, 0x45, 0x4C, 0x46]), header[4] == 2 else { return false }
+        let offset = header.le64(0x20), size = Int(header.le16(0x36)), count = Int(header.le16(0x38))
+        guard size >= 4, count <= 256, let table = try? source.read(at: offset, count: size * count) else { return false }
+        return (0..<count).contains { table.le32($0 * size) == 3 }
+    }
+
     // MARK: Files
 
     private func add(file source: String, at path: String, to cpio: inout CpioWriter, sources: inout [String],

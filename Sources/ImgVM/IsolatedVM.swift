@@ -207,7 +207,12 @@ public enum IsolatedVM {
         var configuration = KernelVM.Configuration(kernel: bootKernel, initrd: .bytes([]),
                                                    commandLine: GuestProtocol.kernelCommandLine(options.kernelArguments))
         configuration.machine = options.machine
-        configuration.memoryMiB = options.memoryMiB
+        // The guest unpacks the archive into a RAM filesystem that may fill half its memory, and
+        // holds the archive while it does: twice the payload and room to work, in 64 MiB steps.
+        let payload = initramfs.payloadBytes()
+        let needed = ((payload * 2) >> 20) + 160
+        configuration.memoryMiB = max(options.memoryMiB, Int((needed + 63) / 64 * 64))
+        logger.debug("guest memory", metadata: ["MiB": "\(configuration.memoryMiB)", "payload": "\(payload)"])
         configuration.cpu = options.cpu
         configuration.outputPorts = GuestProtocol.outputPorts
         configuration.inputPorts = [(GuestProtocol.commandPort,

@@ -116,7 +116,11 @@ enum DeviceMapperFaultsVM {
             var isolation = Isolation(timeout: 900, executable: imgtoolPath)
             isolation.vm.executables = ["/sbin/e2fsck"]
             isolation.vm.cacheDirectory = scratch.file("cache")
-            let options = isolation.vmOptions(for: .installGrub, imgtool: imgtoolPath)
+            var options = isolation.vmOptions(for: .installGrub, imgtool: imgtoolPath)
+            // Besides what install-grub's VM holds, the script keeps two 32 MiB copies of the image
+            // in the guest's RAM-backed /tmp, one behind a loop device with its own page cache; and
+            // the tests' imgtool is a dynamic build, whose libraries add 60 MB to the initramfs.
+            options.memoryMiB = 768
             let r = try IsolatedVM.run(command: ["sh", "-c", script], image: scratch.file("dm.img"), readOnly: false,
                                        timeout: isolation.timeout, options: options)
             print("device-mapper faults and kills in the VM: \(r.seconds) s wall (\(r.accelerator))")
