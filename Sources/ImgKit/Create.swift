@@ -256,6 +256,8 @@ public enum Create {
                 var install = InstallGrub.Options(image: path, strategy: .offline, bootPartition: bootIndex.map { placement.partitions[$0].number },
                                                   firmware: firmware, secureBoot: options.secureBoot)
                 install.recordedTime = identity.time
+                // The unfinished image is ours alone and goes if this fails: no copy to rename.
+                install.writesInPlace = true
                 // Its messages and result name the image as the user named it, not the hidden file.
                 var quiet = logger
                 quiet.logLevel = max(logger.logLevel, .notice)

@@ -35,6 +35,9 @@ public enum InstallGrub {
         /// Offline: the time written into the files' records (`Create` passes SOURCE_DATE_EPOCH or
         /// its seed's time, for the same bytes on every run); nil: now.
         public var recordedTime: Int64?
+        /// Offline: write the image file itself instead of a copy renamed over it. Only for a
+        /// file no one else has yet (`Create`'s unfinished image), discarded if the install fails.
+        package var writesInPlace = false
 
         /// Options for `image`; every other choice defaults to automatic.
         public init(image: String, strategy: Strategy? = nil, diskName: String? = nil, bootPartition: Int? = nil,
@@ -218,7 +221,7 @@ public enum InstallGrub {
         try GrubTools.requireInstalled(needsUdevadm: false, targets: plan.firmware.targets, offline: true,
                                        writesFAT: plan.bootFilesystem.type == "vfat")
         if plan.secureBoot { try GrubTools.requireSigned() }
-        try prepareReplacement(of: plan.image, logger: logger)
+        if !options.writesInPlace { try prepareReplacement(of: plan.image, logger: logger) }
         let session = Session(logger: logger, interruption: interruption)
         defer { session.close() }
         try OfflineInstall.run(plan, options: options, session: session)

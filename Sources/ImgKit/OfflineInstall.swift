@@ -14,7 +14,8 @@ import Logging
 /// at the end: libext2fs writes without the filesystem's journal, FAT has none, and no order of
 /// the writes keeps a filesystem consistent at every instant, so a kill must find the image as
 /// it was. The cost is a copy of the image's data where its filesystem cannot clone (measured in
-/// the README). A block device is written in place (`OfflineTarget`).
+/// the README). A block device, and `Create`'s unfinished image, are written in place
+/// (`OfflineTarget`).
 enum OfflineInstall {
     /// Installs `plan` into its image. `session` gives the id that names the copy for the instant
     /// of its rename, and the interruption checked between steps.
@@ -26,12 +27,12 @@ enum OfflineInstall {
             throw .strategyUnavailable(.offline, reason: "the boot filesystem on partition \(plan.bootPartition.number) has no UUID for the Secure Boot loader to find it by")
         }
         do {
-            let target = try OfflineTarget(for: plan.image)
+            let target = try OfflineTarget(for: plan.image, inPlace: options.writesInPlace)
             switch target {
             case .copy(let copy):
                 session.logger.info(copy.cloned ? "cloned \(plan.image) (shared blocks)" : "copied \(plan.image)'s \(copy.copiedBytes) bytes of data")
-            case .device:
-                session.logger.info("\(plan.image) is a block device: writing it in place")
+            case .inPlace:
+                session.logger.info(options.writesInPlace ? "writing \(plan.image) in place" : "\(plan.image) is a block device: writing it in place")
             }
             try session.checkpoint()
 

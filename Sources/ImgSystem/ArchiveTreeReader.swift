@@ -84,6 +84,7 @@ final class ArchiveTreeReader: TreeReader {
             case S_IFSOCK: entry.kind = .socket
             case S_IFREG:
                 entry.size = UInt64(max(0, archive_entry_size(header)))
+                entry.sparseDataBytes = Self.sparseDataBytes(header, size: entry.size)
                 dataEntry = (name, entry.size)
                 position = 0
                 dataEnded = false
@@ -130,17 +131,7 @@ final class ArchiveTreeReader: TreeReader {
                 }
             }
             if dataEnded { break }
-            var bytes: UnsafeRawPointer?
-            var count = 0
-            var offset: la_int64_t = 0
-            let r = archive_read_data_block(archive, &bytes, &count, &offset)
-            if r == ARCHIVE_EOF {
-                dataEnded = true
-                block = nil
-                continue
-            }
-            guard r == ARCHIVE_OK || r == ARCHIVE_WARN else { throw failure("archive_read_data_block", on: "\(path): \(dataEntry.path)") }
-            block = bytes.map { ($0, count, UInt64(max(0, offset)), 0) }
+            try nextBlock(of: dataEntry.path)
         }
         // A hole at the end, or an archive that ended early.
         guard dataEnded else { return 0 }
@@ -151,6 +142,39 @@ final class ArchiveTreeReader: TreeReader {
             return n
         }
         return 0
+    }
+
+    /// The next block libarchive has of the current file, or `dataEnded`. Wraps
+    /// archive_read_data_block(3).
+    private func nextBlock(of entry: String) throws(TreeSource.Error) {
+        var bytes: UnsafeRawPointer?
+        var count = 0
+        var offset: la_int64_t = 0
+        let r = archive_read_data_block(archive, &bytes, &count, &offset)
+        if r == ARCHIVE_EOF {
+            dataEnded = true
+            block = nil
+            return
+        }
+        guard r == ARCHIVE_OK || r == ARCHIVE_WARN else { throw failure("archive_read_data_block", on: "\(path): \(entry)") }
+        block = bytes.map { ($0, count, UInt64(max(0, offset)), 0) }
+    }
+
+    /// The next block's offset, where libarchive's sparse map says the data goes on.
+    func skipHole(at offset: UInt64) throws(TreeSource.Error) -> UInt64 {
+        guard pending.isEmpty, let dataEntry, position == offset else { return offset }
+        while position < dataEntry.size {
+            if let block, block.used < block.count {
+                position = max(position, min(block.offset + UInt64(block.used), dataEntry.size))
+                return position
+            }
+            if dataEnded {
+                position = dataEntry.size
+                break
+            }
+            try nextBlock(of: dataEntry.path)
+        }
+        return position
     }
 
     /// `raw` relative and without "." components; an entry that would climb out with ".." is refused.
@@ -171,6 +195,19 @@ final class ArchiveTreeReader: TreeReader {
         let code = archive_errno(archive)
         let message = Self.string(archive_error_string(archive)) ?? "libarchive failed"
         return TreeSource.Error(operation, on: what, message: message, errno: code == 0 ? nil : code)
+    }
+
+    /// The data bytes of a sparse member (GNU or pax sparse), from the map libarchive read with its
+    /// header; nil for a member without holes. Wraps archive_entry_sparse_reset(3) and
+    /// archive_entry_sparse_next(3).
+    private static func sparseDataBytes(_ header: OpaquePointer, size: UInt64) -> UInt64? {
+        guard archive_entry_sparse_reset(header) > 0 else { return nil }
+        var data: UInt64 = 0
+        var offset: la_int64_t = 0, length: la_int64_t = 0
+        while archive_entry_sparse_next(header, &offset, &length) == ARCHIVE_OK {
+            data += UInt64(max(0, length))
+        }
+        return data < size ? data : nil
     }
 
     private static func string(_ pointer: UnsafePointer<CChar>?) -> String? {

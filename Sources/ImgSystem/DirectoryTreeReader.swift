@@ -74,13 +74,7 @@ final class DirectoryTreeReader: TreeReader {
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(TreeSource.Error) -> Int {
         guard let current else { return 0 }
         do {
-            if contents == nil {
-                let fd = try systemCall("openat", on: display(current.path)) {
-                    openat(current.directory, current.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-                }
-                contents = FileHandle(adopting: fd, path: display(current.path))
-                remaining = current.size
-            }
+            try openContents(current)
             guard remaining > 0, let contents else { return 0 }
             // No more than fstatat said: the entry's size is what the filesystem was told.
             let wanted = Int(min(UInt64(buffer.count), remaining))
@@ -93,6 +87,38 @@ final class DirectoryTreeReader: TreeReader {
         } catch {
             throw TreeSource.Error(converting: error)
         }
+    }
+
+    /// Wraps lseek(2) SEEK_DATA, which also moves the position read(2) goes on from. A filesystem
+    /// that does not know its holes says the data goes on at once: the hole reads as zeros then.
+    func skipHole(at offset: UInt64) throws(TreeSource.Error) -> UInt64 {
+        guard let current else { return offset }
+        do {
+            try openContents(current)
+            guard remaining > 0, let contents else { return offset }
+            let data: UInt64
+            do {
+                data = UInt64(try systemCall("lseek(SEEK_DATA)", on: contents.path) { lseek(contents.fd, off_t(offset), IMGTOOL_SEEK_DATA) })
+            } catch where error.errno == ENXIO {
+                data = current.size  // only a hole is left
+            }
+            let at = min(max(data, offset), current.size)
+            if at != data { _ = try systemCall("lseek", on: contents.path) { lseek(contents.fd, off_t(at), SEEK_SET) } }
+            remaining = current.size - at
+            return at
+        } catch {
+            throw TreeSource.Error(converting: error)
+        }
+    }
+
+    /// Opens the current file on its first read. Wraps openat(2).
+    private func openContents(_ current: (directory: Int32, name: String, path: String, size: UInt64)) throws(SystemError) {
+        guard contents == nil else { return }
+        let fd = try systemCall("openat", on: display(current.path)) {
+            openat(current.directory, current.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        }
+        contents = FileHandle(adopting: fd, path: display(current.path))
+        remaining = current.size
     }
 
     private func display(_ path: String) -> String { path.isEmpty ? root : root + "/" + path }
@@ -149,13 +175,19 @@ final class DirectoryTreeReader: TreeReader {
         case S_IFBLK: entry.kind = .blockDevice(major: major, minor: minor)
         case S_IFIFO: entry.kind = .fifo
         case S_IFSOCK: entry.kind = .socket
-        default: entry.size = UInt64(status.st_size)
+        default:
+            entry.size = UInt64(status.st_size)
+            // Fewer blocks than the size needs: holes (or a filesystem that compresses or packs
+            // tails; either way, blocks of zeros are all the copy leaves out).
+            let allocated = UInt64(max(0, status.st_blocks)) * 512
+            if allocated < entry.size { entry.sparseDataBytes = allocated }
         }
         if status.st_nlink > 1, entry.kind != .directory {
             let key = InodeKey(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
             if let first = linked[key] {
                 entry.kind = .hardLink(to: first)
                 entry.size = 0
+                entry.sparseDataBytes = nil
             } else {
                 linked[key] = path
             }

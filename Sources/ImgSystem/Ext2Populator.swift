@@ -159,7 +159,11 @@ extension Ext2Writer {
             try truncate(existing, path: path)
             return existing
         }
-        try writeContents(of: ino, size: entry.size, path: path, reader: reader, buffer: buffer)
+        if entry.sparseDataBytes != nil {
+            try writeSparseContents(of: ino, size: entry.size, path: path, reader: reader, buffer: buffer)
+        } else {
+            try writeContents(of: ino, size: entry.size, path: path, reader: reader, buffer: buffer)
+        }
         try filesystem { () throws(Error) in try finish(ino, entry, mode: UInt16(LINUX_S_IFREG), size: entry.size, path: path) }
         return ino
     }
@@ -252,15 +256,7 @@ extension Ext2Writer {
             while done < run.length {
                 let blocks = min(run.length - done, perChunk)
                 let wanted = Int(min(UInt64(blocks * blockSize), size - offset))
-                var filled = 0
-                while filled < wanted {
-                    let n: Int
-                    do { n = try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<wanted])) } catch { throw .source(error) }
-                    guard n > 0 else {
-                        throw .source(TreeSource.Error("read", on: path, message: "the contents ended at \(offset + UInt64(filled)) of \(size) bytes"))
-                    }
-                    filled += n
-                }
+                try fill(buffer, count: wanted, from: reader, at: offset, of: size, path: path)
                 if wanted < blocks * blockSize {
                     (buffer.baseAddress! + wanted).initializeMemory(as: UInt8.self, repeating: 0, count: blocks * blockSize - wanted)
                 }
@@ -268,15 +264,104 @@ extension Ext2Writer {
                 guard err == 0 else { throw .filesystem(Error("io_channel_write_blk64 \(path)", err)) }
                 offset += UInt64(wanted)
                 done += blocks
-                unflushedBytes += blocks * blockSize
-                if unflushedBytes >= Self.flushEvery {
-                    let io = fs.pointee.io!
-                    let err = io.pointee.manager.pointee.flush(io)  // io_channel_flush, a macro
-                    guard err == 0 else { throw .filesystem(Error("io_channel_flush \(name)", err)) }
-                    unflushedBytes = 0
-                }
+                try wrote(blocks * blockSize)
             }
         }
+    }
+
+    /// A sparse file's `size` bytes from `reader`, through ext2fs_file_write(3), leaving out the
+    /// source's holes and any other blocks of zeros, which stay holes (as mke2fs -d leaves
+    /// them). libext2fs then allocates and maps block by block: slower than `writeContents`, and
+    /// only for files with holes.
+    /// Wraps ext2fs_file_open(3), ext2fs_file_llseek(3), ext2fs_file_write(3) and
+    /// ext2fs_file_close(3).
+    private func writeSparseContents(of ino: ext2_ino_t, size: UInt64, path: String, reader: any TreeReader,
+                                     buffer: UnsafeMutableRawBufferPointer) throws(PopulateError) {
+        let blockSize = Int(fs.pointee.blocksize)
+        var opened: ext2_file_t?
+        var err = ext2fs_file_open(fs, ino, EXT2_FILE_WRITE, &opened)
+        guard err == 0, let file = opened else { throw .filesystem(Error("ext2fs_file_open \(path)", err)) }
+        var closed = false
+        defer { if !closed { ext2fs_file_close(file) } }
+        let chunk = buffer.count / blockSize * blockSize
+        // `offset` stays on a block boundary: every chunk but the file's last is whole blocks.
+        var offset: UInt64 = 0
+        while offset < size {
+            // The source's holes are skipped without reading them; the zeros between the block
+            // boundary and where the data goes on are put back.
+            let data: UInt64
+            do { data = try reader.skipHole(at: offset) } catch { throw .source(error) }
+            guard data < size else { break }
+            let start = max(offset, data / UInt64(blockSize) * UInt64(blockSize))
+            let lead = Int(data - start)
+            let wanted = Int(min(UInt64(chunk), size - start))
+            buffer.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0, count: lead)
+            try fill(UnsafeMutableRawBufferPointer(rebasing: buffer[lead...]), count: wanted - lead, from: reader, at: data, of: size, path: path)
+            // Runs of blocks that hold something, each written at its offset.
+            var at = 0
+            while at < wanted {
+                let end = min(at + blockSize, wanted)
+                if Self.allZero(UnsafeRawBufferPointer(rebasing: buffer[at..<end])) {
+                    at = end
+                    continue
+                }
+                var runEnd = end
+                while runEnd < wanted, !Self.allZero(UnsafeRawBufferPointer(rebasing: buffer[runEnd..<min(runEnd + blockSize, wanted)])) {
+                    runEnd = min(runEnd + blockSize, wanted)
+                }
+                err = ext2fs_file_llseek(file, start + UInt64(at), EXT2_SEEK_SET, nil)
+                guard err == 0 else { throw .filesystem(Error("ext2fs_file_llseek \(path)", err)) }
+                var written: UInt32 = 0
+                err = ext2fs_file_write(file, buffer.baseAddress! + at, UInt32(runEnd - at), &written)
+                guard err == 0, written == UInt32(runEnd - at) else { throw .filesystem(Error("ext2fs_file_write \(path)", err)) }
+                try wrote(runEnd - at)
+                at = runEnd
+            }
+            offset = start + UInt64(wanted)
+        }
+        closed = true
+        err = ext2fs_file_close(file)
+        guard err == 0 else { throw .filesystem(Error("ext2fs_file_close \(path)", err)) }
+    }
+
+    /// Whether every byte of `bytes` is zero.
+    static func allZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var index = 0
+        // Eight bytes at a time where the buffer allows, then the rest one by one.
+        while index + 8 <= bytes.count {
+            if bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) != 0 { return false }
+            index += 8
+        }
+        while index < bytes.count {
+            if bytes[index] != 0 { return false }
+            index += 1
+        }
+        return true
+    }
+
+    /// Reads `count` bytes of the current file, which is at `offset` of `size`, into `buffer`.
+    private func fill(_ buffer: UnsafeMutableRawBufferPointer, count wanted: Int, from reader: any TreeReader, at offset: UInt64,
+                      of size: UInt64, path: String) throws(PopulateError) {
+        var filled = 0
+        while filled < wanted {
+            let n: Int
+            do { n = try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<wanted])) } catch { throw .source(error) }
+            guard n > 0 else {
+                throw .source(TreeSource.Error("read", on: path, message: "the contents ended at \(offset + UInt64(filled)) of \(size) bytes"))
+            }
+            filled += n
+        }
+    }
+
+    /// Counts bytes written through the channel, which keeps them until a flush: one every
+    /// `flushEvery` bytes bounds its memory.
+    private func wrote(_ bytes: Int) throws(PopulateError) {
+        unflushedBytes += bytes
+        guard unflushedBytes >= Self.flushEvery else { return }
+        let io = fs.pointee.io!
+        let err = io.pointee.manager.pointee.flush(io)  // io_channel_flush, a macro
+        guard err == 0 else { throw .filesystem(Error("io_channel_flush \(name)", err)) }
+        unflushedBytes = 0
     }
 
     private func filesystem<T>(_ body: () throws(Error) -> T) throws(PopulateError) -> T {

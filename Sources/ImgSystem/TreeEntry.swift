@@ -50,10 +50,13 @@ public struct TreeEntry: Sendable, Equatable {
     public var xattrs: [ExtendedAttribute]
     /// A regular file's length in bytes; 0 for everything else.
     public var size: UInt64
+    /// For a regular file with holes, the bytes of it that are data; nil for a file that is all
+    /// data. The filesystem keeps its blocks of zeros as holes.
+    public var sparseDataBytes: UInt64?
 
     /// An entry; ids, time, attributes and size default to nothing.
     public init(path: String, kind: Kind, permissions: UInt16, uid: UInt32 = 0, gid: UInt32 = 0, mtime: Int64 = 0,
-                xattrs: [ExtendedAttribute] = [], size: UInt64 = 0) {
+                xattrs: [ExtendedAttribute] = [], size: UInt64 = 0, sparseDataBytes: UInt64? = nil) {
         self.path = path
         self.kind = kind
         self.permissions = permissions
@@ -62,6 +65,7 @@ public struct TreeEntry: Sendable, Equatable {
         self.mtime = mtime
         self.xattrs = xattrs
         self.size = size
+        self.sparseDataBytes = sparseDataBytes
     }
 
     /// The directory above (relative, "" for the top's children) and the last component.
@@ -82,7 +86,7 @@ public struct TreeSummary: Sendable, Equatable {
     public var directories: UInt64 = 0
     /// Regular files (hard links not counted).
     public var regularFiles: UInt64 = 0
-    /// Regular files' sizes, each rounded up to the block size.
+    /// Regular files' sizes (a sparse file's data), each rounded up to the block size.
     public var dataBytes: UInt64 = 0
     /// Targets of symbolic links too long for the inode (60 bytes and more), each rounded up to
     /// the block size: they take a block each.
@@ -114,7 +118,7 @@ public struct TreeSummary: Sendable, Equatable {
             if !entry.path.isEmpty { directories += 1 }
         case .regularFile:
             regularFiles += 1
-            dataBytes += round(entry.size)
+            dataBytes += round(entry.sparseDataBytes ?? entry.size)
         case .symbolicLink(let target) where target.utf8.count >= 60:
             longSymlinkBytes += round(UInt64(target.utf8.count))
         default:

@@ -119,6 +119,16 @@ public protocol TreeReader: AnyObject {
     /// returns the count, 0 at its end. Only for a regular file, only until `next()` is called.
     /// Holes of a sparse file read as zeros.
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(TreeSource.Error) -> Int
+    /// Moves past the hole, if any, that starts where the last read stopped (`offset` bytes into
+    /// the current file); returns where the data goes on, the file's size after a final hole.
+    /// Only for a regular file whose entry has `sparseDataBytes`, only until `next()`.
+    func skipHole(at offset: UInt64) throws(TreeSource.Error) -> UInt64
+}
+
+extension TreeReader {
+    /// For a reader that does not know its holes: the data goes on where the last read stopped,
+    /// and the holes read as zeros.
+    public func skipHole(at offset: UInt64) throws(TreeSource.Error) -> UInt64 { offset }
 }
 
 /// Splits a dev_t as glibc's major(3) and minor(3) do (macros Swift does not import).

@@ -105,15 +105,23 @@ public final class WorkingCopy {
         try systemCall("fsync", on: path) { fsync(file.fd) }
         let base = image.split(separator: "/").last.map(String.init) ?? image
         let temporary = (directory == "/" ? "" : directory) + "/." + base + ".imgtool-" + tag
-        try systemCall("linkat", on: temporary) { linkat(AT_FDCWD, path, AT_FDCWD, temporary, AT_SYMLINK_FOLLOW) }
-        do {
-            try systemCall("rename to \(image)", on: temporary) { rename(temporary, image) }
-        } catch {
-            bestEffort { unlink(temporary) }
-            throw error
-        }
+        try replace(image, withUnnamed: path, via: temporary)
         committed = true
         let dir = try FileHandle(path: directory, flags: O_RDONLY | O_DIRECTORY)
         try systemCall("fsync", on: directory) { fsync(dir.fd) }
+    }
+}
+
+/// Gives the unnamed file open at `unnamed` (a /proc/PID/fd path) the name `temporary`, in
+/// `target`'s directory, and renames that over `target`: rename(2) replaces atomically, and
+/// linkat(2) cannot. The temporary name is removed if the rename fails.
+/// Wraps linkat(2) (AT_SYMLINK_FOLLOW) and rename(2).
+func replace(_ target: String, withUnnamed unnamed: String, via temporary: String) throws(SystemError) {
+    try systemCall("linkat", on: temporary) { linkat(AT_FDCWD, unnamed, AT_FDCWD, temporary, AT_SYMLINK_FOLLOW) }
+    do {
+        try systemCall("rename to \(target)", on: temporary) { rename(temporary, target) }
+    } catch {
+        bestEffort { unlink(temporary) }
+        throw error
     }
 }

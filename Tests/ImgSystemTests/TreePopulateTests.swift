@@ -27,8 +27,8 @@ struct TreePopulateTests {
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
     }
 
-    /// A directory with nested directories, links, an empty and a 3 MB file, a setuid file, a fifo
-    /// and (where the filesystem takes user.* attributes) an xattr.
+    /// A directory with nested directories, links, an empty and a 3 MB file, a setuid file, a fifo,
+    /// a socket and (where the filesystem takes user.* attributes) an xattr.
     func makeTree(_ root: String) throws -> (big: [UInt8], xattrs: Bool) {
         try run(["mkdir", "-p", "\(root)/a dir/b/c", "\(root)/empty dir"])
         let big = (0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 11) }
@@ -41,11 +41,12 @@ struct TreePopulateTests {
         symlink(String(repeating: "long/", count: 20) + "target", "\(root)/long link")
         link("\(root)/a dir/empty", "\(root)/hard")
         mkfifo("\(root)/a fifo", 0o640)
+        try run(["python3", "-c", "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])", "\(root)/a socket"])
         let xattrs = setxattr("\(root)/suid", "user.comment", "hello", 5, 0) == 0
         return (big, xattrs)
     }
 
-    @Test("a directory: kinds, modes, owners, links, an xattr, contents and clamped times; e2fsck -fn is clean")
+    @Test("a directory: kinds (a fifo and a socket too), modes, owners, links, an xattr, contents and clamped times; e2fsck -fn is clean")
     func fromDirectory() throws {
         let scratch = try Scratch()
         let root = scratch.file("the tree")
@@ -79,6 +80,7 @@ struct TreePopulateTests {
         let hard = try debugfs("stat \"\(top)/hard\"", fs)
         #expect(hard.contains("Links: 2") && hard.contains("Size: 0"), "\(hard)")
         #expect(try debugfs("stat \"\(top)/a fifo\"", fs).contains("Type: FIFO"))
+        #expect(try debugfs("stat \"\(top)/a socket\"", fs).contains("Type: socket"))
         #expect(try debugfs("stat \"\(top)/a dir\"", fs).contains("Links: 3"))
         if xattrs {
             let list = try debugfs("ea_list \"\(top)/suid\"", fs)
@@ -231,6 +233,56 @@ struct TreePopulateTests {
         #expect(entries.map(\.path) == ["", "d", "d/f"])
         #expect(entries.allSatisfy { $0.uid == 1000 && $0.gid == 1000 && $0.mtime == 1_234_567_890 })
         #expect(contents == Array(repeating: 9, count: 70_000))
+    }
+
+    /// Sparse files of `size` MiB in `root`: data at the start, in the middle and in the last
+    /// block ("sparse.bin"), and at the start only, with a hole to the end ("trailing hole.bin").
+    func makeSparseFiles(_ root: String, size: Int) throws {
+        try run(["mkdir", "-p", root])
+        let both = "\(root)/sparse.bin", trailing = "\(root)/trailing hole.bin"
+        try run(["truncate", "-s", "\(size)M", both, trailing])
+        for (text, at) in [("head", 0), ("middle", size << 19), ("tail", (size << 20) - 4)] {
+            try run(["sh", "-c", "printf '%s' \"$1\" | dd status=none conv=notrunc bs=1 seek=\"$2\" of=\"$3\"", "sh", text, "\(at)", both])
+        }
+        try run(["dd", "status=none", "conv=notrunc", "if=/dev/urandom", "of=\(trailing)", "bs=4096", "count=3"])
+    }
+
+    /// Blocks of 512 bytes allocated to `path` in `fs`, holes left out.
+    func blockCount(_ path: String, _ fs: String) throws -> Int? {
+        let stat = try debugfs("stat \"\(path)\"", fs)
+        guard let range = stat.range(of: "Blockcount: ") else { return nil }
+        return Int(stat[range.upperBound...].prefix { $0.isNumber })
+    }
+
+    @Test("sparse files keep their holes, from a directory and from GNU and pax sparse tar members; their bytes read back the same",
+          arguments: ["directory", "gnu", "posix"])
+    func sparse(source kind: String) throws {
+        let scratch = try Scratch()
+        let root = scratch.file("sparse tree")
+        try makeSparseFiles(root, size: 48)
+        var path = root
+        if kind != "directory" {
+            path = scratch.file("sparse \(kind).tar")
+            try run(["tar", "-C", root, "--sparse", "--format=\(kind)", "--numeric-owner", "-cf", path, "."])
+        }
+        let source = try TreeSource(path: path)
+        let summary = try source.measure(blockSize: 4096)
+        #expect(summary.dataBytes < 1 << 20, "a sparse file's holes are not data: \(summary.dataBytes) bytes")
+
+        let fs = scratch.file("fs.img")
+        try makeFilesystem(fs, size: "32M")  // smaller than the files' sizes: only their data fits
+        let writer = try Ext2Writer(image: fs, offset: 0, time: Self.time)
+        try writer.populate(from: source, clamp: Int64(Self.time))
+        try writer.close()
+        try fsck(fs)
+        for name in ["sparse.bin", "trailing hole.bin"] {
+            let blocks = try #require(try blockCount("/\(name)", fs), "no Blockcount for \(name)")
+            #expect(blocks <= 64, "\(name): \(blocks) sectors allocated")
+            #expect(try debugfs("stat \"/\(name)\"", fs).contains("Size: \(48 << 20)"))
+            let out = scratch.file("dumped \(name)")
+            try run(["debugfs", "-R", "dump \"/\(name)\" \"\(out)\"", fs])
+            #expect(try sha256(out) == (try sha256("\(root)/\(name)")), "\(name) reads back differently")
+        }
     }
 
     @Test("refused: a missing path, a socket, an archive entry with .., each named")

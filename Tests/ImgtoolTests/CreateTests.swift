@@ -140,6 +140,30 @@ struct CreateTests {
         print("gpt image: \(size >> 20) MiB, \(used >> 10) KiB allocated")
     }
 
+    @Test("a sparse file in the tree (1 GiB, two blocks of data, as /var/log/lastlog can be) stays sparse: --size auto gives a small image, and the file reads back the same")
+    func sparseInput() throws {
+        let w = try CreateWorkspace()
+        let tree = w.path("sparse tree")
+        try run(asUser(CreateWorkspace.user) + ["sh", "-c", """
+            set -e; mkdir -p "$1/var/log"; f="$1/var/log/lastlog"; truncate -s 1G "$f"
+            printf first | dd status=none conv=notrunc of="$f"
+            printf last | dd status=none conv=notrunc bs=1 seek=1073741820 of="$f"
+            """, "sh", tree])
+        let image = w.path("sparse.img")
+        let json = try w.createJSON([image, "--partition", "type=root,format=ext4,copy=\(tree)"])
+        let made = try #require((json["partitions"] as? [JSON])?.first)
+        let sectors = try #require(made["sectors"] as? Int)
+        #expect(sectors * 512 < 64 << 20, "a \(sectors * 512 >> 20) MiB partition for two blocks of data")
+        let fs = w.scratch.file("root.fs")
+        try run(["dd", "status=none", "if=\(image)", "of=\(fs)", "bs=512", "skip=\(made["startSector"] as? Int ?? 0)", "count=\(sectors)", "conv=sparse"])
+        let out = w.scratch.file("lastlog")
+        try run(["debugfs", "-R", "dump /var/log/lastlog \(out)", fs])
+        let same = try Subprocess.run(["cmp", out, "\(tree)/var/log/lastlog"])
+        #expect(same.status == 0, "the file reads back differently: \(same.stdout)")
+        let e2fsck = try Subprocess.run(["e2fsck", "-fn", fs])
+        #expect(e2fsck.status == 0, "\(e2fsck.stdout)")
+    }
+
     @Test("MBR from --partition specs: primaries, an extended partition, logicals 5-7 each 1 MiB after the previous end, the active flag, as sfdisk and parted read them")
     func mbrInline() throws {
         let w = try CreateWorkspace()
