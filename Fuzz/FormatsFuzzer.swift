@@ -24,6 +24,19 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         _ = EmbeddingArea.find(in: table)
     }
 
+    // The input as the table create has just written, for TableIdentity to patch: it patches
+    // inside the input or refuses, with either sector size; never a trap.
+    let guid = GUID(string: "0FC63DAF-8483-4772-8E79-3D69D8477DE4")!
+    for sectorSize in [512, 4096] {
+        let gpt = try? TableIdentity.gptWrites(in: source, sectorSize: sectorSize, diskGUID: guid, entries: [
+            .init(slot: 0, type: guid, unique: guid, attributes: 1 << 2), .init(slot: 127, unique: guid),
+        ])
+        let mbr = try? TableIdentity.mbrWrites(in: source, sectorSize: sectorSize, signature: 0x1234_5678, types: [1: 0x83, 5: 0x82, 9: 0x0C])
+        for write in (gpt ?? []) + (mbr ?? []) where write.offset + UInt64(write.bytes.count) > source.size {
+            fatalError("TableIdentity writes \(write.bytes.count) bytes at \(write.offset) of a \(source.size)-byte image")
+        }
+    }
+
     // The input as a JSON document (what an isolated VM's guest sends back): a value whose rendering
     // parses and renders the same again (2.0 renders as 2, so compare text, not values), or an
     // error; never a trap or a runaway recursion.

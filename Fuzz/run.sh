@@ -1,7 +1,7 @@
 #!/bin/bash
 # run.sh [SECONDS [LIBFUZZER FLAGS...]]: build the libFuzzer target for the ImgFormats parsers (MBR,
 # GPT, boot code, GRUB core.img and its placement, FAT, PE, SYSLINUX/ISOLINUX, ISO 9660, GRUB legacy, the container
-# readers, LVM, LUKS, the probe window) and fuzz them for
+# readers, LVM, LUKS, the probe window, TableIdentity) and fuzz them for
 # SECONDS (default 60); further arguments go to libFuzzer (for
 # example -use_value_profile=1 or -jobs=4). Exits 1 on a crash, leaving the reproducer in .build/fuzz/; 2 on
 # bad usage or a failed build. See README.md in this folder.
