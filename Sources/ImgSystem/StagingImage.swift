@@ -4,8 +4,9 @@ import Glibc
 /// A new image built as an unnamed file (O_TMPFILE) in its target's directory and given the
 /// target's name only when complete, so that a failure, a signal, SIGKILL or a crash leaves
 /// nothing behind, least of all a file at the target that looks finished. Being in the target's
-/// directory makes the naming atomic. Where the filesystem has no O_TMPFILE, the file has a hidden
-/// name (`.NAME.imgtool-XXXXXX`) until then, which only SIGKILL or a crash can leave.
+/// directory makes the naming atomic. Where the filesystem has no O_TMPFILE, or there is no /proc
+/// to reach an unnamed file through, the file has a hidden name (`.NAME.imgtool-XXXXXX`) until
+/// then, which only SIGKILL or a crash can leave.
 /// Not Sendable: one owner, one thread.
 public final class StagingImage {
     /// The file as a path this process, or a child of it, can open: its descriptor through /proc,
@@ -28,7 +29,13 @@ public final class StagingImage {
     init(directory: String, name: String, unnamed: Bool) throws(SystemError) {
         self.directory = directory
         self.name = name
-        let fd = unnamed ? imgtool_open_tmpfile(directory, 0o666) : -EOPNOTSUPP
+        var fd = unnamed ? imgtool_open_tmpfile(directory, 0o666) : -EOPNOTSUPP
+        // The tools given the file open it through /proc: without /proc (a bare container) it
+        // needs a name.
+        if fd >= 0, access("/proc/\(getpid())/fd/\(fd)", R_OK | W_OK) != 0 {
+            closeDescriptor(fd)
+            fd = -EOPNOTSUPP
+        }
         if fd >= 0 {
             file = FileHandle(adopting: fd, path: "the new \(name)")
             hidden = nil
