@@ -331,12 +331,82 @@ public final class Ext2Writer {
         case LINUX_S_IFSOCK: Int32(EXT2_FT_SOCK)
         default: Int32(EXT2_FT_REG_FILE)
         }
+        if madeDirectories[parent] != nil, try append(leaf, in: parent, to: ino, type: type, path: path) { return }
         var err = ext2fs_link(fs, parent, leaf, ino, type)
         if err == EXT2_ET_DIR_NO_SPACE {
             err = ext2fs_expand_dir(fs, parent)
             if err == 0 { err = ext2fs_link(fs, parent, leaf, ino, type) }
         }
         guard err == 0 else { throw Error("ext2fs_link \(path)", err) }
+    }
+
+    /// Adds the name after the last entry of `parent`'s last block, which grows by a block when
+    /// full. For the directories this writer made, where no entry is ever removed, so there is no
+    /// gap worth a search: ext2fs_link(3) reads every block of the directory for one, which makes
+    /// filling a directory quadratic in its size. Returns false, having changed nothing, where it
+    /// does not apply (inline data, a block that is not as expected), for ext2fs_link to do it.
+    /// Wraps ext2fs_bmap2(3), ext2fs_read_dir_block4(3), ext2fs_write_dir_block4(3) and
+    /// ext2fs_expand_dir(3).
+    private func append(_ leaf: String, in parent: ext2_ino_t, to ino: ext2_ino_t, type: Int32, path: String) throws(Error) -> Bool {
+        let name = Array(leaf.utf8)
+        guard !name.isEmpty, name.count <= Int(EXT2_NAME_LEN) else { return false }
+        let blockSize = Int(fs.pointee.blocksize)
+        // metadata_csum keeps the block's checksum in a 12-byte entry at its end.
+        let tail = ext2fs_has_feature_metadata_csum(fs.pointee.super) != 0 ? 12 : 0
+        let needed = (8 + name.count + 3) & ~3
+        var block = [UInt8](repeating: 0, count: blockSize)
+        for attempt in 0..<2 {
+            var inode = ext2_inode()
+            var err = ext2fs_read_inode(fs, parent, &inode)
+            guard err == 0 else { throw Error("ext2fs_read_inode \(path)", err) }
+            guard inode.i_flags & UInt32(EXT4_INLINE_DATA_FL) == 0 else { return false }
+            let size = UInt64(inode.i_size) | UInt64(inode.i_size_high) << 32
+            guard size >= UInt64(blockSize), size % UInt64(blockSize) == 0 else { return false }
+            var physical: blk64_t = 0
+            err = ext2fs_bmap2(fs, parent, &inode, nil, 0, blk64_t(size / UInt64(blockSize) - 1), nil, &physical)
+            guard err == 0, physical != 0 else { return false }
+            err = ext2fs_read_dir_block4(fs, physical, &block, 0, parent)
+            guard err == 0 else { throw Error("ext2fs_read_dir_block4 \(path)", err) }
+            // The last entry before the tail, and how much of its record its name uses.
+            var offset = 0, last = -1
+            while offset < blockSize - tail {
+                var length: UInt32 = 0
+                err = block.withUnsafeMutableBytes { ext2fs_get_rec_len(fs, $0.baseAddress!.advanced(by: offset).assumingMemoryBound(to: ext2_dir_entry.self), &length) }
+                guard err == 0, length >= 8, length % 4 == 0 else { return false }
+                last = offset
+                offset += Int(length)
+            }
+            guard offset == blockSize - tail, last >= 0 else { return false }
+            let record = blockSize - tail - last
+            let lastInode = block[last..<last + 4].reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+            let used = lastInode == 0 ? 0 : (8 + Int(block[last + 6]) + 3) & ~3
+            if record - used >= needed {
+                if used > 0 { try setRecordLength(used, at: last, in: &block, path: path) }
+                let at = last + used
+                for i in 0..<4 { block[at + i] = UInt8(truncatingIfNeeded: ino >> (8 * i)) }
+                try setRecordLength(record - used, at: at, in: &block, path: path)
+                block[at + 6] = UInt8(name.count)
+                block[at + 7] = ext2fs_has_feature_filetype(fs.pointee.super) != 0 ? UInt8(type) : 0
+                block.replaceSubrange(at + 8..<at + 8 + name.count, with: name)
+                for i in at + 8 + name.count..<at + needed { block[i] = 0 }
+                err = ext2fs_write_dir_block4(fs, physical, &block, 0, parent)
+                guard err == 0 else { throw Error("ext2fs_write_dir_block4 \(path)", err) }
+                return true
+            }
+            guard attempt == 0 else { return false }
+            err = ext2fs_expand_dir(fs, parent)
+            guard err == 0 else { throw Error("ext2fs_expand_dir \(path)", err) }
+        }
+        return false
+    }
+
+    /// Sets the record length of the entry at `offset` of a directory block. Wraps
+    /// ext2fs_set_rec_len(3), which encodes lengths of 64 KiB blocks.
+    private func setRecordLength(_ length: Int, at offset: Int, in block: inout [UInt8], path: String) throws(Error) {
+        let err = block.withUnsafeMutableBytes {
+            ext2fs_set_rec_len(fs, UInt32(length), $0.baseAddress!.advanced(by: offset).assumingMemoryBound(to: ext2_dir_entry.self))
+        }
+        guard err == 0 else { throw Error("ext2fs_set_rec_len \(path)", err) }
     }
 
     /// Sets mode, owner, the times and, when given, the size of `ino`: atime, ctime and mtime to

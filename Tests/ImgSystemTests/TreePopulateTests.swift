@@ -285,6 +285,40 @@ struct TreePopulateTests {
         }
     }
 
+    @Test("a directory of 3,000 names of 1 to 255 bytes and 30 hard links, appended block after block: e2fsck -fn is clean and every name is listed",
+          arguments: [["-t", "ext4"], ["-t", "ext4", "-b", "1024"], ["-t", "ext2", "-O", "^filetype"]])
+    func largeDirectory(mke2fs options: [String]) throws {
+        let scratch = try Scratch()
+        let root = scratch.file("tree")
+        try run(["mkdir", "-p", "\(root)/big"])
+        var names: [String] = []
+        for i in 0..<3000 {
+            let prefix = "\(i)-"
+            let name = prefix + String(repeating: "n", count: max(0, 1 + i * 37 % 255 - prefix.count))
+            try writeFile("\(root)/big/\(name)", i % 7 == 0 ? Array(name.utf8) : [])
+            names.append(name)
+            if i % 100 == 0 {
+                #expect(link("\(root)/big/\(name)", "\(root)/big/link \(i)") == 0)
+                names.append("link \(i)")
+            }
+        }
+        let fs = scratch.file("fs.img")
+        try run(["truncate", "-s", "64M", fs])
+        try run(["mke2fs", "-q", "-F"] + options + [fs])
+        let writer = try Ext2Writer(image: fs, offset: 0, time: Self.time)
+        try writer.populate(from: try TreeSource(path: root), clamp: Int64(Self.time))
+        try writer.close()
+        try fsck(fs)
+        // ls -p: "/inode/mode/uid/gid/name/size/" per entry, "." and ".." included.
+        let listed = try debugfs("ls -p /big", fs).split(separator: "\n").compactMap { line in
+            line.split(separator: "/", omittingEmptySubsequences: false).dropFirst(5).first.map(String.init)
+        }
+        #expect(Set(listed) == Set(names + [".", ".."]) && listed.count == names.count + 2, "\(listed.count) names listed of \(names.count + 2)")
+        let sample = names[2999]
+        #expect(try debugfs("cat \"/big/\(sample)\"", fs) == (2999 % 7 == 0 ? sample : ""))
+        #expect(try debugfs("stat \"/big/link 2900\"", fs).contains("Links: 2"))
+    }
+
     @Test("refused: a missing path, a socket, an archive entry with .., each named")
     func refusals() throws {
         let scratch = try Scratch()
