@@ -343,8 +343,8 @@ public final class Ext2Writer {
     /// Adds the name after the last entry of `parent`'s last block, which grows by a block when
     /// full. For the directories this writer made, where no entry is ever removed, so there is no
     /// gap worth a search: ext2fs_link(3) reads every block of the directory for one, which makes
-    /// filling a directory quadratic in its size. Returns false, having changed nothing, where it
-    /// does not apply (inline data, a block that is not as expected), for ext2fs_link to do it.
+    /// filling a directory quadratic in its size. Returns false where it does not apply (inline
+    /// data, a block that is not as expected), with no entry changed, for ext2fs_link to do it.
     /// Wraps ext2fs_bmap2(3), ext2fs_read_dir_block4(3), ext2fs_write_dir_block4(3) and
     /// ext2fs_expand_dir(3).
     private func append(_ leaf: String, in parent: ext2_ino_t, to ino: ext2_ino_t, type: Int32, path: String) throws(Error) -> Bool {
