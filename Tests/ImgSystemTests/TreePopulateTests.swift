@@ -285,7 +285,7 @@ struct TreePopulateTests {
         }
     }
 
-    @Test("a directory of 3,000 names of 1 to 255 bytes and 30 hard links, appended block after block: e2fsck -fn is clean and every name is listed",
+    @Test("a directory of 3,000 names of 1 to 255 bytes and 30 hard links, appended block after block: e2fsck -fn is clean and every name is listed, in the order added",
           arguments: [["-t", "ext4"], ["-t", "ext4", "-b", "1024"], ["-t", "ext2", "-O", "^filetype"]])
     func largeDirectory(mke2fs options: [String]) throws {
         let scratch = try Scratch()
@@ -314,9 +314,38 @@ struct TreePopulateTests {
             line.split(separator: "/", omittingEmptySubsequences: false).dropFirst(5).first.map(String.init)
         }
         #expect(Set(listed) == Set(names + [".", ".."]) && listed.count == names.count + 2, "\(listed.count) names listed of \(names.count + 2)")
+        // Appended, the names lie in the directory in the order they came (the reader's, sorted by
+        // their bytes), though shorter names would fit the gaps earlier blocks leave.
+        let byBytes = names.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+        #expect(Array(listed.dropFirst(2)) == byBytes, "the names are not in the directory's blocks in the order they were added")
         let sample = names[2999]
         #expect(try debugfs("cat \"/big/\(sample)\"", fs) == (2999 % 7 == 0 ? sample : ""))
         #expect(try debugfs("stat \"/big/link 2900\"", fs).contains("Links: 2"))
+    }
+
+    @Test("skipHole moves past a sparse file's hole unread, to where its data goes on, for a directory and GNU and pax tar members",
+          arguments: ["directory", "gnu", "posix"])
+    func skipsHoles(source kind: String) throws {
+        let scratch = try Scratch()
+        let root = scratch.file("sparse tree")
+        try makeSparseFiles(root, size: 48)
+        var path = root
+        if kind != "directory" {
+            path = scratch.file("sparse \(kind).tar")
+            try run(["tar", "-C", root, "--sparse", "--format=\(kind)", "--numeric-owner", "-cf", path, "."])
+        }
+        let reader = try TreeSource(path: path).makeReader()
+        while let entry = try reader.next(), entry.path != "sparse.bin" {}
+        var buffer = [UInt8](repeating: 0xFF, count: 4096)
+        var read = 0
+        while read < buffer.count, case let n = try buffer.withUnsafeMutableBytes({ try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[read...])) }), n > 0 {
+            read += n
+        }
+        #expect(Array(buffer[..<4]) == Array("head".utf8) && buffer[4..<4096].allSatisfy { $0 == 0 })
+        // "middle" is at 24 MiB: the hole between is skipped, not read.
+        #expect(try reader.skipHole(at: 4096) == 24 << 20)
+        let n = try buffer.withUnsafeMutableBytes { try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[..<6])) }
+        #expect(n == 6 && Array(buffer[..<6]) == Array("middle".utf8))
     }
 
     @Test("refused: a missing path, a socket, an archive entry with .., each named")
