@@ -247,6 +247,17 @@ struct TreePopulateTests {
         try run(["dd", "status=none", "conv=notrunc", "if=/dev/urandom", "of=\(trailing)", "bs=4096", "count=3"])
     }
 
+    /// `makeSparseFiles` of 48 MiB in `scratch`, and the source to read them from: that directory,
+    /// or a tar of it (`kind` "gnu" or "posix", tar's --sparse formats).
+    func sparseSource(_ scratch: Scratch, _ kind: String) throws -> (root: String, path: String) {
+        let root = scratch.file("sparse tree")
+        try makeSparseFiles(root, size: 48)
+        guard kind != "directory" else { return (root, root) }
+        let path = scratch.file("sparse \(kind).tar")
+        try run(["tar", "-C", root, "--sparse", "--format=\(kind)", "--numeric-owner", "-cf", path, "."])
+        return (root, path)
+    }
+
     /// Blocks of 512 bytes allocated to `path` in `fs`, holes left out.
     func blockCount(_ path: String, _ fs: String) throws -> Int? {
         let stat = try debugfs("stat \"\(path)\"", fs)
@@ -258,13 +269,7 @@ struct TreePopulateTests {
           arguments: ["directory", "gnu", "posix"])
     func sparse(source kind: String) throws {
         let scratch = try Scratch()
-        let root = scratch.file("sparse tree")
-        try makeSparseFiles(root, size: 48)
-        var path = root
-        if kind != "directory" {
-            path = scratch.file("sparse \(kind).tar")
-            try run(["tar", "-C", root, "--sparse", "--format=\(kind)", "--numeric-owner", "-cf", path, "."])
-        }
+        let (root, path) = try sparseSource(scratch, kind)
         let source = try TreeSource(path: path)
         let summary = try source.measure(blockSize: 4096)
         #expect(summary.dataBytes < 1 << 20, "a sparse file's holes are not data: \(summary.dataBytes) bytes")
@@ -327,13 +332,7 @@ struct TreePopulateTests {
           arguments: ["directory", "gnu", "posix"])
     func skipsHoles(source kind: String) throws {
         let scratch = try Scratch()
-        let root = scratch.file("sparse tree")
-        try makeSparseFiles(root, size: 48)
-        var path = root
-        if kind != "directory" {
-            path = scratch.file("sparse \(kind).tar")
-            try run(["tar", "-C", root, "--sparse", "--format=\(kind)", "--numeric-owner", "-cf", path, "."])
-        }
+        let (_, path) = try sparseSource(scratch, kind)
         let reader = try TreeSource(path: path).makeReader()
         while let entry = try reader.next(), entry.path != "sparse.bin" {}
         var buffer = [UInt8](repeating: 0xFF, count: 4096)
